@@ -1,0 +1,334 @@
+"""The CPU: one AArch64 core on Unicorn, and the exception entry Unicorn leaves to us.
+
+Unicorn executes guest instructions natively (for us: at full emulator speed,
+with no Python on the path). When the guest does something only a privileged
+party can complete -- a system call, a hypercall, an undefined instruction, an
+access to nothing -- Unicorn stops and tells us a *number*. This module turns
+that into what the architecture would report (a `GuestException` with an
+ESR-style syndrome), and `take_exception()` does what the hardware does next:
+save PSTATE and the return address, write ESR/FAR, switch to EL1 and jump to
+the guest kernel's vector table.
+
+Only this package imports Unicorn; everything above speaks registers,
+exceptions and syndromes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable
+
+from unicorn import (
+    UC_ARCH_ARM64, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR,
+    UC_HOOK_MEM_INVALID, UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT,
+    UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_QUERY_TIMEOUT, Uc, UcError,
+)
+from unicorn import arm64_const as A
+
+from vlab.arch import sysregs
+from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess, imm16_syndrome
+from vlab.machine.icount import InstructionCounter
+
+_UNTIL = 0xFFFF_FFFF_FFFF_FFFC  # "never": we stop on budgets and events, not on an address
+
+# Unicorn's (QEMU's) exception numbers, as the UC_HOOK_INTR callback reports them
+_EXCP_UDEF, _EXCP_SWI, _EXCP_PREFETCH_ABORT, _EXCP_DATA_ABORT, _EXCP_BKPT, _EXCP_HVC, _EXCP_SMC = 1, 2, 3, 4, 7, 11, 13
+
+_X = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
+_WFI = 0xD503207F
+
+PSTATE_DAIF = 0xF << 6
+PSTATE_NZCV = 0xF << 28
+PSTATE_I = 1 << 7
+
+
+class Vector(enum.IntEnum):
+    """Which kind of exception: the offset inside each 0x200-byte group of the vector table."""
+
+    SYNC = 0x000
+    IRQ = 0x080
+    FIQ = 0x100
+    SERROR = 0x180
+
+
+@dataclass(frozen=True)
+class GuestException:
+    """A synchronous exception the guest raised, as the hardware would report it.
+
+    `address` is the instruction that raised it; `return_address` is where the
+    guest resumes once it is handled (after an SVC/HVC/SMC, at a faulting
+    instruction); `el` is the level it was raised at; `far` the faulting
+    address for aborts.
+    """
+
+    syndrome: Syndrome
+    address: int
+    return_address: int
+    el: int
+    far: int | None = None
+    detail: str = ""  # a plain-words explanation, e.g. "no memory or device at 0x1234"
+
+
+class StopKind(enum.Enum):
+    EXCEPTION = "exception"  # the guest raised a synchronous exception: see .exception
+    WFI = "wfi"  # the guest waits for an interrupt
+    BUDGET = "budget"  # the instruction budget of this run is spent
+    TIMEOUT = "timeout"  # the wall-clock guard fired
+    REQUESTED = "requested"  # someone (a device, a trap handler, a widget) asked to stop
+    ERROR = "error"  # vlab itself failed inside a hook: see .message
+
+
+@dataclass(frozen=True)
+class CpuStop:
+    """Why one stretch of native execution ended, and how many instructions it retired."""
+
+    kind: StopKind
+    retired: int
+    exception: GuestException | None = None
+    message: str = ""
+
+
+# A system-register trap handler: called for every MRS/MSR/SYS the guest executes at a
+# level allowed to execute it. It returns True when it emulated the access (for a read
+# it has put the result in register Rt), False to let the hardware perform it.
+SysRegHandler = Callable[["CPU", SysRegAccess, int], bool]
+
+
+class CPU:
+    """One AArch64 core. Memory and devices are mapped onto it by the board."""
+
+    def __init__(self) -> None:
+        self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        self.instructions = 0  # retired since power-on: the guest's clock
+        self.sysreg_handler: SysRegHandler | None = None
+        self._counter = InstructionCounter(self.uc)
+        self._exception: GuestException | None = None
+        self._memory_fault: tuple[int, int, int] | None = None  # (access, address, size)
+        self._hook_error: str | None = None
+        self._stop_requested = False
+        self._running = False  # inside emu_start: the live counter is part of the clock
+        # SCR_EL3.HCE: without it HVC is UNDEFINED. RW (bit 10): EL2 and below are AArch64.
+        self.write_sysreg("SCR_EL3", (1 << 8) | (1 << 10) | 1)
+        self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_memory_fault)
+        for insn in (A.UC_ARM64_INS_MRS, A.UC_ARM64_INS_MSR, A.UC_ARM64_INS_SYS, A.UC_ARM64_INS_SYSL):
+            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, None, 1, 0, insn)
+
+    # --- registers -------------------------------------------------------------
+
+    def x(self, n: int) -> int:
+        """General-purpose register Xn (n = 31 reads as the zero register, as XZR)."""
+        return 0 if n == 31 else self.uc.reg_read(_X[n])
+
+    def set_x(self, n: int, value: int) -> None:
+        if n != 31:  # writes to XZR are discarded
+            self.uc.reg_write(_X[n], value & (2**64 - 1))
+
+    @property
+    def pc(self) -> int:
+        return self.uc.reg_read(A.UC_ARM64_REG_PC)
+
+    @pc.setter
+    def pc(self, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM64_REG_PC, value)
+
+    @property
+    def sp(self) -> int:
+        """The stack pointer the current level uses (SP_EL0 or SP_ELx)."""
+        return self.uc.reg_read(A.UC_ARM64_REG_SP)
+
+    @sp.setter
+    def sp(self, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM64_REG_SP, value)
+
+    @property
+    def pstate(self) -> int:
+        return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
+
+    @property
+    def el(self) -> int:
+        """The current exception level, PSTATE.EL."""
+        return (self.pstate >> 2) & 3
+
+    def registers(self) -> dict[str, int]:
+        """x0..x30, sp, pc, pstate: the state a test or a widget shows."""
+        regs = {f"x{i}": self.x(i) for i in range(31)}
+        regs.update(sp=self.sp, pc=self.pc, pstate=self.pstate)
+        return regs
+
+    def read_sysreg(self, name: str) -> int:
+        op0, op1, crn, crm, op2 = sysregs.lookup(name).encoding
+        return self.uc.reg_read(A.UC_ARM64_REG_CP_REG, (crn, crm, op0, op1, op2))
+
+    def write_sysreg(self, name: str, value: int) -> None:
+        op0, op1, crn, crm, op2 = sysregs.lookup(name).encoding
+        self.uc.reg_write(A.UC_ARM64_REG_CP_REG, (crn, crm, op0, op1, op2, value))
+
+    def read_word(self, address: int) -> int | None:
+        """The 32-bit word at address, or None where no memory is mapped."""
+        try:
+            return int.from_bytes(self.uc.mem_read(address, 4), "little")
+        except UcError:
+            return None
+
+    # --- running ---------------------------------------------------------------
+
+    def clock(self) -> int:
+        """Instructions retired so far; inside a hook, those before the current instruction."""
+        if not self._running:
+            return self.instructions
+        return self.instructions + max(self._counter.started() - 1, 0)
+
+    def request_stop(self) -> None:
+        """Stop native execution after the current instruction (safe from any hook)."""
+        self._stop_requested = True
+        self.uc.emu_stop()
+
+    def run(self, max_insns: int, timeout_us: int = 0) -> CpuStop:
+        """Execute from PC until an event, at most max_insns instructions (> 0)."""
+        self._exception = self._memory_fault = self._hook_error = None
+        self._stop_requested = False
+        error: UcError | None = None
+        self._running = True
+        try:
+            self.uc.emu_start(self.pc, _UNTIL, timeout=timeout_us, count=max_insns)
+        except UcError as e:
+            error = e
+        except Exception as e:  # a Python error in one of our hooks, re-raised by Unicorn's binding
+            self._hook_error = self._hook_error or f"{type(e).__name__}: {e}"
+        finally:
+            self._running = False
+        started = self._counter.started()
+        stop = self._classify(started, max_insns, error)
+        self.instructions += stop.retired
+        return stop
+
+    def _classify(self, started: int, max_insns: int, error: UcError | None) -> CpuStop:
+        if self._hook_error:
+            return CpuStop(StopKind.ERROR, max(started - 1, 0), message=self._hook_error)
+        if error is not None:
+            exc = self._exception or self._fault_exception(error)
+            return CpuStop(StopKind.EXCEPTION, max(started - 1, 0), exc)
+        if self._exception is not None:
+            exc = self._exception
+            faulted = exc.return_address == exc.address  # the instruction did not complete
+            return CpuStop(StopKind.EXCEPTION, started - 1 if faulted else started, exc)
+        if started > max_insns:
+            return CpuStop(StopKind.BUDGET, max_insns)
+        if self.uc.query(UC_QUERY_TIMEOUT):
+            return CpuStop(StopKind.TIMEOUT, started)
+        if self._stop_requested:
+            return CpuStop(StopKind.REQUESTED, started)
+        if self.read_word(self.pc - 4) == _WFI:
+            return CpuStop(StopKind.WFI, started)
+        return CpuStop(StopKind.REQUESTED, started)
+
+    # --- hooks: keep them small, never let a Python exception escape into Unicorn ---
+
+    def _on_interrupt(self, uc: Uc, intno: int, _user) -> None:
+        try:
+            self._exception = self._decode_interrupt(intno)
+        except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
+            self._hook_error = f"decoding exception {intno}: {type(e).__name__}: {e}"
+        uc.emu_stop()
+
+    def _decode_interrupt(self, intno: int) -> GuestException:
+        pc, el = self.pc, self.el
+        if intno in (_EXCP_SWI, _EXCP_HVC, _EXCP_SMC):  # PC is already past the instruction
+            ec = {_EXCP_SWI: ExceptionClass.SVC64, _EXCP_HVC: ExceptionClass.HVC64, _EXCP_SMC: ExceptionClass.SMC64}[intno]
+            word = self.read_word(pc - 4) or 0
+            return GuestException(imm16_syndrome(ec, (word >> 5) & 0xFFFF), pc - 4, pc, el)
+        if intno == _EXCP_BKPT:
+            word = self.read_word(pc) or 0
+            return GuestException(imm16_syndrome(ExceptionClass.BRK64, (word >> 5) & 0xFFFF), pc, pc, el)
+        if intno == _EXCP_UDEF:
+            return GuestException(Syndrome(ExceptionClass.UNKNOWN), pc, pc, el, detail="undefined instruction")
+        if intno in (_EXCP_DATA_ABORT, _EXCP_PREFETCH_ABORT):
+            # Raised by Unicorn's own MMU walk (guest MMU on): QEMU keeps the syndrome to itself.
+            ec = ExceptionClass.DABT_CURRENT if intno == _EXCP_DATA_ABORT else ExceptionClass.IABT_CURRENT
+            if el == 0:
+                ec = ExceptionClass(ec - 1)
+            return GuestException(Syndrome(ec, FaultStatus.TRANSLATION_L0), pc, pc, el,
+                                  detail="MMU fault reported by the emulator without details")
+        return GuestException(Syndrome(ExceptionClass.UNKNOWN), pc, pc, el,
+                              detail=f"emulator exception number {intno} has no AArch64 meaning here")
+
+    def _on_memory_fault(self, uc: Uc, access: int, address: int, size: int, value: int, _user) -> bool:
+        self._memory_fault = (access, address, size)
+        return False  # let Unicorn stop with the matching UC_ERR_*
+
+    def _fault_exception(self, error: UcError) -> GuestException:
+        """An access to no memory, or a write to read-only memory: a synchronous external abort."""
+        pc, el = self.pc, self.el
+        if self._memory_fault is None:
+            if error.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT):
+                self._memory_fault = (UC_MEM_FETCH_UNMAPPED, pc, 4)
+            else:
+                return GuestException(Syndrome(ExceptionClass.UNKNOWN), pc, pc, el, detail=f"emulator error: {error}")
+        access, address, size = self._memory_fault
+        lower = el == 0
+        if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
+            ec = ExceptionClass.IABT_LOWER if lower else ExceptionClass.IABT_CURRENT
+            return GuestException(Syndrome(ec, FaultStatus.SYNC_EXTERNAL), address, address, el, far=address,
+                                  detail=f"instruction fetch from {address:#x}, where there is no memory")
+        write = access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT)
+        ec = ExceptionClass.DABT_LOWER if lower else ExceptionClass.DABT_CURRENT
+        what = "read-only memory" if access == UC_MEM_WRITE_PROT else "no memory or device"
+        detail = f"{size}-byte {'write to' if write else 'read from'} {address:#x}: {what} there"
+        return GuestException(Syndrome(ec, DataAbort(FaultStatus.SYNC_EXTERNAL, wnr=write).iss), pc, pc, el,
+                              far=address, detail=detail)
+
+    def _on_sysreg(self, uc: Uc, reg: int, cp, _user) -> bool:
+        try:
+            if self.sysreg_handler is None:
+                return False
+            encoding = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
+            known = sysregs.BY_ENCODING.get(encoding)
+            if known is not None and known.min_el > self.el:
+                return False  # UNDEFINED at this level: the hardware raises it, not us
+            word = self.read_word(self.pc) or 0
+            access = SysRegAccess(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2, rt=word & 0x1F, is_read=bool(word >> 21 & 1))
+            return self.sysreg_handler(self, access, cp.val)
+        except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
+            self._hook_error = f"system-register trap handler failed: {type(e).__name__}: {e}"
+            uc.emu_stop()
+            return True
+
+    # --- exception entry: what the hardware does, done by vlab -----------------
+
+    def take_exception(self, kind: Vector, syndrome: Syndrome | None = None,
+                       return_address: int | None = None, far: int | None = None) -> int:
+        """Enter the EL1 kernel's vector for this exception; returns the vector address.
+
+        Saves PSTATE to SPSR_EL1 and the return address to ELR_EL1, writes the
+        syndrome to ESR_EL1 (synchronous exceptions) and the fault address to
+        FAR_EL1 (aborts), masks DAIF, moves to EL1 using SP_EL1, and sets PC to
+        VBAR_EL1 + group + kind, where the group depends on where we came from:
+        0x000 EL1 with SP_EL0, 0x200 EL1 with SP_EL1, 0x400 a lower level (EL0).
+        """
+        old = self.pstate
+        old_el, old_spsel = (old >> 2) & 3, old & 1
+        group = 0x400 if old_el == 0 else (0x200 if old_spsel else 0x000)
+        vector = (self.read_sysreg("VBAR_EL1") & ~0x7FF) + group + kind
+        # The stack pointer is banked: park the current one where it belongs, pick up SP_EL1.
+        if old_el == 0 or not old_spsel:
+            self.uc.reg_write(A.UC_ARM64_REG_SP_EL0, self.sp)
+            new_sp = self.uc.reg_read(A.UC_ARM64_REG_SP_EL1)
+        else:
+            new_sp = self.sp
+        self.uc.reg_write(A.UC_ARM64_REG_PSTATE, (old & PSTATE_NZCV) | PSTATE_DAIF | 0b0101)  # EL1h
+        self.sp = new_sp
+        # Unicorn applies a new PSTATE.EL only after a system-register write, which these are.
+        self.write_sysreg("SPSR_EL1", old)
+        self.write_sysreg("ELR_EL1", self.pc if return_address is None else return_address)
+        if syndrome is not None:
+            self.write_sysreg("ESR_EL1", syndrome.esr)
+        if far is not None:
+            self.write_sysreg("FAR_EL1", far)
+        self.pc = vector
+        return vector
+
+    def irqs_masked(self) -> bool:
+        return bool(self.pstate & PSTATE_I)
+

@@ -1,0 +1,90 @@
+"""Loading a guest onto the board: raw binaries, assembly sources and ELF files.
+
+Like `qemu-system-aarch64 -M virt -kernel FILE`: an ELF's loadable segments go
+to their physical addresses and execution starts at its entry point; a raw
+image or an assembly source goes to the start of RAM and starts there.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from vlab.asm import Program, assemble
+from vlab.errors import LoadError
+from vlab.machine.board import RAM_BASE, Board
+
+_EM_AARCH64 = "EM_AARCH64"
+ASSEMBLY_SUFFIXES = (".s", ".S", ".asm")
+
+
+@dataclass(frozen=True)
+class Image:
+    """Bytes to place at addresses, and where to start."""
+
+    segments: tuple[tuple[int, bytes], ...]
+    entry: int
+    program: Program | None = None  # set for assembly sources: symbols and the line map
+
+
+def image_from_program(program: Program) -> Image:
+    return Image(((program.base, program.code),), program.base, program)
+
+
+def image_from_elf(data: bytes, name: str = "ELF file") -> Image:
+    """The PT_LOAD segments of an AArch64 ELF executable, at their physical addresses."""
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        if elf.elfclass != 64 or not elf.little_endian or elf["e_machine"] != _EM_AARCH64:
+            raise LoadError(f"{name} is a {elf.elfclass}-bit {'little' if elf.little_endian else 'big'}-endian "
+                            f"{elf['e_machine']} ELF; vlab runs 64-bit little-endian AArch64 (EM_AARCH64) code")
+        segments = []
+        for seg in elf.iter_segments():
+            if seg["p_type"] != "PT_LOAD" or seg["p_memsz"] == 0:
+                continue
+            body = seg.data()
+            if len(body) != seg["p_filesz"]:
+                raise LoadError(f"{name} is truncated: a segment at {seg['p_paddr']:#x} should have "
+                                f"{seg['p_filesz']} bytes in the file but has {len(body)}")
+            segments.append((seg["p_paddr"], body + bytes(seg["p_memsz"] - seg["p_filesz"])))
+        if not segments:
+            raise LoadError(f"{name} has no loadable (PT_LOAD) segment")
+        return Image(tuple(segments), elf["e_entry"])
+    except (ELFError, ValueError, KeyError, OSError) as e:  # pyelftools' ways of saying "broken"
+        raise LoadError(f"{name} is not a valid ELF file: {e}") from None
+    except Exception as e:  # noqa: BLE001 - struct.error and friends from a truncated header
+        if isinstance(e, LoadError):
+            raise
+        raise LoadError(f"{name} is not a valid ELF file (truncated or corrupt: {type(e).__name__}: {e})") from None
+
+
+def image_from_file(path: str | Path) -> Image:
+    """Read FILE as ELF (by its magic number), assembly (by suffix) or a raw binary."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise LoadError(f"cannot read {path}: {e.strerror}") from None
+    if data[:4] == b"\x7fELF":
+        return image_from_elf(data, path.name)
+    if path.suffix in ASSEMBLY_SUFFIXES:
+        return image_from_program(assemble(data.decode("utf-8", errors="replace"), RAM_BASE))
+    if not data:
+        raise LoadError(f"{path} is empty")
+    return Image(((RAM_BASE, data),), RAM_BASE)
+
+
+def load(board: Board, image: Image) -> None:
+    """Write the image into the board's memory and point the CPU at its entry."""
+    for address, body in image.segments:
+        if board.region_at(address, max(len(body), 1)) is None or board.region_at(address).kind == "device":
+            raise LoadError(f"a segment of {len(body)} bytes at {address:#x} does not fit in the board's flash "
+                            f"({0:#x}..) or RAM ({board.ram.base:#x}..{board.ram.base + board.ram.size:#x})")
+        board.write_memory(address, body)
+    if board.region_at(image.entry) is None:
+        raise LoadError(f"entry point {image.entry:#x} is outside the board's memory")
+    board.cpu.pc = image.entry

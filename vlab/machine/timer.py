@@ -1,0 +1,105 @@
+"""The generic timer: CNTFRQ_EL0, the counters and the virtual and physical timers.
+
+vlab's guest time is deterministic: the system counter advances one tick per
+retired guest instruction (plus the ticks a core spends idle in WFI), so the
+same program always sees the same times. CNTFRQ_EL0 reads 62.5 MHz, the value
+QEMU's `virt` board long used, so a guest sees a machine of 62.5 M instructions
+per second of guest time.
+
+Each timer fires (ISTATUS) when the counter reaches its compare value CVAL;
+it asserts its interrupt when also enabled and not masked (CTL: ENABLE bit 0,
+IMASK bit 1, ISTATUS bit 2). TVAL is a signed 32-bit view of CVAL - counter.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from vlab.arch.esr import SysRegAccess
+from vlab.arch.sysregs import name_of
+
+FREQUENCY_HZ = 62_500_000
+CTL_ENABLE, CTL_IMASK, CTL_ISTATUS = 1, 2, 4
+
+
+def _sext32(value: int) -> int:
+    value &= 0xFFFF_FFFF
+    return value - (1 << 32) if value & 0x8000_0000 else value
+
+
+class Timer:
+    """One comparator (virtual or physical) against a counter."""
+
+    def __init__(self, name: str, counter: Callable[[], int]):
+        self.name, self._counter = name, counter
+        self.cval = 0
+        self.ctl = 0
+
+    def istatus(self) -> bool:
+        return bool(self.ctl & CTL_ENABLE) and self._counter() >= self.cval
+
+    def asserted(self) -> bool:
+        """The timer's interrupt line: condition met, enabled, not masked."""
+        return self.istatus() and not self.ctl & CTL_IMASK
+
+    def deadline(self) -> int | None:
+        """The counter value at which the interrupt line will rise, if it can."""
+        if self.ctl & CTL_ENABLE and not self.ctl & CTL_IMASK:
+            return self.cval
+        return None
+
+    def read(self, field: str) -> int:
+        if field == "CTL":
+            return (self.ctl & 3) | (CTL_ISTATUS if self.istatus() else 0)
+        if field == "CVAL":
+            return self.cval
+        return (self.cval - self._counter()) & 0xFFFF_FFFF  # TVAL
+
+    def write(self, field: str, value: int) -> None:
+        if field == "CTL":
+            self.ctl = value & 3  # ISTATUS is read-only
+        elif field == "CVAL":
+            self.cval = value
+        else:  # TVAL
+            self.cval = self._counter() + _sext32(value)
+
+
+class GenericTimer:
+    """The counter and both EL1 timers, served through system-register traps."""
+
+    def __init__(self, ticks: Callable[[], int]):
+        """`ticks()` is the board's clock: retired instructions plus idle ticks."""
+        self.ticks = ticks
+        self.offset = 0  # CNTVOFF_EL2: the virtual counter is the physical one minus this
+        self.virtual = Timer("virtual", lambda: self.ticks() - self.offset)
+        self.physical = Timer("physical", self.ticks)
+
+    def handle(self, access: SysRegAccess, value: int) -> tuple[bool, int]:
+        """Emulate a timer register access: (handled, value read)."""
+        name = name_of(access.encoding)
+        if name == "CNTFRQ_EL0":
+            return True, FREQUENCY_HZ  # writes are ignored: only EL3 firmware may set it
+        if name == "CNTVCT_EL0":
+            return True, self.ticks() - self.offset
+        if name == "CNTPCT_EL0":
+            return True, self.ticks()
+        for prefix, timer in (("CNTV_", self.virtual), ("CNTP_", self.physical)):
+            if name.startswith(prefix):
+                field = name[len(prefix):].removesuffix("_EL0")
+                if access.is_read:
+                    return True, timer.read(field)
+                timer.write(field, value)
+                return True, 0
+        return False, 0
+
+    def asserted(self) -> list[Timer]:
+        return [t for t in (self.virtual, self.physical) if t.asserted()]
+
+    def next_deadline(self) -> int | None:
+        """The earliest board tick at which a timer interrupt will rise, or None."""
+        deadlines = []
+        if (d := self.virtual.deadline()) is not None:
+            deadlines.append(d + self.offset)
+        if (d := self.physical.deadline()) is not None:
+            deadlines.append(d)
+        return min(deadlines, default=None)
