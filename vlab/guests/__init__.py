@@ -1,0 +1,44 @@
+"""Demo guests shipped with vlab, each ending in a self-check the tests assert on.
+
+`path(name)` gives the source file; `GUESTS` says what each one must print and
+leave behind (x19 = 0x600d means the guest's own check passed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SELF_CHECK_OK = 0x600D
+
+
+@dataclass(frozen=True)
+class Guest:
+    name: str
+    summary: str
+    expected_uart: str
+
+    @property
+    def path(self) -> Path:
+        return HERE / f"{self.name}.S"
+
+    def source(self) -> str:
+        return self.path.read_text()
+
+
+GUESTS = {
+    g.name: g
+    for g in (
+        Guest("hello", "prints through the PL011 UART and powers off", "Hello from EL1!\n"),
+        Guest("syscall", "a kernel that runs a user program at EL0 and serves its write() system call",
+              "Hello from EL0, through a system call!\n"),
+    )
+}
+
+
+def path(name: str) -> Path:
+    """The source file of the named guest; KeyError lists the known names."""
+    if name not in GUESTS:
+        raise KeyError(f"no guest called {name!r}; vlab ships: {', '.join(GUESTS)}")
+    return GUESTS[name].path
