@@ -1,0 +1,232 @@
+"""Specifications of vlab.viz: diagrams read off the board, and the machine stepper's logic without a browser."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from IPython.lib.pretty import pretty
+
+from vlab.asm import disassemble_one
+from vlab.guests import GUESTS
+from vlab.machine.board import Board, StopReason
+from vlab.viz.board_diagram import address, board_diagram, memory_map, size
+from vlab.viz.levels import board_levels, levels_diagram
+from vlab.viz.machine_view import PState
+from vlab.viz.machine_widget import MachineWidget
+
+SVC64 = 0x15  # ESR_ELx.EC for SVC executed in AArch64 state (Arm ARM D17.2.37)
+LOWER_EL_AARCH64_SYNC = 0x400  # vector offset: synchronous exception from a lower EL using AArch64
+QEMU_VIRT_BASES = {"flash": 0x0000_0000, "uart": 0x0900_0000, "ram": 0x4000_0000}  # QEMU hw/arm/virt.c memmap
+
+
+def _numbers_in(text: str) -> set[int]:
+    """Every hexadecimal number written in text (underscores allowed, as in 0x4000_0000)."""
+    return {int(h.replace("_", ""), 16) for h in re.findall(r"0x[0-9a-fA-F_]+", text)}
+
+
+# --- the board diagram and the memory map ------------------------------------------
+
+@pytest.mark.parametrize("ram_size", [0x0800_0000, 0x0200_0000])
+def test_board_diagram_shows_every_region_at_its_base_and_end_address(ram_size):
+    board = Board(ram_size)
+    shown = _numbers_in(board_diagram(board).source)
+    for region in board.regions:
+        assert region.base in shown, region
+        assert region.base + region.size - 1 in shown, region
+
+
+def test_board_diagram_follows_the_ram_size_instead_of_a_typed_in_map():
+    small = board_diagram(Board(0x0200_0000)).source
+    assert 0x41FF_FFFF in _numbers_in(small)  # 32 MiB from 0x4000_0000
+    assert 0x47FF_FFFF not in _numbers_in(small)  # the default 128 MiB end is not drawn
+
+
+def test_memory_map_lists_the_qemu_virt_regions_in_address_order():
+    rows = memory_map(Board()).rows
+    assert [r.base for r in rows] == sorted(r.base for r in rows)
+    assert {r.name: r.base for r in rows} == QEMU_VIRT_BASES
+    uart = next(r for r in rows if r.name == "uart")
+    assert uart.device == "PL011" and uart.kind == "device"
+    assert "0x0900_0000" in str(memory_map(Board())) and "<table>" in memory_map(Board())._repr_html_()
+
+
+def test_sizes_and_addresses_are_written_the_way_the_course_writes_them():
+    assert size(128 << 20) == "128 MiB" and size(4096) == "4 KiB" and size(12) == "12 bytes"
+    assert size(3 << 30) == "3 GiB" and size(6144) == "6 KiB"
+    assert address(0x0900_0000) == "0x0900_0000" and address(0x47FF_FFFF) == "0x47ff_ffff"
+
+
+def test_diagrams_print_as_text_when_no_front_end_draws_them():
+    diagram = board_diagram(Board())
+    assert pretty(diagram) == diagram.text
+    assert "ram" in diagram.text and "0x4000_0000" in diagram.text
+
+
+# --- exception levels ----------------------------------------------------------------
+
+def _node_line(source: str, el: int) -> str:
+    """The DOT statement declaring node el<N>, attributes and (multi-line) label included."""
+    return re.search(rf"^\tel{el} \[.*?\]$", source, re.S | re.M).group(0)
+
+
+@pytest.mark.parametrize("current", [0, 1, 2, 3])
+def test_levels_diagram_highlights_only_the_current_level(current):
+    diagram = levels_diagram(current)
+    for el in range(4):
+        assert ("penwidth=3" in _node_line(diagram.source, el)) == (el == current)
+    marked = [line for line in diagram.text.splitlines() if line.startswith("=>")]
+    assert marked == [next(line for line in diagram.text.splitlines() if f"EL{current} " in line)]
+
+
+def test_levels_diagram_names_who_runs_at_each_level_and_the_calls_between_them():
+    source = levels_diagram().source
+    for who in ("user programs", "OS kernel", "hypervisor", "firmware"):
+        assert who in source
+    for call in ("SVC", "HVC", "SMC", "ERET"):
+        assert call in source
+    assert "penwidth=3" not in source  # no current level given: nothing highlighted
+
+
+def test_board_levels_follow_the_cpu_from_el1_to_el0():
+    m = MachineWidget.for_guest("syscall")
+    assert "penwidth=3" in _node_line(board_levels(m.board).source, 1)
+    m.step_until(lambda board: board.cpu.el == 0)
+    assert "penwidth=3" in _node_line(board_levels(m.board).source, 0)
+    assert "penwidth=3" not in _node_line(board_levels(m.board).source, 1)
+
+
+# --- PSTATE decoding -----------------------------------------------------------------
+
+@given(el=st.integers(0, 3), sp=st.integers(0, 1), nzcv=st.integers(0, 15), daif=st.integers(0, 15))
+def test_pstate_fields_decode_from_the_spsr_layout(el, sp, nzcv, daif):
+    p = PState((nzcv << 28) | (daif << 6) | (el << 2) | sp)
+    assert p.el == el and p.sp == sp
+    assert p.mode == f"EL{el}{'h' if sp else 't'}"
+    assert [c.isupper() for c in p.nzcv] == [bool(nzcv >> (3 - i) & 1) for i in range(4)]
+    assert [c.isupper() for c in p.daif] == [bool(daif >> (3 - i) & 1) for i in range(4)]
+
+
+# --- the machine stepper -------------------------------------------------------------
+
+def test_stepping_the_syscall_guest_to_its_svc_moves_from_el0_to_el1_and_shows_svc64():
+    m = MachineWidget.for_guest("syscall")
+    m.step_until(lambda board: board.cpu.el == 0)
+    assert m.view.el == 0 and m.view.pstate.mode == "EL0t"
+    m.step_to_exception()
+    view = m.view
+    assert view.el == 1 and view.pstate.mode == "EL1h"
+    taken = view.exceptions[-1]
+    assert taken.from_el == 0 and taken.syndrome.ec == SVC64 and taken.syndrome.fields() == {"imm16": 0}
+    assert view.system["ESR_EL1"] == (SVC64 << 26) | (1 << 25)  # EC, IL = 1 (32-bit instruction), imm16 = 0
+    assert taken.offset == LOWER_EL_AARCH64_SYNC
+    assert view.registers["pc"] == view.system["VBAR_EL1"] + LOWER_EL_AARCH64_SYNC
+    elr = view.system["ELR_EL1"]
+    assert disassemble_one(m.board.read_memory(elr - 4, 4), elr - 4).mnemonic == "svc"  # ELR: after the SVC
+    assert PState(view.system["SPSR_EL1"]).mode == "EL0t"  # the interrupted PSTATE
+    assert "SVC64" in m.text() and "imm16=0x0" in m.text() and "VBAR_EL1+0x400" in m.text()
+
+
+def test_eret_from_the_system_call_returns_to_elr_at_el0_with_the_byte_count():
+    m = MachineWidget.for_guest("syscall")
+    m.step_to_exception()
+    elr = m.view.system["ELR_EL1"]
+    m.step_until(lambda board: board.cpu.el == 0)
+    expected = GUESTS["syscall"].expected_uart
+    assert m.board.cpu.pc == elr and m.board.cpu.x(0) == len(expected)
+    assert m.view.console == expected
+
+
+def test_widget_buttons_step_run_and_reset_the_board_and_redraw_the_panes():
+    m = MachineWidget.for_guest("syscall")
+    m.widget  # build the front-end; no browser is needed to click
+    controls = m.controls
+    controls.buttons["step"].click()
+    assert m.board.cpu.instructions == 1 and "1 instructions" in controls.panes["status"].value
+    for _ in range(100):
+        if "SVC64" in controls.panes["exceptions"].value:
+            break
+        was_el0 = "<b>EL0</b>" in controls.panes["status"].value
+        controls.buttons["step"].click()
+    assert was_el0 and "<b>EL1</b>" in controls.panes["status"].value
+    assert "SVC64" in controls.panes["exceptions"].value and "imm16=0x0" in controls.panes["exceptions"].value
+    controls.buttons["run"].click()
+    assert GUESTS["syscall"].expected_uart.strip() in controls.panes["console"].value
+    assert "powered_off" in controls.panes["status"].value
+    controls.buttons["reset"].click()
+    assert m.board.cpu.instructions == 0 and m.board.cpu.pc == m.image.entry
+    assert "nothing printed yet" in controls.panes["console"].value
+
+
+def test_run_n_button_runs_the_count_typed_in():
+    m = MachineWidget.for_guest("hello")
+    m.widget
+    m.controls.count.value = 7
+    m.controls.buttons["run_n"].click()
+    assert m.board.cpu.instructions == 7
+
+
+def test_code_view_marks_the_instruction_at_pc_with_its_source_line_and_label():
+    m = MachineWidget.for_guest("hello")
+    current = [line for line in m.view.code if line.current]
+    assert len(current) == 1 and current[0].address == m.image.entry
+    assert current[0].label == "_start" and current[0].source.startswith("ldr")
+    assert current[0].text == disassemble_one(m.board.read_memory(m.image.entry, 4), m.image.entry).text
+    m.step()
+    (current,) = [line for line in m.view.code if line.current]
+    assert current.address == m.image.entry + 4 and current.source.startswith("adr")
+    assert "=> " + f"{current.address:#010x}" in m.view.code_text()
+
+
+def test_code_view_says_so_when_pc_is_where_there_is_no_memory():
+    m = MachineWidget.for_source("ldr x0, =0x20000000\nbr x0\n")
+    result = m.run()
+    assert result.reason is StopReason.EXCEPTION and result.pc == 0x2000_0000
+    (line,) = m.view.code
+    assert line.current and line.word is None and "no memory" in line.text
+
+
+def test_a_step_reports_exactly_the_registers_it_changed():
+    m = MachineWidget.for_guest("syscall")
+    m.step_until(lambda board: board.cpu.el == 0)
+    assert disassemble_one(m.board.read_memory(m.board.cpu.pc, 4), m.board.cpu.pc).text == "mov x0, #1"
+    m.step()
+    assert m.changed == {"x0", "pc"}
+    assert 'background:#ffe9a8"><b>x0</b>' in m.view.registers_html(m.changed)
+
+
+def test_step_until_gives_up_after_its_limit_and_says_so():
+    m = MachineWidget.for_guest("hello")
+    m.step_until(lambda board: False, limit=5)
+    assert m.board.cpu.instructions == 5 and "gave up after 5 steps" in m.status
+
+
+def test_run_is_bounded_by_the_run_budget_so_a_click_never_hangs():
+    m = MachineWidget.for_source("spin: b spin\n", run_budget=1_000)
+    result = m.run()
+    assert result.reason is StopReason.BUDGET and result.instructions == 1_000
+
+
+@settings(max_examples=20, deadline=None)
+@given(k=st.integers(1, 60))
+def test_k_single_steps_leave_the_same_registers_as_running_k_instructions(k):
+    stepped = MachineWidget.for_guest("syscall")
+    stepped.step(k)
+    ran = MachineWidget.for_guest("syscall")
+    ran.run(k)
+    assert stepped.view.registers == ran.view.registers
+    assert stepped.view.exceptions == ran.view.exceptions
+
+
+def test_without_a_front_end_the_widget_prints_registers_code_console_and_exceptions():
+    m = MachineWidget.for_guest("syscall")
+    m.run()
+    text = m.text()
+    for needle in ("x30", "pc", "pstate", "=>", "ESR_EL1", GUESTS["syscall"].expected_uart.strip(), "SVC64"):
+        assert needle in text
+    assert pretty(m) == text
+    bundle = m._repr_mimebundle_()
+    assert bundle["text/plain"] == text and "application/vnd.jupyter.widget-view+json" in bundle
+    assert "EL1" in repr(m) and "powered_off" in repr(m)
