@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import graphviz
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -63,6 +64,16 @@ def test_diagrams_print_as_text_when_no_front_end_draws_them():
     diagram = board_diagram(Board())
     assert pretty(diagram) == diagram.text
     assert "ram" in diagram.text and "0x4000_0000" in diagram.text
+
+
+def test_diagrams_fall_back_to_text_saying_what_to_install_when_dot_is_missing(monkeypatch):
+    def no_dot(*args, **kwargs):
+        raise graphviz.ExecutableNotFound(["dot"])
+
+    monkeypatch.setattr(graphviz.Digraph, "_repr_mimebundle_", no_dot)
+    bundle = board_diagram(Board())._repr_mimebundle_()
+    assert list(bundle) == ["text/plain"]
+    assert "0x4000_0000" in bundle["text/plain"] and "install Graphviz" in bundle["text/plain"]
 
 
 # --- exception levels ----------------------------------------------------------------
