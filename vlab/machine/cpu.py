@@ -110,6 +110,10 @@ class CPU:
         self._running = False  # inside emu_start: the live counter is part of the clock
         # SCR_EL3.HCE: without it HVC is UNDEFINED. RW (bit 10): EL2 and below are AArch64.
         self.write_sysreg("SCR_EL3", (1 << 8) | (1 << 10) | 1)
+        # HCR_EL2.RW: EL1 is AArch64. Unicorn's core has EL2, and with RW = 0 it takes EL1 for
+        # AArch32, so every ERET from EL1 to EL1 is an illegal return that sets PSTATE.IL.
+        # Firmware on a real board sets RW before it enters an AArch64 kernel at EL1.
+        self.write_sysreg("HCR_EL2", 1 << 31)
         self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_memory_fault)
         for insn in (A.UC_ARM64_INS_MRS, A.UC_ARM64_INS_MSR, A.UC_ARM64_INS_SYS, A.UC_ARM64_INS_SYSL):
