@@ -17,7 +17,6 @@ The CPU runs guest code natively until something happens that the hardware
 from __future__ import annotations
 
 import enum
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -26,7 +25,7 @@ from unicorn import UC_PROT_EXEC, UC_PROT_READ
 
 from vlab.arch.esr import ExceptionClass, Syndrome, SysRegAccess
 from vlab.machine import psci
-from vlab.machine.cpu import CPU, CpuStop, GuestException, StopKind, Vector
+from vlab.machine.cpu import CPU, CpuStop, GuestException, StopKind, Vector, Watchdog
 from vlab.machine.timer import GenericTimer
 from vlab.machine.uart import PL011
 
@@ -35,6 +34,7 @@ RAM_BASE, DEFAULT_RAM_SIZE = 0x4000_0000, 0x0800_0000
 DEFAULT_MAX_INSNS = 50_000_000
 DEFAULT_TIMEOUT_S = 20.0
 _IRQ_POLL = 1_000  # while an interrupt is pending but masked, look again this often
+_EXCEPTION_LOOP = 8  # the same exception this many times in a row, with no progress: stop
 
 
 class Device(Protocol):
@@ -150,6 +150,7 @@ class Board:
         self.powered_off = False
         self._off_reason: StopReason | None = None
         self._vector_entered_at: int | None = None  # clock at the last exception entry
+        self._repeats: tuple[tuple[int, int, int | None] | None, int] = (None, 0)  # (exception, times in a row)
         uc = self.cpu.uc
         uc.mem_map(FLASH_BASE, FLASH_SIZE, UC_PROT_READ | UC_PROT_EXEC)
         uc.mem_map(RAM_BASE, ram_size)
@@ -236,24 +237,25 @@ class Board:
         if self.powered_off:
             return self._result(self._off_reason or StopReason.POWERED_OFF, "the machine is already off")
         end = self.cpu.instructions + max_insns
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = end - self.cpu.instructions
-            if left <= 0:
-                if stepping:
-                    return self._result(StopReason.STOPPED, "stepped one instruction")
-                return self._result(StopReason.BUDGET, f"instruction budget of {max_insns:,} spent")
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                return self._result(StopReason.TIMEOUT, f"wall-clock guard of {timeout_s:g} s reached")
-            stop = self.cpu.run(self._slice(left), timeout_us=max(int(remaining_s * 1e6), 1))
-            if progress is not None:
-                progress(self.cpu.instructions)
-            outcome = self._handle(stop)
-            if outcome is not None:
-                return outcome
-            if stepping and stop.kind is StopKind.EXCEPTION:
-                return self._result(StopReason.STOPPED, "stepped into an exception")
+        with Watchdog(self.cpu, timeout_s) as watchdog:
+            while True:
+                left = end - self.cpu.instructions
+                if left <= 0:
+                    if stepping:
+                        return self._result(StopReason.STOPPED, "stepped one instruction")
+                    return self._result(StopReason.BUDGET, f"instruction budget of {max_insns:,} spent")
+                if watchdog.fired:
+                    return self._result(StopReason.TIMEOUT, f"wall-clock guard of {timeout_s:g} s reached")
+                stop = self.cpu.run(self._slice(left))
+                if progress is not None:
+                    progress(self.cpu.instructions)
+                if watchdog.fired and stop.kind is not StopKind.EXCEPTION:
+                    continue  # stopped by the guard, not by the guest: report the timeout
+                outcome = self._handle(stop)
+                if outcome is not None:
+                    return outcome
+                if stepping and stop.kind is StopKind.EXCEPTION:
+                    return self._result(StopReason.STOPPED, "stepped into an exception")
 
     def _slice(self, left: int) -> int:
         """Run no further than the next timer interrupt, so it is taken on time."""
@@ -307,12 +309,32 @@ class Board:
         if self.cpu.read_sysreg("VBAR_EL1") == 0:
             return self._result(StopReason.EXCEPTION, self._explain(exc) + "; the guest has no vector table "
                                 "(VBAR_EL1 = 0) to handle it", exc)
+        vbar = self.cpu.read_sysreg("VBAR_EL1")
         if self._vector_entered_at == self.cpu.instructions:
             return self._result(StopReason.EXCEPTION, self._explain(exc) + "; it happened at the exception "
                                 "vector itself before any instruction completed: the vector table "
-                                f"(VBAR_EL1 = {self.cpu.read_sysreg('VBAR_EL1'):#x}) is broken", exc)
+                                f"(VBAR_EL1 = {vbar:#x}) is broken", exc)
+        if (times := self._count_repeats(exc, vbar)) >= _EXCEPTION_LOOP:
+            return self._result(StopReason.EXCEPTION, self._explain(exc) + f"; the same exception was taken "
+                                f"{times} times in a row without progress: the handler (VBAR_EL1 = {vbar:#x}) "
+                                "faults itself or returns to the faulting instruction without fixing its "
+                                "cause -- an exception loop", exc)
         self._enter(Vector.SYNC, exc.syndrome, exc.return_address, exc.far)
         return None
+
+    def _count_repeats(self, exc: GuestException, vbar: int) -> int:
+        """How many times in a row this exception has now been raised without progress.
+
+        No progress: the instruction did not complete (a fault whose handler returns
+        to it, or faults itself), or it sits in the vector table. A user program
+        that calls the same SVC in a loop makes progress, and is never counted.
+        """
+        stuck = exc.return_address == exc.address or vbar <= exc.address < vbar + 0x800
+        key = (exc.address, exc.syndrome.esr, exc.far)
+        last, times = self._repeats
+        times = times + 1 if stuck and key == last else 1
+        self._repeats = (key if stuck else None, times)
+        return times
 
     def _enter(self, vector: Vector, syndrome: Syndrome | None, return_address: int, far: int | None = None) -> None:
         from_el = self.cpu.el
@@ -322,6 +344,7 @@ class Board:
 
     def _take_pending_irq(self) -> bool:
         if self.timer.asserted() and not self.cpu.irqs_masked():
+            self._repeats = (None, 0)  # an interrupt in between: not a loop of one exception
             self._enter(Vector.IRQ, None, self.cpu.pc)
             return True
         return False
@@ -351,10 +374,15 @@ class Board:
             text += f" FAR={exc.far:#x}"
         if exc.detail:
             text += f" ({exc.detail})"
-        if exc.far is not None and exc.far < 0x1000 and self.cpu.sp < 0x1000:
+        if _near_zero(self.cpu.sp) and (exc.far is None and "sp" in insn or exc.far is not None and _near_zero(exc.far)):
             text += "; SP is near 0: did the guest set up its stack pointer?"
         return text
 
     def _result(self, reason: StopReason, message: str, exc: GuestException | None = None) -> RunResult:
         cpu = self.cpu
         return RunResult(reason, message, self.uart.text, cpu.instructions, cpu.pc, cpu.el, cpu.registers(), exc)
+
+
+def _near_zero(address: int) -> bool:
+    """Within 4 KiB of address 0, on either side (a push from SP = 0 wraps to 0xffff...)."""
+    return min(address, 2**64 - address) < 0x1000

@@ -16,6 +16,7 @@ exceptions and syndromes.
 from __future__ import annotations
 
 import enum
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -93,6 +94,42 @@ class CpuStop:
 # level allowed to execute it. It returns True when it emulated the access (for a read
 # it has put the result in register Rt), False to let the hardware perform it.
 SysRegHandler = Callable[["CPU", SysRegAccess, int], bool]
+
+
+class Watchdog:
+    """A wall-clock guard over a whole run: once `seconds` pass, it stops the CPU (`.fired`).
+
+    Unicorn's own guard, `emu_start(timeout=...)`, starts and joins a thread on
+    every call -- about 130 us, more than the rest of an exception round trip --
+    so a run loop that resumes the guest after every exception pays it again
+    and again. This guard starts one thread per run. Use it as a context manager
+    around the loop and check `.fired` after each `CPU.run`.
+    """
+
+    _RESTOP_S = 0.01  # keep stopping: a stop that lands between two slices is forgotten
+
+    def __init__(self, cpu: CPU, seconds: float):
+        self.fired = False
+        self._cpu, self._seconds = cpu, seconds
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="vlab-watchdog", daemon=True)
+
+    def __enter__(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        if self._done.wait(self._seconds):
+            return
+        self.fired = True
+        while True:
+            self._cpu.uc.emu_stop()  # safe from another thread: it is what Unicorn's timeout does
+            if self._done.wait(self._RESTOP_S):
+                return
 
 
 class CPU:
@@ -249,10 +286,18 @@ class CPU:
         if intno == _EXCP_UDEF:
             return GuestException(Syndrome(ExceptionClass.UNKNOWN), pc, pc, el, detail="undefined instruction")
         if intno in (_EXCP_DATA_ABORT, _EXCP_PREFETCH_ABORT):
-            # Raised by Unicorn's own MMU walk (guest MMU on): QEMU keeps the syndrome to itself.
+            # Raised by Unicorn's own address translation: QEMU keeps the syndrome and the address
+            # to itself. With the MMU off the only such fault is an address beyond the physical
+            # address range (Arm ARM: an Address size fault at level 0), e.g. a push with SP = 0.
             ec = ExceptionClass.DABT_CURRENT if intno == _EXCP_DATA_ABORT else ExceptionClass.IABT_CURRENT
             if el == 0:
                 ec = ExceptionClass(ec - 1)
+            if not self.read_sysreg("SCTLR_EL1") & 1:
+                # WnR from the encoding: in the load/store classes bit 22 is set for loads.
+                is_write = intno == _EXCP_DATA_ABORT and not (self.read_word(pc) or 0) >> 22 & 1
+                iss = DataAbort(FaultStatus.ADDRESS_SIZE_L0, wnr=is_write).iss
+                return GuestException(Syndrome(ec, iss), pc, pc, el,
+                                      detail="the address is beyond the physical address range (MMU off)")
             return GuestException(Syndrome(ec, FaultStatus.TRANSLATION_L0), pc, pc, el,
                                   detail="MMU fault reported by the emulator without details")
         return GuestException(Syndrome(ExceptionClass.UNKNOWN), pc, pc, el,
