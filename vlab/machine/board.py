@@ -24,9 +24,10 @@ from typing import Callable, Protocol
 from unicorn import UC_PROT_EXEC, UC_PROT_READ
 
 from vlab.arch.esr import ExceptionClass, Syndrome, SysRegAccess
+from vlab.arch.sysregs import name_of
 from vlab.machine import psci
 from vlab.machine.cpu import CPU, CpuStop, GuestException, StopKind, Vector, Watchdog
-from vlab.machine.timer import GenericTimer
+from vlab.machine.timer import GenericTimer, el0_may_access
 from vlab.machine.uart import PL011
 
 FLASH_BASE, FLASH_SIZE = 0x0000_0000, 0x0800_0000
@@ -207,6 +208,12 @@ class Board:
     # --- firmware and timer, reached through traps -------------------------------
 
     def _on_sysreg(self, cpu: CPU, access: SysRegAccess, value: int) -> bool:
+        name = name_of(access.encoding)
+        if name.startswith("CNT") and cpu.el == 0 and not el0_may_access(name, cpu.read_sysreg("CNTKCTL_EL1")):
+            pc = cpu.pc  # the kernel has not opened this timer register to EL0: trap to EL1
+            cpu.trap(GuestException(Syndrome(ExceptionClass.SYS64, access.iss), pc, pc, 0,
+                                    detail=f"{name} at EL0 with CNTKCTL_EL1 not allowing it"))
+            return True
         handled, result = self.timer.handle(access, value)
         if handled and access.is_read:
             cpu.set_x(access.rt, result)

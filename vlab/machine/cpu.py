@@ -226,6 +226,14 @@ class CPU:
         self._stop_requested = True
         self.uc.emu_stop()
 
+    def trap(self, exception: GuestException) -> None:
+        """From a system-register handler: the trapped instruction raises `exception` instead.
+
+        The handler must then return True (the access is not performed).
+        """
+        self._exception = exception
+        self.request_stop()
+
     def run(self, max_insns: int, timeout_us: int = 0) -> CpuStop:
         """Execute from PC until an event, at most max_insns instructions (> 0)."""
         self._exception = self._memory_fault = self._hook_error = None
@@ -254,6 +262,8 @@ class CPU:
         if self._exception is not None:
             exc = self._exception
             faulted = exc.return_address == exc.address  # the instruction did not complete
+            if faulted:
+                self.pc = exc.address  # a trapped MRS/MSR was skipped by Unicorn: PC stays at it
             return CpuStop(StopKind.EXCEPTION, started - 1 if faulted else started, exc)
         if started > max_insns:
             return CpuStop(StopKind.BUDGET, max_insns)

@@ -27,6 +27,20 @@ def _sext32(value: int) -> int:
     return value - (1 << 32) if value & 0x8000_0000 else value
 
 
+# CNTKCTL_EL1: which timer registers EL0 may use (Arm ARM D19.11, CNTKCTL_EL1)
+EL0PCTEN, EL0VCTEN, EL0VTEN, EL0PTEN = 1 << 0, 1 << 1, 1 << 8, 1 << 9
+
+
+def el0_may_access(name: str, cntkctl: int) -> bool:
+    """Whether EL0 may access timer register `name` under CNTKCTL_EL1; if not, it traps to EL1."""
+    if name == "CNTFRQ_EL0":
+        return bool(cntkctl & (EL0PCTEN | EL0VCTEN))
+    needed = {"CNTPCT_EL0": EL0PCTEN, "CNTVCT_EL0": EL0VCTEN}.get(name)
+    if needed is None:
+        needed = EL0VTEN if name.startswith("CNTV_") else EL0PTEN if name.startswith("CNTP_") else 0
+    return bool(cntkctl & needed)
+
+
 class Timer:
     """One comparator (virtual or physical) against a counter."""
 
