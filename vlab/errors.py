@@ -20,3 +20,7 @@ class AssemblyError(VlabError):
 
 class LoadError(VlabError):
     """A guest image (raw binary, assembly or ELF) that cannot be loaded on the board."""
+
+
+class ToolError(VlabError):
+    """An outside tool (cross compiler, QEMU) is missing -- the message names the package -- or failed."""
