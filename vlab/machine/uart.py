@@ -32,6 +32,13 @@ class FR:
     TXFE = 1 << 7  # transmit FIFO empty
 
 
+class INT:
+    """Interrupt bits of UARTRIS/UARTMIS/UARTIMSC/UARTICR (the ones vlab raises)."""
+
+    RX = 1 << 4  # received data waiting
+    TX = 1 << 5  # room in the transmit FIFO
+
+
 class PL011:
     """The UART's registers as a device: read(offset, size) and write(offset, size, value)."""
 
@@ -42,6 +49,7 @@ class PL011:
     def __init__(self) -> None:
         self.output = bytearray()  # everything the guest transmitted
         self._rx: deque[int] = deque()
+        self._raw_interrupts = 0  # UARTRIS; the board has no interrupt controller, so it only reads back
         self._regs = {0x024: 0, 0x028: 0, 0x02C: 0, 0x030: 0x300, 0x034: 0x12, 0x038: 0, 0x048: 0}
 
     @property
@@ -51,30 +59,41 @@ class PL011:
 
     def feed(self, data: str | bytes) -> None:
         """Queue bytes for the guest to read from UARTDR, as if typed on the console."""
-        self._rx.extend(data.encode() if isinstance(data, str) else data)
+        data = data.encode() if isinstance(data, str) else bytes(data)
+        self._rx.extend(data)
+        if data:
+            self._raw_interrupts |= INT.RX
 
     def flags(self) -> int:
         return FR.TXFE | (FR.RXFE if not self._rx else 0)
 
     def register_name(self, offset: int) -> str:
         if offset in _ID_REGISTERS:
-            return "UARTPeriphID" if offset < 0xFF0 else "UARTPCellID"
+            return f"UARTPeriphID{(offset - 0xFE0) // 4}" if offset < 0xFF0 else f"UARTPCellID{(offset - 0xFF0) // 4}"
         return REGISTERS.get(offset & ~3, f"+{offset:#x}")
 
     def read(self, offset: int, size: int) -> int:
         if offset == 0x000:
-            return self._rx.popleft() if self._rx else 0
+            byte = self._rx.popleft() if self._rx else 0
+            if not self._rx:
+                self._raw_interrupts &= ~INT.RX
+            return byte
         if offset == 0x018:
             return self.flags()
         if offset in _ID_REGISTERS:
             return _ID_REGISTERS[offset]
-        if offset in (0x03C, 0x040):  # no interrupts are raised: raw and masked status read 0
-            return 0
+        if offset == 0x03C:
+            return self._raw_interrupts
+        if offset == 0x040:
+            return self._raw_interrupts & self._regs[0x038]
         return self._regs.get(offset, 0)
 
     def write(self, offset: int, size: int, value: int) -> None:
         if offset == 0x000:
             self.output.append(value & 0xFF)
+            self._raw_interrupts |= INT.TX  # sent at once: the FIFO has room again (as QEMU reports)
+        elif offset == 0x044:
+            self._raw_interrupts &= ~value  # UARTICR: write 1 to clear
         elif offset in self._regs:
             self._regs[offset] = value & 0xFFFF
         # writes elsewhere (UARTICR, read-only registers) have no effect, as on the real part
