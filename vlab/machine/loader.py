@@ -23,16 +23,25 @@ ASSEMBLY_SUFFIXES = (".s", ".S", ".asm")
 
 
 @dataclass(frozen=True)
+class Segment:
+    """`data` at `address`, followed by zeros up to `size` bytes (an ELF segment's .bss)."""
+
+    address: int
+    data: bytes
+    size: int
+
+
+@dataclass(frozen=True)
 class Image:
     """Bytes to place at addresses, and where to start."""
 
-    segments: tuple[tuple[int, bytes], ...]
+    segments: tuple[Segment, ...]
     entry: int
     program: Program | None = None  # set for assembly sources: symbols and the line map
 
 
 def image_from_program(program: Program) -> Image:
-    return Image(((program.base, program.code),), program.base, program)
+    return Image((Segment(program.base, program.code, len(program.code)),), program.base, program)
 
 
 def image_from_elf(data: bytes, name: str = "ELF file") -> Image:
@@ -50,7 +59,11 @@ def image_from_elf(data: bytes, name: str = "ELF file") -> Image:
             if len(body) != seg["p_filesz"]:
                 raise LoadError(f"{name} is truncated: a segment at {seg['p_paddr']:#x} should have "
                                 f"{seg['p_filesz']} bytes in the file but has {len(body)}")
-            segments.append((seg["p_paddr"], body + bytes(seg["p_memsz"] - seg["p_filesz"])))
+            if seg["p_memsz"] < seg["p_filesz"]:
+                raise LoadError(f"{name} is corrupt: a segment at {seg['p_paddr']:#x} is smaller in memory "
+                                f"({seg['p_memsz']} bytes) than in the file ({seg['p_filesz']})")
+            # the zeros after the file's bytes are written by load(), once the size is known to fit
+            segments.append(Segment(seg["p_paddr"], body, seg["p_memsz"]))
         if not segments:
             raise LoadError(f"{name} has no loadable (PT_LOAD) segment")
         return Image(tuple(segments), elf["e_entry"])
@@ -69,22 +82,25 @@ def image_from_file(path: str | Path) -> Image:
         data = path.read_bytes()
     except OSError as e:
         raise LoadError(f"cannot read {path}: {e.strerror}") from None
+    if not data:
+        raise LoadError(f"{path} is empty: there is nothing to load")
     if data[:4] == b"\x7fELF":
         return image_from_elf(data, path.name)
     if path.suffix in ASSEMBLY_SUFFIXES:
         return image_from_program(assemble(data.decode("utf-8", errors="replace"), RAM_BASE))
-    if not data:
-        raise LoadError(f"{path} is empty")
-    return Image(((RAM_BASE, data),), RAM_BASE)
+    return Image((Segment(RAM_BASE, data, len(data)),), RAM_BASE)
 
 
 def load(board: Board, image: Image) -> None:
     """Write the image into the board's memory and point the CPU at its entry."""
-    for address, body in image.segments:
-        if board.region_at(address, max(len(body), 1)) is None or board.region_at(address).kind == "device":
-            raise LoadError(f"a segment of {len(body)} bytes at {address:#x} does not fit in the board's flash "
-                            f"({0:#x}..) or RAM ({board.ram.base:#x}..{board.ram.base + board.ram.size:#x})")
-        board.write_memory(address, body)
+    for seg in image.segments:
+        region = board.region_at(seg.address, max(seg.size, 1))
+        if region is None or region.kind == "device":
+            flash = next(r for r in board.regions if r.kind == "rom")
+            raise LoadError(f"a segment of {seg.size:#x} bytes at {seg.address:#x} does not fit in the board's "
+                            f"flash ({flash.base:#x}..{flash.base + flash.size:#x}) or RAM "
+                            f"({board.ram.base:#x}..{board.ram.base + board.ram.size:#x})")
+        board.write_memory(seg.address, seg.data + bytes(seg.size - len(seg.data)))
     if board.region_at(image.entry) is None:
         raise LoadError(f"entry point {image.entry:#x} is outside the board's memory")
     board.cpu.pc = image.entry
