@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from vlab.errors import ToolError
-from vlab.guests import SELF_CHECK_OK
+from vlab.guests import GUESTS, SELF_CHECK_OK
 from vlab.guests import build as builder
 from vlab.guests import qemu as oracle
 from vlab.machine.board import Board, StopReason
@@ -38,6 +38,13 @@ def elf(tmp_path_factory):
                     f"{builder.COMPILER_PACKAGE} to test the C guests")
     cache = tmp_path_factory.mktemp("guests")
     return lambda name: builder.build(name, cache_dir=cache)
+
+
+def require_qemu() -> None:
+    """Skip loudly, saying what to install, where QEMU is missing."""
+    if shutil.which(oracle.QEMU) is None:
+        pytest.skip(f"SKIPPED: {oracle.QEMU} is missing -- install the Debian package {oracle.QEMU_PACKAGE} "
+                    "to compare vlab with QEMU")
 
 
 def run_on_vlab(path) -> tuple[str, int, StopReason, str]:
@@ -74,15 +81,23 @@ def test_exceptions_c_sees_architectural_syndromes_for_each_exception(elf):
 
 @pytest.mark.parametrize("name", builder.programs())
 def test_c_guest_prints_the_same_on_qemu_and_on_vlab(elf, name):
-    if shutil.which(oracle.QEMU) is None:
-        pytest.skip(f"SKIPPED: {oracle.QEMU} is missing -- install the Debian package {oracle.QEMU_PACKAGE} "
-                    "to compare vlab with QEMU")
+    require_qemu()
     path = elf(name)
     on_qemu = oracle.run_on_qemu(path, timeout_s=30)
     assert on_qemu.powered_off, f"QEMU did not power off; it printed:\n{on_qemu.uart}"
     uart, x19, reason, message = run_on_vlab(path)
     assert reason is StopReason.POWERED_OFF, message
     assert uart == on_qemu.uart
+
+
+@pytest.mark.parametrize("name", sorted(GUESTS))
+def test_demo_assembly_guest_built_by_gnu_as_prints_the_same_on_qemu_and_on_vlab(elf, name):
+    require_qemu()
+    path = elf(GUESTS[name].path)
+    on_qemu = oracle.run_on_qemu(path, timeout_s=30)
+    assert on_qemu.powered_off
+    assert on_qemu.uart == GUESTS[name].expected_uart
+    assert run_on_vlab(path)[:2] == (GUESTS[name].expected_uart, SELF_CHECK_OK)
 
 
 def test_missing_compiler_is_an_error_naming_the_package(monkeypatch):

@@ -175,3 +175,17 @@ def test_exceptions_taken_are_recorded_with_vector_and_return_address():
     assert taken.vector_address == sym["vectors"] + 0x400
     assert taken.return_address == sym["here"] + 4
     assert taken.syndrome.esr == (EC_SVC64 << 26) | IL | 5
+
+
+def test_cpacr_el1_resets_to_zero_as_on_qemu_kernel_boot():
+    # Measured on qemu-system-aarch64 -M virt -kernel ELF: CPACR_EL1 = 0 (FPEN = 0b00) at entry.
+    assert Board().cpu.read_sysreg("CPACR_EL1") == 0
+
+
+@pytest.mark.xfail(strict=True, reason="Unicorn 2.1.4 never traps FP/SIMD instructions when CPACR_EL1.FPEN "
+                   "is 0, where QEMU raises EC 0x07; vlab's C runtime sets FPEN in start.S and builds with "
+                   "-mgeneral-regs-only, so C guests behave the same on both")
+def test_fp_instruction_with_fpen_clear_traps_with_ec_0x07():
+    regs, sym, _ = run_kernel("    msr cpacr_el1, xzr\n    isb\nhere:\n    fmov d0, x1\n    b .\n")
+    assert regs["x20"] >> 26 == 0x07
+    assert regs["x21"] == sym["here"]

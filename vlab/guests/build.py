@@ -48,12 +48,17 @@ def programs() -> list[str]:
 
 
 def sources(program: str | Path) -> list[Path]:
-    """The files one program is built from: its .c (and .S), the runtime, the headers and the linker script."""
-    shipped = isinstance(program, str) and "/" not in program and not program.endswith(".c")
+    """The files one program is built from: its .c (and .S), the runtime, the headers and the linker script.
+
+    A lone assembly guest (a `.S` path, such as vlab/guests/hello.S) is built alone, with no runtime.
+    """
+    shipped = isinstance(program, str) and "/" not in program and not program.endswith((".c", ".S"))
     main = C_DIR / f"{program}.c" if shipped else Path(program)
     if not main.is_file():
         raise ToolError(f"no C guest {str(program)!r}: vlab ships {', '.join(programs())}, "
-                         "or give the path of a .c file")
+                        "or give the path of a .c or .S file")
+    if main.suffix == ".S":
+        return [main, C_DIR / LINKER_SCRIPT]
     own = [main] + ([main.with_suffix(".S")] if main.with_suffix(".S").is_file() else [])
     return own + [C_DIR / name for name in RUNTIME] + sorted(C_DIR.glob("*.h")) + [C_DIR / LINKER_SCRIPT]
 
@@ -66,7 +71,7 @@ def default_cache_dir() -> Path:
 
 
 def build(program: str | Path, cache_dir: Path | None = None) -> Path:
-    """Build a C guest (a shipped name or a .c path) into an ELF file and return its path."""
+    """Build a C guest (a shipped name, a .c or a lone .S path) into an ELF file and return its path."""
     cc = compiler()
     inputs = sources(program)
     digest = hashlib.sha256("\0".join((cc, *CFLAGS)).encode())
