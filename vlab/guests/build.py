@@ -33,13 +33,18 @@ CFLAGS = (
 )
 
 
+def require_tool(command: str, package: str, purpose: str) -> str:
+    """The path of `command`; ToolError naming the Debian package to install when it is missing."""
+    path = shutil.which(command)
+    if path is None:
+        raise ToolError(f"{command} is not installed: install the Debian package {package} "
+                        f"(`sudo apt-get install {package}`) {purpose}")
+    return path
+
+
 def compiler() -> str:
     """The cross compiler's path; ToolError saying what to install when it is missing."""
-    path = shutil.which(COMPILER)
-    if path is None:
-        raise ToolError(f"{COMPILER} is not installed: install the Debian package {COMPILER_PACKAGE} "
-                         f"(`sudo apt-get install {COMPILER_PACKAGE}`) to build C guests")
-    return path
+    return require_tool(COMPILER, COMPILER_PACKAGE, "to build C guests")
 
 
 def programs() -> list[str]:

@@ -8,12 +8,12 @@ ends the QEMU process. A guest that never powers off is stopped by a timeout.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from vlab.errors import ToolError
+from vlab.guests.build import require_tool
 
 QEMU = "qemu-system-aarch64"
 QEMU_PACKAGE = "qemu-system-arm"  # the Debian package that provides QEMU (and its aarch64 system emulator)
@@ -32,11 +32,7 @@ class QemuRun:
 
 def qemu() -> str:
     """QEMU's path; ToolError saying what to install when it is missing."""
-    path = shutil.which(QEMU)
-    if path is None:
-        raise ToolError(f"{QEMU} is not installed: install the Debian package {QEMU_PACKAGE} "
-                         f"(`sudo apt-get install {QEMU_PACKAGE}`) to compare guests with QEMU")
-    return path
+    return require_tool(QEMU, QEMU_PACKAGE, "to compare guests with QEMU")
 
 
 def run_on_qemu(elf: str | Path, timeout_s: float = 20.0) -> QemuRun:

@@ -20,21 +20,26 @@ vectors:
     vector_entry \offset
     .endr
 
+// x2..x29 to (stp) or from (ldp) their slots in the frame
+.macro frame_pairs op
+    \op     x2, x3, [sp, #16]
+    \op     x4, x5, [sp, #32]
+    \op     x6, x7, [sp, #48]
+    \op     x8, x9, [sp, #64]
+    \op     x10, x11, [sp, #80]
+    \op     x12, x13, [sp, #96]
+    \op     x14, x15, [sp, #112]
+    \op     x16, x17, [sp, #128]
+    \op     x18, x19, [sp, #144]
+    \op     x20, x21, [sp, #160]
+    \op     x22, x23, [sp, #176]
+    \op     x24, x25, [sp, #192]
+    \op     x26, x27, [sp, #208]
+    \op     x28, x29, [sp, #224]
+.endm
+
 save_and_handle:
-    stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
-    stp     x18, x19, [sp, #144]
-    stp     x20, x21, [sp, #160]
-    stp     x22, x23, [sp, #176]
-    stp     x24, x25, [sp, #192]
-    stp     x26, x27, [sp, #208]
-    stp     x28, x29, [sp, #224]
+    frame_pairs stp
     str     x30, [sp, #240]
     str     x0, [sp, #248]              // the vector offset
     mrs     x1, elr_el1
@@ -47,24 +52,21 @@ save_and_handle:
     ldp     x1, x2, [sp, #256]
     msr     elr_el1, x1
     msr     spsr_el1, x2
-    ldp     x2, x3, [sp, #16]
-    ldp     x4, x5, [sp, #32]
-    ldp     x6, x7, [sp, #48]
-    ldp     x8, x9, [sp, #64]
-    ldp     x10, x11, [sp, #80]
-    ldp     x12, x13, [sp, #96]
-    ldp     x14, x15, [sp, #112]
-    ldp     x16, x17, [sp, #128]
-    ldp     x18, x19, [sp, #144]
-    ldp     x20, x21, [sp, #160]
-    ldp     x22, x23, [sp, #176]
-    ldp     x24, x25, [sp, #192]
-    ldp     x26, x27, [sp, #208]
-    ldp     x28, x29, [sp, #224]
+    frame_pairs ldp
     ldr     x30, [sp, #240]
     ldp     x0, x1, [sp, #0]
     add     sp, sp, #FRAME_SIZE
     eret
+
+// The kernel's callee-saved registers x19..x30 to (stp) or from (ldp) kernel_context (x2)
+.macro kernel_context_pairs op
+    \op     x19, x20, [x2, #0]
+    \op     x21, x22, [x2, #16]
+    \op     x23, x24, [x2, #32]
+    \op     x25, x26, [x2, #48]
+    \op     x27, x28, [x2, #64]
+    \op     x29, x30, [x2, #80]
+.endm
 
 // u64 run_at_el0(void (*user)(void), u64 user_stack): run `user` at EL0 until it
 // calls exit (svc #0 with x8 = 93); return its exit value. The kernel's callee-saved
@@ -73,12 +75,7 @@ save_and_handle:
 run_at_el0:
     adrp    x2, kernel_context
     add     x2, x2, :lo12:kernel_context
-    stp     x19, x20, [x2, #0]
-    stp     x21, x22, [x2, #16]
-    stp     x23, x24, [x2, #32]
-    stp     x25, x26, [x2, #48]
-    stp     x27, x28, [x2, #64]
-    stp     x29, x30, [x2, #80]
+    kernel_context_pairs stp
     mov     x3, sp
     str     x3, [x2, #96]
     msr     sp_el0, x1
@@ -91,17 +88,12 @@ run_at_el0:
 back_from_el0:
     adrp    x2, kernel_context
     add     x2, x2, :lo12:kernel_context
-    ldp     x19, x20, [x2, #0]
-    ldp     x21, x22, [x2, #16]
-    ldp     x23, x24, [x2, #32]
-    ldp     x25, x26, [x2, #48]
-    ldp     x27, x28, [x2, #64]
-    ldp     x29, x30, [x2, #80]
+    kernel_context_pairs ldp
     ldr     x3, [x2, #96]
     mov     sp, x3
     ret
 
-// Each raises one exception; the handler resumes after it.
+// Each raises one exception, with x0 as the address or function id; the handler resumes after it.
     .global raise_svc, raise_brk, raise_undefined, raise_load, raise_store, raise_hvc
 raise_svc:
     svc     #0x42
