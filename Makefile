@@ -1,0 +1,71 @@
+# vlab: `make lab` opens the course, `make test` runs every test. Both install what is missing first.
+#
+# Python packages go into .venv (from PyPI, as pyproject.toml lists them). System tools come from
+# apt-get where it works; elsewhere we say exactly what to install and carry on where we can.
+
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.stamp-install
+HOST    ?= 127.0.0.1
+PORT    ?= 8888
+# apt-get needs root; use sudo when we are not root and sudo exists.
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || echo sudo; })
+
+.PHONY: lab test install system-tools dot cross bench doctor exercises clean
+
+lab: install dot
+	@$(BIN)/vlab doctor || true
+	@echo "Opening the course on http://$(HOST):$(PORT)/lab/tree/notebooks (Ctrl-C stops it)"
+	$(BIN)/jupyter lab --no-browser --ip=$(HOST) --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root,) \
+		--ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks
+
+test: install system-tools
+	$(BIN)/python -m pytest
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "vlab needs Python 3.11 or newer"' \
+		|| { echo "vlab needs Python 3.11+: set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/nbstripout --install --attributes .gitattributes 2>/dev/null || true
+	touch $@
+
+# `dot` draws the course's diagrams; the cross compiler and QEMU build and cross-check C guests.
+system-tools: dot cross
+
+dot:
+	@$(call apt_install,dot,graphviz,diagrams fall back to text without it)
+
+cross:
+	@$(call apt_install,aarch64-linux-gnu-gcc,gcc-aarch64-linux-gnu,the C-guest tests are skipped without it)
+	@$(call apt_install,qemu-system-aarch64,qemu-system-arm,the QEMU cross-check tests are skipped without it)
+
+# apt_install(command, debian-package, consequence): install the package when the command is missing.
+define apt_install
+	command -v $(1) >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || [ -n "$(SUDO)" ]; }; then \
+	    echo "Installing $(2) (for $(1)) with apt-get"; \
+	    { $(SUDO) apt-get install -y --no-install-recommends $(2) >/dev/null 2>&1 || \
+	      { $(SUDO) apt-get update -qq >/dev/null && $(SUDO) apt-get install -y --no-install-recommends $(2) >/dev/null; }; } \
+	    || echo "WARNING: apt-get could not install $(2); $(3)."; \
+	  else \
+	    echo "WARNING: $(1) is missing and cannot be installed here: install the package '$(2)'" \
+	         "(Debian/Ubuntu: apt-get install $(2); macOS: brew install $(2); conda: see environment.yml); $(3)."; \
+	  fi; }
+endef
+
+doctor: install
+	$(BIN)/vlab doctor
+
+bench: install
+	$(BIN)/python benchmarks/machine.py
+
+exercises: install
+	$(BIN)/vlab exercises
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis test-artifacts
