@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.stamp-install
 HOST    ?= 127.0.0.1
 PORT    ?= 8888
 # apt-get needs root; use sudo when we are not root and sudo exists.
-SUDO    := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || echo sudo; })
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && echo sudo; })
 
 .PHONY: lab test install system-tools dot cross bench doctor exercises clean
 
