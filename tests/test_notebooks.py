@@ -53,3 +53,10 @@ def test_runs_top_to_bottom_in_a_fresh_kernel(path):
     streams = "".join(out.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
                       for out in cell.outputs if out.output_type == "stream" and out.name == "stderr")
     assert "Traceback" not in streams, streams
+
+
+def test_the_start_page_links_every_chapter():
+    start = nbformat.read(ROOT / "notebooks" / "00_start_here.ipynb", as_version=4)
+    text = "".join(cell.source for cell in start.cells if cell.cell_type == "markdown")
+    missing = [p.name for p in NOTEBOOKS if p.name != "00_start_here.ipynb" and f"]({p.name})" not in text]
+    assert not missing, f"00_start_here.ipynb does not link {missing}"
