@@ -134,29 +134,33 @@ class RunResult:
 class Board:
     """A QEMU `virt`-compatible machine with one CPU, flash, RAM, a PL011 and a generic timer."""
 
-    def __init__(self, ram_size: int = DEFAULT_RAM_SIZE, trace_limit: int = 10_000):
+    def __init__(self, ram_size: int = DEFAULT_RAM_SIZE, trace_limit: int = 10_000, uart: PL011 | None = None):
         if ram_size <= 0 or ram_size % 0x1000:
             raise ValueError(f"RAM size must be a positive multiple of 4 KiB, not {ram_size:#x}")
         self.cpu = CPU()
-        self.uart = PL011()
+        self.uart = uart or PL011()
         self.idle_ticks = 0
         self.timer = GenericTimer(lambda: self.cpu.clock() + self.idle_ticks)
-        self.regions = [
-            Region("flash", FLASH_BASE, FLASH_SIZE, "rom"),
-            Region("uart", self.uart.base, self.uart.size, "device"),
-            Region("ram", RAM_BASE, ram_size, "ram"),
-        ]
         self.mmio_trace: deque[MmioAccess] = deque(maxlen=trace_limit)
         self.exceptions_taken: deque[ExceptionTaken] = deque(maxlen=trace_limit)
         self.powered_off = False
         self._off_reason: StopReason | None = None
         self._vector_entered_at: int | None = None  # clock at the last exception entry
         self._repeats: tuple[tuple[int, int, int | None] | None, int] = (None, 0)  # (exception, times in a row)
+        self.regions = self._map_memory(ram_size)
+        self.cpu.sysreg_handler = self._on_sysreg
+
+    def _map_memory(self, ram_size: int) -> list[Region]:
+        """Map flash, the UART and RAM onto the CPU; the regions, RAM last."""
         uc = self.cpu.uc
         uc.mem_map(FLASH_BASE, FLASH_SIZE, UC_PROT_READ | UC_PROT_EXEC)
         uc.mem_map(RAM_BASE, ram_size)
         self._map_device(self.uart)
-        self.cpu.sysreg_handler = self._on_sysreg
+        return [
+            Region("flash", FLASH_BASE, FLASH_SIZE, "rom"),
+            Region("uart", self.uart.base, self.uart.size, "device"),
+            Region("ram", RAM_BASE, ram_size, "ram"),
+        ]
 
     # --- memory ----------------------------------------------------------------
 

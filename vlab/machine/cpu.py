@@ -69,6 +69,7 @@ class GuestException:
     el: int
     far: int | None = None
     detail: str = ""  # a plain-words explanation, e.g. "no memory or device at 0x1234"
+    target_el: int = 1  # the level that takes it: 2 when a hypervisor's trap control routed it there
 
 
 class StopKind(enum.Enum):
@@ -264,7 +265,10 @@ class CPU:
             faulted = exc.return_address == exc.address  # the instruction did not complete
             if faulted:
                 self.pc = exc.address  # a trapped MRS/MSR was skipped by Unicorn: PC stays at it
-            return CpuStop(StopKind.EXCEPTION, started - 1 if faulted else started, exc)
+                # Unicorn notices the stop only as the next instruction starts, and counts that one
+                # too (measured): neither the trapped instruction nor its successor retired.
+                return CpuStop(StopKind.EXCEPTION, max(started - 2, 0), exc)
+            return CpuStop(StopKind.EXCEPTION, started, exc)
         if started > max_insns:
             return CpuStop(StopKind.BUDGET, max_insns)
         if self.uc.query(UC_QUERY_TIMEOUT):

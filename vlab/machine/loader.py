@@ -96,10 +96,10 @@ def load(board: Board, image: Image) -> None:
     for seg in image.segments:
         region = board.region_at(seg.address, max(seg.size, 1))
         if region is None or region.kind == "device":
-            flash = next(r for r in board.regions if r.kind == "rom")
-            raise LoadError(f"a segment of {seg.size:#x} bytes at {seg.address:#x} does not fit in the board's "
-                            f"flash ({flash.base:#x}..{flash.base + flash.size:#x}) or RAM "
-                            f"({board.ram.base:#x}..{board.ram.base + board.ram.size:#x})")
+            memories = " or ".join(f"{r.name if r.kind == 'rom' else 'RAM'} ({r.base:#x}..{r.base + r.size:#x})"
+                                   for r in board.regions if r.kind != "device")
+            raise LoadError(f"a segment of {seg.size:#x} bytes at {seg.address:#x} does not fit in the "
+                            f"machine's {memories}")
         board.write_memory(seg.address, seg.data + bytes(seg.size - len(seg.data)))
     if board.region_at(image.entry) is None:
         raise LoadError(f"entry point {image.entry:#x} is outside the board's memory")

@@ -1,0 +1,197 @@
+"""A virtual CPU: a core that runs the guest natively and exits to the hypervisor on a trap.
+
+A vCPU is the bare board's core with three differences, each one what real
+virtualization hardware does:
+
+* memory: the guest sees only the RAM its VM gives it (shared by the VM's vCPUs);
+  an access to any other address is a *stage-2 fault*, an exit -- which is how a
+  hypervisor emulates devices: the guest's UART is not there, so every access to
+  it exits and the hypervisor plays the device;
+* trap controls: the VM's HCR_EL2-style bits decide which system-register
+  accesses, WFIs and SMCs exit instead of running;
+* identity: reads of MIDR_EL1/MPIDR_EL1 return the vCPU's VPIDR/VMPIDR values,
+  without an exit, as the hardware substitutes them.
+
+Everything else -- the guest's own system calls, its undefined instructions, its
+timer interrupts -- is delivered to the guest kernel at EL1 exactly as on the bare
+board: the guest kernel stays in charge of its own user programs.
+
+Each vCPU owns its own core (its own Unicorn instance), so its registers and its
+guest-visible EL1 system registers (VBAR_EL1, TTBR0_EL1, ...) are its own and no
+other vCPU or VM can see them; a hypervisor on one physical core would save and
+restore exactly this state on every switch.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+from unicorn import UC_PROT_ALL
+
+from vlab.arch import ldst
+from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess
+from vlab.arch.hcr import HCR
+from vlab.arch.sysregs import BY_ENCODING
+from vlab.asm import disassemble_one
+from vlab.hyp.exits import Exit, TrapRecord
+from vlab.machine.board import RAM_BASE, Board, Region, RunResult, StopReason
+from vlab.machine.cpu import CPU, GuestException, Vector
+
+if TYPE_CHECKING:
+    from vlab.hyp.vm import VM
+
+# A stage-2 miss on a page-granular map is a translation fault at the last level.
+STAGE2_MISS = FaultStatus.TRANSLATION_L0 + 3
+MPIDR_RES1 = 1 << 31
+
+
+class VCpuState(enum.Enum):
+    RUNNING = "running"
+    OFF = "off"  # never started (CPU_ON starts it) or turned off (CPU_OFF)
+    IDLE = "idle"  # waiting in WFI for something that will never come
+
+
+class VCpu(Board):
+    """One vCPU of `vm`, numbered `index` (its MPIDR affinity)."""
+
+    def __init__(self, vm: VM, index: int):
+        self.vm, self.index = vm, index
+        self.state = VCpuState.RUNNING if index == 0 else VCpuState.OFF
+        super().__init__(vm.ram_size, uart=vm.uart)
+        self.vpidr = self.cpu.read_sysreg("MIDR_EL1")  # as KVM does: the guest sees the host's MIDR
+        self.vmpidr = MPIDR_RES1 | index
+        self._halt: RunResult | None = None  # set by a handler that ends this vCPU's run
+
+    def _map_memory(self, ram_size: int) -> list[Region]:
+        """Only the VM's RAM, shared with its other vCPUs; devices are reached by exits."""
+        self.cpu.uc.mem_map_ptr(RAM_BASE, ram_size, UC_PROT_ALL, self.vm.ram_address)
+        devices = [Region(d.name, d.base, d.size, "device") for d in self.vm.devices]
+        return devices + [Region("ram", RAM_BASE, ram_size, "ram")]
+
+    # --- what a handler uses --------------------------------------------------------
+
+    def x(self, n: int) -> int:
+        """General-purpose register Xn of the guest (31 reads as zero)."""
+        return self.cpu.x(n)
+
+    def set_x(self, n: int, value: int) -> None:
+        self.cpu.set_x(n, value)
+
+    def read_sysreg(self, name: str) -> int:
+        """A guest-visible system register of this vCPU."""
+        return self.cpu.read_sysreg(name)
+
+    def write_sysreg(self, name: str, value: int) -> None:
+        self.cpu.write_sysreg(name, value)
+
+    def skip(self, exit: Exit) -> None:
+        """The trapped instruction has been emulated: it retires, and the guest goes on after it."""
+        self.cpu.pc = exit.address + 4
+        self.cpu.instructions += 1  # the guest's clock counts it, as on the bare machine
+
+    def inject(self, exit: Exit, syndrome: Syndrome, why: str) -> str:
+        """Deliver a synchronous exception to the guest kernel at VBAR_EL1, as if its instruction raised it."""
+        far = exit.far if syndrome.ec in _ABORTS else None
+        exc = GuestException(syndrome, exit.address, exit.address, exit.el, far=far, detail=why)
+        self._halt = self._deliver(exc)
+        return f"injected {syndrome.ec.name} into the guest ({why})"
+
+    def halt(self, reason: StopReason, message: str) -> None:
+        """End this vCPU's run after the current handler (power off, CPU_OFF, ...)."""
+        self._halt = self._result(reason, message)
+
+    def wait_for_interrupt(self) -> str:
+        """Sleep until this vCPU's timer fires; with nothing to wake it, the vCPU is idle."""
+        deadline = self.timer.next_deadline()
+        self._halt = self._on_wfi_natively()
+        if self._halt is not None:
+            return "nothing can wake the vCPU: it stays idle"
+        return f"vCPU sleeps until its timer fires at tick {deadline}" if deadline is not None else "resumed"
+
+    # --- the hardware side: when does the guest exit? -------------------------------
+
+    def _on_sysreg(self, cpu: CPU, access: SysRegAccess, value: int) -> bool:
+        reg = BY_ENCODING.get(access.encoding)
+        if cpu.el == 1 and reg is not None:
+            controls = (reg.read_trap if access.is_read else reg.write_trap) & self.vm.traps
+            if controls:
+                pc = cpu.pc
+                cpu.trap(GuestException(Syndrome(ExceptionClass.SYS64, access.iss), pc, pc, 1,
+                                        detail=f"{reg.name} trapped by HCR_EL2.{controls.name}", target_el=2))
+                return True
+            if access.is_read and reg.name in ("MIDR_EL1", "MPIDR_EL1"):
+                cpu.set_x(access.rt, self.vpidr if reg.name == "MIDR_EL1" else self.vmpidr)
+                return True
+        return super()._on_sysreg(cpu, access, value)
+
+    def _on_exception(self, exc: GuestException) -> RunResult | None:
+        exit = self._exit_for(exc)
+        if exit is None:
+            return super()._on_exception(exc)  # the guest's own business (or EL3 firmware's)
+        self._halt = None
+        self.vm.handle_exit(self, exit)
+        return self._halt
+
+    def _on_wfi(self) -> RunResult | None:
+        if not self.vm.traps & HCR.TWI:
+            return self._on_wfi_natively()
+        # The WFI traps instead of completing: the guest is at the WFI, the hypervisor decides.
+        self.cpu.pc -= 4
+        self.cpu.instructions -= 1
+        self._halt = None
+        self.vm.handle_exit(self, self._make_exit(Syndrome(ExceptionClass.WFX, 0), self.cpu.pc, trapped=True))
+        return self._halt
+
+    def _on_wfi_natively(self) -> RunResult | None:
+        return super()._on_wfi()
+
+    def _take_pending_irq(self) -> bool:
+        taken = super()._take_pending_irq()
+        if taken:  # the timer's interrupt goes to the hypervisor, which injects a virtual IRQ
+            self.vm.record(self, "IRQ", None, f"virtual timer fired: virtual IRQ injected at "
+                                              f"VBAR_EL1+{self.cpu.pc - self.read_sysreg('VBAR_EL1'):#x}")
+        return taken
+
+    def _exit_for(self, exc: GuestException) -> Exit | None:
+        """The exit this exception is, when it goes to EL2; None when the guest kernel takes it."""
+        ec = exc.syndrome.ec
+        if exc.target_el == 2:
+            return self._make_exit(exc.syndrome, exc.address, trapped=True)
+        if ec is ExceptionClass.HVC64 and exc.el == 1:
+            return self._make_exit(exc.syndrome, exc.address, trapped=False)
+        if ec is ExceptionClass.SMC64 and exc.el == 1 and self.vm.traps & HCR.TSC:
+            # A trapped SMC does not execute: ELR_EL2 is the SMC itself.
+            self.cpu.pc = exc.address
+            self.cpu.instructions -= 1
+            return self._make_exit(exc.syndrome, exc.address, trapped=True)
+        if ec in _ABORTS and exc.far is not None and self.region_at(exc.far) is not self.ram:
+            return self._stage2_abort(exc)
+        return None
+
+    def _stage2_abort(self, exc: GuestException) -> Exit:
+        """An access outside the VM's RAM: a stage-2 translation fault, syndrome filled as hardware does."""
+        if exc.syndrome.ec in (ExceptionClass.IABT_LOWER, ExceptionClass.IABT_CURRENT):
+            syndrome = Syndrome(ExceptionClass.IABT_LOWER, STAGE2_MISS)
+        else:
+            access = ldst.decode(self.cpu.read_word(exc.address) or 0)
+            wnr = DataAbort.from_iss(exc.syndrome.iss).wnr
+            if access is None:
+                abort = DataAbort(STAGE2_MISS, wnr=wnr)
+            else:
+                abort = DataAbort(STAGE2_MISS, wnr=access.is_write, isv=True, sas=access.sas,
+                                  sse=access.sign_extend, srt=access.rt, sf=access.sixty_four,
+                                  ar=access.acquire_release)
+            syndrome = Syndrome(ExceptionClass.DABT_LOWER, abort.iss)
+        # With the guest's MMU off, its addresses are IPAs. (Stage-1 translation comes with vlab.mmu.)
+        return self._make_exit(syndrome, exc.address, trapped=True, far=exc.far, ipa=exc.far)
+
+    def _make_exit(self, syndrome: Syndrome, address: int, trapped: bool,
+                   far: int | None = None, ipa: int | None = None) -> Exit:
+        word = self.cpu.read_word(address)
+        text = disassemble_one(word.to_bytes(4, "little"), address).text if word is not None else "(no memory)"
+        return Exit(syndrome, address, address if trapped else address + 4, text, self.index, self.cpu.el, far, ipa)
+
+
+_ABORTS = (ExceptionClass.DABT_LOWER, ExceptionClass.DABT_CURRENT,
+           ExceptionClass.IABT_LOWER, ExceptionClass.IABT_CURRENT)
