@@ -67,3 +67,23 @@ def test_a_non_positive_budget_is_refused():
 def test_no_subcommand_prints_help():
     done = vlab()
     assert done.returncode == 2 and "doctor" in done.stdout and "run" in done.stdout
+
+
+def test_run_virt_json_adds_exit_counts_by_class():
+    done = vlab("run", str(GUESTS["syscall"].path), "--virt", "--trap", "TVM,TRVM", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["uart"] == GUESTS["syscall"].expected_uart and result["stop"] == "powered_off"
+    # the kernel reads ESR_EL1 once per system call (TRVM), prints through the emulated UART, powers off by HVC
+    assert result["exits"]["SYS64"] == 2 and result["exits"]["HVC64"] == 1
+    assert result["exits"]["DABT_LOWER"] >= 2 * len(GUESTS["syscall"].expected_uart)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--virt", "--trap", "TVM,NOPE"], "unknown HCR_EL2 bit 'NOPE'"),
+    (["--trap", "TVM"], "add --virt"),
+    (["--virt", "--trap", "TWE"], "WFE"),
+])
+def test_bad_trap_options_are_explained(args, says):
+    done = vlab("run", str(GUESTS["hello"].path), *args)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr

@@ -3,6 +3,7 @@
     vlab run hello.S                  # UART output, then a one-line stop report on stderr
     vlab run prog.elf --json          # one JSON object: uart, stop, instructions, registers, ...
     vlab run kernel.bin --max-insns 1000000
+    vlab run hello.S --virt --trap TVM,TWI   # inside a VM; the JSON adds `exits` (class -> count)
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import json
 import sys
 
+from vlab.arch.hcr import HCR
 from vlab.errors import VlabError
 from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, Board
 from vlab.machine.loader import image_from_file, load
@@ -26,6 +28,10 @@ def add_parser(subparsers) -> None:
                    help=f"instruction budget (default {DEFAULT_MAX_INSNS:,})")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help=f"wall-clock guard (default {DEFAULT_TIMEOUT_S:g} s)")
+    p.add_argument("--virt", action="store_true", help="run it inside a VM under vlab's hypervisor")
+    p.add_argument("--trap", default="", metavar="BITS",
+                   help="with --virt: HCR_EL2 trap controls, e.g. TVM,TRVM,TID3,TACR,TSC,TWI")
+    p.add_argument("--trap-log", action="store_true", help="with --virt: print the hypervisor's trap log (stderr)")
     p.set_defaults(func=run_command)
 
 
@@ -34,13 +40,24 @@ def run_command(args: argparse.Namespace) -> int:
     if args.max_insns <= 0:
         print("vlab run: --max-insns must be a positive number of instructions", file=sys.stderr)
         return 2
+    if (args.trap or args.trap_log) and not args.virt:
+        print("vlab run: --trap and --trap-log apply to a VM: add --virt", file=sys.stderr)
+        return 2
     try:
-        board = Board()
-        load(board, image_from_file(args.file))
-    except VlabError as e:
+        if args.virt:
+            from vlab.hyp import VM  # only a VM run needs the hypervisor
+
+            machine = VM.from_file(args.file, traps=HCR.parse(args.trap))
+        else:
+            machine = Board()
+            load(machine, image_from_file(args.file))
+    except (VlabError, ValueError) as e:
         print(f"vlab run: {e}", file=sys.stderr)
         return 2
-    result = board.run(max_insns=args.max_insns, timeout_s=args.timeout)
+    result = machine.run(max_insns=args.max_insns, timeout_s=args.timeout)
+    if args.trap_log:
+        for record in machine.trap_log:
+            print(record, file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json()))
     else:
@@ -49,4 +66,7 @@ def run_command(args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
         print(f"[{result.reason.value}] {result.message} after {result.instructions:,} instructions, "
               f"PC={result.pc:#x} EL{result.el}", file=sys.stderr)
+        if args.virt:
+            exits = ", ".join(f"{kind} {n}" for kind, n in sorted(result.exits.items())) or "none"
+            print(f"exits: {exits}", file=sys.stderr)
     return 0 if result.reason.value in ("powered_off", "idle") else 1

@@ -173,6 +173,7 @@ class VM:
         vcpu.cpu.pc, vcpu.state = entry, VCpuState.RUNNING
         vcpu.set_x(0, context)
         caller.set_x(0, psci.PsciReturn.SUCCESS)
+        caller.halt(StopReason.STOPPED, f"vCPU{index} started")  # back to the run loop, to share the core
         return f"PSCI CPU_ON vCPU{index} at {entry:#x} with x0 = {context:#x}"
 
     # --- running --------------------------------------------------------------------

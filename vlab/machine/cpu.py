@@ -145,6 +145,7 @@ class CPU:
         self._memory_fault: tuple[int, int, int] | None = None  # (access, address, size)
         self._hook_error: str | None = None
         self._stop_requested = False
+        self._trapped_at = 0  # the counter when trap() was called
         self._running = False  # inside emu_start: the live counter is part of the clock
         # SCR_EL3.HCE: without it HVC is UNDEFINED. RW (bit 10): EL2 and below are AArch64.
         self.write_sysreg("SCR_EL3", (1 << 8) | (1 << 10) | 1)
@@ -233,6 +234,9 @@ class CPU:
         The handler must then return True (the access is not performed).
         """
         self._exception = exception
+        # Count now: the trapped instruction is the last one started. (Unicorn notices the stop
+        # only later -- after the next instruction has started, unless this one ended its block.)
+        self._trapped_at = self._counter.started()
         self.request_stop()
 
     def run(self, max_insns: int, timeout_us: int = 0) -> CpuStop:
@@ -265,9 +269,7 @@ class CPU:
             faulted = exc.return_address == exc.address  # the instruction did not complete
             if faulted:
                 self.pc = exc.address  # a trapped MRS/MSR was skipped by Unicorn: PC stays at it
-                # Unicorn notices the stop only as the next instruction starts, and counts that one
-                # too (measured): neither the trapped instruction nor its successor retired.
-                return CpuStop(StopKind.EXCEPTION, max(started - 2, 0), exc)
+                return CpuStop(StopKind.EXCEPTION, self._trapped_at - 1, exc)
             return CpuStop(StopKind.EXCEPTION, started, exc)
         if started > max_insns:
             return CpuStop(StopKind.BUDGET, max_insns)

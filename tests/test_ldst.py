@@ -1,0 +1,81 @@
+"""Decoding loads and stores into the data-abort syndrome, as the hardware fills ISV/SAS/SSE/SRT/SF/WnR/AR.
+
+Expectations are written from the Arm ARM's rules (size from the mnemonic, sign extension
+from LDRS*, the register width from W/X), never read back from the decoder.
+"""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vlab.arch import ldst
+from vlab.asm import assemble
+
+# mnemonic -> (bytes, is_write, sign_extend, register prefixes allowed)
+SINGLE = {
+    "strb": (1, True, False, "w"), "strh": (2, True, False, "w"), "str": (None, True, False, "wx"),
+    "ldrb": (1, False, False, "w"), "ldrh": (2, False, False, "w"), "ldr": (None, False, False, "wx"),
+    "ldrsb": (1, False, True, "wx"), "ldrsh": (2, False, True, "wx"), "ldrsw": (4, False, True, "x"),
+}
+
+
+def word_of(line: str) -> int:
+    return int.from_bytes(assemble(line).code[:4], "little")
+
+
+@st.composite
+def single_register_access(draw):
+    mnemonic = draw(st.sampled_from(sorted(SINGLE)))
+    size, is_write, sign_extend, prefixes = SINGLE[mnemonic]
+    prefix = draw(st.sampled_from(prefixes))
+    size = size or (8 if prefix == "x" else 4)
+    rt, rn = draw(st.integers(0, 30)), draw(st.integers(0, 30))
+    form = draw(st.sampled_from(["imm", "unscaled", "register"]))
+    if form == "imm":
+        address = f"[x{rn}, #{draw(st.integers(0, 100)) * size:#x}]"
+    elif form == "unscaled":
+        mnemonic = mnemonic.replace("str", "stur").replace("ldr", "ldur")
+        address = f"[x{rn}, #{draw(st.integers(-256, 255))}]"
+    else:
+        address = f"[x{rn}, x{draw(st.integers(0, 30))}]"
+    expected = ldst.Access(size, rt, is_write, sign_extend, sixty_four=prefix == "x", acquire_release=False)
+    return f"{mnemonic} {prefix}{rt}, {address}", expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(single_register_access())
+def test_a_single_register_load_or_store_without_writeback_has_a_valid_syndrome(case):
+    line, expected = case
+    assert ldst.decode(word_of(line)) == expected, line
+
+
+@pytest.mark.parametrize("line", [
+    "ldr x1, [x2], #8", "str w1, [x2, #4]!", "ldrb w3, [x4], #1",  # writeback
+    "ldp x1, x2, [x3]", "stp w1, w2, [x3, #8]",  # pairs
+    "ldr q0, [x1]", "str d1, [x2, #8]", "ldr s3, [x4]",  # SIMD&FP registers
+    "prfm pldl1keep, [x1]",  # a hint, no access
+    "ldxr x1, [x2]", "stxr w3, x1, [x2]",  # exclusives
+    "add x1, x2, x3", "mrs x0, sctlr_el1", "b .",  # not memory accesses at all
+])
+def test_forms_without_an_instruction_syndrome_report_isv_0(line):
+    assert ldst.decode(word_of(line)) is None
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("ldar x5, [x6]", ldst.Access(8, 5, False, sixty_four=True, acquire_release=True)),
+    ("ldarb w5, [x6]", ldst.Access(1, 5, False, acquire_release=True)),
+    ("stlr w7, [x1]", ldst.Access(4, 7, True, acquire_release=True)),
+    ("stlrh w2, [x3]", ldst.Access(2, 2, True, acquire_release=True)),
+])
+def test_acquire_release_accesses_report_ar(line, expected):
+    assert ldst.decode(word_of(line)) == expected
+
+
+def test_sas_is_log2_of_the_size():
+    assert [ldst.Access(n, 0, False).sas for n in (1, 2, 4, 8)] == [0, 1, 2, 3]
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_any_word_decodes_to_an_access_or_none_without_raising(word):
+    access = ldst.decode(word)
+    assert access is None or (access.size in (1, 2, 4, 8) and 0 <= access.rt <= 31)

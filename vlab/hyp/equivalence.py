@@ -1,0 +1,39 @@
+"""Popek and Goldberg's equivalence, checkable: does a guest end the same on the bare board and in a VM?
+
+`guest_state(machine)` is everything the guest itself can observe at the end of a run
+-- its registers, the EL1 system registers it owns, its RAM -- for a `Board` or a VM's
+boot vCPU alike. `differences(bare, virtual)` names what differs; an empty list means
+the VM was, for this guest, indistinguishable from the machine (timing aside).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from vlab.machine.board import Board
+
+# The EL1 state a guest kernel owns and can read back: what a hypervisor must keep per vCPU.
+GUEST_VISIBLE_SYSREGS = (
+    "SCTLR_EL1", "TTBR0_EL1", "TTBR1_EL1", "TCR_EL1", "MAIR_EL1", "AMAIR_EL1", "VBAR_EL1",
+    "CONTEXTIDR_EL1", "TPIDR_EL1", "TPIDR_EL0", "TPIDRRO_EL0", "ESR_EL1", "FAR_EL1", "ELR_EL1",
+    "SPSR_EL1", "SP_EL0", "CPACR_EL1", "CNTKCTL_EL1", "PAR_EL1",
+)
+
+
+def guest_state(machine: Board) -> dict[str, int | str]:
+    """Registers, guest-visible system registers and a digest of RAM, of a board or a vCPU."""
+    state: dict[str, int | str] = dict(machine.cpu.registers())
+    state.update({name: machine.cpu.read_sysreg(name) for name in GUEST_VISIBLE_SYSREGS})
+    ram = machine.ram
+    state["ram_sha256"] = hashlib.sha256(machine.read_memory(ram.base, ram.size)).hexdigest()
+    return state
+
+
+def differences(bare: Board, virtual: Board) -> list[str]:
+    """'name: bare value != VM value' for every piece of guest-visible state that differs."""
+    a, b = guest_state(bare), guest_state(virtual)
+    return [f"{name}: {_show(a[name])} != {_show(b[name])}" for name in a if a[name] != b[name]]
+
+
+def _show(value: int | str) -> str:
+    return f"{value:#x}" if isinstance(value, int) else value[:12]
