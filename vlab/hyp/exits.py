@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vlab.arch.esr import ExceptionClass, Syndrome
+from vlab.asm import disassemble_one
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,18 @@ class Exit:
     syndrome: Syndrome
     address: int
     return_address: int
-    instruction: str
+    word: int | None  # the instruction's encoding (None: no memory there)
     vcpu: int
     el: int  # the guest's exception level when it exited (0 or 1)
     far: int | None = None
     ipa: int | None = None  # the faulting intermediate physical address (stage-2 aborts)
+
+    @property
+    def instruction(self) -> str:
+        """The instruction, disassembled (on demand: an exit on the fast path never pays for it)."""
+        if self.word is None:
+            return "(no memory)"
+        return disassemble_one(self.word.to_bytes(4, "little"), self.address).text
 
     @property
     def ec(self) -> ExceptionClass:

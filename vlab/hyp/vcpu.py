@@ -33,7 +33,6 @@ from vlab.arch import ldst
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess
 from vlab.arch.hcr import HCR
 from vlab.arch.sysregs import BY_ENCODING
-from vlab.asm import disassemble_one
 from vlab.hyp.exits import Exit, TrapRecord
 from vlab.machine.board import RAM_BASE, Board, Region, RunResult, StopReason
 from vlab.machine.cpu import CPU, GuestException, Vector
@@ -189,8 +188,7 @@ class VCpu(Board):
     def _make_exit(self, syndrome: Syndrome, address: int, trapped: bool,
                    far: int | None = None, ipa: int | None = None) -> Exit:
         word = self.cpu.read_word(address)
-        text = disassemble_one(word.to_bytes(4, "little"), address).text if word is not None else "(no memory)"
-        return Exit(syndrome, address, address if trapped else address + 4, text, self.index, self.cpu.el, far, ipa)
+        return Exit(syndrome, address, address if trapped else address + 4, word, self.index, self.cpu.el, far, ipa)
 
 
 _ABORTS = (ExceptionClass.DABT_LOWER, ExceptionClass.DABT_CURRENT,

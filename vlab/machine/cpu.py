@@ -15,6 +15,7 @@ exceptions and syndromes.
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from unicorn import (
     UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_QUERY_TIMEOUT, Uc, UcError,
 )
 from unicorn import arm64_const as A
+from unicorn.unicorn_py3.unicorn import uclib  # the C library: see CPU._read64
 
 from vlab.arch import sysregs
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess, imm16_syndrome
@@ -138,6 +140,9 @@ class CPU:
 
     def __init__(self) -> None:
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        self._uch = self.uc._uch
+        self._scratch = ctypes.c_uint64()
+        self._scratch_ref = ctypes.byref(self._scratch)
         self.instructions = 0  # retired since power-on: the guest's clock
         self.sysreg_handler: SysRegHandler | None = None
         self._counter = InstructionCounter(self.uc)
@@ -145,7 +150,7 @@ class CPU:
         self._memory_fault: tuple[int, int, int] | None = None  # (access, address, size)
         self._hook_error: str | None = None
         self._stop_requested = False
-        self._trapped_at = 0  # the counter when trap() was called
+        self._trapped_at: int | None = None  # the counter when trap() was called in this run
         self._running = False  # inside emu_start: the live counter is part of the clock
         # SCR_EL3.HCE: without it HVC is UNDEFINED. RW (bit 10): EL2 and below are AArch64.
         self.write_sysreg("SCR_EL3", (1 << 8) | (1 << 10) | 1)
@@ -160,34 +165,45 @@ class CPU:
 
     # --- registers -------------------------------------------------------------
 
+    def _read64(self, reg: int) -> int:
+        # Straight to the C library: Unicorn 2.1.4's Python reg_read searches register classes
+        # on every call, and a trap round trip reads half a dozen registers (measured: a third
+        # of the cost of an exit). Safe for the plain 64-bit registers used here.
+        uclib.uc_reg_read(self._uch, reg, self._scratch_ref)
+        return self._scratch.value
+
+    def _write64(self, reg: int, value: int) -> None:
+        self._scratch.value = value & (2**64 - 1)
+        uclib.uc_reg_write(self._uch, reg, self._scratch_ref)
+
     def x(self, n: int) -> int:
         """General-purpose register Xn (n = 31 reads as the zero register, as XZR)."""
-        return 0 if n == 31 else self.uc.reg_read(_X[n])
+        return 0 if n == 31 else self._read64(_X[n])
 
     def set_x(self, n: int, value: int) -> None:
         if n != 31:  # writes to XZR are discarded
-            self.uc.reg_write(_X[n], value & (2**64 - 1))
+            self._write64(_X[n], value)
 
     @property
     def pc(self) -> int:
-        return self.uc.reg_read(A.UC_ARM64_REG_PC)
+        return self._read64(A.UC_ARM64_REG_PC)
 
     @pc.setter
     def pc(self, value: int) -> None:
-        self.uc.reg_write(A.UC_ARM64_REG_PC, value)
+        self._write64(A.UC_ARM64_REG_PC, value)
 
     @property
     def sp(self) -> int:
         """The stack pointer the current level uses (SP_EL0 or SP_ELx)."""
-        return self.uc.reg_read(A.UC_ARM64_REG_SP)
+        return self._read64(A.UC_ARM64_REG_SP)
 
     @sp.setter
     def sp(self, value: int) -> None:
-        self.uc.reg_write(A.UC_ARM64_REG_SP, value)
+        self._write64(A.UC_ARM64_REG_SP, value)
 
     @property
     def pstate(self) -> int:
-        return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
+        return self._read64(A.UC_ARM64_REG_PSTATE)
 
     @property
     def el(self) -> int:
@@ -241,7 +257,7 @@ class CPU:
 
     def run(self, max_insns: int, timeout_us: int = 0) -> CpuStop:
         """Execute from PC until an event, at most max_insns instructions (> 0)."""
-        self._exception = self._memory_fault = self._hook_error = None
+        self._exception = self._memory_fault = self._hook_error = self._trapped_at = None
         self._stop_requested = False
         error: UcError | None = None
         self._running = True
@@ -269,7 +285,10 @@ class CPU:
             faulted = exc.return_address == exc.address  # the instruction did not complete
             if faulted:
                 self.pc = exc.address  # a trapped MRS/MSR was skipped by Unicorn: PC stays at it
-                return CpuStop(StopKind.EXCEPTION, self._trapped_at - 1, exc)
+                # Neither the faulting instruction retired nor, after a trap(), the next one that
+                # Unicorn may have started before it noticed the stop: count from the trap.
+                last_started = self._trapped_at if self._trapped_at is not None else started
+                return CpuStop(StopKind.EXCEPTION, last_started - 1, exc)
             return CpuStop(StopKind.EXCEPTION, started, exc)
         if started > max_insns:
             return CpuStop(StopKind.BUDGET, max_insns)
