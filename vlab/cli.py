@@ -2,6 +2,8 @@
 
     vlab doctor          is everything installed?
     vlab run FILE        run a guest on the bare machine (or, with --virt, inside a VM)
+    vlab exercises       regenerate exercises/ from solutions/
+    vlab grade DIR...    grade students' submissions
 
 A subcommand module defines `add_parser(subparsers)`, which adds its parser and sets
 `func` to a function taking the parsed arguments and returning the exit status.
@@ -16,7 +18,7 @@ import sys
 from vlab import __version__
 
 # Imported lazily, so `vlab doctor` still runs when a dependency of another subcommand is missing.
-SUBCOMMANDS = ("vlab.doctor", "vlab.cli_run")
+SUBCOMMANDS = ("vlab.doctor", "vlab.cli_run", "vlab.cli_exercises", "vlab.cli_grade")
 
 
 def build_parser() -> argparse.ArgumentParser:

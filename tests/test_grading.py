@@ -1,0 +1,192 @@
+"""Graded exercises: solutions earn full marks, untouched exercises none, broken submissions what they deserve."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from vlab.cli import main
+from vlab.grading import EXERCISES, check
+from vlab.grading.generate import generated_exercises, strip_solutions
+from vlab.grading.grade import SubmissionGrade, grade_all, grade_submission
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS, EXERCISES_DIR = ROOT / "solutions", ROOT / "exercises"
+MODULES = sorted({e.module for e in EXERCISES.values()})
+FULL = {e.id: float(e.points) for e in EXERCISES.values()}
+TIMEOUT = 3.0
+
+
+def scores(grade: SubmissionGrade) -> dict[str, float]:
+    return {i: r["score"] for i, r in grade.exercises.items()}
+
+
+def submission(tmp_path: Path, name: str, edit=lambda text: text) -> Path:
+    """A student's folder: the reference solutions, edited to break them in one way."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for module in MODULES:
+        (folder / f"{module}.py").write_text(edit((SOLUTIONS / f"{module}.py").read_text()))
+    return folder
+
+
+def replace_body(function: str, body: str):
+    """An edit that replaces one function's solution region by `body` (indented code)."""
+    def edit(text: str) -> str:
+        pattern = rf"(def {function}\(.*?\n)[ \t]*### BEGIN SOLUTION\n.*?### END SOLUTION\n"
+        new, n = re.subn(pattern, lambda m: m.group(1) + body + "\n", text, count=1, flags=re.S)
+        assert n == 1, function
+        return new
+    return edit
+
+
+# --- the source of truth ------------------------------------------------------------------------
+
+def test_committed_exercises_are_what_the_generator_makes_from_solutions():
+    for name, text in generated_exercises(SOLUTIONS).items():
+        assert (EXERCISES_DIR / name).read_text() == text, f"run `vlab exercises`: {name} is out of date"
+    assert main(["exercises", "--check"]) == 0
+
+
+def test_every_exercise_has_a_solution_and_public_and_hidden_tests():
+    for exercise in EXERCISES.values():
+        text = (SOLUTIONS / f"{exercise.module}.py").read_text()
+        assert f"def {exercise.function}(" in text
+        assert exercise.public_tests() and len(exercise.public_tests()) < len(exercise.tests)
+
+
+def test_exercises_keep_docstrings_and_lose_every_solution_line():
+    solution = (SOLUTIONS / "ch01_machine.py").read_text()
+    exercise = strip_solutions(solution)
+    assert "### BEGIN SOLUTION" not in exercise and "udiv" not in exercise
+    assert exercise.count("raise NotImplementedError") == solution.count("### BEGIN SOLUTION")
+    assert '"""The names of the PL011 flags' in exercise
+
+
+@pytest.mark.parametrize("text, line", [
+    ("a\n### BEGIN SOLUTION\nb\n", 2),
+    ("### END SOLUTION\n", 1),
+    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n", 2),
+])
+def test_unbalanced_markers_are_errors_naming_the_line(text, line):
+    with pytest.raises(ValueError, match=f"x.py:{line}:"):
+        strip_solutions(text, "x.py")
+
+
+# --- whole submissions, graded as an instructor does ----------------------------------------------
+
+def test_the_solutions_earn_full_marks_and_untouched_exercises_earn_nothing():
+    solved, untouched = grade_all([SOLUTIONS, EXERCISES_DIR], jobs=2, timeout_s=TIMEOUT)
+    assert scores(solved) == FULL and solved.error == ""
+    assert scores(untouched) == {i: 0.0 for i in FULL} and untouched.error == ""
+    for result in untouched.exercises.values():
+        assert all("not done yet" in t["message"] for t in result["tests"])
+
+
+BROKEN = {
+    # name: (edit, the exercises that lose all their points, a phrase the feedback must contain)
+    "syntax_error": (lambda t: t + "\ndef broken(:\n", set(FULL), "SyntaxError"),
+    "exception": (replace_body("decode_uart_flags", '    raise ValueError("oops")'),
+                  {"ch01.decode_uart_flags"}, "ValueError: oops"),
+    "wrong_answer": (replace_body("svc_esr", "    return 0"), {"ch01.svc_esr"}, "got 0"),
+    "infinite_loop": (replace_body("decode_uart_flags", "    while True:\n        pass"),
+                      {"ch01.decode_uart_flags"}, "timed out"),
+    "huge_memory": (replace_body("svc_esr", "    return len(bytearray(10**12))"), {"ch01.svc_esr"}, "MemoryError"),
+    "deleted_function": (lambda t: t.replace("def svc_esr(", "def svc_esr_renamed("),
+                         {"ch01.svc_esr"}, "defines no function svc_esr"),
+    "reads_solutions": (replace_body("svc_esr", f"    return open({str(SOLUTIONS / 'ch01_machine.py')!r}).read()"),
+                        {"ch01.svc_esr"}, "not allowed"),
+    "bad_assembly": (replace_body("print_number_source", '    return "print_number:\\n    frobnicate x0\\n"'),
+                     {"ch01.print_number_source"}, "line 2"),
+}
+
+
+def test_broken_submissions_get_the_right_partial_score_and_a_clear_message(tmp_path):
+    folders = [submission(tmp_path, name, edit) for name, (edit, _, _) in BROKEN.items()]
+    other = folders[0]
+    snoop = submission(tmp_path, "reads_other_student",
+                       replace_body("decode_uart_flags", f"    import os\n    return set(os.listdir({str(other)!r}))"))
+    start = time.monotonic()
+    grades = grade_all(folders + [snoop], jobs=4, timeout_s=TIMEOUT)
+    assert time.monotonic() - start < 300
+    expected = dict(BROKEN) | {"reads_other_student": (None, {"ch01.decode_uart_flags"}, "not allowed")}
+    for grade in grades:
+        _, lost, phrase = expected[grade.student]
+        assert scores(grade) == {i: 0.0 if i in lost else FULL[i] for i in FULL}, grade.student
+        messages = " ".join(t["message"] for i in lost for t in grade.exercises[i]["tests"])
+        messages += " ".join(grade.exercises[i]["problem"] for i in lost)
+        assert phrase in messages, (grade.student, messages[:300])
+
+
+def test_a_symlink_to_the_solutions_is_not_followed(tmp_path):
+    folder = tmp_path / "linker"
+    folder.mkdir()
+    (folder / "ch01_machine.py").symlink_to(SOLUTIONS / "ch01_machine.py")
+    grade = grade_submission(folder, timeout_s=TIMEOUT)
+    assert grade.total == 0 and "ch01_machine.py is missing" in grade.exercises["ch01.svc_esr"]["problem"]
+
+
+def test_grade_command_writes_csv_json_and_feedback_field_by_field(tmp_path, capsys):
+    good = submission(tmp_path, "alice")
+    half = submission(tmp_path, "bob", replace_body("print_number_source", "    return 42"))
+    out, js, fb = tmp_path / "grades.csv", tmp_path / "grades.json", tmp_path / "feedback"
+    status = main(["grade", str(good), str(half), "--out", str(out), "--json", str(js), "--feedback", str(fb),
+                   "--jobs", "2", "--timeout", str(TIMEOUT)])
+    assert status == 0  # students failing is not the grader failing
+    maximum = sum(FULL.values())
+    rows = list(csv.DictReader(out.open()))
+    assert [r["student"] for r in rows] == ["alice", "bob"]
+    assert list(rows[0]) == ["student", *FULL, "total", "max", "error"]
+    for row, lost in zip(rows, (set(), {"ch01.print_number_source"})):
+        for exercise_id, points in FULL.items():
+            assert float(row[exercise_id]) == (0 if exercise_id in lost else points)
+        assert float(row["total"]) == maximum - sum(FULL[i] for i in lost)
+        assert int(row["max"]) == maximum and row["error"] == ""
+    data = json.loads(js.read_text())
+    assert [d["student"] for d in data] == ["alice", "bob"] and data[1]["total"] == maximum - FULL["ch01.print_number_source"]
+    bob_tests = data[1]["exercises"]["ch01.print_number_source"]["tests"]
+    assert len(bob_tests) == len(EXERCISES["ch01.print_number_source"].tests)
+    assert all(not t["passed"] and "should return assembly source" in t["message"] for t in bob_tests)
+    assert {t["hidden"] for t in bob_tests} == {True, False}
+    feedback = (fb / "bob.md").read_text()
+    assert "should return assembly source" in feedback and "a hidden test" in feedback
+    assert "all tests passed" in (fb / "alice.md").read_text()
+
+
+def test_grade_command_refuses_what_is_not_a_folder(tmp_path):
+    assert main(["grade", str(tmp_path / "nobody")]) == 2
+
+
+# --- check() in a notebook ------------------------------------------------------------------------
+
+def test_check_explains_failures_with_expected_got_and_hint(capsys):
+    result = check("ch01.svc_esr", lambda imm16: imm16)
+    out = capsys.readouterr().out
+    assert result.passed == 0 and "FAIL  svc #0" in out and "expected" in out and "hint:" in out
+    assert f"0/{len(EXERCISES['ch01.svc_esr'].public_tests())} tests passed" in out
+
+
+def test_check_cuts_off_an_endless_loop_and_survives_anything(capsys):
+    def spin(_):
+        while True:
+            pass
+
+    start = time.monotonic()
+    assert check("ch01.svc_esr", spin, timeout_s=1).passed == 0
+    assert time.monotonic() - start < 30 and "timed out after 1 s" in capsys.readouterr().out
+    assert check("ch01.svc_esr", "not a function").passed == 0
+    assert check("ch01.no_such_exercise", spin) is None
+    assert "ch01.svc_esr" in capsys.readouterr().out
+
+
+def test_check_passes_the_reference_solution(capsys):
+    namespace: dict = {}
+    exec((SOLUTIONS / "ch01_machine.py").read_text(), namespace)
+    for exercise in EXERCISES.values():
+        assert check(exercise.id, namespace[exercise.function]).passed == len(exercise.public_tests())
+    assert capsys.readouterr().out.count("well done") == len(EXERCISES)
