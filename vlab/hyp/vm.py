@@ -117,6 +117,8 @@ class VM:
     def handle_exit(self, vcpu: VCpu, exit: Exit) -> None:
         """Dispatch one exit by its exception class; a handler that fails is reported, not raised."""
         handler = self.handlers.get(exit.ec)
+        # Logged at the time of the exit, before what its handler causes (a sleep, an IRQ).
+        position, tick = len(self.trap_log), vcpu.ticks()
         if handler is None:
             action = vcpu.inject(exit, exit.syndrome, "the hypervisor has no handler for this exit")
         else:
@@ -125,11 +127,17 @@ class VM:
             except Exception as e:  # noqa: BLE001 - a broken handler stops the VM with a report
                 action = f"handler {getattr(handler, '__name__', handler)} failed: {type(e).__name__}: {e}"
                 vcpu.halt(StopReason.ERROR, f"{action} (on {exit.describe()})")
-        self.record(vcpu, exit.ec.name, exit, str(action))
+        self.record(vcpu, exit.ec.name, exit, str(action), position, tick)
 
-    def record(self, vcpu: VCpu, kind: str, exit: Exit | None, action: str) -> None:
+    def record(self, vcpu: VCpu, kind: str, exit: Exit | None, action: str,
+               position: int | None = None, tick: int | None = None) -> None:
+        """Count one exit (or injected interrupt) and log it, at `position` in the log if given."""
         self.exits[kind] += 1
-        self.trap_log.append(TrapRecord(vcpu.ticks(), vcpu.index, kind, exit, action))
+        record = TrapRecord(vcpu.ticks() if tick is None else tick, vcpu.index, kind, exit, action)
+        if position is None or len(self.trap_log) == self.trap_log.maxlen:
+            self.trap_log.append(record)
+        else:
+            self.trap_log.insert(position, record)
 
     def device_at(self, ipa: int | None) -> Device | None:
         return next((d for d in self.devices if ipa is not None and d.base <= ipa < d.base + d.size), None)

@@ -1,0 +1,64 @@
+"""The trap-controls widget and the run-loop diagram: what they show follows the VM's real behaviour."""
+
+import pytest
+
+from vlab.arch.esr import ExceptionClass
+from vlab.guests import GUESTS
+from vlab.hyp import HCR, SUPPORTED_TRAPS, VM
+from vlab.viz.run_loop import run_loop_diagram
+from vlab.viz.trap_widget import TrapWidget
+
+
+def test_without_traps_only_device_accesses_and_hypercalls_exit():
+    t = TrapWidget("sensitive")
+    assert set(t.result.exits) <= {"DABT_LOWER", "HVC64", "IRQ"}
+    assert t.result.uart == GUESTS["sensitive"].expected_uart
+
+
+@pytest.mark.parametrize("bit, kind", [(HCR.TVM, "SYS64"), (HCR.TRVM, "SYS64"), (HCR.TID3, "SYS64"),
+                                       (HCR.TWI, "WFX")])
+def test_ticking_a_control_makes_its_instructions_exit_and_changes_nothing_else(bit, kind):
+    t = TrapWidget("sensitive")
+    t.widget  # build the front-end, then tick the box as a student would
+    t.controls.boxes[bit].value = True
+    assert t.traps == bit and t.result.exits.get(kind, 0) > 0
+    assert t.result.uart == GUESTS["sensitive"].expected_uart
+    assert bit.name in t.controls.panes["summary"].value and kind in t.controls.panes["exits"].value
+    t.controls.boxes[bit].value = False
+    assert t.result.exits.get(kind, 0) == 0
+
+
+def test_more_traps_never_mean_fewer_exits_and_efficiency_is_native_over_trapped():
+    few, many = TrapWidget("sensitive", HCR.TVM), TrapWidget("sensitive", SUPPORTED_TRAPS)
+    assert many.result.trapped > few.result.trapped
+    assert many.efficiency == pytest.approx(many.result.native / many.result.trapped)
+    assert many.result.native + many.result.trapped == many.result.instructions
+
+
+def test_choosing_another_guest_runs_it():
+    t = TrapWidget("hello")
+    t.widget
+    t.controls.guest.value = "syscall"
+    assert t.result.uart == GUESTS["syscall"].expected_uart and "syscall.S" in t.text()
+
+
+def test_text_view_has_summary_exits_and_the_trap_log():
+    text = TrapWidget("sensitive", HCR.TWI).text()
+    assert "WFX" in text and "wfi" in text and "trap log:" in text and "UART:" in text
+
+
+def test_unknown_guest_is_refused_with_the_list():
+    with pytest.raises(KeyError, match="hello"):
+        TrapWidget("nope")
+
+
+def test_run_loop_diagram_is_drawn_from_the_dispatch_table():
+    vm = VM()
+    def my_handler(vcpu, exit):
+        return "mine"
+
+    vm.set_handler(ExceptionClass.SYS64, my_handler)
+    diagram = run_loop_diagram(vm)
+    assert "my_handler" in diagram.text and "my_handler" in diagram.source
+    for ec in vm.handlers:
+        assert ec.name in diagram.text

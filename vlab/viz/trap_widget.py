@@ -1,0 +1,147 @@
+"""Trap controls you can toggle: run a guest in a VM and see what exits, and how often.
+
+    t = TrapWidget("sensitive", traps=HCR.TVM)
+    t                           # in Jupyter: checkboxes, a guest picker, exit counts and the trap log
+    t.set_traps(HCR.TVM | HCR.TWI)   # what ticking the boxes does, as a method
+    print(t.text())
+
+Every change runs the guest again, from power-on, in a fresh VM: the numbers shown are
+always those of a complete run under exactly the controls ticked.
+"""
+
+from __future__ import annotations
+
+import html
+
+from vlab.arch.hcr import HCR
+from vlab.guests import GUESTS
+from vlab.hyp import SUPPORTED_TRAPS, VM, VmRunResult
+
+# What each control traps, in a few words (Arm ARM, HCR_EL2).
+TRAP_MEANING = {
+    HCR.TVM: "writes of SCTLR, TTBRx, TCR, MAIR, ... (EL1 virtual-memory controls)",
+    HCR.TRVM: "reads of the same virtual-memory controls",
+    HCR.TID3: "reads of the ID_AA64* feature registers",
+    HCR.TACR: "ACTLR_EL1, the implementation-defined control",
+    HCR.TSC: "SMC: firmware calls go to the hypervisor",
+    HCR.TWI: "WFI: an idle vCPU gives its core back",
+}
+LOG_LINES = 12
+
+
+class TrapWidget:
+    """One demo guest in a VM whose HCR_EL2-style trap controls can be toggled."""
+
+    def __init__(self, guest: str = "sensitive", traps: HCR = HCR(0), max_insns: int = 2_000_000):
+        if guest not in GUESTS:
+            raise KeyError(f"no guest called {guest!r}; vlab ships: {', '.join(GUESTS)}")
+        self.guest, self.traps, self.max_insns = guest, HCR(traps), max_insns
+        self._ui = None
+        self.run()
+
+    def run(self) -> VmRunResult:
+        """Power on a fresh VM with the current guest and controls, and run it to the end."""
+        self.vm = VM.from_file(GUESTS[self.guest].path, traps=self.traps)
+        self.result = self.vm.run(max_insns=self.max_insns, timeout_s=10)
+        self._redraw()
+        return self.result
+
+    def set_traps(self, traps: HCR) -> VmRunResult:
+        self.traps = HCR(traps)
+        return self.run()
+
+    def set_guest(self, guest: str) -> VmRunResult:
+        self.guest = guest
+        return self.run()
+
+    @property
+    def efficiency(self) -> float | None:
+        """Instructions run natively per trapped one (None when nothing trapped)."""
+        return self.result.native / self.result.trapped if self.result.trapped else None
+
+    # --- what is shown -----------------------------------------------------------------
+
+    def summary(self) -> str:
+        r = self.result
+        ratio = f"{self.efficiency:,.1f} native per trapped" if self.efficiency is not None else "nothing trapped"
+        return (f"{self.guest}.S with traps {self.traps.name or 'none'}: {r.reason.value}, "
+                f"{r.instructions:,} instructions, {r.trapped:,} trapped ({ratio})")
+
+    def exits_text(self) -> str:
+        rows = sorted(self.result.exits.items(), key=lambda kv: -kv[1])
+        return "\n".join(f"  {kind:<12} {count:>6,}" for kind, count in rows) or "  (no exits)"
+
+    def log_text(self, lines: int = LOG_LINES) -> str:
+        log = list(self.vm.trap_log)
+        shown = [str(record) for record in log[:lines]]
+        if len(log) > lines:
+            shown.append(f"  ... {len(log) - lines:,} more")
+        return "\n".join(shown) or "  (empty)"
+
+    def text(self) -> str:
+        return (f"{self.summary()}\nUART: {self.result.uart!r}\nexits by class:\n{self.exits_text()}\n"
+                f"trap log:\n{self.log_text()}")
+
+    def __repr__(self) -> str:
+        return f"<TrapWidget {self.summary()}>"
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        printer.text(self.text())
+
+    def _repr_mimebundle_(self, include=None, exclude=None, **_) -> dict:
+        bundle = self.widget._repr_mimebundle_()
+        bundle["text/plain"] = self.text()
+        return bundle
+
+    # --- the ipywidgets front-end ---------------------------------------------------------
+
+    @property
+    def widget(self):
+        if self._ui is None:
+            self._ui = _Controls(self)
+            self._redraw()
+        return self._ui.box
+
+    @property
+    def controls(self):
+        return self._ui
+
+    def _redraw(self) -> None:
+        if self._ui is not None:
+            self._ui.show()
+
+
+class _Controls:
+    def __init__(self, trap: TrapWidget):
+        import ipywidgets as w  # only when a front-end asks for the widget
+
+        self.trap = trap
+        self.boxes = {bit: w.Checkbox(value=bool(trap.traps & bit), description=f"{bit.name}",
+                                      tooltip=TRAP_MEANING[bit], indent=False,
+                                      layout=w.Layout(width="90px"))
+                      for bit in TRAP_MEANING if bit & SUPPORTED_TRAPS}
+        self.guest = w.Dropdown(options=list(GUESTS), value=trap.guest, description="guest")
+        for box in self.boxes.values():
+            box.observe(self._on_traps, names="value")
+        self.guest.observe(lambda change: trap.set_guest(change["new"]), names="value")
+        self.panes = {name: w.HTML() for name in ("summary", "exits", "log")}
+        legend = w.HTML("<br>".join(f"<b>{bit.name}</b>: {html.escape(text)}" for bit, text in TRAP_MEANING.items()))
+        self.box = w.VBox([
+            w.HBox([self.guest, *self.boxes.values()]), self.panes["summary"],
+            w.HBox([w.VBox([w.HTML("<b>Exits</b>"), self.panes["exits"]], layout=w.Layout(margin="0 24px 0 0")),
+                    w.VBox([w.HTML("<b>Trap log</b> (first entries)"), self.panes["log"]])]),
+            legend,
+        ])
+
+    def _on_traps(self, _change) -> None:
+        traps = HCR(0)
+        for bit, box in self.boxes.items():
+            if box.value:
+                traps |= bit
+        self.trap.set_traps(traps)
+
+    def show(self) -> None:
+        t = self.trap
+        self.panes["summary"].value = f"<b>{html.escape(t.summary())}</b><br>UART: <code>{html.escape(t.result.uart)}</code>"
+        self.panes["exits"].value = f"<pre>{html.escape(t.exits_text())}</pre>"
+        self.panes["log"].value = f"<pre>{html.escape(t.log_text())}</pre>"
