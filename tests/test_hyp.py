@@ -336,3 +336,11 @@ def test_innocuous_instructions_never_run_python():
         sys.setprofile(None)
     assert result.instructions > 400_000 and result.exits == {"HVC64": 1}
     assert calls < 1_000, f"{calls} Python calls for {result.instructions} guest instructions"
+
+
+def test_a_handler_that_never_moves_the_guest_on_is_stopped_with_a_hint():
+    vm = vm_for(f"    mrs x1, sctlr_el1\n{OFF}", HCR.TRVM)
+    vm.set_handler(ExceptionClass.SYS64, lambda vcpu, exit: "forgot to skip")
+    result = vm.run(max_insns=100, timeout_s=30)
+    assert result.reason is StopReason.ERROR and "vcpu.skip(exit)" in result.message
+    assert vm.exits["SYS64"] == 8

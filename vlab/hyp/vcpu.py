@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 # A stage-2 miss on a page-granular map is a translation fault at the last level.
 STAGE2_MISS = FaultStatus.TRANSLATION_L0 + 3
 MPIDR_RES1 = 1 << 31
+STUCK_EXITS = 8  # the same trapped instruction exiting this many times in a row: the handler is broken
 
 
 class VCpuState(enum.Enum):
@@ -61,6 +62,7 @@ class VCpu(Board):
         self.vpidr = self.cpu.read_sysreg("MIDR_EL1")  # as KVM does: the guest sees the host's MIDR
         self.vmpidr = MPIDR_RES1 | index
         self._halt: RunResult | None = None  # set by a handler that ends this vCPU's run
+        self._stuck = 0  # exits in a row that left the guest where it was
 
     def _map_memory(self, ram_size: int) -> list[Region]:
         """Only the VM's RAM, shared with its other vCPUs; devices are reached by exits."""
@@ -130,7 +132,17 @@ class VCpu(Board):
             return super()._on_exception(exc)  # the guest's own business (or EL3 firmware's)
         self._halt = None
         self.vm.handle_exit(self, exit)
-        return self._halt
+        return self._halt or self._check_progress(exit)
+
+    def _check_progress(self, exit: Exit) -> RunResult | None:
+        """Stop a handler that leaves the guest on its trapped instruction again and again."""
+        stuck = exit.return_address == exit.address and self.cpu.pc == exit.address
+        self._stuck = self._stuck + 1 if stuck else 0
+        if self._stuck < STUCK_EXITS:
+            return None
+        return self._result(StopReason.ERROR, f"the {exit.ec.name} handler returned {self._stuck} times without "
+                            f"moving the guest past `{exit.instruction}` at {exit.address:#x}: "
+                            "did it forget vcpu.skip(exit)?")
 
     def _on_wfi(self) -> RunResult | None:
         if not self.vm.traps & HCR.TWI:
@@ -139,8 +151,9 @@ class VCpu(Board):
         self.cpu.pc -= 4
         self.cpu.instructions -= 1
         self._halt = None
-        self.vm.handle_exit(self, self._make_exit(Syndrome(ExceptionClass.WFX, 0), self.cpu.pc, trapped=True))
-        return self._halt
+        exit = self._make_exit(Syndrome(ExceptionClass.WFX, 0), self.cpu.pc, trapped=True)
+        self.vm.handle_exit(self, exit)
+        return self._halt or self._check_progress(exit)
 
     def _on_wfi_natively(self) -> RunResult | None:
         return super()._on_wfi()
