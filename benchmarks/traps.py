@@ -22,33 +22,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vlab.arch.hcr import HCR  # noqa: E402
 from vlab.asm import assemble  # noqa: E402
 from vlab.data.published import HYPERCALL  # noqa: E402
 from vlab.hyp import SUPPORTED_TRAPS, VM  # noqa: E402
+from vlab.hyp.cost import OFF, OPERATIONS, loop_program, run_seconds  # noqa: E402
 from vlab.machine.board import Board, StopReason  # noqa: E402
 from vlab.machine.loader import image_from_program, load  # noqa: E402
 
-OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
 COMPUTE = "    add x0, x0, #1\n    eor x2, x2, x0\n    subs x1, x1, #1\n    b.ne loop\n"
-# name: (the operation, the trap controls that make it exit)
-OPERATIONS = {
-    "MRS SCTLR_EL1 (TRVM)": ("    mrs x5, sctlr_el1\n", HCR.TRVM),
-    "HVC PSCI_VERSION": ("    ldr x0, =0x84000000\n    hvc #0\n", HCR(0)),
-    "WFI + timer wake-up (TWI)": ("    mov x6, #1\n    msr cntv_tval_el0, x6\n    mov x6, #1\n"
-                                  "    msr cntv_ctl_el0, x6\n    wfi\n", HCR.TWI),
-    "MMIO read of UARTFR": ("    ldr w5, [x9, #0x18]\n", HCR(0)),
-}
 
 
-def loop_program(body: str, iterations: int):
-    return assemble(f"    msr daifset, #2\n    ldr x9, =0x09000000\n    ldr x1, ={iterations}\nloop:\n{body}"
-                    f"    subs x1, x1, #1\n    b.ne loop\n{OFF}")
-
-
-def seconds(machine, max_insns: int = 2**62) -> float:
+def seconds(machine) -> float:
     start = time.perf_counter()
-    result = machine.run(max_insns=max_insns, timeout_s=600)
+    result = machine.run(max_insns=2**62, timeout_s=600)
     elapsed = time.perf_counter() - start
     if result.reason is not StopReason.POWERED_OFF:
         raise SystemExit(f"the benchmark guest did not power off: {result.message}")
@@ -84,10 +70,10 @@ def main() -> None:
 
     n = 2_000 if args.quick else 20_000
     print(f"\n(2) microseconds per exit ({n:,} exits each, minus the same loop with a NOP; median of {repeats})")
-    baseline = median_seconds(lambda: VM.from_image(image_from_program(loop_program("    nop\n", n))), repeats)
+    baseline = statistics.median(run_seconds(loop_program("    nop\n", n)) for _ in range(repeats))
     for name, (body, traps) in OPERATIONS.items():
         prog = loop_program(body, n)
-        t = median_seconds(lambda: VM.from_image(image_from_program(prog), traps=traps), repeats)
+        t = statistics.median(run_seconds(prog, traps) for _ in range(repeats))
         us = (t - baseline) / n * 1e6
         print(f"    {name:<28} {us:6.1f} us   {'ok' if us <= 10 else 'ABOVE TARGET'} (target <= 10 us)")
     print("\n    for context, published figures (hardware, not vlab):")

@@ -1,0 +1,49 @@
+"""What an exit costs in vlab, measured: a loop doing one operation N times, minus the same loop
+with a NOP in its place, divided by N. Used by benchmarks/traps.py and the chapter's notebook.
+
+These are microseconds of an emulator calling Python -- not comparable, except in shape,
+with the hardware cycle counts published for real hypervisors (vlab.data.published).
+"""
+
+from __future__ import annotations
+
+import time
+
+from vlab.arch.hcr import HCR
+from vlab.asm import Program, assemble
+from vlab.hyp.vm import VM
+from vlab.machine.board import StopReason
+from vlab.machine.loader import image_from_program
+
+OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
+# name: (the operation, the trap controls under which it exits)
+OPERATIONS = {
+    "MRS SCTLR_EL1 (TRVM)": ("    mrs x5, sctlr_el1\n", HCR.TRVM),
+    "HVC PSCI_VERSION": ("    ldr x0, =0x84000000\n    hvc #0\n", HCR(0)),
+    "WFI + timer wake-up (TWI)": ("    mov x6, #1\n    msr cntv_tval_el0, x6\n    msr cntv_ctl_el0, x6\n    wfi\n",
+                                  HCR.TWI),
+    "MMIO read of UARTFR": ("    ldr w5, [x9, #0x18]\n", HCR(0)),
+}
+
+
+def loop_program(body: str, iterations: int) -> Program:
+    """`body` run `iterations` times (IRQs masked, x9 = the UART), then power off."""
+    return assemble(f"    msr daifset, #2\n    ldr x9, =0x09000000\n    ldr x1, ={iterations}\nloop:\n{body}"
+                    f"    subs x1, x1, #1\n    b.ne loop\n{OFF}")
+
+
+def run_seconds(program: Program, traps: HCR = HCR(0)) -> float:
+    """Wall-clock seconds for a fresh VM to run `program` to power-off."""
+    vm = VM.from_image(image_from_program(program), traps=traps)
+    start = time.perf_counter()
+    result = vm.run(max_insns=2**62, timeout_s=600)
+    elapsed = time.perf_counter() - start
+    if result.reason is not StopReason.POWERED_OFF:
+        raise RuntimeError(f"the measuring guest did not power off: {result.message}")
+    return elapsed
+
+
+def microseconds_per_exit(body: str, traps: HCR, iterations: int = 2_000) -> float:
+    """The cost of one exit of the kind `body` causes under `traps`, in microseconds."""
+    baseline = run_seconds(loop_program("    nop\n", iterations))
+    return (run_seconds(loop_program(body, iterations), traps) - baseline) / iterations * 1e6
