@@ -135,3 +135,14 @@ def name_of(encoding: Encoding) -> str:
         return reg.name
     op0, op1, crn, crm, op2 = encoding
     return f"S{op0}_{op1}_C{crn}_C{crm}_{op2}"
+
+
+def trapped_by(control: HCR) -> list[tuple[str, str]]:
+    """(register, "read" or "write") for every EL1 access the HCR_EL2 control traps, in table order."""
+    out = []
+    for reg in SYSREGS:
+        if reg.read_trap & control:
+            out.append((reg.name, "read"))
+        if reg.write_trap & control:
+            out.append((reg.name, "write"))
+    return out

@@ -9,8 +9,12 @@ the VM was, for this guest, indistinguishable from the machine (timing aside).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
-from vlab.machine.board import Board
+from vlab.arch.hcr import HCR
+from vlab.hyp.vm import VM
+from vlab.machine.board import Board, RunResult
+from vlab.machine.loader import Image, load
 
 # The EL1 state a guest kernel owns and can read back: what a hypervisor must keep per vCPU.
 GUEST_VISIBLE_SYSREGS = (
@@ -37,3 +41,26 @@ def differences(bare: Board, virtual: Board) -> list[str]:
 
 def _show(value: int | str) -> str:
     return f"{value:#x}" if isinstance(value, int) else value[:12]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One guest run on the bare board and in a VM: how each ended, and what differed."""
+
+    bare: RunResult
+    virtual: RunResult
+    differences: list[str]
+
+    @property
+    def equivalent(self) -> bool:
+        return not self.differences and self.bare.uart == self.virtual.uart
+
+
+def compare(image: Image, traps: HCR, ram_size: int = 0x40_0000, max_insns: int = 2_000_000) -> Comparison:
+    """Run `image` on a bare board and in a VM with `traps`, then compare what the guest can observe."""
+    bare = Board(ram_size=ram_size)
+    load(bare, image)
+    bare_result = bare.run(max_insns=max_insns)
+    vm = VM.from_image(image, traps=traps, ram_size=ram_size)
+    vm_result = vm.run(max_insns=max_insns)
+    return Comparison(bare_result, vm_result, differences(bare, vm.vcpus[0]))

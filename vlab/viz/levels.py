@@ -48,6 +48,14 @@ BARE_BOARD: Mapping[int, str] = MappingProxyType({
     0: "the user program in syscall.S (user_main)",
 })
 
+# Chapter 2: the same guest kernel, now inside a VM under vlab's hypervisor.
+IN_A_VM: Mapping[int, str] = MappingProxyType({
+    3: "firmware: answers an SMC unless the hypervisor traps it (HCR_EL2.TSC)",
+    2: "vlab's hypervisor (Python): handles every exit, emulates, resumes the guest",
+    1: "the guest kernel, deprivileged: it still runs at EL1, but EL2 decides what traps",
+    0: "the guest's user programs, exactly as before",
+})
+
 _HIGHLIGHT, _PLAIN = "#ffd866", "#f4f4f4"
 
 
