@@ -323,7 +323,12 @@ def _keystone_bytes(text: str, address: int, symbols: dict[str, int], number: in
     mnemonic, _, operands = text.partition(" ")
     mnemonic = mnemonic.lower()
     if mnemonic in _PC_RELATIVE and "[" not in operands:  # ldr Xt, [Xn...] is not PC-relative
-        target = _evaluate(_split_operands(operands)[-1], symbols, address, number, raw)
+        *first, last = _split_operands(operands)
+        target = _evaluate(last.removeprefix("#"), symbols, address, number, raw)
+        if last.startswith("#") or last[:1].isdigit():
+            # An absolute target, as Capstone prints one (`#0x40000010`): Keystone takes a label better.
+            symbols = {**symbols, _TARGET: target}
+            operands = ", ".join([*first, _TARGET])
         if mnemonic == "adrp":
             return _adrp(operands, target, address, number, raw)
         _check_reach(mnemonic, target, address, number, raw)
@@ -342,6 +347,7 @@ _PC_RELATIVE = {"b": (28, 4), "bl": (28, 4), "cbz": (21, 4), "cbnz": (21, 4), "t
                 "ldr": (21, 4), "ldrsw": (21, 4), "prfm": (21, 4), "adr": (21, 1), "adrp": (33, 4096)}
 _PC_RELATIVE.update({f"b.{cc}": (21, 4) for cc in ("eq ne cs hs cc lo mi pl vs vc hi ls ge lt gt le al nv".split())})
 _DECIMAL = re.compile(r"(?<![\w.])\d+(?![\w.])")
+_TARGET = "vlab_absolute_target"
 _LO12 = re.compile(r"#?:lo12:([^\],]+)")
 
 
