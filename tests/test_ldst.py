@@ -79,3 +79,38 @@ def test_sas_is_log2_of_the_size():
 def test_any_word_decodes_to_an_access_or_none_without_raising(word):
     access = ldst.decode(word)
     assert access is None or (access.size in (1, 2, 4, 8) and 0 <= access.rt <= 31)
+
+
+@st.composite
+def addressed_access(draw):
+    """A load/store with a random base, and the address it touches computed from the manual's rules."""
+    base_value, rn = draw(st.integers(0x4000_0000, 0x4fff_ffff)), draw(st.integers(0, 31))
+    form = draw(st.sampled_from(["imm", "unscaled", "register", "sxtw", "ldar"]))
+    base_name = "sp" if rn == 31 else f"x{rn}"
+    regs = {rn: base_value}
+    if form == "imm":
+        offset = 8 * draw(st.integers(0, 4095))
+        return f"ldr x1, [{base_name}, #{offset}]", regs, base_value + offset
+    if form == "unscaled":
+        offset = draw(st.integers(-256, 255))
+        return f"ldur w1, [{base_name}, #{offset}]", regs, base_value + offset
+    rm = draw(st.integers(0, 30).filter(lambda m: m != rn))
+    if form == "register":
+        index = draw(st.integers(0, 1000))
+        regs[rm] = index
+        return f"ldrh w1, [{base_name}, x{rm}, lsl #1]", regs, base_value + 2 * index
+    if form == "sxtw":
+        index = draw(st.integers(-1000, 1000))
+        regs[rm] = index & 0xFFFF_FFFF | 0xDEAD_0000_0000_0000  # the upper half must be ignored
+        return f"strb w2, [{base_name}, w{rm}, sxtw]", regs, base_value + index
+    return f"ldar x3, [{base_name}]", regs, base_value
+
+
+@given(addressed_access())
+def test_the_effective_address_is_what_the_instruction_accesses(case):
+    line, regs, expected = case
+    assert ldst.effective_address(word_of(line), lambda n: regs.get(n, 0)) == expected, line
+
+
+def test_instructions_that_are_not_describable_have_no_effective_address():
+    assert ldst.effective_address(word_of("ldp x1, x2, [x3]"), lambda n: 0) is None

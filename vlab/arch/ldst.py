@@ -23,6 +23,7 @@ one of those must fetch and decode the instruction itself (KVM refuses to).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,39 @@ def _decode_ordered(word: int) -> Access | None:
         return None
     size = word >> 30
     return Access(1 << size, word & 0x1F, is_write=not load, sixty_four=size == 3, acquire_release=True)
+
+
+def effective_address(word: int, register: Callable[[int], int]) -> int | None:
+    """The address a syndrome-describable load/store accesses; None for other instructions.
+
+    `register(n)` reads Xn, where n = 31 means SP (the base register of a load/store is
+    never the zero register). The index register of the register-offset form is read as
+    `register(m)` too, and must give 0 for m = 31 (XZR): the caller's function decides.
+    """
+    if decode(word) is None:
+        return None
+    rn = (word >> 5) & 0x1F
+    base = register(rn)
+    if word & 0x3F00_0000 == 0x0800_0000:  # LDAR/STLR: no offset
+        return base
+    size = word >> 30
+    if (word >> 24) & 3 == 0b01:  # unsigned offset, scaled by the access size
+        return (base + (((word >> 10) & 0xFFF) << size)) & _MASK64
+    if (word >> 21) & 1:  # register offset: Rm, extended and optionally shifted by the size
+        option, shifted = (word >> 13) & 0b111, (word >> 12) & 1
+        index = register_zero((word >> 16) & 0x1F, register)
+        if option in (0b010, 0b110):  # UXTW, SXTW: the low 32 bits, zero- or sign-extended
+            index &= 0xFFFF_FFFF
+            if option == 0b110 and index >> 31:
+                index -= 1 << 32
+        return (base + (index << (size if shifted else 0))) & _MASK64
+    imm9 = (word >> 12) & 0x1FF  # unscaled and unprivileged: a signed 9-bit byte offset
+    return (base + (imm9 - 0x200 if imm9 & 0x100 else imm9)) & _MASK64
+
+
+def register_zero(n: int, register: Callable[[int], int]) -> int:
+    """Xn where 31 is the zero register (an index register, unlike a base register)."""
+    return 0 if n == 31 else register(n)
+
+
+_MASK64 = (1 << 64) - 1

@@ -94,10 +94,13 @@ def _vlab_write(vcpu: VCpu) -> str:
 
 def handle_data_abort(vcpu: VCpu, exit: Exit) -> str:
     """A stage-2 data abort: emulate the device at that IPA, or give the guest an external abort."""
+    abort = DataAbort.from_iss(exit.syndrome.iss)
+    fixed = resolve_in_ram(vcpu, exit, abort.wnr)
+    if fixed:
+        return fixed
     device = vcpu.vm.device_at(exit.ipa)
     if device is None:
         return inject_external_abort(vcpu, exit, f"no device at IPA {exit.ipa:#x}")
-    abort = DataAbort.from_iss(exit.syndrome.iss)
     if not abort.isv:
         return inject_external_abort(vcpu, exit, "ISV = 0: the access is not one a hypervisor can emulate "
                                                  "from the syndrome (a pair, writeback or SIMD)")
@@ -116,9 +119,18 @@ def handle_data_abort(vcpu: VCpu, exit: Exit) -> str:
     return action
 
 
+def resolve_in_ram(vcpu: VCpu, exit: Exit, write: bool) -> str | None:
+    """A stage-2 fault on the VM's own RAM (demand paging, dirty tracking): fix the mapping and retry."""
+    memory = vcpu.vm.memory
+    action = memory.resolve(exit.ipa, write) if memory is not None else None
+    if action:
+        vcpu.flush_tlb()  # the guest re-executes the instruction under the new stage-2 entry
+    return action
+
+
 def handle_instruction_abort(vcpu: VCpu, exit: Exit) -> str:
-    """The guest fetched an instruction outside its RAM: nothing can run there."""
-    return inject_external_abort(vcpu, exit, f"instruction fetch from IPA {exit.ipa:#x}, outside the VM's RAM")
+    """The guest fetched an instruction from an IPA without RAM: page it in, or nothing can run there."""
+    return resolve_in_ram(vcpu, exit, write=False) or inject_external_abort(vcpu, exit, f"instruction fetch from IPA {exit.ipa:#x}, outside the VM's RAM")
 
 
 def inject_external_abort(vcpu: VCpu, exit: Exit, why: str) -> str:

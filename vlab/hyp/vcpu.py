@@ -34,8 +34,11 @@ from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysR
 from vlab.arch.hcr import HCR
 from vlab.arch.sysregs import BY_ENCODING
 from vlab.hyp.exits import Exit, TrapRecord
+from vlab.hyp.memory import HOST_BASE
 from vlab.machine.board import RAM_BASE, Board, Region, RunResult, StopReason
 from vlab.machine.cpu import CPU, GuestException, Vector
+from vlab.mmu import tlb_fill
+from vlab.mmu.walk import Access, Fault, FaultKind, Regime, nested_walk, permission_problem
 
 if TYPE_CHECKING:
     from vlab.hyp.vm import VM
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
 # A stage-2 miss on a page-granular map is a translation fault at the last level.
 STAGE2_MISS = FaultStatus.TRANSLATION_L0 + 3
 MPIDR_RES1 = 1 << 31
+TRANSLATION_REGISTERS = ("SCTLR_EL1", "TTBR0_EL1", "TTBR1_EL1", "TCR_EL1")
 STUCK_EXITS = 8  # the same trapped instruction exiting this many times in a row: the handler is broken
 
 
@@ -62,13 +66,34 @@ class VCpu(Board):
         self.vpidr = self.cpu.read_sysreg("MIDR_EL1")  # as KVM does: the guest sees the host's MIDR
         self.vmpidr = MPIDR_RES1 | index
         self._halt: RunResult | None = None  # set by a handler that ends this vCPU's run
-        self._stuck = 0  # exits in a row that left the guest where it was
+        self._stuck = 0  # the same exit, in a row, that left the guest where it was
+        self._stuck_key: tuple | None = None
 
     def _map_memory(self, ram_size: int) -> list[Region]:
-        """Only the VM's RAM, shared with its other vCPUs; devices are reached by exits."""
-        self.cpu.uc.mem_map_ptr(RAM_BASE, ram_size, UC_PROT_ALL, self.vm.ram_address)
+        """Only the VM's RAM, shared with its other vCPUs; devices are reached by exits.
+
+        With stage 2, the core sees host memory instead, and vlab translates every access
+        (the guest's stage 1, then the VM's stage 2) on each TLB miss.
+        """
+        memory = self.vm.memory
+        if memory is None:
+            self.cpu.uc.mem_map_ptr(RAM_BASE, ram_size, UC_PROT_ALL, self.vm.ram_address)
+        else:
+            self.cpu.uc.mem_map_ptr(HOST_BASE, memory.host.size, UC_PROT_ALL, memory.host.address)
+            tlb_fill.install(self.cpu, self._translate)
+            self.cpu.translate_for_reads = self._address_for_reads
         devices = [Region(d.name, d.base, d.size, "device") for d in self.vm.devices]
         return devices + [Region("ram", RAM_BASE, ram_size, "ram")]
+
+    def write_memory(self, address: int, data: bytes) -> None:
+        if self.vm.memory is None:
+            return super().write_memory(address, data)
+        self.vm.memory.write(address, bytes(data))
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        if self.vm.memory is None:
+            return super().read_memory(address, size)
+        return self.vm.memory.read(address, size)
 
     # --- what a handler uses --------------------------------------------------------
 
@@ -85,6 +110,13 @@ class VCpu(Board):
 
     def write_sysreg(self, name: str, value: int) -> None:
         self.cpu.write_sysreg(name, value)
+        if self.vm.memory is not None and name in TRANSLATION_REGISTERS:
+            self.flush_tlb()  # cached translations were made under the old tables
+
+    def flush_tlb(self) -> None:
+        """Forget the core's cached translations (after stage 1's or stage 2's tables change)."""
+        if self.vm.memory is not None:
+            tlb_fill.flush(self.cpu)
 
     def skip(self, exit: Exit) -> None:
         """The trapped instruction has been emulated: it retires, and the guest goes on after it."""
@@ -124,7 +156,61 @@ class VCpu(Board):
             if access.is_read and reg.name in ("MIDR_EL1", "MPIDR_EL1"):
                 cpu.set_x(access.rt, self.vpidr if reg.name == "MIDR_EL1" else self.vmpidr)
                 return True
+            if not access.is_read and reg.name in TRANSLATION_REGISTERS and self.vm.memory is not None:
+                self.write_sysreg(reg.name, cpu.x(access.rt))  # performed here, so the TLB is flushed after
+                return True
         return super()._on_sysreg(cpu, access, value)
+
+    # --- address translation, on every TLB miss (VMs with stage 2) --------------------------
+
+    def _translate(self, va: int, access: Access):
+        """(host address, permissions) for `va`, or a builder of the abort it raises."""
+        cpu, memory = self.cpu, self.vm.memory
+        el = cpu.el
+        stage1, ttbr = None, 0
+        if cpu.read_sysreg("SCTLR_EL1") & 1:
+            if va >> 63:
+                return self._abort(access, el, va, Fault(FaultKind.TRANSLATION, 1, 0, va,
+                                                         "vlab translates only the lower half (TTBR0_EL1)"))
+            try:
+                stage1 = Regime.from_tcr(cpu.read_sysreg("TCR_EL1"))
+            except ValueError as e:
+                return self._abort(access, el, va, Fault(FaultKind.TRANSLATION, 1, 0, va, f"TCR_EL1: {e}"))
+            ttbr = cpu.read_sysreg("TTBR0_EL1") & ((1 << 48) - 2)
+        t = nested_walk(memory.host.memory, stage1, ttbr, memory.regime, memory.tables.root, va, access, el == 0)
+        if t.fault is not None:
+            return self._abort(access, el, va, t.fault)
+        perms = sum(bit for kind, bit in ((Access.READ, 1), (Access.WRITE, 2), (Access.FETCH, 4))
+                    if not any(permission_problem(leaf, kind, el == 0) for leaf in t.leaves))
+        return HOST_BASE + t.output, perms
+
+    def _address_for_reads(self, va: int) -> int | None:
+        """Where the core finds the byte at guest VA, for vlab's own reads (decoding, reports)."""
+        answer = self._translate(va, Access.READ)
+        return None if callable(answer) else answer[0]
+
+    def _abort(self, access: Access, el: int, va: int, fault: Fault):
+        """The abort a failed translation raises: to the guest kernel (stage 1) or to EL2 (stage 2)."""
+        fetch, write = access is Access.FETCH, access is Access.WRITE
+
+        def make(pc: int) -> GuestException:
+            # Unicorn asks for a whole (1 KB) page; the faulting address itself comes from the instruction.
+            word = self.cpu.read_word(pc) or 0
+            exact = pc if fetch else ldst.effective_address(word, lambda n: self.cpu.sp if n == 31 else self.cpu.x(n))
+            far = va if exact is None or exact >> 10 != va >> 10 else exact
+            ipa = fault.ipa if fault.ipa is None or fault.s1ptw else fault.ipa + (far - va)
+            if fault.stage == 1:
+                ec = (ExceptionClass.IABT_LOWER if fetch else ExceptionClass.DABT_LOWER) if el == 0 else \
+                     (ExceptionClass.IABT_CURRENT if fetch else ExceptionClass.DABT_CURRENT)
+                iss = fault.fsc if fetch else DataAbort(fault.fsc, wnr=write).iss
+                return GuestException(Syndrome(ec, iss), pc, pc, el, far=far, detail=str(fault))
+            if fetch:
+                syndrome = Syndrome(ExceptionClass.IABT_LOWER, fault.fsc | int(fault.s1ptw) << 7)
+            else:
+                decoded = None if fault.s1ptw else ldst.decode(word)
+                syndrome = Syndrome(ExceptionClass.DABT_LOWER, _data_abort(fault.fsc, write, decoded, fault.s1ptw).iss)
+            return GuestException(syndrome, pc, pc, el, far=far, detail=str(fault), target_el=2, ipa=ipa)
+        return make
 
     def _on_exception(self, exc: GuestException) -> RunResult | None:
         exit = self._exit_for(exc)
@@ -135,9 +221,11 @@ class VCpu(Board):
         return self._halt or self._check_progress(exit)
 
     def _check_progress(self, exit: Exit) -> RunResult | None:
-        """Stop a handler that leaves the guest on its trapped instruction again and again."""
+        """Stop a handler that leaves the guest on its trapped instruction, the same exit again and again."""
+        key = (exit.address, exit.syndrome.esr, exit.ipa)
         stuck = exit.return_address == exit.address and self.cpu.pc == exit.address
-        self._stuck = self._stuck + 1 if stuck else 0
+        self._stuck = self._stuck + 1 if stuck and key == self._stuck_key else int(stuck)
+        self._stuck_key = key
         if self._stuck < STUCK_EXITS:
             return None
         return self._result(StopReason.ERROR, f"the {exit.ec.name} handler returned {self._stuck} times without "
@@ -169,7 +257,7 @@ class VCpu(Board):
         """The exit this exception is, when it goes to EL2; None when the guest kernel takes it."""
         ec = exc.syndrome.ec
         if exc.target_el == 2:
-            return self._make_exit(exc.syndrome, exc.address, trapped=True)
+            return self._make_exit(exc.syndrome, exc.address, trapped=True, far=exc.far, ipa=exc.ipa)
         if ec is ExceptionClass.HVC64 and exc.el == 1:
             return self._make_exit(exc.syndrome, exc.address, trapped=False)
         if ec is ExceptionClass.SMC64 and exc.el == 1 and self.vm.traps & HCR.TSC:
@@ -186,14 +274,8 @@ class VCpu(Board):
         if exc.syndrome.ec in (ExceptionClass.IABT_LOWER, ExceptionClass.IABT_CURRENT):
             syndrome = Syndrome(ExceptionClass.IABT_LOWER, STAGE2_MISS)
         else:
-            access = ldst.decode(self.cpu.read_word(exc.address) or 0)
-            wnr = DataAbort.from_iss(exc.syndrome.iss).wnr
-            if access is None:
-                abort = DataAbort(STAGE2_MISS, wnr=wnr)
-            else:
-                abort = DataAbort(STAGE2_MISS, wnr=access.is_write, isv=True, sas=access.sas,
-                                  sse=access.sign_extend, srt=access.rt, sf=access.sixty_four,
-                                  ar=access.acquire_release)
+            decoded = ldst.decode(self.cpu.read_word(exc.address) or 0)
+            abort = _data_abort(STAGE2_MISS, DataAbort.from_iss(exc.syndrome.iss).wnr, decoded)
             syndrome = Syndrome(ExceptionClass.DABT_LOWER, abort.iss)
         # With the guest's MMU off, its addresses are IPAs. (Stage-1 translation comes with vlab.mmu.)
         return self._make_exit(syndrome, exc.address, trapped=True, far=exc.far, ipa=exc.far)
@@ -202,6 +284,14 @@ class VCpu(Board):
                    far: int | None = None, ipa: int | None = None) -> Exit:
         word = self.cpu.read_word(address)
         return Exit(syndrome, address, address if trapped else address + 4, word, self.index, self.cpu.el, far, ipa)
+
+
+def _data_abort(dfsc: int, wnr: bool, access: ldst.Access | None, s1ptw: bool = False) -> DataAbort:
+    """A data abort's ISS as hardware fills it: with the instruction syndrome when the access has one."""
+    if access is None:
+        return DataAbort(dfsc, wnr=wnr, s1ptw=s1ptw)
+    return DataAbort(dfsc, wnr=access.is_write, isv=True, sas=access.sas, sse=access.sign_extend, srt=access.rt,
+                     sf=access.sixty_four, ar=access.acquire_release)
 
 
 _ABORTS = (ExceptionClass.DABT_LOWER, ExceptionClass.DABT_CURRENT,

@@ -28,10 +28,11 @@ from pathlib import Path
 from vlab.arch.hcr import HCR
 from vlab.hyp.exits import Exit, TrapRecord
 from vlab.hyp.handlers import DEFAULT_HANDLERS, Handler
+from vlab.hyp.memory import HostMemory, VmMemory
 from vlab.hyp.vcpu import VCpu, VCpuState
 from vlab.machine import psci
-from vlab.machine.board import (DEFAULT_MAX_INSNS, DEFAULT_RAM_SIZE, DEFAULT_TIMEOUT_S, Device, MmioAccess,
-                                RunResult, StopReason)
+from vlab.machine.board import (DEFAULT_MAX_INSNS, DEFAULT_RAM_SIZE, DEFAULT_TIMEOUT_S, RAM_BASE, Device,
+                                MmioAccess, RunResult, StopReason)
 from vlab.machine.loader import Image, image_from_file, image_from_program, load
 from vlab.machine.uart import PL011
 
@@ -66,7 +67,10 @@ class VM:
     """A virtual machine shaped like vlab's bare board: RAM at 0x4000_0000, a PL011 at 0x0900_0000."""
 
     def __init__(self, traps: HCR = HCR(0), ram_size: int = DEFAULT_RAM_SIZE, vcpus: int = 1,
-                 trace_limit: int = 10_000):
+                 trace_limit: int = 10_000, stage2: str | None = None, host: HostMemory | None = None,
+                 seed: int = 0, vmid: int = 1):
+        """A VM. With `stage2` ("contiguous", "scattered" or "demand") its RAM is host frames behind
+        stage-2 tables in `host` (a new host memory unless given: VMs may share one)."""
         unsupported = HCR(traps) & ~SUPPORTED_TRAPS
         if unsupported:
             raise ValueError(f"vlab cannot honour HCR_EL2.{unsupported.name}: "
@@ -76,9 +80,14 @@ class VM:
             raise ValueError(f"a VM has 1 to {MAX_VCPUS} vCPUs, not {vcpus}")
         self.traps = HCR(traps)
         self.ram_size = ram_size
-        # Guest RAM is one host buffer, mapped into every vCPU's core: they share memory, nothing else.
-        self._ram = ctypes.create_string_buffer(ram_size)
-        self.ram_address = ctypes.addressof(self._ram)
+        if stage2 is None:
+            # Guest RAM is one host buffer, mapped into every vCPU's core: they share memory, nothing else.
+            self.memory = None
+            self._ram = ctypes.create_string_buffer(ram_size)
+            self.ram_address = ctypes.addressof(self._ram)
+        else:
+            host = host or HostMemory(2 * ram_size + 0x10_0000)
+            self.memory = VmMemory(host, RAM_BASE, ram_size, stage2, seed, vmid)
         self.uart = PL011()
         self.devices: list[Device] = [self.uart]
         self.handlers: dict = dict(DEFAULT_HANDLERS)
@@ -104,7 +113,6 @@ class VM:
     @classmethod
     def from_source(cls, source: str, **options) -> VM:
         from vlab.asm import assemble  # the assembler is only needed for sources
-        from vlab.machine.board import RAM_BASE
 
         return cls.from_image(image_from_program(assemble(source, RAM_BASE)), **options)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from unicorn import (
-    UC_ARCH_ARM64, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR,
+    UC_ARCH_ARM64, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR,
     UC_HOOK_MEM_INVALID, UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT,
     UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_QUERY_TIMEOUT, Uc, UcError,
 )
@@ -72,6 +72,7 @@ class GuestException:
     far: int | None = None
     detail: str = ""  # a plain-words explanation, e.g. "no memory or device at 0x1234"
     target_el: int = 1  # the level that takes it: 2 when a hypervisor's trap control routed it there
+    ipa: int | None = None  # for a stage-2 fault: the intermediate physical address that missed
 
 
 class StopKind(enum.Enum):
@@ -138,6 +139,8 @@ class Watchdog:
 class CPU:
     """One AArch64 core. Memory and devices are mapped onto it by the board."""
 
+    UNTIL = _UNTIL  # the stop address every run gives Unicorn (never reached by a guest)
+
     def __init__(self) -> None:
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         self._uch = self.uc._uch
@@ -145,12 +148,15 @@ class CPU:
         self._scratch_ref = ctypes.byref(self._scratch)
         self.instructions = 0  # retired since power-on: the guest's clock
         self.sysreg_handler: SysRegHandler | None = None
+        # Set when vlab translates addresses itself (a VM with stage 2): guest VA -> the core's physical address.
+        self.translate_for_reads: Callable[[int], int | None] | None = None
         self._counter = InstructionCounter(self.uc)
         self._exception: GuestException | None = None
         self._memory_fault: tuple[int, int, int] | None = None  # (access, address, size)
         self._hook_error: str | None = None
         self._stop_requested = False
         self._trapped_at: int | None = None  # the counter when trap() was called in this run
+        self._make_fault: Callable[[int], GuestException] | None = None  # set by fault()
         self._running = False  # inside emu_start: the live counter is part of the clock
         # SCR_EL3.HCE: without it HVC is UNDEFINED. RW (bit 10): EL2 and below are AArch64.
         self.write_sysreg("SCR_EL3", (1 << 8) | (1 << 10) | 1)
@@ -225,7 +231,11 @@ class CPU:
         self.uc.reg_write(A.UC_ARM64_REG_CP_REG, (crn, crm, op0, op1, op2, value))
 
     def read_word(self, address: int) -> int | None:
-        """The 32-bit word at address, or None where no memory is mapped."""
+        """The 32-bit word at (guest virtual) address, or None where no memory is mapped."""
+        if self.translate_for_reads is not None:
+            address = self.translate_for_reads(address)
+            if address is None:
+                return None
         try:
             return int.from_bytes(self.uc.mem_read(address, 4), "little")
         except UcError:
@@ -255,9 +265,23 @@ class CPU:
         self._trapped_at = self._counter.started()
         self.request_stop()
 
+    def report_hook_error(self, message: str) -> None:
+        """From any hook: vlab itself failed; the run stops with this message (never a raise into Unicorn)."""
+        self._hook_error = self._hook_error or message
+        self.uc.emu_stop()
+
+    def fault(self, make: Callable[[int], GuestException]) -> None:
+        """From an address-translation hook: the current instruction raises an exception.
+
+        The hook then reports failure to Unicorn, which stops with PC at the instruction;
+        PC is stale inside the hook, so `make(pc)` builds the exception once it is known.
+        """
+        self._make_fault = make
+        self._trapped_at = self._counter.started()  # counted as for trap(): this instruction did not retire
+
     def run(self, max_insns: int, timeout_us: int = 0) -> CpuStop:
         """Execute from PC until an event, at most max_insns instructions (> 0)."""
-        self._exception = self._memory_fault = self._hook_error = self._trapped_at = None
+        self._exception = self._memory_fault = self._hook_error = self._trapped_at = self._make_fault = None
         self._stop_requested = False
         error: UcError | None = None
         self._running = True
@@ -277,9 +301,15 @@ class CPU:
     def _classify(self, started: int, max_insns: int, error: UcError | None) -> CpuStop:
         if self._hook_error:
             return CpuStop(StopKind.ERROR, max(started - 1, 0), message=self._hook_error)
+        if error is not None and self._is_bare_stop(error):
+            error = None  # virtual-TLB mode reports ordinary stops (budget, WFI, emu_stop) as an error
         if error is not None:
-            exc = self._exception or self._fault_exception(error)
-            return CpuStop(StopKind.EXCEPTION, max(started - 1, 0), exc)
+            exc = self._exception or (self._make_fault(self.pc) if self._make_fault else self._fault_exception(error))
+            if exc.return_address != exc.address:
+                # SVC/HVC/SMC completed (in virtual-TLB mode Unicorn also reports an error after them)
+                return CpuStop(StopKind.EXCEPTION, started, exc)
+            last_started = self._trapped_at if self._trapped_at is not None else started
+            return CpuStop(StopKind.EXCEPTION, max(last_started - 1, 0), exc)
         if self._exception is not None:
             exc = self._exception
             faulted = exc.return_address == exc.address  # the instruction did not complete
@@ -299,6 +329,12 @@ class CPU:
         if self.read_word(self.pc - 4) == _WFI:
             return CpuStop(StopKind.WFI, started)
         return CpuStop(StopKind.REQUESTED, started)
+
+    def _is_bare_stop(self, error: UcError) -> bool:
+        """UC_ERR_EXCEPTION with no exception or fault recorded: in virtual-TLB mode Unicorn ends a WFI,
+        a spent budget or an emu_stop() this way (measured), where it otherwise returns normally."""
+        return (error.errno == UC_ERR_EXCEPTION and self._exception is None and self._make_fault is None
+                and self._memory_fault is None)
 
     # --- hooks: keep them small, never let a Python exception escape into Unicorn ---
 

@@ -1,0 +1,155 @@
+"""Memory virtualization: host physical memory, and each VM's RAM as host frames behind stage 2.
+
+    guest VA --(guest's stage 1)--> IPA --(this module's stage-2 tables)--> host PA
+
+The host's memory is one buffer (`HostMemory`); every VM gets frames of it through its own
+stage-2 tables, which live in host memory too. A VM's RAM can be laid out contiguously,
+scattered over the host (seeded), or not at all until touched (demand paging: the first
+access to each page faults to the hypervisor, which gives it a frame). Anything the stage-2
+tables do not map -- the UART's IPA, say -- faults to the hypervisor, which is how devices
+are emulated.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import random
+
+from vlab.mmu.descriptors import Leaf
+from vlab.mmu.memory import BufferMemory
+from vlab.mmu.tables import PAGE, FrameAllocator, TableBuilder
+from vlab.mmu.walk import Access, Regime, Translation, walk
+
+# Where host physical memory appears in each core's (Unicorn's) physical address map.
+HOST_BASE = 0x80_0000_0000
+# VTCR_EL2: T0SZ = 24 (a 40-bit IPA space), SL0 = 1 (start at level 1, two concatenated tables).
+VTCR_T0SZ, VTCR_SL0 = 24, 1
+S2_READ, S2_WRITE = 1, 2
+LAYOUTS = ("contiguous", "scattered", "demand")
+
+
+class HostMemory:
+    """The physical machine's RAM: one buffer, handed out in 4 KB frames."""
+
+    def __init__(self, size: int = 0x1000_0000):
+        self.size = size
+        self.buffer = ctypes.create_string_buffer(size)
+        self.address = ctypes.addressof(self.buffer)
+        self.memory = BufferMemory(0, size, self.buffer)
+        self.frames = FrameAllocator(0, size)
+        self.owner: dict[int, str] = {}  # frame -> who uses it ("vm1 RAM", "vm1 stage-2 table", ...)
+
+
+class VmMemory:
+    """One VM's RAM: `ram_size` bytes of IPA space at `ram_base`, backed by host frames via stage 2."""
+
+    def __init__(self, host: HostMemory, ram_base: int, ram_size: int, layout: str = "contiguous",
+                 seed: int = 0, vmid: int = 1):
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown RAM layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        self.host, self.ram_base, self.ram_size, self.layout, self.vmid = host, ram_base, ram_size, layout, vmid
+        self.regime = Regime.stage2(VTCR_T0SZ, VTCR_SL0)
+        self.tables = TableBuilder(host.memory, self.regime, host.frames)
+        self.dirty: set[int] = set()  # IPA pages written since write protection was turned on
+        self._write_protected: set[int] = set()
+        self.demand_faults = 0
+        self._claim(self.tables.tables, "stage-2 table")
+        if layout != "demand":
+            pages = list(range(ram_base, ram_base + ram_size, PAGE))
+            frames = [host.frames.allocate() for _ in pages]
+            if layout == "scattered":
+                random.Random(seed).shuffle(frames)
+            for ipa, frame in zip(pages, frames):
+                self._map(ipa, frame)
+
+    @property
+    def vttbr(self) -> int:
+        """VTTBR_EL2: the VMID in bits [63:48], the stage-2 table's base address below."""
+        return self.vmid << 48 | self.tables.root
+
+    def _claim(self, frames, what: str) -> None:
+        for frame in frames:
+            self.host.owner[frame] = f"vm{self.vmid} {what}"
+
+    def _map(self, ipa: int, frame: int, writable: bool = True) -> None:
+        before = len(self.tables.tables)
+        self.tables.set_page(ipa, Leaf(frame, 3, 2, attr=0b1111, ap=S2_READ | (S2_WRITE if writable else 0)))
+        self._claim([frame], "RAM")
+        self._claim(self.tables.tables[before:], "stage-2 table")
+
+    def in_ram(self, ipa: int | None) -> bool:
+        return ipa is not None and self.ram_base <= ipa < self.ram_base + self.ram_size
+
+    def translate(self, ipa: int, access: Access = Access.READ) -> Translation:
+        """The stage-2 walk of one IPA."""
+        return walk(self.host.memory, self.regime, self.tables.root, ipa, access)
+
+    def frame_of(self, ipa: int) -> int | None:
+        leaf = self.tables.page(ipa)
+        return None if leaf is None else leaf.output
+
+    def mapping(self) -> list[tuple[int, int]]:
+        """(IPA page, host frame) for every RAM page mapped, in IPA order."""
+        pages = range(self.ram_base, self.ram_base + self.ram_size, PAGE)
+        return [(ipa, frame) for ipa in pages if (frame := self.frame_of(ipa)) is not None]
+
+    # --- the hypervisor's side of a stage-2 fault ------------------------------------------------
+
+    def resolve(self, ipa: int, write: bool) -> str | None:
+        """Fix a stage-2 fault on RAM if it is ours to fix (demand paging, dirty tracking); what was done."""
+        if not self.in_ram(ipa):
+            return None
+        page = ipa & ~(PAGE - 1)
+        frame = self.frame_of(page)
+        if frame is None and self.layout == "demand":
+            frame = self.host.frames.allocate()
+            self.host.memory.write(frame, bytes(PAGE))
+            self._map(page, frame)
+            self.demand_faults += 1
+            return f"demand paging: IPA page {page:#x} -> new host frame {frame:#x}"
+        if frame is not None and write and page in self._write_protected:
+            self._write_protected.discard(page)
+            self.dirty.add(page)
+            self._map(page, frame, writable=True)
+            return f"dirty tracking: IPA page {page:#x} written, made writable again"
+        return None
+
+    def write_protect(self) -> None:
+        """Make every RAM page read-only at stage 2 and forget what was dirty (a migration round starts)."""
+        self.dirty.clear()
+        for ipa, frame in self.mapping():
+            self._map(ipa, frame, writable=False)
+            self._write_protected.add(ipa)
+
+    # --- the loader's and the debugger's view: memory by IPA ------------------------------------
+
+    def _frame_for(self, page: int, allocate: bool) -> int | None:
+        frame = self.frame_of(page)
+        if frame is None and allocate and self.in_ram(page):
+            self.resolve(page, write=False)
+            frame = self.frame_of(page)
+        return frame
+
+    def write(self, ipa: int, data: bytes) -> None:
+        """Write guest RAM by IPA, giving pages frames if the layout is on demand (a loader does this)."""
+        for start, length in self._chunks(ipa, len(data)):
+            frame = self._frame_for(start & ~(PAGE - 1), allocate=True)
+            if frame is None:
+                raise ValueError(f"IPA {start:#x} is not in the VM's RAM")
+            self.host.memory.write(frame + start % PAGE, data[start - ipa:start - ipa + length])
+
+    def read(self, ipa: int, size: int) -> bytes:
+        """Read guest RAM by IPA; pages with no frame yet read as zeros."""
+        out = bytearray()
+        for start, length in self._chunks(ipa, size):
+            frame = self._frame_for(start & ~(PAGE - 1), allocate=False)
+            out += bytes(length) if frame is None else self.host.memory.read(frame + start % PAGE, length)
+        return bytes(out)
+
+    @staticmethod
+    def _chunks(address: int, size: int):
+        end = address + size
+        while address < end:
+            length = min(end, (address & ~(PAGE - 1)) + PAGE) - address
+            yield address, length
+            address += length

@@ -1,0 +1,106 @@
+"""Translation-table descriptors, 4 KB granule, bit-exact (Arm ARM D8.3), for stage 1 and stage 2.
+
+    63      55 54 53 52        48 47                       12 11 10 9  8 7  6 5 4    2 1 0
+    | ignored |XN|PXN|         | output address / next table |nG|AF| SH | AP  |NS|AttrIdx|T|V|  stage 1
+    | ignored |XN|   |         | output address / next table |  |AF| SH |S2AP | MemAttr |T|V|  stage 2
+
+V (bit 0) = 0: invalid, any level. At levels 0-2, T (bit 1) = 1: a table descriptor pointing at the
+next level; T = 0: a block (levels 1 and 2 with 4 KB granules; level 0 blocks do not exist). At
+level 3, T must be 1 (a page); T = 0 is reserved. Stage-2 S2AP: bit 6 read, bit 7 write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OA_MASK = ((1 << 48) - 1) & ~0xFFF  # bits [47:12]
+LEVEL_SHIFT = {0: 39, 1: 30, 2: 21, 3: 12}  # bits of input address resolved below each level
+
+
+@dataclass(frozen=True)
+class Invalid:
+    raw: int = 0
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """An encoding the architecture reserves: a translation fault, as for an invalid descriptor."""
+    raw: int
+    why: str
+
+
+@dataclass(frozen=True)
+class Table:
+    address: int  # the next-level table, 4 KB aligned
+
+    def encode(self) -> int:
+        return (self.address & OA_MASK) | 0b11
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A block (levels 1-2) or page (level 3) descriptor: where the region goes, and its attributes.
+
+    `ap` is stage 1's AP[2:1] (0: EL1 RW, 1: EL1+EL0 RW, 2: EL1 RO, 3: EL1+EL0 RO) or
+    stage 2's S2AP (bit 0 read, bit 1 write); `attr` is AttrIndx (stage 1) or MemAttr (stage 2).
+    """
+
+    output: int
+    level: int
+    stage: int = 1
+    attr: int = 0
+    ap: int = 0
+    sh: int = 3
+    af: bool = True
+    ng: bool = False  # stage 1 only
+    pxn: bool = False  # stage 1 only
+    xn: bool = False  # UXN at stage 1, XN at stage 2
+
+    @property
+    def size(self) -> int:
+        return 1 << LEVEL_SHIFT[self.level]
+
+    def encode(self) -> int:
+        if self.output % self.size:
+            raise ValueError(f"output address {self.output:#x} is not aligned to the {self.size:#x}-byte "
+                             f"region a level-{self.level} descriptor maps")
+        kind = 0b11 if self.level == 3 else 0b01
+        attr_bits = (self.attr & (0b111 if self.stage == 1 else 0b1111)) << 2
+        value = (self.output & OA_MASK) | kind | attr_bits | (self.ap & 3) << 6 | (self.sh & 3) << 8
+        value |= int(self.af) << 10 | int(self.xn) << 54
+        if self.stage == 1:
+            value |= int(self.ng) << 11 | int(self.pxn) << 53
+        return value
+
+    # stage-2 permissions
+    @property
+    def readable(self) -> bool:
+        return self.stage == 1 or bool(self.ap & 1)
+
+    @property
+    def writable(self) -> bool:
+        if self.stage == 2:
+            return bool(self.ap & 2)
+        return not self.ap & 2  # stage 1: AP[2] = 1 means read-only
+
+
+Descriptor = Invalid | Reserved | Table | Leaf
+
+
+def decode(value: int, level: int, stage: int) -> Descriptor:
+    """The descriptor `value` read at `level` of a stage-`stage` table."""
+    if not value & 1:
+        return Invalid(value)
+    is_table_or_page = value >> 1 & 1
+    if level == 3:
+        if not is_table_or_page:
+            return Reserved(value, "bits[1:0] = 0b01 is reserved at level 3")
+    elif is_table_or_page:
+        return Table(value & OA_MASK)
+    elif level == 0:
+        return Reserved(value, "a block descriptor at level 0 does not exist with 4 KB granules")
+    shift = LEVEL_SHIFT[level]
+    output = value & OA_MASK & ~((1 << shift) - 1)
+    attr = (value >> 2) & (0b111 if stage == 1 else 0b1111)
+    return Leaf(output, level, stage, attr, (value >> 6) & 3, (value >> 8) & 3, bool(value >> 10 & 1),
+                bool(value >> 11 & 1) and stage == 1, bool(value >> 53 & 1) and stage == 1, bool(value >> 54 & 1))

@@ -1,0 +1,110 @@
+"""Building translation tables in memory, as a kernel (stage 1) or a hypervisor (stage 2) does.
+
+A `TableBuilder` writes real descriptors into a `PhysicalMemory`, taking pages for new tables
+from a `FrameAllocator`. Frames can be handed out in order or deliberately scattered (seeded),
+so a VM's RAM can be contiguous or spread over the host.
+"""
+
+from __future__ import annotations
+
+import random
+
+from vlab.mmu.descriptors import LEVEL_SHIFT, Invalid, Leaf, Table, decode
+from vlab.mmu.memory import PhysicalMemory
+from vlab.mmu.walk import Regime
+
+PAGE = 0x1000
+
+
+class OutOfFrames(Exception):
+    """The allocator has no free frame left."""
+
+
+class FrameAllocator:
+    """4 KB frames of [base, base + size): in address order, or shuffled by `seed`."""
+
+    def __init__(self, base: int, size: int, seed: int | None = None):
+        self.base, self.size = base, size
+        frames = list(range(base, base + size, PAGE))
+        if seed is not None:
+            random.Random(seed).shuffle(frames)
+        self._free = frames[::-1]  # pop() hands out the first one first
+        self.used: list[int] = []
+
+    def allocate(self, count: int = 1) -> int:
+        """One frame (or `count` physically contiguous frames, for concatenated tables); its address."""
+        if count == 1:
+            if not self._free:
+                raise OutOfFrames(f"all {self.size // PAGE} frames of {self.base:#x}.. are in use")
+            frame = self._free.pop()
+            self.used.append(frame)
+            return frame
+        free = set(self._free)
+        for start in sorted(free):
+            run = [start + i * PAGE for i in range(count)]
+            if start % (count * PAGE) == 0 and all(f in free for f in run):
+                for f in run:
+                    self._free.remove(f)
+                self.used += run
+                return start
+        raise OutOfFrames(f"no {count} contiguous, aligned free frames")
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+
+class TableBuilder:
+    """Maps regions in a table tree rooted at `root` (allocated here), for one stage."""
+
+    def __init__(self, memory: PhysicalMemory, regime: Regime, frames: FrameAllocator):
+        self.memory, self.regime, self.frames = memory, regime, frames
+        self.root = frames.allocate(regime.concatenated)
+        self.tables = [self.root + i * PAGE for i in range(regime.concatenated)]
+        for table in self.tables:
+            self._zero(table)
+
+    def _zero(self, table: int) -> None:
+        for offset in range(0, PAGE, 8):
+            self.memory.write64(table + offset, 0)
+
+    def map(self, address: int, output: int, size: int, **attributes) -> None:
+        """Map [address, address + size) to `output` with 4 KB pages; `attributes` go to each Leaf."""
+        if (address | output | size) % PAGE:
+            raise ValueError(f"map {address:#x} -> {output:#x} ({size:#x} bytes): all must be 4 KB multiples")
+        for offset in range(0, size, PAGE):
+            self.set_page(address + offset, Leaf(output + offset, 3, self.regime.stage, **attributes))
+
+    def set_page(self, address: int, leaf: Leaf | None) -> int:
+        """Write the level-3 descriptor for `address` (None: invalid); returns the descriptor's address."""
+        slot = self._slot(address, create=leaf is not None)
+        if slot is not None:
+            self.memory.write64(slot, leaf.encode() if leaf is not None else 0)
+        return slot
+
+    def page(self, address: int) -> Leaf | None:
+        slot = self._slot(address, create=False)
+        if slot is None:
+            return None
+        descriptor = decode(self.memory.read64(slot), 3, self.regime.stage)
+        return descriptor if isinstance(descriptor, Leaf) else None
+
+    def _slot(self, address: int, create: bool) -> int | None:
+        regime, table = self.regime, self.root
+        for level in range(regime.start_level, 3):
+            span = 9 if level != regime.start_level else 9 + regime.concatenated.bit_length() - 1
+            slot = table + 8 * ((address >> LEVEL_SHIFT[level]) & ((1 << span) - 1))
+            descriptor = decode(self.memory.read64(slot), level, regime.stage)
+            if isinstance(descriptor, Invalid):
+                if not create:
+                    return None
+                new = self.frames.allocate()
+                self._zero(new)
+                self.tables.append(new)
+                self.memory.write64(slot, Table(new).encode())
+                table = new
+            elif isinstance(descriptor, Table):
+                table = descriptor.address
+            else:
+                raise ValueError(f"{address:#x} is inside a block mapped at level {level}: not a page table")
+        return table + 8 * ((address >> LEVEL_SHIFT[3]) & 0x1FF)
