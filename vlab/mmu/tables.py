@@ -92,8 +92,7 @@ class TableBuilder:
     def _slot(self, address: int, create: bool) -> int | None:
         regime, table = self.regime, self.root
         for level in range(regime.start_level, 3):
-            span = 9 if level != regime.start_level else 9 + regime.concatenated.bit_length() - 1
-            slot = table + 8 * ((address >> LEVEL_SHIFT[level]) & ((1 << span) - 1))
+            slot = table + 8 * ((address >> LEVEL_SHIFT[level]) & ((1 << regime.index_bits(level)) - 1))
             descriptor = decode(self.memory.read64(slot), level, regime.stage)
             if isinstance(descriptor, Invalid):
                 if not create:

@@ -56,25 +56,30 @@ class Regime:
     def levels(self) -> int:
         return 4 - self.start_level
 
+    def index_bits(self, level: int) -> int:
+        """Bits of the input address that index the table at `level` (more at a concatenated start)."""
+        return self.input_bits - LEVEL_SHIFT[level] if level == self.start_level else 9
+
     @classmethod
     def stage1(cls, t0sz: int, output_bits: int = DEFAULT_OUTPUT_BITS) -> Regime:
-        """From TCR_EL1.T0SZ: as many levels as the input size needs (16 <= T0SZ <= 39)."""
-        if not 16 <= t0sz <= 39:
-            raise ValueError(f"T0SZ = {t0sz}: with 4 KB granules it must be 16..39")
+        """From TCR_EL1.T0SZ: as many levels as the input size needs (16..39; up to 48 with FEAT_TTST)."""
+        if not 16 <= t0sz <= 48:
+            raise ValueError(f"T0SZ = {t0sz}: with 4 KB granules it must be 16..39 (48 with small tables)")
         bits = 64 - t0sz
         return cls(1, t0sz, 4 - -(-(bits - 12) // 9), 1, output_bits)
 
     @classmethod
     def stage2(cls, t0sz: int, sl0: int, output_bits: int = DEFAULT_OUTPUT_BITS) -> Regime:
-        """From VTCR_EL2.T0SZ and SL0 (4 KB: SL0 0, 1, 2 start at level 2, 1, 0); up to 16 tables concatenate."""
-        if sl0 not in (0, 1, 2):
+        """From VTCR_EL2.T0SZ and SL0 (4 KB: SL0 0, 1, 2 start at level 2, 1, 0; 3 at level 3 with
+        FEAT_TTST). Up to 16 tables concatenate at the start level."""
+        if sl0 not in (0, 1, 2, 3):
             raise ValueError(f"VTCR_EL2.SL0 = {sl0} is reserved with 4 KB granules")
-        start = {0: 2, 1: 1, 2: 0}[sl0]
-        extra = (64 - t0sz) - (12 + 9 * (4 - start))  # bits more than the start level's one table resolves
-        if not 0 <= extra <= 4:
-            raise ValueError(f"VTCR_EL2.T0SZ = {t0sz} with SL0 = {sl0} needs {2 ** extra if extra > 0 else 0} "
-                             "concatenated tables: the architecture allows 1 to 16")
-        return cls(2, t0sz, start, 2 ** extra, output_bits)
+        start = {0: 2, 1: 1, 2: 0, 3: 3}[sl0]
+        bits = (64 - t0sz) - LEVEL_SHIFT[start]  # input bits the start level must resolve
+        if not 1 <= bits <= 9 + 4:
+            raise ValueError(f"VTCR_EL2.T0SZ = {t0sz} does not fit SL0 = {sl0}: the start level would index "
+                             f"{bits} bits, and the architecture allows 1 to 13 (up to 16 concatenated tables)")
+        return cls(2, t0sz, start, 2 ** max(bits - 9, 0), output_bits)
 
     @classmethod
     def from_tcr(cls, tcr: int) -> Regime:
@@ -157,8 +162,7 @@ def walk(memory: PhysicalMemory, regime: Regime, root: int, address: int, access
     table = root
     for level in range(regime.start_level, 4):
         shift = LEVEL_SHIFT[level]
-        span = 9 if level != regime.start_level else 9 + regime.concatenated.bit_length() - 1
-        index = (address >> shift) & ((1 << span) - 1)
+        index = (address >> shift) & ((1 << regime.index_bits(level)) - 1)
         fetched = fetch(table + 8 * index, level, f"stage {stage} L{level}")
         if isinstance(fetched, Fault):
             return Translation(address, None, tuple(refs), fetched)
