@@ -106,4 +106,4 @@ class TableBuilder:
                 table = descriptor.address
             else:
                 raise ValueError(f"{address:#x} is inside a block mapped at level {level}: not a page table")
-        return table + 8 * ((address >> LEVEL_SHIFT[3]) & 0x1FF)
+        return table + 8 * ((address >> LEVEL_SHIFT[3]) & ((1 << regime.index_bits(3)) - 1))
