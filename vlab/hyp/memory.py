@@ -102,9 +102,7 @@ class VmMemory:
         page = ipa & ~(PAGE - 1)
         frame = self.frame_of(page)
         if frame is None and self.layout == "demand":
-            frame = self.host.frames.allocate()
-            self.host.memory.write(frame, bytes(PAGE))
-            self._map(page, frame)
+            frame = self._allocate(page)
             self.demand_faults += 1
             return f"demand paging: IPA page {page:#x} -> new host frame {frame:#x}"
         if frame is not None and write and page in self._write_protected:
@@ -113,6 +111,13 @@ class VmMemory:
             self._map(page, frame, writable=True)
             return f"dirty tracking: IPA page {page:#x} written, made writable again"
         return None
+
+    def _allocate(self, page: int) -> int:
+        """A fresh zeroed host frame, mapped at `page`."""
+        frame = self.host.frames.allocate()
+        self.host.memory.write(frame, bytes(PAGE))
+        self._map(page, frame)
+        return frame
 
     def write_protect(self) -> None:
         """Make every RAM page read-only at stage 2 and forget what was dirty (a migration round starts)."""
@@ -126,8 +131,7 @@ class VmMemory:
     def _frame_for(self, page: int, allocate: bool) -> int | None:
         frame = self.frame_of(page)
         if frame is None and allocate and self.in_ram(page):
-            self.resolve(page, write=False)
-            frame = self.frame_of(page)
+            frame = self._allocate(page)  # the loader's pages: not a fault, not counted
         return frame
 
     def write(self, ipa: int, data: bytes) -> None:

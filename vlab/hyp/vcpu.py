@@ -186,7 +186,10 @@ class VCpu(Board):
 
     def _address_for_reads(self, va: int) -> int | None:
         """Where the core finds the byte at guest VA, for vlab's own reads (decoding, reports)."""
-        answer = self._translate(va, Access.READ)
+        try:
+            answer = self._translate(va, Access.READ)
+        except Exception:  # noqa: BLE001 - a report must not fail; the run's own translation reports it
+            return None
         return None if callable(answer) else answer[0]
 
     def _abort(self, access: Access, el: int, va: int, fault: Fault):
@@ -239,7 +242,7 @@ class VCpu(Board):
         self.cpu.pc -= 4
         self.cpu.instructions -= 1
         self._halt = None
-        exit = self._make_exit(Syndrome(ExceptionClass.WFX, 0), self.cpu.pc, trapped=True)
+        exit = self._make_exit(Syndrome(ExceptionClass.WFX, 0), self.cpu.pc, self.cpu.el, trapped=True)
         self.vm.handle_exit(self, exit)
         return self._halt or self._check_progress(exit)
 
@@ -257,33 +260,37 @@ class VCpu(Board):
         """The exit this exception is, when it goes to EL2; None when the guest kernel takes it."""
         ec = exc.syndrome.ec
         if exc.target_el == 2:
-            return self._make_exit(exc.syndrome, exc.address, trapped=True, far=exc.far, ipa=exc.ipa)
+            return self._make_exit(exc.syndrome, exc.address, exc.el, trapped=True, far=exc.far, ipa=exc.ipa,
+                                   word=exc.word)
         if ec is ExceptionClass.HVC64 and exc.el == 1:
-            return self._make_exit(exc.syndrome, exc.address, trapped=False)
+            return self._make_exit(exc.syndrome, exc.address, exc.el, trapped=False, word=exc.word)
         if ec is ExceptionClass.SMC64 and exc.el == 1 and self.vm.traps & HCR.TSC:
             # A trapped SMC does not execute: ELR_EL2 is the SMC itself.
             self.cpu.pc = exc.address
             self.cpu.instructions -= 1
-            return self._make_exit(exc.syndrome, exc.address, trapped=True)
-        if ec in _ABORTS and exc.far is not None and self.region_at(exc.far) is not self.ram:
-            return self._stage2_abort(exc)
+            return self._make_exit(exc.syndrome, exc.address, exc.el, trapped=True, word=exc.word)
+        if self.vm.memory is None and ec in _ABORTS and exc.far is not None and self.region_at(exc.far) is not self.ram:
+            return self._stage2_abort(exc)  # no stage-2 tables: an access outside RAM stands for a stage-2 miss
         return None
 
     def _stage2_abort(self, exc: GuestException) -> Exit:
         """An access outside the VM's RAM: a stage-2 translation fault, syndrome filled as hardware does."""
+        word = self.cpu.read_word(exc.address)
         if exc.syndrome.ec in (ExceptionClass.IABT_LOWER, ExceptionClass.IABT_CURRENT):
             syndrome = Syndrome(ExceptionClass.IABT_LOWER, STAGE2_MISS)
         else:
-            decoded = ldst.decode(self.cpu.read_word(exc.address) or 0)
+            decoded = ldst.decode(word or 0)
             abort = _data_abort(STAGE2_MISS, DataAbort.from_iss(exc.syndrome.iss).wnr, decoded)
             syndrome = Syndrome(ExceptionClass.DABT_LOWER, abort.iss)
         # With the guest's MMU off, its addresses are IPAs. (Stage-1 translation comes with vlab.mmu.)
-        return self._make_exit(syndrome, exc.address, trapped=True, far=exc.far, ipa=exc.far)
+        return self._make_exit(syndrome, exc.address, exc.el, trapped=True, far=exc.far, ipa=exc.far, word=word)
 
-    def _make_exit(self, syndrome: Syndrome, address: int, trapped: bool,
-                   far: int | None = None, ipa: int | None = None) -> Exit:
-        word = self.cpu.read_word(address)
-        return Exit(syndrome, address, address if trapped else address + 4, word, self.index, self.cpu.el, far, ipa)
+    def _make_exit(self, syndrome: Syndrome, address: int, el: int, trapped: bool,
+                   far: int | None = None, ipa: int | None = None, word: int | None = None) -> Exit:
+        """The exit of the instruction at `address`; its encoding is read unless already known."""
+        if word is None:
+            word = self.cpu.read_word(address)
+        return Exit(syndrome, address, address if trapped else address + 4, word, self.index, el, far, ipa)
 
 
 def _data_abort(dfsc: int, wnr: bool, access: ldst.Access | None, s1ptw: bool = False) -> DataAbort:

@@ -162,11 +162,11 @@ class VM:
 
     def psci(self, vcpu: VCpu, fid: int) -> str:
         """The firmware interface, played by the hypervisor: power, and starting secondary vCPUs."""
-        args = (vcpu.x(1), vcpu.x(2), vcpu.x(3))
         if fid == psci.PsciFunction.CPU_ON:
-            return self._cpu_on(vcpu, *args)
+            return self._cpu_on(vcpu, vcpu.x(1), vcpu.x(2), vcpu.x(3))
+        # Every other function takes at most one argument, x1 (registers are read one call each).
         ids = tuple(v.vmpidr & 0xFF_00FF_FFFF for v in self.vcpus if v.state is not VCpuState.OFF)
-        outcome = psci.call(fid, args, ids)
+        outcome = psci.call(fid, (vcpu.x(1), 0, 0), ids)
         vcpu.set_x(0, outcome.x0)
         if fid == psci.PsciFunction.CPU_OFF:
             vcpu.state = VCpuState.OFF

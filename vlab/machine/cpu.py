@@ -27,6 +27,7 @@ from unicorn import (
     UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_QUERY_TIMEOUT, Uc, UcError,
 )
 from unicorn import arm64_const as A
+from unicorn.unicorn_py3.arch.arm64 import UcRegCP64  # the C struct of a system-register access
 from unicorn.unicorn_py3.unicorn import uclib  # the C library: see CPU._read64
 
 from vlab.arch import sysregs
@@ -73,6 +74,7 @@ class GuestException:
     detail: str = ""  # a plain-words explanation, e.g. "no memory or device at 0x1234"
     target_el: int = 1  # the level that takes it: 2 when a hypervisor's trap control routed it there
     ipa: int | None = None  # for a stage-2 fault: the intermediate physical address that missed
+    word: int | None = None  # the instruction's encoding, when decoding the exception already read it
 
 
 class StopKind(enum.Enum):
@@ -146,6 +148,10 @@ class CPU:
         self._uch = self.uc._uch
         self._scratch = ctypes.c_uint64()
         self._scratch_ref = ctypes.byref(self._scratch)
+        self._word = ctypes.c_uint32()  # the host is little-endian, as the guest is
+        self._word_ref = ctypes.cast(ctypes.pointer(self._word), ctypes.POINTER(ctypes.c_char))
+        self._cp = UcRegCP64()
+        self._cp_ref = ctypes.byref(self._cp)
         self.instructions = 0  # retired since power-on: the guest's clock
         self.sysreg_handler: SysRegHandler | None = None
         # Set when vlab translates addresses itself (a VM with stage 2): guest VA -> the core's physical address.
@@ -223,12 +229,20 @@ class CPU:
         return regs
 
     def read_sysreg(self, name: str) -> int:
-        op0, op1, crn, crm, op2 = sysregs.lookup(name).encoding
-        return self.uc.reg_read(A.UC_ARM64_REG_CP_REG, (crn, crm, op0, op1, op2))
+        self._select_sysreg(name)
+        uclib.uc_reg_read(self._uch, A.UC_ARM64_REG_CP_REG, self._cp_ref)
+        return self._cp.val
 
     def write_sysreg(self, name: str, value: int) -> None:
-        op0, op1, crn, crm, op2 = sysregs.lookup(name).encoding
-        self.uc.reg_write(A.UC_ARM64_REG_CP_REG, (crn, crm, op0, op1, op2, value))
+        self._select_sysreg(name)
+        self._cp.val = value & (2**64 - 1)
+        uclib.uc_reg_write(self._uch, A.UC_ARM64_REG_CP_REG, self._cp_ref)
+
+    def _select_sysreg(self, name: str) -> None:
+        # One struct reused, straight to the C library, as in _read64: every exit reads or writes
+        # a few system registers, and the binding's generic path costs several times more.
+        cp = self._cp
+        cp.op0, cp.op1, cp.crn, cp.crm, cp.op2 = sysregs.lookup(name).encoding
 
     def read_word(self, address: int) -> int | None:
         """The 32-bit word at (guest virtual) address, or None where no memory is mapped."""
@@ -236,10 +250,10 @@ class CPU:
             address = self.translate_for_reads(address)
             if address is None:
                 return None
-        try:
-            return int.from_bytes(self.uc.mem_read(address, 4), "little")
-        except UcError:
+        # Into a reused buffer, straight to the C library: an exit reads its instruction word.
+        if uclib.uc_mem_read(self._uch, address, self._word_ref, 4) != 0:
             return None
+        return self._word.value
 
     # --- running ---------------------------------------------------------------
 
@@ -350,10 +364,10 @@ class CPU:
         if intno in (_EXCP_SWI, _EXCP_HVC, _EXCP_SMC):  # PC is already past the instruction
             ec = {_EXCP_SWI: ExceptionClass.SVC64, _EXCP_HVC: ExceptionClass.HVC64, _EXCP_SMC: ExceptionClass.SMC64}[intno]
             word = self.read_word(pc - 4) or 0
-            return GuestException(imm16_syndrome(ec, (word >> 5) & 0xFFFF), pc - 4, pc, el)
+            return GuestException(imm16_syndrome(ec, (word >> 5) & 0xFFFF), pc - 4, pc, el, word=word)
         if intno == _EXCP_BKPT:
             word = self.read_word(pc) or 0
-            return GuestException(imm16_syndrome(ExceptionClass.BRK64, (word >> 5) & 0xFFFF), pc, pc, el)
+            return GuestException(imm16_syndrome(ExceptionClass.BRK64, (word >> 5) & 0xFFFF), pc, pc, el, word=word)
         if intno == _EXCP_UDEF:
             return GuestException(Syndrome(ExceptionClass.UNKNOWN), pc, pc, el, detail="undefined instruction")
         if intno in (_EXCP_DATA_ABORT, _EXCP_PREFETCH_ABORT):
