@@ -27,9 +27,9 @@ OPERATIONS = {
 
 
 def loop_program(body: str, iterations: int) -> Program:
-    """`body` run `iterations` times (IRQs masked, x9 = the UART), then power off."""
+    """`body` run `iterations` times (IRQs masked, x9 = the UART), then, at `done`, power off."""
     return assemble(f"    msr daifset, #2\n    ldr x9, =0x09000000\n    ldr x1, ={iterations}\nloop:\n{body}"
-                    f"    subs x1, x1, #1\n    b.ne loop\n{OFF}")
+                    f"    subs x1, x1, #1\n    b.ne loop\ndone:\n{OFF}")
 
 
 def run_seconds(program: Program, traps: HCR = HCR(0)) -> float:

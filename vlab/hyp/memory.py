@@ -31,12 +31,13 @@ LAYOUTS = ("contiguous", "scattered", "demand")
 class HostMemory:
     """The physical machine's RAM: one buffer, handed out in 4 KB frames."""
 
-    def __init__(self, size: int = 0x1000_0000):
+    def __init__(self, size: int = 0x1000_0000, seed: int | None = None):
+        """`size` bytes; with a `seed`, frames are handed out in a shuffled order (VMs interleave)."""
         self.size = size
         self.buffer = ctypes.create_string_buffer(size)
         self.address = ctypes.addressof(self.buffer)
         self.memory = BufferMemory(0, size, self.buffer)
-        self.frames = FrameAllocator(0, size)
+        self.frames = FrameAllocator(0, size, seed)
         self.owner: dict[int, str] = {}  # frame -> who uses it ("vm1 RAM", "vm1 stage-2 table", ...)
 
 

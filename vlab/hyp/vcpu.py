@@ -66,6 +66,7 @@ class VCpu(Board):
         self.vpidr = self.cpu.read_sysreg("MIDR_EL1")  # as KVM does: the guest sees the host's MIDR
         self.vmpidr = MPIDR_RES1 | index
         self._halt: RunResult | None = None  # set by a handler that ends this vCPU's run
+        self.tlb_fills = 0  # translations vlab made (TLB misses, and its own reads), with stage 2
         self._stuck = 0  # the same exit, in a row, that left the guest where it was
         self._stuck_key: tuple | None = None
 
@@ -165,6 +166,7 @@ class VCpu(Board):
 
     def _translate(self, va: int, access: Access):
         """(host address, permissions) for `va`, or a builder of the abort it raises."""
+        self.tlb_fills += 1
         cpu, memory = self.cpu, self.vm.memory
         el = cpu.el
         stage1, ttbr = None, 0

@@ -37,3 +37,12 @@ class Diagram:
                                               "apt-get install graphviz, or conda install graphviz)"}
         bundle["text/plain"] = self.text
         return bundle
+
+    def html(self) -> str:
+        """The SVG for an HTML pane (a widget's), or the text in <pre> when `dot` is missing."""
+        import html as html_escape
+
+        try:
+            return self.graph.pipe(format="svg").decode()
+        except graphviz.ExecutableNotFound:
+            return f"<pre>{html_escape.escape(self.text)}</pre>"

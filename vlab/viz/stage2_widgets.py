@@ -1,0 +1,95 @@
+"""Widgets for chapter 3: the nested walk with level sliders, and a host's memory shared by VMs.
+
+    w = WalkWidget()            # a VA box and two sliders; the walk redrawn, references counted
+    w.set(va=0x5678, guest_levels=3, stage2_levels=2)
+    host_map_text(host)         # which VM owns which host frame
+"""
+
+from __future__ import annotations
+
+import html
+
+from vlab.hyp.memory import HostMemory
+from vlab.viz.walk_view import NestedSetup, walk_diagram
+
+
+class WalkWidget:
+    """Type a guest VA, choose the levels of each stage: see every reference and the count."""
+
+    def __init__(self, va: int = 0x5678, guest_levels: int = 4, stage2_levels: int = 4):
+        self._ui = None
+        self.set(va, guest_levels, stage2_levels)
+
+    def set(self, va: int | None = None, guest_levels: int | None = None, stage2_levels: int | None = None):
+        """Change any of the three and walk again."""
+        self.va = self.va if va is None else va
+        self.guest_levels = self.guest_levels if guest_levels is None else guest_levels
+        self.stage2_levels = self.stage2_levels if stage2_levels is None else stage2_levels
+        self.setup = NestedSetup(self.guest_levels, self.stage2_levels)
+        self.translation = self.setup.translate(self.va)
+        if self._ui is not None:
+            self._ui.show()
+        return self.translation
+
+    def summary(self) -> str:
+        n, m = self.guest_levels, self.stage2_levels
+        return (f"{n} guest levels x {m} stage-2 levels: measured {len(self.translation.references)} references; "
+                f"(n+1)(m+1)-1 = {self.setup.expected_references}")
+
+    def text(self) -> str:
+        return self.summary() + "\n" + walk_diagram(self.translation).text
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        printer.text(self.text())
+
+    def _repr_mimebundle_(self, include=None, exclude=None, **_) -> dict:
+        bundle = self.widget._repr_mimebundle_()
+        bundle["text/plain"] = self.text()
+        return bundle
+
+    @property
+    def widget(self):
+        if self._ui is None:
+            self._ui = _WalkControls(self)
+            self._ui.show()
+        return self._ui.box
+
+    @property
+    def controls(self):
+        return self._ui
+
+
+class _WalkControls:
+    def __init__(self, owner: WalkWidget):
+        import ipywidgets as w
+
+        self.owner = owner
+        self.va = w.Text(value=hex(owner.va), description="guest VA", continuous_update=False)
+        self.n = w.IntSlider(value=owner.guest_levels, min=1, max=4, description="guest levels")
+        self.m = w.IntSlider(value=owner.stage2_levels, min=1, max=4, description="stage-2 levels")
+        self.summary, self.picture = w.HTML(), w.HTML()
+        self.va.observe(self._on_va, names="value")
+        self.n.observe(lambda c: owner.set(guest_levels=c["new"]), names="value")
+        self.m.observe(lambda c: owner.set(stage2_levels=c["new"]), names="value")
+        self.box = w.VBox([w.HBox([self.va, self.n, self.m]), self.summary, self.picture])
+
+    def _on_va(self, change) -> None:
+        try:
+            self.owner.set(va=int(change["new"], 0))
+        except ValueError:
+            self.summary.value = f'<span style="color:#b00000">not an address: {html.escape(change["new"])}</span>'
+
+    def show(self) -> None:
+        self.summary.value = f"<b>{html.escape(self.owner.summary())}</b>"
+        self.picture.value = walk_diagram(self.owner.translation).html()
+
+
+def host_map_text(host: HostMemory, columns: int = 64) -> str:
+    """The host's frames as rows of characters: one letter per frame, by owner (. = free)."""
+    owners = sorted(set(host.owner.values()))
+    letters = {who: "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i] if "RAM" in who else "abcdefghijklmnopqrstuvwxyz"[i]
+               for i, who in enumerate(owners)}
+    cells = [letters.get(host.owner.get(frame), ".") for frame in range(0, host.size, 0x1000)]
+    rows = ["".join(cells[i:i + columns]) for i in range(0, len(cells), columns)]
+    legend = [f"  {letters[who]} = {who} ({sum(1 for o in host.owner.values() if o == who)} frames)" for who in owners]
+    return "\n".join(rows + legend + ["  . = free"])
