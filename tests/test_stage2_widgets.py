@@ -1,0 +1,37 @@
+"""Chapter 3's views: the counted walk, the level sliders, the host map."""
+
+import pytest
+
+from vlab.hyp import VM
+from vlab.hyp.memory import HostMemory
+from vlab.viz.stage2_widgets import WalkWidget, host_map_text
+from vlab.viz.walk_view import NestedSetup, walk_diagram
+
+
+@pytest.mark.parametrize("n, m", [(1, 1), (2, 3), (4, 4)])
+def test_the_drawn_walk_numbers_every_reference(n, m):
+    t = NestedSetup(n, m).translate(0x5678)
+    diagram = walk_diagram(t)
+    assert t.ok and len(t.references) == (n + 1) * (m + 1) - 1
+    assert f"{len(t.references)}. S2" in diagram.source and "1. S2" in diagram.source
+    assert diagram.text.count("\n") == len(t.references)
+
+
+def test_moving_a_slider_or_typing_an_address_walks_again():
+    w = WalkWidget()
+    w.widget
+    w.controls.n.value = 2
+    assert len(w.translation.references) == 3 * 5 - 1 and "measured 14" in w.controls.summary.value
+    w.controls.va.value = "0x9000"  # the guest maps only four pages from 0x5000
+    assert not w.translation.ok and w.translation.fault.stage == 1
+    w.controls.va.value = "not an address"
+    assert "not an address" in w.controls.summary.value
+
+
+def test_the_host_map_shows_each_vms_frames_and_nothing_shared():
+    host = HostMemory(0x40_0000, seed=1)
+    a = VM(stage2="scattered", ram_size=0x10_0000, host=host, vmid=1)
+    b = VM(stage2="contiguous", ram_size=0x8_0000, host=host, vmid=2)
+    text = host_map_text(host)
+    assert "vm1 RAM (256 frames)" in text and "vm2 RAM (128 frames)" in text
+    assert not {f for _, f in a.memory.mapping()} & {f for _, f in b.memory.mapping()}
