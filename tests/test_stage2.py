@@ -183,3 +183,26 @@ def test_a_python_error_in_translation_stops_the_run_with_a_report(monkeypatch):
     vm = VM.from_file(GUESTS["hello"].path, stage2="contiguous", ram_size=RAM)
     result = vm.run(max_insns=1000)
     assert result.reason is StopReason.ERROR and "simulated walker bug" in result.message
+
+
+def test_identical_pages_are_shared_copy_on_write_between_vms():
+    from vlab.hyp.vm import share_identical_pages
+
+    host = HostMemory(0x80_0000)
+    writer = "    ldr x1, =0x40080000\n    ldr x2, ={value:#x}\n    str x2, [x1]\n    str x2, [x1, #0x1000]\n" + OFF
+    a = VM.from_source(writer.format(value=0xAAAA), stage2="contiguous", ram_size=0x10_0000, host=host, vmid=1)
+    b = VM.from_source(writer.format(value=0xBBBB), stage2="contiguous", ram_size=0x10_0000, host=host, vmid=2)
+    free = host.frames.free
+    freed = share_identical_pages(a, b)
+    assert freed > 0 and host.frames.free == free + freed
+    shared = a.memory.frame_of(0x4008_0000)
+    assert shared == b.memory.frame_of(0x4008_0000)  # both were zero pages: now one frame
+    a.run(max_insns=100)
+    b.run(max_insns=100)
+    assert a.memory.read(0x4008_0000, 8) == (0xAAAA).to_bytes(8, "little")
+    assert b.memory.read(0x4008_0000, 8) == (0xBBBB).to_bytes(8, "little")
+    assert a.memory.frame_of(0x4008_0000) != b.memory.frame_of(0x4008_0000)
+    assert host.memory.read(shared, PAGE) == bytes(PAGE) or shared in (a.memory.frame_of(0x4008_0000),
+                                                                      b.memory.frame_of(0x4008_0000))
+    assert any("copy-on-write" in r.action for r in a.trap_log)
+    assert a.memory.read(0x4009_0000, 8) == bytes(8)  # an untouched shared page still reads zeros

@@ -13,6 +13,7 @@ are emulated.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import random
 
 from vlab.mmu.descriptors import Leaf
@@ -39,6 +40,7 @@ class HostMemory:
         self.memory = BufferMemory(0, size, self.buffer)
         self.frames = FrameAllocator(0, size, seed)
         self.owner: dict[int, str] = {}  # frame -> who uses it ("vm1 RAM", "vm1 stage-2 table", ...)
+        self.sharers: dict[int, int] = {}  # frame -> how many VM pages map it copy-on-write
 
 
 class VmMemory:
@@ -53,6 +55,7 @@ class VmMemory:
         self.tables = TableBuilder(host.memory, self.regime, host.frames)
         self.dirty: set[int] = set()  # IPA pages written since write protection was turned on
         self._write_protected: set[int] = set()
+        self.shared: set[int] = set()  # IPA pages mapped read-only onto a frame shared with others
         self.demand_faults = 0
         self._claim(self.tables.tables, "stage-2 table")
         if layout != "demand":
@@ -106,6 +109,8 @@ class VmMemory:
             frame = self._allocate(page)
             self.demand_faults += 1
             return f"demand paging: IPA page {page:#x} -> new host frame {frame:#x}"
+        if frame is not None and write and page in self.shared:
+            return self._break_sharing(page, frame)
         if frame is not None and write and page in self._write_protected:
             self._write_protected.discard(page)
             self.dirty.add(page)
@@ -119,6 +124,30 @@ class VmMemory:
         self.host.memory.write(frame, bytes(PAGE))
         self._map(page, frame)
         return frame
+
+    def _break_sharing(self, page: int, frame: int) -> str:
+        """A write to a shared page: copy it to a frame of our own (or keep it, if we are its last user)."""
+        self.shared.discard(page)
+        self.host.sharers[frame] -= 1
+        if self.host.sharers[frame] == 0:
+            del self.host.sharers[frame]
+            self._map(page, frame)
+            return f"copy-on-write: IPA page {page:#x} was the last sharer of frame {frame:#x}: made writable"
+        copy = self.host.frames.allocate()
+        self.host.memory.write(copy, self.host.memory.read(frame, PAGE))
+        self._map(page, copy)
+        return f"copy-on-write: IPA page {page:#x} copied from shared frame {frame:#x} to {copy:#x}"
+
+    def share(self, page: int, frame: int) -> None:
+        """Map `page` read-only onto `frame`, which holds identical contents, and give ours back."""
+        own = self.frame_of(page)
+        self._map(page, frame, writable=False)
+        self.host.owner[frame] = "shared RAM"
+        self.host.sharers[frame] = self.host.sharers.get(frame, 0) + 1
+        self.shared.add(page)
+        if own is not None and own != frame and own not in self.host.sharers:
+            self.host.frames.release(own)
+            self.host.owner.pop(own, None)
 
     def write_protect(self) -> None:
         """Make every RAM page read-only at stage 2 and forget what was dirty (a migration round starts)."""
@@ -158,3 +187,29 @@ class VmMemory:
             length = min(end, (address & ~(PAGE - 1)) + PAGE) - address
             yield address, length
             address += length
+
+
+def share_identical_pages(memories: list[VmMemory]) -> int:
+    """Content-based page sharing: map every set of identical RAM pages onto one frame, copy-on-write.
+
+    Pages are compared by a hash, then in full. Returns how many host frames were freed. The
+    VMs must not be running; flush their TLBs before they run again.
+    """
+    first: dict[bytes, list[tuple[VmMemory, int, int]]] = {}
+    freed = 0
+    for memory in memories:
+        for page, frame in memory.mapping():
+            if page in memory.shared:
+                continue
+            content = memory.host.memory.read(frame, PAGE)
+            candidates = first.setdefault(hashlib.sha256(content).digest(), [])
+            match = next((c for c in candidates if c[0].host.memory.read(c[2], PAGE) == content), None)
+            if match is None:
+                candidates.append((memory, page, frame))
+                continue
+            owner, owner_page, shared_frame = match
+            if owner_page not in owner.shared:
+                owner.share(owner_page, shared_frame)
+            memory.share(page, shared_frame)
+            freed += 1
+    return freed

@@ -234,3 +234,16 @@ class VM:
     def step(self) -> RunResult:
         """One instruction (or one exit, or one exception) of the boot vCPU."""
         return self.vcpus[0].step()
+
+
+def share_identical_pages(*vms: VM) -> int:
+    """Content-based page sharing between VMs on one host memory; returns the host frames freed."""
+    from vlab.hyp.memory import share_identical_pages as share
+
+    if any(vm.memory is None for vm in vms) or len({id(vm.memory.host) for vm in vms}) != 1:
+        raise ValueError("page sharing needs VMs with stage 2 on one host memory (VM(stage2=..., host=...))")
+    freed = share([vm.memory for vm in vms])
+    for vm in vms:
+        for vcpu in vm.vcpus:
+            vcpu.flush_tlb()  # their cached translations may still allow writes to what is now shared
+    return freed

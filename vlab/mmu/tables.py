@@ -49,6 +49,11 @@ class FrameAllocator:
                 return start
         raise OutOfFrames(f"no {count} contiguous, aligned free frames")
 
+    def release(self, frame: int) -> None:
+        """Give a frame back (its contents are the caller's to clear)."""
+        self.used.remove(frame)
+        self._free.append(frame)
+
     @property
     def free(self) -> int:
         return len(self._free)
