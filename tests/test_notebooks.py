@@ -1,6 +1,5 @@
 """Every chapter notebook is stored without outputs, opens without a kernel prompt, and runs top to bottom."""
 
-import os
 import subprocess
 from pathlib import Path
 

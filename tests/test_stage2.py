@@ -7,14 +7,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome
-from vlab.asm import assemble
 from vlab.guests import GUESTS, build
 from vlab.hyp import SUPPORTED_TRAPS, VM, HCR
 from vlab.hyp.equivalence import differences
 from vlab.hyp.memory import PAGE, HostMemory
 from vlab.hyp.vcpu import VCpu
-from vlab.machine.board import RAM_BASE, Board, StopReason
-from vlab.machine.loader import image_from_file, image_from_program, load
+from vlab.machine.board import Board, StopReason
+from vlab.machine.loader import image_from_file, load
 
 RAM = 0x80_0000
 OFF = "    ldr x0, =0x84000008\n    hvc #0\n"

@@ -33,10 +33,10 @@ from vlab.arch import ldst
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess
 from vlab.arch.hcr import HCR
 from vlab.arch.sysregs import BY_ENCODING
-from vlab.hyp.exits import Exit, TrapRecord
+from vlab.hyp.exits import Exit
 from vlab.hyp.memory import HOST_BASE
 from vlab.machine.board import RAM_BASE, Board, Region, RunResult, StopReason
-from vlab.machine.cpu import CPU, GuestException, Vector
+from vlab.machine.cpu import CPU, GuestException
 from vlab.mmu import tlb_fill
 from vlab.mmu.walk import Access, Fault, FaultKind, Regime, nested_walk, permission_problem
 

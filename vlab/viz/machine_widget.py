@@ -22,13 +22,14 @@ from vlab.asm import Program, assemble
 from vlab.guests import path as guest_path
 from vlab.machine.board import DEFAULT_RAM_SIZE, RAM_BASE, Board, RunResult, StopReason
 from vlab.machine.loader import Image, image_from_file, image_from_program, load
+from vlab.viz.live import LiveView
 from vlab.viz.machine_view import MachineView
 
 DEFAULT_RUN_BUDGET = 1_000_000  # instructions the Run button allows: a widget must never hang the kernel
 DEFAULT_STEP_LIMIT = 10_000  # most single steps step_until() takes before giving up
 
 
-class MachineWidget:
+class MachineWidget(LiveView):
     """One guest on its own board, with step/run controls and a live view of the CPU."""
 
     def __init__(self, image: Image, *, title: str = "", ram_size: int = DEFAULT_RAM_SIZE,
@@ -131,34 +132,13 @@ class MachineWidget:
         heading = f"{self.title}: " if self.title else ""
         return heading + self.view.text()
 
-    def __repr__(self) -> str:
+    def summary(self) -> str:
         cpu = self.board.cpu
-        return (f"<MachineWidget {self.title or 'guest'}: EL{cpu.el}, pc={cpu.pc:#x}, "
-                f"{cpu.instructions:,} instructions; {self.status}>")
+        return (f"{self.title or 'guest'}: EL{cpu.el}, pc={cpu.pc:#x}, "
+                f"{cpu.instructions:,} instructions; {self.status}")
 
-    def _repr_pretty_(self, printer, cycle: bool) -> None:
-        printer.text(self.text())
-
-    def _repr_mimebundle_(self, include=None, exclude=None, **_) -> dict:
-        """Jupyter shows the live widget; any text-only consumer gets the full text view."""
-        bundle = self.widget._repr_mimebundle_()
-        bundle["text/plain"] = self.text()
-        return bundle
-
-    # --- the ipywidgets front-end --------------------------------------------------
-
-    @property
-    def widget(self):
-        """The ipywidgets box (built on first use; ipywidgets is imported only then)."""
-        if self._ui is None:
-            self._ui = _Controls(self)
-            self.refresh()
-        return self._ui.box
-
-    @property
-    def controls(self) -> _Controls | None:
-        """Buttons and panes of the widget, once built (tests click the buttons)."""
-        return self._ui
+    def _build_controls(self) -> _Controls:
+        return _Controls(self)
 
     def refresh(self) -> None:
         """Redraw the widget's panes from the board (nothing to do before it is shown)."""

@@ -10,14 +10,14 @@ from __future__ import annotations
 import html
 
 from vlab.hyp.memory import HostMemory
+from vlab.viz.live import LiveView
 from vlab.viz.walk_view import NestedSetup, walk_diagram
 
 
-class WalkWidget:
+class WalkWidget(LiveView):
     """Type a guest VA, choose the levels of each stage: see every reference and the count."""
 
     def __init__(self, va: int = 0x5678, guest_levels: int = 4, stage2_levels: int = 4):
-        self._ui = None
         self.set(va, guest_levels, stage2_levels)
 
     def set(self, va: int | None = None, guest_levels: int | None = None, stage2_levels: int | None = None):
@@ -27,8 +27,7 @@ class WalkWidget:
         self.stage2_levels = self.stage2_levels if stage2_levels is None else stage2_levels
         self.setup = NestedSetup(self.guest_levels, self.stage2_levels)
         self.translation = self.setup.translate(self.va)
-        if self._ui is not None:
-            self._ui.show()
+        self.refresh()
         return self.translation
 
     def summary(self) -> str:
@@ -39,24 +38,12 @@ class WalkWidget:
     def text(self) -> str:
         return self.summary() + "\n" + walk_diagram(self.translation).text
 
-    def _repr_pretty_(self, printer, cycle: bool) -> None:
-        printer.text(self.text())
+    def _build_controls(self) -> _WalkControls:
+        return _WalkControls(self)
 
-    def _repr_mimebundle_(self, include=None, exclude=None, **_) -> dict:
-        bundle = self.widget._repr_mimebundle_()
-        bundle["text/plain"] = self.text()
-        return bundle
-
-    @property
-    def widget(self):
-        if self._ui is None:
-            self._ui = _WalkControls(self)
+    def refresh(self) -> None:
+        if self._ui is not None:
             self._ui.show()
-        return self._ui.box
-
-    @property
-    def controls(self):
-        return self._ui
 
 
 class _WalkControls:

@@ -16,6 +16,7 @@ import html
 from vlab.arch.hcr import HCR
 from vlab.guests import GUESTS
 from vlab.hyp import SUPPORTED_TRAPS, VM, VmRunResult
+from vlab.viz.live import LiveView
 
 # What each control traps, in a few words (Arm ARM, HCR_EL2).
 TRAP_MEANING = {
@@ -29,21 +30,20 @@ TRAP_MEANING = {
 LOG_LINES = 12
 
 
-class TrapWidget:
+class TrapWidget(LiveView):
     """One demo guest in a VM whose HCR_EL2-style trap controls can be toggled."""
 
     def __init__(self, guest: str = "sensitive", traps: HCR = HCR(0), max_insns: int = 2_000_000):
         if guest not in GUESTS:
             raise KeyError(f"no guest called {guest!r}; vlab ships: {', '.join(GUESTS)}")
         self.guest, self.traps, self.max_insns = guest, HCR(traps), max_insns
-        self._ui = None
         self.run()
 
     def run(self) -> VmRunResult:
         """Power on a fresh VM with the current guest and controls, and run it to the end."""
         self.vm = VM.from_file(GUESTS[self.guest].path, traps=self.traps)
         self.result = self.vm.run(max_insns=self.max_insns, timeout_s=10)
-        self._redraw()
+        self.refresh()
         return self.result
 
     def set_traps(self, traps: HCR) -> VmRunResult:
@@ -82,31 +82,12 @@ class TrapWidget:
         return (f"{self.summary()}\nUART: {self.result.uart!r}\nexits by class:\n{self.exits_text()}\n"
                 f"trap log:\n{self.log_text()}")
 
-    def __repr__(self) -> str:
-        return f"<TrapWidget {self.summary()}>"
-
-    def _repr_pretty_(self, printer, cycle: bool) -> None:
-        printer.text(self.text())
-
-    def _repr_mimebundle_(self, include=None, exclude=None, **_) -> dict:
-        bundle = self.widget._repr_mimebundle_()
-        bundle["text/plain"] = self.text()
-        return bundle
-
     # --- the ipywidgets front-end ---------------------------------------------------------
 
-    @property
-    def widget(self):
-        if self._ui is None:
-            self._ui = _Controls(self)
-            self._redraw()
-        return self._ui.box
+    def _build_controls(self) -> _Controls:
+        return _Controls(self)
 
-    @property
-    def controls(self):
-        return self._ui
-
-    def _redraw(self) -> None:
+    def refresh(self) -> None:
         if self._ui is not None:
             self._ui.show()
 
