@@ -29,7 +29,8 @@ from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, Uc  # noqa: E402
 from unicorn.arm64_const import UC_ARM64_REG_X1, UC_ARM64_REG_X3  # noqa: E402
 
 from vlab.asm import assemble  # noqa: E402
-from vlab.machine.board import DEFAULT_RAM_SIZE, RAM_BASE, Board, StopReason  # noqa: E402
+from vlab.hyp.cost import time_to_power_off  # noqa: E402
+from vlab.machine.board import DEFAULT_RAM_SIZE, RAM_BASE, Board  # noqa: E402
 from vlab.machine.loader import image_from_program, load  # noqa: E402
 
 DATA = RAM_BASE + 0x10_0000
@@ -65,11 +66,7 @@ def time_vlab(prog) -> tuple[float, int]:
     """Seconds for Board.run() to run the whole program, and the instructions it retired."""
     board = Board()
     load(board, image_from_program(prog))
-    start = time.perf_counter()
-    result = board.run(max_insns=2**62, timeout_s=600)
-    elapsed = time.perf_counter() - start
-    if result.reason is not StopReason.POWERED_OFF:
-        raise SystemExit(f"the benchmark guest did not power off: {result.message}")
+    elapsed, result = time_to_power_off(board)
     return elapsed, result.instructions
 
 

@@ -33,8 +33,8 @@ from vlab.arch.hcr import HCR  # noqa: E402
 from vlab.asm import Program, assemble  # noqa: E402
 from vlab.data.published import HYPERCALL  # noqa: E402
 from vlab.hyp import SUPPORTED_TRAPS, VM  # noqa: E402
-from vlab.hyp.cost import OFF, OPERATIONS, loop_program, run_seconds  # noqa: E402
-from vlab.machine.board import RAM_BASE, Board, StopReason  # noqa: E402
+from vlab.hyp.cost import OFF, OPERATIONS, loop_program, run_seconds, time_to_power_off  # noqa: E402
+from vlab.machine.board import RAM_BASE, Board  # noqa: E402
 from vlab.machine.loader import image_from_program, load  # noqa: E402
 
 COMPUTE = "    add x0, x0, #1\n    eor x2, x2, x0\n    subs x1, x1, #1\n    b.ne loop\n"
@@ -43,12 +43,7 @@ NEVER = 0xFFFF_FFFF_FFFF_FFFC  # the stop address: one inside the guest's code m
 
 
 def seconds(machine) -> float:
-    start = time.perf_counter()
-    result = machine.run(max_insns=2**62, timeout_s=600)
-    elapsed = time.perf_counter() - start
-    if result.reason is not StopReason.POWERED_OFF:
-        raise SystemExit(f"the benchmark guest did not power off: {result.message}")
-    return elapsed
+    return time_to_power_off(machine)[0]
 
 
 def bare(prog) -> Board:

@@ -12,7 +12,7 @@ import time
 from vlab.arch.hcr import HCR
 from vlab.asm import Program, assemble
 from vlab.hyp.vm import VM
-from vlab.machine.board import StopReason
+from vlab.machine.board import RunResult, StopReason
 from vlab.machine.loader import image_from_program
 
 OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
@@ -32,15 +32,22 @@ def loop_program(body: str, iterations: int) -> Program:
                     f"    subs x1, x1, #1\n    b.ne loop\ndone:\n{OFF}")
 
 
-def run_seconds(program: Program, traps: HCR = HCR(0)) -> float:
-    """Wall-clock seconds for a fresh VM to run `program` to power-off."""
-    vm = VM.from_image(image_from_program(program), traps=traps)
+def time_to_power_off(machine) -> tuple[float, RunResult]:
+    """Run a board or a VM until its guest powers off: wall-clock seconds and the result.
+
+    RuntimeError when the guest stops any other way (a measurement of a broken run is no measurement).
+    """
     start = time.perf_counter()
-    result = vm.run(max_insns=2**62, timeout_s=600)
+    result = machine.run(max_insns=2**62, timeout_s=600)
     elapsed = time.perf_counter() - start
     if result.reason is not StopReason.POWERED_OFF:
         raise RuntimeError(f"the measuring guest did not power off: {result.message}")
-    return elapsed
+    return elapsed, result
+
+
+def run_seconds(program: Program, traps: HCR = HCR(0)) -> float:
+    """Wall-clock seconds for a fresh VM to run `program` to power-off."""
+    return time_to_power_off(VM.from_image(image_from_program(program), traps=traps))[0]
 
 
 def microseconds_per_exit(body: str, traps: HCR, iterations: int = 2_000) -> float:
