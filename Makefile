@@ -16,9 +16,9 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && e
 
 lab: install dot
 	@$(BIN)/vlab doctor || true
-	@echo "Opening the course on http://$(HOST):$(PORT)/lab/tree/notebooks (Ctrl-C stops it)"
+	@echo "Opening the course on http://$(HOST):$(PORT)/lab/tree/notebooks/00_start_here.ipynb (Ctrl-C stops it)"
 	$(BIN)/jupyter lab --no-browser --ip=$(HOST) --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root,) \
-		--ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks
+		--ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb
 
 test: install system-tools
 	$(BIN)/python -m pytest
