@@ -214,9 +214,9 @@ def test_misaligned_table_bases_and_oversized_outputs_are_address_size_faults():
 
 def test_tlb_entries_are_tagged_by_vmid_and_asid_and_flushed_by_tlbi():
     tlb = TLB(capacity=8)
-    tlb.insert(1, 5, 0x1000, Entry(0xA, 0x40, True, True, global_=False))
-    tlb.insert(2, 5, 0x1000, Entry(0xB, 0x41, True, True, global_=False))
-    tlb.insert(1, 0, 0x2000, Entry(0xC, 0x42, True, True, global_=True))
+    tlb.insert(1, 5, 0x1000, Entry(0xA, 0x40, 7, 7, global_=False))
+    tlb.insert(2, 5, 0x1000, Entry(0xB, 0x41, 7, 7, global_=False))
+    tlb.insert(1, 0, 0x2000, Entry(0xC, 0x42, 7, 3, global_=True))
     assert tlb.lookup(1, 5, 0x1abc).pa_page == 0xA and tlb.lookup(2, 5, 0x1000).pa_page == 0xB
     assert tlb.lookup(1, 6, 0x1000) is None and tlb.lookup(1, 6, 0x2000).pa_page == 0xC  # global
     assert tlb.aside1(1, 5) == 1 and tlb.lookup(1, 5, 0x1000) is None
@@ -230,6 +230,6 @@ def test_tlb_never_holds_more_than_its_capacity_and_keeps_the_most_recent(pages_
     tlb = TLB(capacity)
     for page in pages_touched:
         if tlb.lookup(1, 1, page << 12) is None:
-            tlb.insert(1, 1, page << 12, Entry(page, page, True, True, False))
+            tlb.insert(1, 1, page << 12, Entry(page, page, 7, 7, False))
     assert len(tlb) <= capacity
     assert tlb.lookup(1, 1, pages_touched[-1] << 12) is not None

@@ -38,6 +38,7 @@ from vlab.hyp.memory import HOST_BASE
 from vlab.machine.board import RAM_BASE, Board, Region, RunResult, StopReason
 from vlab.machine.cpu import CPU, GuestException
 from vlab.mmu import tlb_fill
+from vlab.mmu.tlb import TLB, Entry
 from vlab.mmu.walk import Access, Fault, FaultKind, Regime, nested_walk, permission_problem
 
 if TYPE_CHECKING:
@@ -47,7 +48,9 @@ if TYPE_CHECKING:
 STAGE2_MISS = FaultStatus.TRANSLATION_L0 + 3
 MPIDR_RES1 = 1 << 31
 TRANSLATION_REGISTERS = ("SCTLR_EL1", "TTBR0_EL1", "TTBR1_EL1", "TCR_EL1")
-STUCK_EXITS = 8  # the same trapped instruction exiting this many times in a row: the handler is broken
+STUCK_EXITS = 8
+TLB_ENTRIES = 1024
+_NEEDS = {Access.READ: 1, Access.WRITE: 2, Access.FETCH: 4}  # the permission bit each access needs  # the same trapped instruction exiting this many times in a row: the handler is broken
 
 
 class VCpuState(enum.Enum):
@@ -66,7 +69,8 @@ class VCpu(Board):
         self.vpidr = self.cpu.read_sysreg("MIDR_EL1")  # as KVM does: the guest sees the host's MIDR
         self.vmpidr = MPIDR_RES1 | index
         self._halt: RunResult | None = None  # set by a handler that ends this vCPU's run
-        self.tlb_fills = 0  # translations vlab made (TLB misses, and its own reads), with stage 2
+        self.tlb = TLB(TLB_ENTRIES)  # with stage 2: vlab's TLB model, behind Unicorn's own
+        self.walks = 0  # nested walks the guest's accesses needed (vlab's TLB missed)
         self._stuck = 0  # the same exit, in a row, that left the guest where it was
         self._stuck_key: tuple | None = None
 
@@ -118,6 +122,7 @@ class VCpu(Board):
         """Forget the core's cached translations (after stage 1's or stage 2's tables change)."""
         if self.vm.memory is not None:
             tlb_fill.flush(self.cpu)
+            self.tlb.vmalle1(self.vm.memory.vmid)
 
     def skip(self, exit: Exit) -> None:
         """The trapped instruction has been emulated: it retires, and the guest goes on after it."""
@@ -160,16 +165,33 @@ class VCpu(Board):
             if not access.is_read and reg.name in TRANSLATION_REGISTERS and self.vm.memory is not None:
                 self.write_sysreg(reg.name, cpu.x(access.rt))  # performed here, so the TLB is flushed after
                 return True
+        if self.vm.memory is not None and access.op0 == 1 and access.crn == 8:
+            self._tlbi(access)  # and let the instruction run: Unicorn flushes its own TLB
+            return False
         return super()._on_sysreg(cpu, access, value)
 
     # --- address translation, on every TLB miss (VMs with stage 2) --------------------------
 
     def _translate(self, va: int, access: Access):
-        """(host address, permissions) for `va`, or a builder of the abort it raises."""
-        self.tlb_fills += 1
+        """The TLB-fill hook: (host address, permissions) for `va`, or a builder of the abort it raises.
+
+        vlab's TLB model answers first (Unicorn's own small TLB of 1 KB pages sits in front of
+        it); on a miss, the nested walk, whose result the model keeps.
+        """
+        return self._translation(va, access, use_tlb=True)
+
+    def _address_for_reads(self, va: int) -> int | None:
+        """Where the core finds the byte at guest VA, for vlab's own reads (decoding, reports)."""
+        try:
+            answer = self._translation(va, Access.READ, use_tlb=False)
+        except Exception:  # noqa: BLE001 - a report must not fail; the run's own translation reports it
+            return None
+        return None if callable(answer) else answer[0]
+
+    def _translation(self, va: int, access: Access, use_tlb: bool):
         cpu, memory = self.cpu, self.vm.memory
         el = cpu.el
-        stage1, ttbr = None, 0
+        stage1, ttbr, asid = None, 0, 0
         if cpu.read_sysreg("SCTLR_EL1") & 1:
             if va >> 63:
                 return self._abort(access, el, va, Fault(FaultKind.TRANSLATION, 1, 0, va,
@@ -178,21 +200,40 @@ class VCpu(Board):
                 stage1 = Regime.from_tcr(cpu.read_sysreg("TCR_EL1"))
             except ValueError as e:
                 return self._abort(access, el, va, Fault(FaultKind.TRANSLATION, 1, 0, va, f"TCR_EL1: {e}"))
-            ttbr = cpu.read_sysreg("TTBR0_EL1") & ((1 << 48) - 2)
+            ttbr_value = cpu.read_sysreg("TTBR0_EL1")
+            ttbr, asid = ttbr_value & ((1 << 48) - 2), ttbr_value >> 48
+        if use_tlb:
+            entry = self.tlb.lookup(memory.vmid, asid, va)
+            if entry is not None:
+                perms = entry.perms_el0 if el == 0 else entry.perms_el1
+                if perms & _NEEDS[access]:
+                    return HOST_BASE + (entry.pa_page << 12 | va & 0xFFF), perms
+                # not allowed: walk again, so the fault is reported exactly as the tables say
+            self.walks += 1
         t = nested_walk(memory.host.memory, stage1, ttbr, memory.regime, memory.tables.root, va, access, el == 0)
         if t.fault is not None:
             return self._abort(access, el, va, t.fault)
-        perms = sum(bit for kind, bit in ((Access.READ, 1), (Access.WRITE, 2), (Access.FETCH, 4))
-                    if not any(permission_problem(leaf, kind, el == 0) for leaf in t.leaves))
-        return HOST_BASE + t.output, perms
+        perms_el1, perms_el0 = (sum(bit for kind, bit in _NEEDS.items()
+                                    if not any(permission_problem(leaf, kind, el0) for leaf in t.leaves))
+                                for el0 in (False, True))
+        if use_tlb:
+            ipa = t.leaves[0].output | va & (t.leaves[0].size - 1) if stage1 is not None else va
+            self.tlb.insert(memory.vmid, asid, va, Entry(t.output >> 12, ipa >> 12, perms_el1, perms_el0,
+                                                         global_=stage1 is None or not t.leaves[0].ng))
+        return HOST_BASE + t.output, perms_el0 if el == 0 else perms_el1
 
-    def _address_for_reads(self, va: int) -> int | None:
-        """Where the core finds the byte at guest VA, for vlab's own reads (decoding, reports)."""
-        try:
-            answer = self._translate(va, Access.READ)
-        except Exception:  # noqa: BLE001 - a report must not fail; the run's own translation reports it
-            return None
-        return None if callable(answer) else answer[0]
+    def _tlbi(self, access: SysRegAccess) -> None:
+        """The guest's TLBI instruction, applied to vlab's TLB model (Unicorn flushes its own)."""
+        vmid, operand = self.vm.memory.vmid, self.cpu.x(access.rt)
+        va, asid = (operand & ((1 << 44) - 1)) << 12, operand >> 48
+        if access.op2 in (1, 5):  # VAE1, VALE1
+            self.tlb.vae1(vmid, asid, va)
+        elif access.op2 == 2:  # ASIDE1
+            self.tlb.aside1(vmid, asid)
+        elif access.op2 in (3, 7):  # VAAE1, VAALE1
+            self.tlb.vaae1(vmid, va)
+        else:  # VMALLE1 and anything broader
+            self.tlb.vmalle1(vmid)
 
     def _abort(self, access: Access, el: int, va: int, fault: Fault):
         """The abort a failed translation raises: to the guest kernel (stage 1) or to EL2 (stage 2)."""

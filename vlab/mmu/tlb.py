@@ -15,10 +15,11 @@ PAGE_SHIFT = 12
 
 @dataclass(frozen=True)
 class Entry:
+    """One cached translation: output page, the IPA page it went through, what EL1 and EL0 may do."""
     pa_page: int
     ipa_page: int
-    writable: bool
-    executable: bool
+    perms_el1: int  # UC_PROT-style bits: 1 read, 2 write, 4 execute
+    perms_el0: int
     global_: bool  # nG clear: valid for every ASID
 
 
@@ -59,6 +60,11 @@ class TLB:
         return len(doomed)
 
     # --- the flush operations (TLBI ...), each returning how many entries went ---
+
+    def vaae1(self, vmid: int, va: int) -> int:
+        """TLBI VAAE1: one VA, for every ASID."""
+        page = va >> PAGE_SHIFT
+        return self._drop(lambda k, e: not (k[0] == vmid and k[2] == page))
 
     def vmalle1(self, vmid: int) -> int:
         """TLBI VMALLE1: every stage-1 entry of the current VM."""
