@@ -7,13 +7,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome
+from vlab.asm import assemble
 from vlab.guests import GUESTS, build
 from vlab.hyp import SUPPORTED_TRAPS, VM, HCR
 from vlab.hyp.equivalence import differences
 from vlab.hyp.memory import PAGE, HostMemory
 from vlab.hyp.vcpu import VCpu
 from vlab.machine.board import Board, StopReason
-from vlab.machine.loader import image_from_file, load
+from vlab.machine.loader import image_from_file, image_from_program, load
 
 RAM = 0x80_0000
 OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
@@ -205,3 +206,48 @@ def test_identical_pages_are_shared_copy_on_write_between_vms():
                                                                       b.memory.frame_of(0x4008_0000))
     assert any("copy-on-write" in r.action for r in a.trap_log)
     assert a.memory.read(0x4009_0000, 8) == bytes(8)  # an untouched shared page still reads zeros
+
+
+REMAP = """    ldr x20, =0x40200000
+    ldr x1, =0xaaaa
+    str x1, [x20]                // PA 0x4020_0000 holds 0xaaaa
+    ldr x1, =0xbbbb
+    str x1, [x20, #8]
+    ldr x1, =0x40010000          // level-1 table
+    ldr x2, =0x40000701          // VA 0x4000_0000 -> PA 0x4000_0000, 1 GiB
+    str x2, [x1, #8]
+    ldr x3, =0x40011000
+    orr x2, x3, #3
+    str x2, [x1, #16]            // VA 0x8000_0000..: a level-2 table
+    ldr x2, =0x40200701          // VA 0x8000_0000 -> PA 0x4020_0000 (2 MiB block)
+    str x2, [x3]
+    ldr x2, =0xff
+    msr mair_el1, x2
+    ldr x2, =0x200803519
+    msr tcr_el1, x2
+    msr ttbr0_el1, x1
+    isb
+    mrs x2, sctlr_el1
+    orr x2, x2, #1
+    msr sctlr_el1, x2
+    isb
+    ldr x4, =0x80000000
+    ldr x5, [x4]                 // 0xaaaa, through the first mapping
+    ldr x2, =0x40000701          // now VA 0x8000_0000 -> PA 0x4000_0000 instead
+    str x2, [x3]
+    dsb ish
+    tlbi {tlbi}
+    dsb ish
+    isb
+    ldr x6, [x4, #0x200000 - 0x200000]
+""" + OFF
+
+
+@pytest.mark.parametrize("tlbi", ["vmalle1", "vaae1, x7"])
+@pytest.mark.parametrize("layout", ["contiguous", "scattered"])
+def test_a_guest_that_remaps_and_flushes_with_tlbi_sees_the_new_mapping(layout, tlbi):
+    source = REMAP.format(tlbi=tlbi).replace("    dsb ish\n    tlbi", "    ldr x7, =0x80000\n    dsb ish\n    tlbi")
+    bare, expected, vm, got = bare_and_vm(image_from_program(assemble(source)), layout)
+    assert got.registers["x5"] == 0xAAAA
+    assert got.registers["x6"] == expected.registers["x6"] != 0xAAAA  # the old translation is gone
+    assert differences(bare, vm.vcpus[0]) == []
