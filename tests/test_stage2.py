@@ -251,3 +251,20 @@ def test_a_guest_that_remaps_and_flushes_with_tlbi_sees_the_new_mapping(layout, 
     assert got.registers["x5"] == 0xAAAA
     assert got.registers["x6"] == expected.registers["x6"] != 0xAAAA  # the old translation is gone
     assert differences(bare, vm.vcpus[0]) == []
+
+
+AT = REMAP.split("    ldr x4, =0x80000000")[0] + """    ldr x4, =0x80000123
+    at s1e1r, x4                 // mapped: PAR_EL1 = the output address and attributes
+    mrs x10, par_el1
+    ldr x4, =0xc0000000
+    at s1e1w, x4                 // not mapped: PAR_EL1.F = 1 and the fault status
+    mrs x11, par_el1
+""" + OFF
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "scattered"])
+def test_at_instructions_answer_from_the_guests_tables_as_on_the_bare_machine(layout):
+    bare, expected, vm, got = bare_and_vm(image_from_program(assemble(AT)), layout)
+    assert got.registers["x10"] == expected.registers["x10"]
+    assert got.registers["x10"] & ((1 << 48) - 1) & ~0xFFF == 0x4020_0000 and not got.registers["x10"] & 1
+    assert got.registers["x11"] == expected.registers["x11"] and got.registers["x11"] & 1

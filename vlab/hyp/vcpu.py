@@ -39,7 +39,7 @@ from vlab.machine.board import RAM_BASE, Board, Region, RunResult, StopReason
 from vlab.machine.cpu import CPU, GuestException
 from vlab.mmu import tlb_fill
 from vlab.mmu.tlb import TLB, Entry
-from vlab.mmu.walk import Access, Fault, FaultKind, Regime, nested_walk, permission_problem
+from vlab.mmu.walk import Access, Fault, FaultKind, Regime, nested_walk, permission_problem, stage1_walk
 
 if TYPE_CHECKING:
     from vlab.hyp.vm import VM
@@ -168,6 +168,12 @@ class VCpu(Board):
         if self.vm.memory is not None and access.op0 == 1 and access.crn == 8:
             self._tlbi(access)  # and let the instruction run: Unicorn flushes its own TLB
             return False
+        if self.vm.memory is not None and (access.op0, access.op1, access.crn, access.crm) == (1, 0, 7, 8) \
+                and access.op2 < 4:
+            # AT S1E1R/W, S1E0R/W: Unicorn's own AT would walk the guest's tables at IPAs as if they
+            # were host addresses. vlab answers from its walk instead, as the hardware would.
+            self._address_translate(access)
+            return True
         return super()._on_sysreg(cpu, access, value)
 
     # --- address translation, on every TLB miss (VMs with stage 2) --------------------------
@@ -221,6 +227,30 @@ class VCpu(Board):
             self.tlb.insert(memory.vmid, asid, va, Entry(t.output >> 12, ipa >> 12, perms_el1, perms_el0,
                                                          global_=stage1 is None or not t.leaves[0].ng))
         return HOST_BASE + t.output, perms_el0 if el == 0 else perms_el1
+
+    def _address_translate(self, access: SysRegAccess) -> None:
+        """AT S1E{1,0}{R,W} Xt: the stage-1 translation of Xt, into PAR_EL1 (an IPA, in a VM)."""
+        cpu, memory = self.cpu, self.vm.memory
+        va, el0 = cpu.x(access.rt), access.op2 >= 2
+        kind = Access.WRITE if access.op2 & 1 else Access.READ
+        if not cpu.read_sysreg("SCTLR_EL1") & 1:
+            self.write_sysreg("PAR_EL1", va & ((1 << 48) - 1) & ~0xFFF)  # MMU off: the VA is the address
+            return
+        try:
+            stage1 = Regime.from_tcr(cpu.read_sysreg("TCR_EL1"))
+        except ValueError:
+            self.write_sysreg("PAR_EL1", 1 | FaultKind.TRANSLATION << 1 | 1 << 11)
+            return
+        ttbr = cpu.read_sysreg("TTBR0_EL1") & ((1 << 48) - 2)
+        t = stage1_walk(memory.host.memory, stage1, ttbr, memory.regime, memory.tables.root, va, kind, el0)
+        if t.fault is not None:
+            f = t.fault  # F, FST, PTW (a stage-2 fault on the walk), S (the stage that faulted)
+            par = 1 | f.fsc << 1 | int(f.s1ptw) << 8 | int(f.stage == 2) << 9 | 1 << 11  # bit 11 RES1
+        else:
+            attr = cpu.read_sysreg("MAIR_EL1") >> (8 * t.leaf.attr) & 0xFF
+            # bit 11 is RES1; NS (bit 9) is set: vlab's guests run in the non-secure state
+            par = attr << 56 | (t.output & ((1 << 48) - 1) & ~0xFFF) | 1 << 11 | 1 << 9 | t.leaf.sh << 7
+        self.write_sysreg("PAR_EL1", par)
 
     def _tlbi(self, access: SysRegAccess) -> None:
         """The guest's TLBI instruction, applied to vlab's TLB model (Unicorn flushes its own)."""

@@ -227,6 +227,37 @@ def _direct(memory: PhysicalMemory, stage: int) -> Fetch:
     return fetch
 
 
+def _through_stage2(memory: PhysicalMemory, stage2: Regime | None, vttbr: int, ipa: int, what: str,
+                    access: Access, el0: bool, s1ptw: bool) -> Translation:
+    """The stage-2 walk of one IPA, its references labelled with what it was for."""
+    if stage2 is None:
+        return Translation(ipa, ipa, ())
+    t = walk(memory, stage2, vttbr, ipa, access, el0)
+    labelled = tuple(Reference(r.stage, r.level, r.address, r.value, f"{r.purpose} for {what}") for r in t.references)
+    fault = t.fault
+    if fault is not None and s1ptw:
+        fault = Fault(fault.kind, 2, fault.level, ipa, f"{fault.why} (reading {what})", s1ptw=True, ipa=ipa)
+    return Translation(ipa, t.output, labelled, fault, t.leaf)
+
+
+def stage1_walk(memory: PhysicalMemory, stage1: Regime, ttbr: int, stage2: Regime | None, vttbr: int,
+                va: int, access: Access = Access.READ, el0: bool = False) -> Translation:
+    """VA -> IPA only (what AT S1E1R answers), the guest's tables read through stage 2."""
+    refs: list[Reference] = []
+
+    def fetch(descriptor_ipa: int, level: int, purpose: str):
+        t = _through_stage2(memory, stage2, vttbr, descriptor_ipa, f"the stage-1 L{level} table", Access.READ,
+                            el0, s1ptw=True)
+        if t.fault is not None:
+            refs.extend(t.references)  # what was read before the fault still counts
+            return t.fault
+        read = _direct(memory, 1)(t.output, level, purpose)
+        return read if isinstance(read, Fault) else (read[0], [*t.references, *read[1]])
+
+    t1 = walk(memory, stage1, ttbr, va, access, el0, fetch)
+    return Translation(va, t1.output, tuple(refs) + t1.references, t1.fault, t1.leaf, t1.leaves)
+
+
 def nested_walk(memory: PhysicalMemory, stage1: Regime | None, ttbr: int, stage2: Regime | None, vttbr: int,
                 va: int, access: Access = Access.READ, el0: bool = False) -> Translation:
     """VA -> IPA -> PA. With stage1 None the VA is the IPA (guest MMU off); with stage2 None the IPA is the PA.
@@ -235,36 +266,17 @@ def nested_walk(memory: PhysicalMemory, stage1: Regime | None, ttbr: int, stage2
     read, the stage-2 walk that finds where that stage-1 table really is; last, the stage-2
     walk of the final IPA.
     """
-    def through_stage2(ipa: int, what: str, walk_access: Access, s1ptw: bool) -> Translation:
-        if stage2 is None:
-            return Translation(ipa, ipa, ())
-        t = walk(memory, stage2, vttbr, ipa, walk_access, el0)
-        labelled = tuple(Reference(r.stage, r.level, r.address, r.value, f"{r.purpose} for {what}")
-                         for r in t.references)
-        fault = t.fault
-        if fault is not None and s1ptw:
-            fault = Fault(fault.kind, 2, fault.level, ipa, f"{fault.why} (reading {what})", s1ptw=True, ipa=ipa)
-        return Translation(ipa, t.output, labelled, fault, t.leaf)
-
     refs: list[Reference] = []
     leaves: list[Leaf] = []
     ipa = va
     if stage1 is not None:
-        def fetch(descriptor_ipa: int, level: int, purpose: str):
-            t = through_stage2(descriptor_ipa, f"the stage-1 L{level} table", Access.READ, s1ptw=True)
-            if t.fault is not None:
-                refs.extend(t.references)  # what was read before the fault still counts
-                return t.fault
-            read = _direct(memory, 1)(t.output, level, purpose)
-            return read if isinstance(read, Fault) else (read[0], [*t.references, *read[1]])
-
-        t1 = walk(memory, stage1, ttbr, va, access, el0, fetch)
+        t1 = stage1_walk(memory, stage1, ttbr, stage2, vttbr, va, access, el0)
         refs.extend(t1.references)
         if t1.fault is not None:
             return Translation(va, None, tuple(refs), t1.fault)
         ipa = t1.output
         leaves.append(t1.leaf)
-    t2 = through_stage2(ipa, "the output", access, s1ptw=False)
+    t2 = _through_stage2(memory, stage2, vttbr, ipa, "the output", access, el0, s1ptw=False)
     refs.extend(t2.references)
     if t2.fault is not None:
         return Translation(va, None, tuple(refs), t2.fault)
