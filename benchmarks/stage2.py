@@ -19,27 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vlab.asm import assemble  # noqa: E402
 from vlab.hyp import VM  # noqa: E402
-from vlab.hyp.cost import time_to_power_off  # noqa: E402
+from vlab.hyp.cost import time_to_power_off, working_set_program  # noqa: E402
 from vlab.machine.board import Board  # noqa: E402
 from vlab.machine.loader import image_from_program, load  # noqa: E402
 
-RAM = 0x80_0000
-WALKER = """    ldr x9, ={rounds}
-round:
-    ldr x1, =0x40200000
-    ldr x2, ={pages}
-page:
-    ldr x3, [x1]
-    add x1, x1, #0x1000
-    subs x2, x2, #1
-    b.ne page
-    subs x9, x9, #1
-    b.ne round
-    ldr x0, =0x84000008
-    hvc #0
-"""
+RAM = 0x80_0000  # working sets start at 0x4010_0000: 1024 pages fit
 
 
 def timed(machine) -> tuple[float, int]:
@@ -54,7 +39,7 @@ def main() -> None:
     accesses = 200_000 if args.quick else 2_000_000
     print("(1) working set   bare M insn/s   VM (scattered) M insn/s   ratio   vlab-TLB lookups   walks")
     for pages in (16, 64, 256, 1024):
-        image = image_from_program(assemble(WALKER.format(rounds=max(1, accesses // pages), pages=pages)))
+        image = image_from_program(working_set_program(pages, max(1, accesses // pages)))
         bare = Board(ram_size=RAM)
         load(bare, image)
         t_bare, insns = timed(bare)
@@ -65,10 +50,8 @@ def main() -> None:
         print(f"    {pages:>5} pages   {insns / t_bare / 1e6:13.1f}   {insns / t_vm / 1e6:23.1f}   "
               f"{t_bare / t_vm:5.2f}   {lookups:>16,}   {walks:>5,}  ({lookups / t_vm:,.0f} TLB fills/s)")
     pages = 1024
-    demand = VM.from_image(image_from_program(assemble(WALKER.format(rounds=1, pages=pages))), stage2="demand",
-                           ram_size=RAM)
-    contiguous = VM.from_image(image_from_program(assemble(WALKER.format(rounds=1, pages=pages))),
-                               stage2="contiguous", ram_size=RAM)
+    demand = VM.from_image(image_from_program(working_set_program(pages, 1)), stage2="demand", ram_size=RAM)
+    contiguous = VM.from_image(image_from_program(working_set_program(pages, 1)), stage2="contiguous", ram_size=RAM)
     t_demand, _ = timed(demand)
     t_mapped, _ = timed(contiguous)
     faults = demand.memory.demand_faults

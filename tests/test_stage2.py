@@ -268,3 +268,49 @@ def test_at_instructions_answer_from_the_guests_tables_as_on_the_bare_machine(la
     assert got.registers["x10"] == expected.registers["x10"]
     assert got.registers["x10"] & ((1 << 48) - 1) & ~0xFFF == 0x4020_0000 and not got.registers["x10"] & 1
     assert got.registers["x11"] == expected.registers["x11"] and got.registers["x11"] & 1
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(0, 1023), min_size=1, max_size=6), st.lists(st.integers(0, 2**30 - 8), min_size=1,
+                                                                        max_size=8), st.integers(0, 2**16))
+def test_no_guest_page_table_lets_a_guest_reach_a_frame_outside_its_vm(blocks, offsets, seed):
+    """The attacker maps its VAs onto arbitrary IPAs (1 GiB blocks anywhere in 40 bits) and stores there."""
+    host = HostMemory(0x80_0000)
+    victim = VM.from_source(f"    ldr x1, =0x40080000\n    ldr x2, =0x5eed5eed\n    str x2, [x1]\n{OFF}",
+                            stage2="scattered", ram_size=0x20_0000, host=host, seed=seed, vmid=1)
+    victim.run(max_insns=100)
+    before = {frame: host.memory.read(frame, PAGE) for frame, who in host.owner.items() if who.startswith("vm1")}
+    # L1[1] keeps the kernel mapped; L1[2 + i] maps VA (2 + i) GiB onto IPA block[i] GiB
+    tables = "".join(f"    ldr x2, ={(block << 30) | 0x701:#x}\n    str x2, [x1, #{8 * (2 + i)}]\n"
+                     for i, block in enumerate(blocks))
+    stores = "".join(f"    ldr x3, ={((2 + i % len(blocks)) << 30) + (offset & ~7):#x}\n    str x3, [x3]\n"
+                     for i, offset in enumerate(offsets))
+    attacker = VM.from_source(f"""    adr x0, vectors
+    msr vbar_el1, x0
+    ldr x1, =0x40010000
+    ldr x2, =0x40000701
+    str x2, [x1, #8]
+{tables}    ldr x2, =0xff
+    msr mair_el1, x2
+    ldr x2, =0x200803519
+    msr tcr_el1, x2
+    msr ttbr0_el1, x1
+    isb
+    mrs x2, sctlr_el1
+    orr x2, x2, #1
+    msr sctlr_el1, x2
+    isb
+{stores}{OFF}
+    .balign 0x800
+vectors:
+    b .
+    .balign 0x200
+    mrs x9, elr_el1              // whatever abort the kernel gets, it skips the instruction
+    add x9, x9, #4
+    msr elr_el1, x9
+    eret
+""", stage2="demand", ram_size=0x20_0000, host=host, seed=seed, vmid=2)
+    result = attacker.run(max_insns=20_000)
+    assert result.reason is StopReason.POWERED_OFF, result.message
+    assert {frame: host.memory.read(frame, PAGE) for frame in before} == before
+    assert all(host.owner[f].startswith("vm2") for _, f in attacker.memory.mapping())

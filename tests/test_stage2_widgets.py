@@ -35,3 +35,17 @@ def test_the_host_map_shows_each_vms_frames_and_nothing_shared():
     text = host_map_text(host)
     assert "vm1 RAM (256 frames)" in text and "vm2 RAM (128 frames)" in text
     assert not {f for _, f in a.memory.mapping()} & {f for _, f in b.memory.mapping()}
+
+
+def test_the_tlb_widget_shows_which_tlb_answered_as_the_working_set_grows():
+    from vlab.viz.stage2_widgets import TlbWidget
+
+    t = TlbWidget(pages=16, rounds=20)
+    small = t.counts
+    assert small["walks"] <= 16 + 2 and small["Unicorn TLB misses"] < small["accesses"]
+    t.widget
+    t.controls.pages.value = 256
+    big = t.counts
+    assert big["accesses"] == 256 * 20 and big["Unicorn TLB misses"] >= big["accesses"]  # every access misses it
+    assert big["walks"] <= 256 + 2 and big["vlab TLB hits"] >= big["accesses"] - big["walks"]
+    assert "256 pages" in t.summary() and "walks" in t.controls.table.value

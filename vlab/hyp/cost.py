@@ -54,3 +54,19 @@ def microseconds_per_exit(body: str, traps: HCR, iterations: int = 2_000) -> flo
     """The cost of one exit of the kind `body` causes under `traps`, in microseconds."""
     baseline = run_seconds(loop_program("    nop\n", iterations))
     return (run_seconds(loop_program(body, iterations), traps) - baseline) / iterations * 1e6
+
+
+def working_set_program(pages: int, rounds: int, base: int = 0x4010_0000) -> Program:
+    """A guest reading one word from each of `pages` consecutive 4 KB pages, `rounds` times, then off."""
+    return assemble(f"""    ldr x9, ={rounds}
+round:
+    ldr x1, ={base:#x}
+    ldr x2, ={pages}
+page:
+    ldr x3, [x1]
+    add x1, x1, #0x1000
+    subs x2, x2, #1
+    b.ne page
+    subs x9, x9, #1
+    b.ne round
+{OFF}""")

@@ -2,6 +2,7 @@
 
     w = WalkWidget()            # a VA box and two sliders; the walk redrawn, references counted
     w.set(va=0x5678, guest_levels=3, stage2_levels=2)
+    TlbWidget(pages=128)        # a working set, and which TLB answered each access
     host_map_text(host)         # which VM owns which host frame
 """
 
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import html
 
+from vlab.hyp.cost import working_set_program
 from vlab.hyp.memory import HostMemory
+from vlab.hyp.vm import VM
+from vlab.machine.loader import image_from_program
 from vlab.viz.live import LiveView
 from vlab.viz.walk_view import NestedSetup, walk_diagram
 
@@ -80,3 +84,58 @@ def host_map_text(host: HostMemory, columns: int = 64) -> str:
     rows = ["".join(cells[i:i + columns]) for i in range(0, len(cells), columns)]
     legend = [f"  {letters[who]} = {who} ({sum(1 for o in host.owner.values() if o == who)} frames)" for who in owners]
     return "\n".join(rows + legend + ["  . = free"])
+
+
+class TlbWidget(LiveView):
+    """A guest reading one word per page over a working set you choose: who translated each access."""
+
+    def __init__(self, pages: int = 64, rounds: int = 50):
+        self.rounds = rounds
+        self.set_pages(pages)
+
+    def set_pages(self, pages: int) -> None:
+        """Run the working-set guest again, in a VM with scattered stage 2, over `pages` pages."""
+        self.pages = pages
+        vm = VM.from_image(image_from_program(working_set_program(pages, self.rounds)), stage2="scattered",
+                           ram_size=0x80_0000)
+        vm.run()
+        self.vcpu = vm.vcpus[0]
+        self.refresh()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        tlb = self.vcpu.tlb
+        return {"accesses": self.pages * self.rounds, "Unicorn TLB misses": tlb.hits + tlb.misses,
+                "vlab TLB hits": tlb.hits, "walks": self.vcpu.walks}
+
+    def summary(self) -> str:
+        c = self.counts
+        return (f"{self.pages} pages x {self.rounds} rounds: {c['accesses']:,} accesses, Unicorn's TLB missed "
+                f"{c['Unicorn TLB misses']:,}, vlab's TLB hit {c['vlab TLB hits']:,}, {c['walks']:,} walks")
+
+    def text(self) -> str:
+        return self.summary()
+
+    def _build_controls(self) -> _TlbControls:
+        return _TlbControls(self)
+
+    def refresh(self) -> None:
+        if self._ui is not None:
+            self._ui.show()
+
+
+class _TlbControls:
+    def __init__(self, owner: TlbWidget):
+        import ipywidgets as w
+
+        self.owner = owner
+        self.pages = w.IntSlider(value=owner.pages, min=8, max=1024, step=8, description="working set",
+                                 continuous_update=False)
+        self.pages.observe(lambda c: owner.set_pages(c["new"]), names="value")
+        self.table = w.HTML()
+        self.box = w.VBox([self.pages, self.table])
+
+    def show(self) -> None:
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:right'>{v:,}</td></tr>"
+                       for k, v in self.owner.counts.items())
+        self.table.value = f"<table>{rows}</table>"
