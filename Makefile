@@ -12,7 +12,7 @@ PORT    ?= 8888
 # apt-get needs root; use sudo when we are not root and sudo exists.
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && echo sudo; })
 
-.PHONY: lab test install system-tools dot cross bench doctor exercises clean
+.PHONY: lab test install system-tools dot cross browser bench doctor exercises clean
 
 lab: install dot
 	@$(BIN)/vlab doctor || true
@@ -25,17 +25,20 @@ test: install system-tools
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml jupyter/overrides.json
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "vlab needs Python 3.11 or newer"' \
 		|| { echo "vlab needs Python 3.11+: set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/nbstripout --install --attributes .gitattributes 2>/dev/null || true
+	@# JupyterLab's settings overrides: no news or update prompts over the course
+	mkdir -p $(VENV)/share/jupyter/lab/settings && cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/
 	touch $@
 
-# `dot` draws the course's diagrams; the cross compiler and QEMU build and cross-check C guests.
-system-tools: dot cross
+# `dot` draws the course's diagrams; the cross compiler and QEMU build and cross-check C guests;
+# Chromium runs the course in a real browser (Playwright drives it; it never downloads a browser).
+system-tools: dot cross browser
 
 dot:
 	@$(call apt_install,dot,graphviz,diagrams fall back to text without it)
@@ -57,6 +60,9 @@ define apt_install
 	         "(Debian/Ubuntu: apt-get install $(2); macOS: brew install $(2); conda: see environment.yml); $(3)."; \
 	  fi; }
 endef
+
+browser:
+	@$(call apt_install,chromium,chromium,the browser tests are skipped without it)
 
 doctor: install
 	$(BIN)/vlab doctor

@@ -56,8 +56,9 @@ class _WalkControls:
 
         self.owner = owner
         self.va = w.Text(value=hex(owner.va), description="guest VA", continuous_update=False)
-        self.n = w.IntSlider(value=owner.guest_levels, min=1, max=4, description="guest levels")
-        self.m = w.IntSlider(value=owner.stage2_levels, min=1, max=4, description="stage-2 levels")
+        wide = {"description_width": "initial"}
+        self.n = w.IntSlider(value=owner.guest_levels, min=1, max=4, description="guest levels", style=wide)
+        self.m = w.IntSlider(value=owner.stage2_levels, min=1, max=4, description="stage-2 levels", style=wide)
         self.summary, self.picture = w.HTML(), w.HTML()
         self.va.observe(self._on_va, names="value")
         self.n.observe(lambda c: owner.set(guest_levels=c["new"]), names="value")
@@ -72,7 +73,8 @@ class _WalkControls:
 
     def show(self) -> None:
         self.summary.value = f"<b>{html.escape(self.owner.summary())}</b>"
-        self.picture.value = walk_diagram(self.owner.translation).html()
+        # a 4 + 4 walk is 24 boxes wide: let the pane scroll rather than clip
+        self.picture.value = f'<div style="overflow-x:auto">{walk_diagram(self.owner.translation).html()}</div>'
 
 
 def host_map_text(host: HostMemory, columns: int = 64) -> str:
