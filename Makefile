@@ -12,13 +12,17 @@ PORT    ?= 8888
 # apt-get needs root; use sudo when we are not root and sudo exists.
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && echo sudo; })
 
-.PHONY: lab test install system-tools dot cross browser bench doctor exercises clean
+.PHONY: lab demo test install system-tools dot cross browser bench doctor exercises clean
 
 lab: install dot
 	@$(BIN)/vlab doctor || true
 	@echo "Opening the course on http://$(HOST):$(PORT)/lab/tree/notebooks/00_start_here.ipynb (Ctrl-C stops it)"
 	$(BIN)/jupyter lab --no-browser --ip=$(HOST) --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root,) \
 		--ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb
+
+# The chapters' widgets as Voila dashboards, for a projector (localhost; CHAPTER=2 for one chapter).
+demo: install
+	$(BIN)/vlab demo $(CHAPTER)
 
 test: install system-tools
 	$(BIN)/python -m pytest
@@ -69,6 +73,8 @@ doctor: install
 
 bench: install
 	$(BIN)/python benchmarks/machine.py
+	$(BIN)/python benchmarks/traps.py
+	$(BIN)/python benchmarks/stage2.py
 
 exercises: install
 	$(BIN)/vlab exercises
