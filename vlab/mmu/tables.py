@@ -70,6 +70,10 @@ class TableBuilder:
             self._zero(table)
 
     def _zero(self, table: int) -> None:
+        bulk = getattr(self.memory, "write", None)
+        if bulk is not None:
+            bulk(table, bytes(PAGE))  # one copy, where the memory allows it
+            return
         for offset in range(0, PAGE, 8):
             self.memory.write64(table + offset, 0)
 

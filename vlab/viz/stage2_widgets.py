@@ -8,14 +8,21 @@
 
 from __future__ import annotations
 
+import functools
 import html
 
 from vlab.hyp.cost import working_set_program
-from vlab.hyp.memory import HostMemory
+from vlab.hyp.memory import PAGE, HostMemory
 from vlab.hyp.vm import VM
 from vlab.machine.loader import image_from_program
 from vlab.viz.live import LiveView
 from vlab.viz.walk_view import NestedSetup, walk_diagram
+
+
+@functools.cache
+def _setup(guest_levels: int, stage2_levels: int) -> NestedSetup:
+    """The tables for one choice of levels, built once (a walk only reads them)."""
+    return NestedSetup(guest_levels, stage2_levels)
 
 
 class WalkWidget(LiveView):
@@ -29,7 +36,7 @@ class WalkWidget(LiveView):
         self.va = self.va if va is None else va
         self.guest_levels = self.guest_levels if guest_levels is None else guest_levels
         self.stage2_levels = self.stage2_levels if stage2_levels is None else stage2_levels
-        self.setup = NestedSetup(self.guest_levels, self.stage2_levels)
+        self.setup = _setup(self.guest_levels, self.stage2_levels)
         self.translation = self.setup.translate(self.va)
         self.refresh()
         return self.translation
@@ -98,8 +105,10 @@ class TlbWidget(LiveView):
     def set_pages(self, pages: int) -> None:
         """Run the working-set guest again, in a VM with scattered stage 2, over `pages` pages."""
         self.pages = pages
+        # RAM for the working set (from 0x4010_0000) and no more: mapping it is part of every update
+        ram = 0x10_0000 + max(pages, 1) * PAGE
         vm = VM.from_image(image_from_program(working_set_program(pages, self.rounds)), stage2="scattered",
-                           ram_size=0x80_0000)
+                           ram_size=ram)
         vm.run()
         self.vcpu = vm.vcpus[0]
         self.refresh()

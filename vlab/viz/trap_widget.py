@@ -28,6 +28,7 @@ TRAP_MEANING = {
     HCR.TWI: "WFI: an idle vCPU gives its core back",
 }
 LOG_LINES = 12
+GUEST_RAM = 0x40_0000  # every demo guest fits in 4 MiB; a small VM powers on in milliseconds
 
 
 class TrapWidget(LiveView):
@@ -41,7 +42,7 @@ class TrapWidget(LiveView):
 
     def run(self) -> VmRunResult:
         """Power on a fresh VM with the current guest and controls, and run it to the end."""
-        self.vm = VM.from_file(GUESTS[self.guest].path, traps=self.traps)
+        self.vm = VM.from_file(GUESTS[self.guest].path, traps=self.traps, ram_size=GUEST_RAM)
         self.result = self.vm.run(max_insns=self.max_insns, timeout_s=10)
         self.refresh()
         return self.result
