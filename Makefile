@@ -12,7 +12,7 @@ PORT    ?= 8888
 # apt-get needs root; use sudo when we are not root and sudo exists.
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && echo sudo; })
 
-.PHONY: lab demo test install system-tools dot cross browser bench doctor exercises clean
+.PHONY: lab demo book test install system-tools dot cross browser bench doctor exercises clean
 
 lab: install dot
 	@$(BIN)/vlab doctor || true
@@ -23,6 +23,10 @@ lab: install dot
 # The chapters' widgets as Voila dashboards, for a projector (localhost; CHAPTER=2 for one chapter).
 demo: install
 	$(BIN)/vlab demo $(CHAPTER)
+
+# A static site of the executed chapters (diagrams and widget state kept) in _build/html.
+book: install dot
+	$(BIN)/vlab site _build/html
 
 test: install system-tools
 	$(BIN)/python -m pytest

@@ -18,7 +18,8 @@ import sys
 from vlab import __version__
 
 # Imported lazily, so `vlab doctor` still runs when a dependency of another subcommand is missing.
-SUBCOMMANDS = ("vlab.doctor", "vlab.cli_run", "vlab.cli_exercises", "vlab.cli_grade", "vlab.cli_demo")
+SUBCOMMANDS = ("vlab.doctor", "vlab.cli_run", "vlab.cli_exercises", "vlab.cli_grade", "vlab.cli_demo",
+               "vlab.course_site")
 
 
 def build_parser() -> argparse.ArgumentParser:
