@@ -19,6 +19,18 @@ from vlab.machine.loader import image_from_file, image_from_program, load
 RAM = 0x80_0000
 OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
 LAYOUTS = ["contiguous", "scattered", "demand"]
+# MAIR (attr0 normal, attr1 device), TCR (T0SZ 25: 39-bit VAs from level 1), TTBR0 = x1, then SCTLR_EL1.M
+MMU_ON = """    ldr x2, =0xff
+    msr mair_el1, x2
+    ldr x2, =0x200803519
+    msr tcr_el1, x2
+    msr ttbr0_el1, x1
+    isb
+    mrs x2, sctlr_el1
+    orr x2, x2, #1
+    msr sctlr_el1, x2
+    isb
+"""
 
 
 def bare_and_vm(image, layout, traps=HCR(0), **options):
@@ -107,17 +119,7 @@ STAGE1_FAULT = """    adr x0, vectors
     ldr x1, =0x40010000
     ldr x2, =0x40000701          // L1[1]: VA 0x4000_0000 -> PA 0x4000_0000, 1 GiB block
     str x2, [x1, #8]
-    ldr x2, =0xff
-    msr mair_el1, x2
-    ldr x2, =0x200803519
-    msr tcr_el1, x2
-    msr ttbr0_el1, x1
-    isb
-    mrs x2, sctlr_el1
-    orr x2, x2, #1
-    msr sctlr_el1, x2
-    isb
-    ldr x3, =0x80000123          // nothing maps VA 0x8000_0000: a stage-1 translation fault
+""" + MMU_ON + """    ldr x3, =0x80000123          // nothing maps VA 0x8000_0000: a stage-1 translation fault
     ldr x4, [x3]
     b .
     .balign 0x800
@@ -221,17 +223,7 @@ REMAP = """    ldr x20, =0x40200000
     str x2, [x1, #16]            // VA 0x8000_0000..: a level-2 table
     ldr x2, =0x40200701          // VA 0x8000_0000 -> PA 0x4020_0000 (2 MiB block)
     str x2, [x3]
-    ldr x2, =0xff
-    msr mair_el1, x2
-    ldr x2, =0x200803519
-    msr tcr_el1, x2
-    msr ttbr0_el1, x1
-    isb
-    mrs x2, sctlr_el1
-    orr x2, x2, #1
-    msr sctlr_el1, x2
-    isb
-    ldr x4, =0x80000000
+""" + MMU_ON + """    ldr x4, =0x80000000
     ldr x5, [x4]                 // 0xaaaa, through the first mapping
     ldr x2, =0x40000701          // now VA 0x8000_0000 -> PA 0x4000_0000 instead
     str x2, [x3]
@@ -290,17 +282,7 @@ def test_no_guest_page_table_lets_a_guest_reach_a_frame_outside_its_vm(blocks, o
     ldr x1, =0x40010000
     ldr x2, =0x40000701
     str x2, [x1, #8]
-{tables}    ldr x2, =0xff
-    msr mair_el1, x2
-    ldr x2, =0x200803519
-    msr tcr_el1, x2
-    msr ttbr0_el1, x1
-    isb
-    mrs x2, sctlr_el1
-    orr x2, x2, #1
-    msr sctlr_el1, x2
-    isb
-{stores}{OFF}
+{tables}{MMU_ON}{stores}{OFF}
     .balign 0x800
 vectors:
     b .
