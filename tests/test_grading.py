@@ -47,6 +47,13 @@ def replace_body(function: str, body: str):
     return edit
 
 
+def appended(fixture: Path):
+    """An edit that appends a fixture to the solution file of the same name (see fixtures/submissions/README.md)."""
+    def edit(text: str) -> str:
+        return text + "\n" + fixture.read_text() if text == (SOLUTIONS / fixture.name).read_text() else text
+    return edit
+
+
 # --- the source of truth ------------------------------------------------------------------------
 
 def test_committed_exercises_are_what_the_generator_makes_from_solutions():
@@ -91,19 +98,30 @@ def test_the_solutions_earn_full_marks_and_untouched_exercises_earn_nothing():
                    for t in result["tests"])
 
 
+FIXTURES = ROOT / "tests" / "fixtures" / "submissions"
+SOLUTION_READ_REFUSED = ({"ch01.svc_esr"}, "is not allowed")
 BROKEN = {
-    # name: (edit, the exercises that lose all their points, a phrase the feedback must contain)
-    "syntax_error": (lambda t: t + "\ndef broken(:\n", set(FULL), "SyntaxError"),
-    "exception": (replace_body("decode_uart_flags", '    raise ValueError("oops")'),
-                  {"ch01.decode_uart_flags"}, "ValueError: oops"),
-    "wrong_answer": (replace_body("svc_esr", "    return 0"), {"ch01.svc_esr"}, "got 0"),
-    "infinite_loop": (replace_body("decode_uart_flags", "    while True:\n        pass"),
-                      {"ch01.decode_uart_flags"}, "timed out"),
-    "huge_memory": (replace_body("svc_esr", "    return len(bytearray(10**12))"), {"ch01.svc_esr"}, "MemoryError"),
-    "deleted_function": (lambda t: t.replace("def svc_esr(", "def svc_esr_renamed("),
-                         {"ch01.svc_esr"}, "defines no function svc_esr"),
-    "reads_solutions": (replace_body("svc_esr", f"    return open({str(SOLUTIONS / 'ch01_machine.py')!r}).read()"),
-                        {"ch01.svc_esr"}, "not allowed"),
+    # fixture folder: (the exercises that lose all their points, a phrase their feedback must contain)
+    "syntax_error": ({i for i in FULL if i.startswith("ch01.")}, "SyntaxError"),
+    # line 2 of the fixture, after the solution's lines and the blank line appended() adds
+    "exception": ({"ch01.decode_uart_flags"},
+                  f"ValueError: oops (line {(SOLUTIONS / 'ch01_machine.py').read_text().count(chr(10)) + 3} "
+                  "of ch01_machine.py)"),
+    "wrong_answer": ({"ch01.svc_esr"}, "expected 1442840576, got 0"),
+    "infinite_loop": ({"ch01.decode_uart_flags"}, f"timed out after {TIMEOUT:g} s"),
+    "loops_on_import": ({i for i in FULL if i.startswith("ch01.")}, f"ran longer than {TIMEOUT:g} s"),
+    "huge_memory": ({"ch01.svc_esr"}, "MemoryError: the code asked for more memory"),
+    "maps_20_gib": ({"ch01.svc_esr"}, "OSError: the code asked for more memory"),
+    "deleted_function": ({"ch01.svc_esr"}, "defines no function svc_esr"),
+    "reads_solutions": SOLUTION_READ_REFUSED,
+    "reads_solutions_with_os_open": SOLUTION_READ_REFUSED,
+    "reads_solutions_through_proc": SOLUTION_READ_REFUSED,
+    "reads_solutions_through_ctypes": ({"ch01.svc_esr"}, "ctypes.dlsym is not allowed"),
+    "runs_a_program": ({"ch01.svc_esr"}, "subprocess.Popen is not allowed"),
+    "prints_everything": (set(), ""),
+}
+EDITED = {
+    # submissions made by editing the solutions: (edit, lost exercises, phrase)
     "handler_forgets_skip": (replace_body("handle_sysreg", '    return "done"'), {"ch02.handle_sysreg"},
                              "vcpu.skip(exit)"),
     "bad_assembly": (replace_body("print_number_source", '    return "print_number:\\n    frobnicate x0\\n"'),
@@ -111,21 +129,36 @@ BROKEN = {
 }
 
 
+def test_the_expected_esr_of_svc_0_is_the_architectures():
+    # BROKEN's "expected 1442840576" is ESR_EL1 for SVC #0 written out from the Arm ARM:
+    # EC 0x15 (SVC from AArch64) in [31:26], IL = 1 (a 32-bit instruction) in bit 25.
+    assert 0x15 << 26 | 1 << 25 == 1442840576
+
+
+def test_every_broken_fixture_is_in_the_table():
+    assert {p.name for p in FIXTURES.iterdir() if p.is_dir()} == set(BROKEN)
+
+
 def test_broken_submissions_get_the_right_partial_score_and_a_clear_message(tmp_path):
-    folders = [submission(tmp_path, name, edit) for name, (edit, _, _) in BROKEN.items()]
+    folders = [submission(tmp_path, name, appended(FIXTURES / name / "ch01_machine.py")) for name in BROKEN]
+    folders += [submission(tmp_path, name, edit) for name, (edit, _, _) in EDITED.items()]
     other = folders[0]
     snoop = submission(tmp_path, "reads_other_student",
                        replace_body("decode_uart_flags", f"    import os\n    return set(os.listdir({str(other)!r}))"))
     start = time.monotonic()
     grades = grade_all(folders + [snoop], jobs=4, timeout_s=TIMEOUT)
-    assert time.monotonic() - start < 300
-    expected = dict(BROKEN) | {"reads_other_student": (None, {"ch01.decode_uart_flags"}, "not allowed")}
+    assert time.monotonic() - start < 600
+    expected = BROKEN | {name: (lost, phrase) for name, (_, lost, phrase) in EDITED.items()}
+    expected["reads_other_student"] = ({"ch01.decode_uart_flags"}, "listing " + str(other))
+    assert [g.student for g in grades] == list(expected)
     for grade in grades:
-        _, lost, phrase = expected[grade.student]
+        lost, phrase = expected[grade.student]
+        assert grade.error == "", grade.student
         assert scores(grade) == {i: 0.0 if i in lost else FULL[i] for i in FULL}, grade.student
         messages = " ".join(t["message"] for i in lost for t in grade.exercises[i]["tests"])
         messages += " ".join(grade.exercises[i]["problem"] for i in lost)
         assert phrase in messages, (grade.student, messages[:300])
+        assert "worker.py" not in messages  # the student is pointed at their own code, not the grader's
 
 
 def test_a_symlink_to_the_solutions_is_not_followed(tmp_path):

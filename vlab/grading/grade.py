@@ -3,7 +3,8 @@
 A submission is a folder shaped like exercises/ (e.g. `alice/ch01_machine.py`). Its regular
 files -- never symlinks -- are copied into a private temporary folder, and
 `vlab.grading.worker` grades them there with CPU-time and memory limits and a wall-clock
-limit, so a broken or hostile submission costs its own grade and nothing else.
+limit, so a broken or hostile submission costs its own grade and nothing else. The worker
+runs in a session of its own: whatever it or the student's code started dies with it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,9 +24,6 @@ from typing import Callable
 
 from vlab.grading.runner import TEST_TIMEOUT_S
 from vlab.grading.specs import EXERCISES
-
-CPU_SECONDS_PER_TEST = 20
-
 
 @dataclass(frozen=True)
 class SubmissionGrade:
@@ -40,13 +38,6 @@ class SubmissionGrade:
     @staticmethod
     def maximum() -> int:
         return sum(e.points for e in EXERCISES.values())
-
-
-def _limits() -> None:
-    """In the worker, before it starts: CPU seconds for all its tests, no core dumps."""
-    cpu = CPU_SECONDS_PER_TEST * max(1, sum(len(e.tests) for e in EXERCISES.values()))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def _private_copy(submission: Path, into: Path) -> None:
@@ -65,16 +56,28 @@ def grade_submission(submission: Path, timeout_s: float = TEST_TIMEOUT_S) -> Sub
         _private_copy(submission, Path(tmp))
         command = [sys.executable, "-I", "-m", "vlab.grading.worker", tmp, str(timeout_s)]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "LANG": "C.UTF-8"}
+        worker = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, start_new_session=True)
         try:
-            done = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True,
-                                  timeout=timeout_s * tests + 60, preexec_fn=_limits)
+            stdout, stderr = worker.communicate(timeout=timeout_s * tests + 60)
         except subprocess.TimeoutExpired:
             return _failed(student, "grading took longer than every test's time limit together")
+        finally:
+            _kill_session(worker)
     try:
-        return SubmissionGrade(student, json.loads(done.stdout))
+        return SubmissionGrade(student, json.loads(stdout))
     except json.JSONDecodeError:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return _failed(student, f"the grader's process for this submission failed (exit {done.returncode}): {tail}")
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
+        return _failed(student, f"the grader's process for this submission failed (exit {worker.returncode}): {tail}")
+
+
+def _kill_session(worker: subprocess.Popen) -> None:
+    """Kill the worker and anything the submission started and left behind (its session)."""
+    try:
+        os.killpg(worker.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # nothing left
+    worker.communicate()
 
 
 def _failed(student: str, error: str) -> SubmissionGrade:

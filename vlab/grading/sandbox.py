@@ -8,7 +8,9 @@ reachable in the child. Linux and macOS only, as JupyterLab on Binder is.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
+import os
 import resource
 import traceback
 from dataclasses import dataclass
@@ -45,13 +47,13 @@ def _child(function: Callable[[], Any], conn, memory_headroom: int | None) -> No
         _limit_memory(memory_headroom)
     try:
         conn.send(Outcome(True, function()))
-    except MemoryError:
-        conn.send(Outcome(False, error=f"MemoryError: the code tried to use more than "
-                                       f"{(memory_headroom or 0) >> 30} GiB of memory"))
     except BaseException as e:  # noqa: BLE001 - everything a student's code can raise is a result
         conn.send(Outcome(False, error=_describe(e)))
     finally:
         conn.close()
+
+
+_GRADER = os.path.dirname(os.path.abspath(__file__))
 
 
 def _describe(e: BaseException) -> str:
@@ -61,7 +63,10 @@ def _describe(e: BaseException) -> str:
         return f"not done yet: {e}" if str(e) else "not done yet (NotImplementedError)"
     if isinstance(e, VlabError):
         return f"{type(e).__name__}: {e}"  # it names the guest's own line or address already
-    frames = traceback.extract_tb(e.__traceback__)
+    if isinstance(e, MemoryError) or isinstance(e, OSError) and e.errno == errno.ENOMEM:
+        return f"{type(e).__name__}: the code asked for more memory than it may use"
+    # Where in the student's code: the last frame outside the grader (a refusal is raised in its audit hook).
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(_GRADER)]
     where = f" (line {frames[-1].lineno} of {frames[-1].filename.rsplit('/', 1)[-1]})" if frames else ""
     return f"{type(e).__name__}: {e}{where}"
 
