@@ -229,3 +229,19 @@ def test_check_passes_the_reference_solution(capsys):
     for exercise in EXERCISES.values():
         assert check(exercise.id, namespace[exercise.function]).passed == len(exercise.public_tests())
     assert capsys.readouterr().out.count("well done") == len(EXERCISES)
+
+
+def test_in_a_jupyter_kernel_check_shows_an_escaped_html_table_with_the_text_as_plain(monkeypatch, capsys):
+    import IPython
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: type("Kernel", (), {"kernel": object()})())
+    monkeypatch.setattr(IPython.display, "display", lambda data, raw: shown.append(data))
+    result = check("ch01.svc_esr", lambda imm16: "<script>alert(1)</script>" if imm16 else 0x15 << 26 | 1 << 25)
+    assert capsys.readouterr().out == "" and len(shown) == 1
+    page, text = shown[0]["text/html"], shown[0]["text/plain"]
+    public = len(EXERCISES["ch01.svc_esr"].public_tests())
+    assert result.passed == 1 and page.count(">PASS<") == 1 and page.count(">FAIL<") == public - 1
+    assert "<script>" not in page and "&lt;script&gt;" in page and "hint:" in page
+    assert "<script>" in text and f"1/{public} tests passed" in text
