@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -40,13 +39,14 @@ def add_parser(subparsers) -> None:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    """Check the chapter, then become the Voila server (returns only to refuse an unknown chapter)."""
     known = dashboards()
     if args.chapter is not None and args.chapter not in known:
         print(f"vlab demo: no dashboard for chapter {args.chapter}; there are: {', '.join(map(str, known))}",
               file=sys.stderr)
         return 2
-    print(f"Serving on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)")
-    try:
-        return subprocess.call(voila_command(args.chapter, args.port), env=dict(os.environ))
-    except KeyboardInterrupt:
-        return 0
+    print(f"Serving on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)", flush=True)
+    command = voila_command(args.chapter, args.port)
+    # Voila replaces this process rather than running under it: stopping `vlab demo` (Ctrl-C, a
+    # kill, a test's terminate()) then stops the server and its kernels, instead of orphaning them.
+    os.execv(command[0], command)
