@@ -200,14 +200,62 @@ def test_tables_of_random_words_always_give_a_translation_or_an_architectural_fa
     assert len(t.references) <= 3
 
 
-def test_misaligned_table_bases_and_oversized_outputs_are_address_size_faults():
+def test_faults_before_the_first_lookup_are_reported_at_level_0():
     memory, frames = fresh()
     regime = Regime.stage1(25)
-    assert walk(memory, regime, 0x1008, 0).fault.kind is FaultKind.ADDRESS_SIZE
+    t = walk(memory, regime, 0x1000, 1 << regime.input_bits)
+    assert (t.fault.kind, t.fault.level, t.references) == (FaultKind.TRANSLATION, 0, ())
+    t = walk(memory, regime, 1 << regime.output_bits, 0)  # a base register beyond the output size
+    assert (t.fault.kind, t.fault.level) == (FaultKind.ADDRESS_SIZE, 0)
+    disabled = Regime.from_tcr(25 | 1 << 7)  # EPD0
+    assert (walk(memory, disabled, 0x1000, 0).fault.level, disabled.enabled) == (0, False)
+
+
+@given(st.integers(16, 48), st.integers(0, 0xFFF))
+def test_the_base_registers_bits_below_the_start_tables_size_are_ignored(t0sz, low):
+    memory, frames = fresh()
+    regime = Regime.stage1(t0sz)
     tables = TableBuilder(memory, regime, frames)
-    tables.set_page(0x3000, Leaf(1 << 45, 3))  # beyond the 40-bit output range
+    tables.map(0x5000, 0x9000, PAGE)
+    ignored = low & (regime.start_table_bytes - 1)
+    assert walk(memory, regime, tables.root | ignored, 0x5000).output == 0x9000
+    assert regime.start_table_bytes == 8 * 2 ** (regime.input_bits - 12 - 9 * (regime.levels - 1))
+
+
+def test_a_small_start_table_needs_only_its_own_alignment():
+    memory = BufferMemory(0, 0x10000)
+    regime = Regime.stage1(32)  # 32-bit VAs from level 1: a start table of 4 entries, 32 bytes
+    root = 0x1020
+    memory.write64(root + 8 * 1, Table(0x2000).encode())  # VA bits [31:30] = 1
+    memory.write64(0x2000, Table(0x3000).encode())
+    memory.write64(0x3000 + 8 * 5, Leaf(0x7000, 3).encode())
+    assert walk(memory, regime, root, 0x4000_5abc).output == 0x7abc
+
+
+def test_oversized_outputs_are_address_size_faults_at_the_leafs_level():
+    memory, frames = fresh()
+    regime = Regime.from_tcr(25 | 2 << 32)  # IPS = 0b010: 40-bit output
+    tables = TableBuilder(memory, regime, frames)
+    tables.set_page(0x3000, Leaf(1 << 45, 3))
     t = walk(memory, regime, tables.root, 0x3000)
-    assert t.fault.kind is FaultKind.ADDRESS_SIZE and "output range" in str(t.fault)
+    assert (t.fault.kind, t.fault.level) == (FaultKind.ADDRESS_SIZE, 3) and "output range" in str(t.fault)
+    assert walk(memory, Regime.from_tcr(25 | 5 << 32), tables.root, 0x3000).output == 1 << 45  # 48-bit IPS
+
+
+def test_a_table_that_points_at_itself_is_a_recursive_mapping_not_a_hang():
+    # The architecture has no "loop" fault: a walk makes at most one lookup per level, so a table
+    # naming itself as the next level just maps its own page (the recursive page-table trick).
+    memory = BufferMemory(0, 0x10000)
+    regime = Regime.stage1(25)
+    va = (1 << 30) | (1 << 21) | (1 << 12) | 0x18  # indices 1, 1, 1
+    memory.write64(0x1000 + 8 * 1, Table(0x1000).encode())  # L1[1] -> the L1 table itself
+    t = walk(memory, regime, 0x1000, va)
+    # read as a page at level 3, the table descriptor has AF (bit 10) clear
+    assert (t.fault.kind, t.fault.level, len(t.references)) == (FaultKind.ACCESS_FLAG, 3, regime.levels)
+    memory.write64(0x1000 + 8 * 1, Table(0x1000).encode() | 1 << 10)  # AF: ignored in a table descriptor
+    t = walk(memory, regime, 0x1000, va)
+    assert t.output == 0x1018 and len(t.references) == regime.levels
+    assert {r.address for r in t.references} == {0x1008}
 
 
 # --- the TLB model ---------------------------------------------------------------------------------

@@ -1,12 +1,18 @@
 """Translation-table descriptors, 4 KB granule, bit-exact (Arm ARM D8.3), for stage 1 and stage 2.
 
     63      55 54 53 52        48 47                       12 11 10 9  8 7  6 5 4    2 1 0
-    | ignored |XN|PXN|         | output address / next table |nG|AF| SH | AP  |NS|AttrIdx|T|V|  stage 1
-    | ignored |XN|   |         | output address / next table |  |AF| SH |S2AP | MemAttr |T|V|  stage 2
+    | ignored |XN|PXN|         | output address              |nG|AF| SH | AP  |NS|AttrIdx|0|1|  stage 1 block
+    | ignored |XN|PXN|         | output address              |nG|AF| SH | AP  |NS|AttrIdx|1|1|  stage 1 page (L3)
+    | ignored |XN|   |         | output address              |  |AF| SH |S2AP | MemAttr |T|1|  stage 2 block/page
+    |NS|AP|XN|PXN|   ignored   | next-level table address    |        ignored             |1|1|  table (L0-L2)
+     63 62:61 60 59                                                                              (NS..PXN: stage 1)
 
 V (bit 0) = 0: invalid, any level. At levels 0-2, T (bit 1) = 1: a table descriptor pointing at the
 next level; T = 0: a block (levels 1 and 2 with 4 KB granules; level 0 blocks do not exist). At
 level 3, T must be 1 (a page); T = 0 is reserved. Stage-2 S2AP: bit 6 read, bit 7 write.
+A stage-1 table descriptor can also restrict everything below it (hierarchical permissions):
+APTable[1] makes it read-only, APTable[0] takes away EL0 access, XNTable/PXNTable forbid
+execution. At stage 2 those bits are RES0 and decode ignores them.
 """
 
 from __future__ import annotations
@@ -31,10 +37,16 @@ class Reserved:
 
 @dataclass(frozen=True)
 class Table:
+    """A pointer to the next-level table, with stage 1's limits on everything it maps."""
     address: int  # the next-level table, 4 KB aligned
+    ap_table: int = 0  # bit 0 (APTable[0], bit 61): no EL0 access; bit 1 (APTable[1], bit 62): read-only
+    xn_table: bool = False  # UXNTable, bit 60
+    pxn_table: bool = False  # PXNTable, bit 59
+    ns_table: bool = False  # NSTable, bit 63 (vlab's guests are non-secure: recorded, no effect)
 
     def encode(self) -> int:
-        return (self.address & OA_MASK) | 0b11
+        return ((self.address & OA_MASK) | 0b11 | int(self.ns_table) << 63 | (self.ap_table & 3) << 61
+                | int(self.xn_table) << 60 | int(self.pxn_table) << 59)
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,10 @@ def decode(value: int, level: int, stage: int) -> Descriptor:
         if not is_table_or_page:
             return Reserved(value, "bits[1:0] = 0b01 is reserved at level 3")
     elif is_table_or_page:
-        return Table(value & OA_MASK)
+        if stage == 2:
+            return Table(value & OA_MASK)
+        return Table(value & OA_MASK, (value >> 61) & 3, bool(value >> 60 & 1), bool(value >> 59 & 1),
+                     bool(value >> 63))
     elif level == 0:
         return Reserved(value, "a block descriptor at level 0 does not exist with 4 KB granules")
     shift = LEVEL_SHIFT[level]

@@ -1,4 +1,9 @@
-"""Physical memory as translation tables see it: 64-bit little-endian words at physical addresses."""
+"""Physical memory as translation tables see it: 64-bit little-endian words at physical addresses.
+
+Anything with `contains`, `read64` and `write64` will do (a walker reads nothing else):
+`BufferMemory` over a bytearray or a ctypes buffer (the host memory of vlab.hyp), and
+`BoardMemory` over the RAM of a vlab.machine `Board` (what the guest itself sees).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,12 @@ from typing import Protocol
 
 
 class PhysicalMemory(Protocol):
-    def read64(self, address: int) -> int: ...
-    def write64(self, address: int, value: int) -> None: ...
-    def contains(self, address: int, length: int = 8) -> bool: ...
+    def read64(self, address: int) -> int:
+        """The little-endian 64-bit word at `address` (which `contains`)."""
+    def write64(self, address: int, value: int) -> None:
+        """Store a 64-bit word at `address`, little-endian."""
+    def contains(self, address: int, length: int = 8) -> bool:
+        """Whether [address, address + length) is memory (not a hole, not a device)."""
 
 
 class BufferMemory:
@@ -41,3 +49,26 @@ class BufferMemory:
     def write(self, address: int, data: bytes) -> None:
         o = self._offset(address, len(data))
         self.data[o:o + len(data)] = data
+
+
+class BoardMemory:
+    """The flash and RAM of a vlab.machine `Board`, read and written through the board."""
+
+    def __init__(self, board):
+        self.board = board
+
+    def contains(self, address: int, length: int = 8) -> bool:
+        region = self.board.region_at(address, length)
+        return region is not None and region.kind != "device"
+
+    def read64(self, address: int) -> int:
+        return int.from_bytes(self.board.read_memory(address, 8), "little")
+
+    def write64(self, address: int, value: int) -> None:
+        self.board.write_memory(address, (value & (2**64 - 1)).to_bytes(8, "little"))
+
+    def read(self, address: int, length: int) -> bytes:
+        return self.board.read_memory(address, length)
+
+    def write(self, address: int, data: bytes) -> None:
+        self.board.write_memory(address, data)

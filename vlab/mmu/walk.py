@@ -14,39 +14,32 @@ Every walk returns each reference it made, in order, so they can be counted and 
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from vlab.mmu.descriptors import LEVEL_SHIFT, Invalid, Leaf, Reserved, Table, decode
+from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu.memory import PhysicalMemory
 
 DEFAULT_OUTPUT_BITS = 40  # QEMU virt's physical address size (1 TB)
-
-
-class Access(enum.Enum):
-    READ = "read"
-    WRITE = "write"
-    FETCH = "fetch"
-
-
-class FaultKind(enum.IntEnum):
-    """The fault status code for level 0; the level is added (Arm ARM: DFSC/IFSC)."""
-    ADDRESS_SIZE = 0x00
-    TRANSLATION = 0x04
-    ACCESS_FLAG = 0x08
-    PERMISSION = 0x0C
+PA_MAX_BITS = 48  # the widest output address a 4 KB-granule descriptor holds (no FEAT_LPA2)
+# TCR_EL1.IPS / VTCR_EL2.PS -> output address bits (Arm ARM: 0b110, 52 bits, needs FEAT_LPA: 48 here)
+SIZE_ENCODING = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 48}
 
 
 @dataclass(frozen=True)
 class Regime:
-    """One stage's configuration: input size (T0SZ), starting level, concatenated start tables."""
+    """One stage's configuration: input size (T0SZ), starting level, concatenated start tables.
+
+    `enabled` is False when TCR_EL1.EPD0 forbids walks from TTBR0: every address then faults.
+    """
 
     stage: int
     t0sz: int
     start_level: int
     concatenated: int = 1
     output_bits: int = DEFAULT_OUTPUT_BITS
+    enabled: bool = True
 
     @property
     def input_bits(self) -> int:
@@ -60,13 +53,18 @@ class Regime:
         """Bits of the input address that index the table at `level` (more at a concatenated start)."""
         return self.input_bits - LEVEL_SHIFT[level] if level == self.start_level else 9
 
+    @property
+    def start_table_bytes(self) -> int:
+        """The size of the starting table(s): the base register must be aligned to it (at least 8 bytes)."""
+        return 8 << self.index_bits(self.start_level)
+
     @classmethod
-    def stage1(cls, t0sz: int, output_bits: int = DEFAULT_OUTPUT_BITS) -> Regime:
+    def stage1(cls, t0sz: int, output_bits: int = DEFAULT_OUTPUT_BITS, enabled: bool = True) -> Regime:
         """From TCR_EL1.T0SZ: as many levels as the input size needs (16..39; up to 48 with FEAT_TTST)."""
         if not 16 <= t0sz <= 48:
             raise ValueError(f"T0SZ = {t0sz}: with 4 KB granules it must be 16..39 (48 with small tables)")
         bits = 64 - t0sz
-        return cls(1, t0sz, 4 - -(-(bits - 12) // 9), 1, output_bits)
+        return cls(1, t0sz, 4 - -(-(bits - 12) // 9), 1, output_bits, enabled)
 
     @classmethod
     def stage2(cls, t0sz: int, sl0: int, output_bits: int = DEFAULT_OUTPUT_BITS) -> Regime:
@@ -74,6 +72,8 @@ class Regime:
         FEAT_TTST). Up to 16 tables concatenate at the start level."""
         if sl0 not in (0, 1, 2, 3):
             raise ValueError(f"VTCR_EL2.SL0 = {sl0} is reserved with 4 KB granules")
+        if not 16 <= t0sz <= 48:
+            raise ValueError(f"VTCR_EL2.T0SZ = {t0sz}: with 4 KB granules it must be 16..48")
         start = {0: 2, 1: 1, 2: 0, 3: 3}[sl0]
         bits = (64 - t0sz) - LEVEL_SHIFT[start]  # input bits the start level must resolve
         if not 1 <= bits <= 9 + 4:
@@ -83,11 +83,25 @@ class Regime:
 
     @classmethod
     def from_tcr(cls, tcr: int) -> Regime:
-        return cls.stage1(tcr & 0x3F)
+        """Stage 1 as TCR_EL1 configures it for TTBR0: T0SZ[5:0], EPD0[7], TG0[15:14], IPS[34:32]."""
+        tg0, ips = (tcr >> 14) & 3, (tcr >> 32) & 7
+        if tg0 != 0:
+            raise ValueError(f"TCR_EL1.TG0 = {tg0:#04b}: vlab walks 4 KB granules only (TG0 = 0b00)")
+        return cls.stage1(tcr & 0x3F, _output_size("TCR_EL1.IPS", ips), enabled=not tcr >> 7 & 1)
 
     @classmethod
     def from_vtcr(cls, vtcr: int) -> Regime:
-        return cls.stage2(vtcr & 0x3F, (vtcr >> 6) & 3)
+        """Stage 2 as VTCR_EL2 configures it: T0SZ[5:0], SL0[7:6], TG0[15:14], PS[18:16]."""
+        tg0, ps = (vtcr >> 14) & 3, (vtcr >> 16) & 7
+        if tg0 != 0:
+            raise ValueError(f"VTCR_EL2.TG0 = {tg0:#04b}: vlab walks 4 KB granules only (TG0 = 0b00)")
+        return cls.stage2(vtcr & 0x3F, (vtcr >> 6) & 3, _output_size("VTCR_EL2.PS", ps))
+
+
+def _output_size(field_name: str, value: int) -> int:
+    if value not in SIZE_ENCODING:
+        raise ValueError(f"{field_name} = {value:#05b} is a reserved output-size encoding")
+    return SIZE_ENCODING[value]
 
 
 @dataclass(frozen=True)
@@ -98,28 +112,6 @@ class Reference:
     address: int  # physical address of the descriptor
     value: int
     purpose: str  # e.g. "stage 1 L0", "stage 2 L2 for the stage-1 L1 table", "stage 2 L3 for the output"
-
-
-@dataclass(frozen=True)
-class Fault:
-    """A translation that failed, typed as the architecture types it."""
-    kind: FaultKind
-    stage: int
-    level: int
-    address: int  # the input address of the stage that faulted (VA for stage 1, IPA for stage 2)
-    why: str
-    s1ptw: bool = False  # a stage-2 fault on a stage-1 table walk
-    ipa: int | None = None  # for stage-2 faults: the IPA the hypervisor gets in HPFAR_EL2
-
-    @property
-    def fsc(self) -> int:
-        """The fault status code, DFSC/IFSC[5:0]."""
-        return int(self.kind) + self.level
-
-    def __str__(self) -> str:
-        walk = " during the stage-1 table walk" if self.s1ptw else ""
-        return (f"stage-{self.stage} {self.kind.name.lower().replace('_', ' ')} fault at level {self.level}"
-                f"{walk} (FSC {self.fsc:#04x}) for {self.address:#x}: {self.why}")
 
 
 @dataclass(frozen=True)
@@ -142,10 +134,11 @@ Fetch = Callable[[int, int, str], "tuple[int, list[Reference]] | Fault"]
 
 def walk(memory: PhysicalMemory, regime: Regime, root: int, address: int, access: Access = Access.READ,
          el0: bool = False, fetch: Fetch | None = None) -> Translation:
-    """Translate `address` through the one-stage table rooted at `root`.
+    """Translate `address` through the one-stage table rooted at `root` (the base register's address).
 
     `fetch(descriptor_address, level, purpose)` reads a descriptor; by default from `memory`
     at that physical address. A nested walk passes one that translates it through stage 2 first.
+    Never raises for anything the tables hold: every failure is a `Fault` in the result.
     """
     stage, refs = regime.stage, []
     fetch = fetch or _direct(memory, stage)
@@ -154,32 +147,43 @@ def walk(memory: PhysicalMemory, regime: Regime, root: int, address: int, access
         return Translation(address, None, tuple(refs), Fault(kind, stage, level, address, why,
                                                              ipa=address if stage == 2 else None))
 
+    # Faults found before any lookup are reported at level 0, whatever the starting level.
+    if not regime.enabled:
+        return fail(FaultKind.TRANSLATION, 0, "TCR_EL1.EPD0 = 1: walks from TTBR0_EL1 are disabled")
     if address >> regime.input_bits:
-        return fail(FaultKind.TRANSLATION, regime.start_level,
-                    f"beyond the {regime.input_bits}-bit input range (T0SZ = {regime.t0sz})")
-    if root & 0xFFF:
-        return fail(FaultKind.ADDRESS_SIZE, regime.start_level, f"the table base {root:#x} is not 4 KB aligned")
-    table = root
+        return fail(FaultKind.TRANSLATION, 0, f"beyond the {regime.input_bits}-bit input range (T0SZ = {regime.t0sz})")
+    if root >> regime.output_bits:
+        return fail(FaultKind.ADDRESS_SIZE, 0, f"the table base {root:#x} is beyond the {regime.output_bits}-bit "
+                                               "output range")
+    # The base register's bits below the start table's size are ignored (treated as zero).
+    table = root & ~(regime.start_table_bytes - 1)
+    ap_table, xn_table, pxn_table = 0, False, False  # stage 1's hierarchical limits, gathered on the way
     for level in range(regime.start_level, 4):
-        shift = LEVEL_SHIFT[level]
-        index = (address >> shift) & ((1 << regime.index_bits(level)) - 1)
-        fetched = fetch(table + 8 * index, level, f"stage {stage} L{level}")
+        slot = table + 8 * ((address >> LEVEL_SHIFT[level]) & ((1 << regime.index_bits(level)) - 1))
+        fetched = fetch(slot, level, f"stage {stage} L{level}")
         if isinstance(fetched, Fault):
             return Translation(address, None, tuple(refs), fetched)
         value, more = fetched
         refs += more
         descriptor = decode(value, level, stage)
         if isinstance(descriptor, Invalid):
-            return fail(FaultKind.TRANSLATION, level, f"the level-{level} descriptor at {table + 8 * index:#x} "
+            return fail(FaultKind.TRANSLATION, level, f"the level-{level} descriptor at {slot:#x} "
                                                       "is invalid (bit 0 clear)")
         if isinstance(descriptor, Reserved):
-            return fail(FaultKind.TRANSLATION, level, descriptor.why)
+            return fail(FaultKind.TRANSLATION, level, f"the level-{level} descriptor at {slot:#x} "
+                                                      f"({value:#x}) is reserved: {descriptor.why}")
         if isinstance(descriptor, Table):
             if descriptor.address >> regime.output_bits:
                 return fail(FaultKind.ADDRESS_SIZE, level, f"next table {descriptor.address:#x} is beyond "
                                                            f"the {regime.output_bits}-bit output range")
             table = descriptor.address
+            ap_table |= descriptor.ap_table
+            xn_table |= descriptor.xn_table
+            pxn_table |= descriptor.pxn_table
             continue
+        if stage == 1 and (ap_table or xn_table or pxn_table):
+            descriptor = replace(descriptor, ap=(descriptor.ap | ap_table & 2) & ~(ap_table & 1),
+                                 xn=descriptor.xn or xn_table, pxn=descriptor.pxn or pxn_table)
         return _leaf(descriptor, regime, address, access, el0, refs, fail)
     raise AssertionError("unreachable: level 3 never holds a table descriptor")
 
@@ -199,29 +203,42 @@ def _leaf(leaf: Leaf, regime: Regime, address: int, access: Access, el0: bool, r
 
 
 def permission_problem(leaf: Leaf, access: Access, el0: bool) -> str:
-    """Why this leaf forbids the access ("" when it allows it)."""
+    """Why this leaf forbids the access ("" when it allows it). Arm ARM, AArch64.CheckPermission:
+
+    stage 1  AP[2:1]  EL1     EL0    execution: EL0 unless UXN; EL1 unless PXN, and never from
+               00     RW      -      a page EL0 can write. EL0 fetches need no read permission
+               01     RW      RW     (execute-only memory: AP 00 or 10 with UXN clear).
+               10     R       -
+               11     R       R
+    stage 2  S2AP[0] read, S2AP[1] write; fetches check only XN.
+    """
     if leaf.stage == 2:
+        if access is Access.FETCH:
+            return "stage 2 forbids execution here (XN)" if leaf.xn else ""
         if access is Access.WRITE and not leaf.writable:
             return "stage 2 does not allow writes here (S2AP[1] clear)"
-        if access is not Access.WRITE and not leaf.readable:
+        if access is Access.READ and not leaf.readable:
             return "stage 2 does not allow reads here (S2AP[0] clear)"
-        if access is Access.FETCH and leaf.xn:
-            return "stage 2 forbids execution here (XN)"
         return ""
+    el0_writable = leaf.ap == 0b01
+    if access is Access.FETCH:
+        if el0:
+            return "execution at EL0 is forbidden here (UXN)" if leaf.xn else ""
+        if leaf.pxn:
+            return "execution at EL1 is forbidden here (PXN)"
+        return "EL1 may not execute from a page EL0 can write (AP = 0b01)" if el0_writable else ""
     if el0 and not leaf.ap & 1:
         return "EL0 may not access this page (AP[1] clear)"
     if access is Access.WRITE and leaf.ap & 2:
         return "the page is read-only (AP[2] set)"
-    if access is Access.FETCH and (leaf.xn if el0 else leaf.pxn):
-        return "execution is forbidden here (" + ("UXN" if el0 else "PXN") + ")"
     return ""
 
 
 def _direct(memory: PhysicalMemory, stage: int) -> Fetch:
     def fetch(address: int, level: int, purpose: str):
         if not memory.contains(address):
-            return Fault(FaultKind.TRANSLATION, stage, level, address,
-                         f"the descriptor's address {address:#x} is not in memory (external abort on the walk)")
+            return Fault(FaultKind.EXTERNAL_ON_WALK, stage, level, address,
+                         f"the level-{level} descriptor's address {address:#x} is not in memory")
         value = memory.read64(address)
         return value, [Reference(stage, level, address, value, purpose)]
     return fetch
