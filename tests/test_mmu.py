@@ -281,3 +281,31 @@ def test_tlb_never_holds_more_than_its_capacity_and_keeps_the_most_recent(pages_
             tlb.insert(1, 1, page << 12, Entry(page, page, 7, 7, False))
     assert len(tlb) <= capacity
     assert tlb.lookup(1, 1, pages_touched[-1] << 12) is not None
+
+
+entries = st.lists(st.tuples(st.integers(1, 3), st.integers(0, 3), st.integers(0, 7), st.integers(0, 7),
+                             st.booleans()), max_size=30)  # (vmid, asid, va page, ipa page, global)
+FLUSHES = {  # operation -> (its arguments, which (vmid, asid, page, ipa page, global) entries it removes)
+    "vmalle1": (lambda v, a, p: (v,), lambda e, v, a, p: e[0] == v),
+    "vae1": (lambda v, a, p: (v, a, p << 12), lambda e, v, a, p: e[0] == v and e[2] == p and (e[4] or e[1] == a)),
+    "vaae1": (lambda v, a, p: (v, p << 12), lambda e, v, a, p: e[0] == v and e[2] == p),
+    "aside1": (lambda v, a, p: (v, a), lambda e, v, a, p: e[0] == v and e[1] == a and not e[4]),
+    "ipas2e1": (lambda v, a, p: (v, p << 12), lambda e, v, a, p: e[0] == v and e[3] == p),
+    "alle1": (lambda v, a, p: (), lambda e, v, a, p: True),
+}
+
+
+@given(entries, st.sampled_from(sorted(FLUSHES)), st.integers(1, 3), st.integers(0, 3), st.integers(0, 7))
+def test_each_tlbi_removes_exactly_the_entries_it_names(inserted, operation, vmid, asid, page):
+    tlb = TLB(capacity=64)
+    kept = {}
+    for v, a, p, ipa, global_ in inserted:
+        tlb.insert(v, a, p << 12, Entry(p, ipa, 7, 7, global_))
+        kept[(v, None if global_ else a, p)] = (v, a, p, ipa, global_)  # a later insert replaces the slot
+    arguments, removes = FLUSHES[operation]
+    doomed = [e for e in kept.values() if removes(e, vmid, asid, page)]
+    assert getattr(tlb, operation)(*arguments(vmid, asid, page)) == len(doomed)
+    assert len(tlb) == len(kept) - len(doomed)
+    for v, a, p, ipa, global_ in kept.values():
+        if (v, a, p, ipa, global_) not in doomed:  # still there (a global one: found from an unused ASID)
+            assert tlb.lookup(v, 99 if global_ else a, p << 12).ipa_page == ipa
