@@ -36,6 +36,8 @@ _NUMERIC_LABEL = re.compile(r"^\s*\d+\s*:")
 _NUMERIC_REF = re.compile(r"(?<![\w#.])\d+[fb]\b")
 _LITERAL_LOAD = re.compile(r"^ldr\s+([xw]\d+|[xw]zr)\s*,\s*=\s*(.+)$", re.IGNORECASE)
 _IDENT = re.compile(r"[A-Za-z_.$][\w.$]*")
+_MNEMONIC = re.compile(r"[A-Za-z][\w.]*(\s|$)")
+_ASSIGNMENT = re.compile(r"[^\s=]*\s*=")
 _NOP = (0xD503201F).to_bytes(4, "little")
 
 _DATA_SIZES = {".byte": 1, ".hword": 2, ".short": 2, ".2byte": 2, ".word": 4, ".long": 4, ".int": 4,
@@ -144,6 +146,14 @@ def assemble(source: str, base: int = RAM_BASE) -> Program:
                 statements.append(_Statement(number, text, kind, address, size))
             address += size
             continue
+        # Keystone 0.9.2 loops forever on lines such as `= 1` or `mov = .equ =` (it reads `NAME =`
+        # as a symbol assignment), so those never reach it.
+        if _ASSIGNMENT.match(text):
+            raise AssemblyError("symbol assignment (NAME = value) is not supported: write .equ NAME, value",
+                                number, raw)
+        if not _MNEMONIC.match(text):
+            raise AssemblyError("expected an instruction, a directive or a label at the start of the line",
+                                number, raw)
         if address % 4:
             raise AssemblyError(f"this instruction would sit at {address:#x}, which is not 4-byte aligned "
                                 "(data before it has an odd size): put `.balign 4` before it", number, raw)
@@ -180,7 +190,11 @@ def assemble(source: str, base: int = RAM_BASE) -> Program:
 
 
 def _as_mov(m: re.Match, names: dict[str, int], address: int) -> str | None:
-    """`ldr Rt, =value` as one MOV when value is already known and fits (GNU as does the same)."""
+    """`ldr Rt, =value` as one MOV when value is already known and fits.
+
+    GNU as for AArch64 always uses the literal pool; vlab prefers the MOV so a
+    constant known at that point costs no pool slot and no memory read.
+    """
     try:
         value = _evaluate(m.group(2), names, address, 0, "")
     except AssemblyError:
@@ -244,7 +258,7 @@ def _directive_size(directive: str, text: str, number: int, raw: str, address: i
         return 0, ""
     if directive in (".balign", ".align", ".p2align"):
         try:
-            n = _evaluate(args.split(",")[0], constants, address, number, raw)
+            n = _evaluate(args.split(",")[0], constants, None, number, raw)
         except AssemblyError:
             raise AssemblyError(f"{directive} needs a number", number, raw) from None
         # GNU as on AArch64: .align and .p2align take a power of two, .balign a byte count
@@ -253,7 +267,7 @@ def _directive_size(directive: str, text: str, number: int, raw: str, address: i
             raise AssemblyError(f"{directive} {args}: the boundary must be a power of two", number, raw)
         return _align(address, boundary) - address, "align"
     if directive in (".space", ".skip", ".zero"):
-        n = _evaluate(args.split(",")[0], constants, address, number, raw)
+        n = _evaluate(args.split(",")[0], constants, None, number, raw)
         if n < 0:
             raise AssemblyError(f"{directive} needs a size of zero or more bytes", number, raw)
         return n, "space"
@@ -323,6 +337,8 @@ def _keystone_bytes(text: str, address: int, symbols: dict[str, int], number: in
     mnemonic, _, operands = text.partition(" ")
     mnemonic = mnemonic.lower()
     if mnemonic in _PC_RELATIVE and "[" not in operands:  # ldr Xt, [Xn...] is not PC-relative
+        if not _split_operands(operands):  # else a bare `b` would raise ValueError below
+            raise AssemblyError(f"{mnemonic} needs operands ending with its target label", number, raw)
         *first, last = _split_operands(operands)
         target = _evaluate(last.removeprefix("#"), symbols, address, number, raw)
         if last.startswith("#") or last[:1].isdigit():
@@ -412,7 +428,7 @@ def _keystone_with_symbols() -> _SymbolResolver:
 
 def _explain_keystone(error, text: str, symbols: dict[str, int]) -> str:
     message = str(error).split(" (KS_ERR")[0].lower()
-    unknown = [w for w in _IDENT.findall(text.split(None, 1)[1] if " " in text else "")
+    unknown = [w for w in _IDENT.findall(text.partition(" ")[2])
                if w not in symbols and not re.fullmatch(r"[xw](\d+|zr)|sp|lsl|lsr|asr|ror|[su]xt[bhwx]|"
                                                          r"eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le|al|nv",
                                                          w, re.IGNORECASE)]
@@ -452,19 +468,25 @@ _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.BitAnd: operator.and_, ast.BitXor: operator.xor, ast.Mod: operator.mod}
 
 
-def _evaluate(expr: str, names: dict[str, int], here: int, number: int, raw: str) -> int:
-    """An assembler expression: numbers, labels, constants, `.` (this address), + - * / << >> | & ^."""
+def _evaluate(expr: str, names: dict[str, int], here: int | None, number: int, raw: str) -> int:
+    """An assembler expression: numbers, labels, constants, `.` (this address), + - * / << >> | & ^.
+
+    `here` None: the expression must be absolute, as GNU as wants for sizes
+    (`.space .` would otherwise ask for a gigabyte of zeros).
+    """
     text = expr.strip().replace("/", "//")
     text = re.sub(r"(?<![\w$])\.(?![\w$])", "__here__", text)
     text = re.sub(r"[A-Za-z_.$][\w.$]*", lambda m: m.group(0).replace(".", "__dot__").replace("$", "__dollar__"), text)
-    table = {k.replace(".", "__dot__").replace("$", "__dollar__"): v for k, v in names.items()} | {"__here__": here}
+    table = {k.replace(".", "__dot__").replace("$", "__dollar__"): v for k, v in names.items()}
+    if here is not None:
+        table["__here__"] = here
 
     def value(node):
         if isinstance(node, ast.Constant) and isinstance(node.value, int):
             return node.value
         if isinstance(node, ast.Name):
             if node.id not in table:
-                name = node.id.replace("__dot__", ".").replace("__dollar__", "$")
+                name = "." if node.id == "__here__" else node.id.replace("__dot__", ".").replace("__dollar__", "$")
                 raise AssemblyError(f"{name!r} is not a label or constant defined in the program", number, raw)
             return table[node.id]
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
