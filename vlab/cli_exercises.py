@@ -2,6 +2,7 @@
 
     vlab exercises            # rewrite what changed
     vlab exercises --check    # exit 1 if exercises/ is out of date (for CI)
+    vlab exercises --nbgrader COURSE   # also write nbgrader source notebooks into COURSE/source/
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 from vlab.grading.generate import generated_exercises, write_exercises
+from vlab.grading.nbgrader import write_source_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +23,8 @@ def add_parser(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", type=Path, default=ROOT, help="the course folder (holding solutions/, exercises/)")
     p.add_argument("--check", action="store_true", help="only say whether exercises/ is up to date")
+    p.add_argument("--nbgrader", type=Path, metavar="COURSE",
+                   help="also write the exercises as nbgrader source notebooks into COURSE/source/")
     p.set_defaults(func=exercises_command)
 
 
@@ -37,8 +41,11 @@ def exercises_command(args: argparse.Namespace) -> int:
                   "(run `vlab exercises`)")
             return 1 if stale else 0
         changed = write_exercises(solutions, exercises)
-    except ValueError as e:
+        notebooks = write_source_notebooks(solutions, args.nbgrader) if args.nbgrader else []
+    except (ValueError, SyntaxError, OSError) as e:
         print(f"vlab exercises: {e}", file=sys.stderr)
         return 2
+    for path in notebooks:
+        print(f"wrote {path}")
     print(f"regenerated {', '.join(changed)}" if changed else "exercises/ was already up to date")
     return 0
