@@ -4,110 +4,172 @@ For every chapter: the notebook opens without asking for a kernel, runs top to b
 no traceback, no "Error displaying widget" and no browser console error, and every widget
 view it produced is rendered. Then each chapter's main widget is used as a student would,
 and what it shows is checked against vlab run directly in the test.
+
+Adding a chapter's interaction test: one function that builds the expected value with vlab,
+opens `student_notebook(...)` with the same constructor call the chapter makes, acts on the
+page, and waits for the expected value to appear.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import nbformat
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, ROOT
+from tests.browser.conftest import ARTIFACTS, OVERRIDES, ROOT
 
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+OPEN_TIMEOUT_MS = 120_000
 RUN_TIMEOUT_MS = 300_000
-
-# Console messages that are not the course's: each filter says why it is harmless.
-HARMLESS_CONSOLE = (
-    "favicon",  # the server has no favicon for some routes
-    "Failed to load resource: the server responded with a status of 404",  # optional lab extensions' settings
-)
+UPDATE_TIMEOUT_MS = 30_000
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 NOTEBOOK_DONE = """() => {
   const panel = window.jupyterapp.shell.currentWidget;
-  if (!panel || !panel.content || !panel.sessionContext || panel.sessionContext.session?.kernel?.status !== 'idle')
-    return false;
+  if (!panel || !panel.content || panel.sessionContext?.session?.kernel?.status !== 'idle') return false;
   const cells = panel.content.widgets.filter(c => c.model.type === 'code');
   return cells.length > 0 && cells.every(c => c.model.executionCount !== null);
 }"""
 
-MODEL_OUTPUTS = """() => window.jupyterapp.shell.currentWidget.content.widgets
-  .filter(c => c.model.type === 'code').map(c => c.model.outputs.toJSON())"""
+# Every output of every code cell: its mime types, and what the page shows for it.
+OUTPUTS = """() => window.jupyterapp.shell.currentWidget.content.widgets
+  .filter(c => c.model.type === 'code')
+  .flatMap(c => c.outputArea.widgets.map((view, i) => ({
+    output: c.model.outputs.get(i).toJSON(),
+    widget_rendered: view.node.querySelector('.jupyter-widgets') !== null,
+    text: view.node.innerText,
+  })))"""
+
+WIDGETS_RENDERED = f"() => ({OUTPUTS})().every(o => !('{WIDGET_VIEW}' in (o.output.data || {{}})) || o.widget_rendered)"
 
 
-def open_and_run(browser, lab: str, name: str):
+def _no_dialog(page) -> None:
+    dialogs = page.locator(".jp-Dialog")
+    assert dialogs.count() == 0, f"a dialog opened over the notebook: {dialogs.first.inner_text()!r}"
+
+
+def _no_news_or_update_prompt(page) -> None:
+    toasts = page.locator(".jp-toast-message, .Toastify__toast").all_inner_texts()
+    assert not [t for t in toasts if "news" in t.lower() or "update" in t.lower()], toasts
+
+
+@contextmanager
+def notebook_run(browser, lab: str, name: str, screenshot: str) -> Iterator[tuple[object, list[str]]]:
+    """Open notebooks/`name` in a new page, Run All, wait until every cell ran and the kernel is idle.
+
+    Yields the page and the browser console's error messages so far (the list keeps growing);
+    saves `screenshot` under test-artifacts/ when done, whatever happened.
+    """
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("console", lambda m: errors.append(f"{m.text} ({m.location.get('url', '')})") if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{lab}/lab/tree/notebooks/{name}?reset")
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext?.session?.kernel",
-                           timeout=120_000)
-    assert page.locator(".jp-Dialog").count() == 0, "a dialog (e.g. Select Kernel) opened with the notebook"
-    page.wait_for_timeout(1000)  # JupyterLab asks about news a moment after start, when it asks at all
-    assert "Jupyter news" not in page.locator("body").inner_text(), "the news prompt is not switched off"
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.wait_for_function(NOTEBOOK_DONE, timeout=RUN_TIMEOUT_MS, polling=500)
-    page.wait_for_timeout(1500)  # let the widget views finish rendering
-    return page, errors
+    try:
+        page.goto(f"{lab}/lab/tree/notebooks/{name}?reset")  # ?reset: no workspace from an earlier page
+        # Opening ends with a kernel -- or, for a notebook without kernelspec metadata, a "Select Kernel" dialog.
+        page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel"
+                               " || document.querySelector('.jp-Dialog')", timeout=OPEN_TIMEOUT_MS)
+        _no_dialog(page)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_function(NOTEBOOK_DONE, timeout=RUN_TIMEOUT_MS, polling=500)
+        yield page, errors
+    finally:
+        first_widget = page.locator(".jp-OutputArea-output .jupyter-widgets").first
+        if first_widget.count():
+            first_widget.scroll_into_view_if_needed()  # the widgets are what only a browser can show
+        page.screenshot(path=str(ARTIFACTS / screenshot))
+        (ARTIFACTS / screenshot).with_suffix(".console.txt").write_text("\n".join(errors))
+        page.close()
+
+
+def test_the_lab_serves_the_course_settings_overrides(lab):
+    import urllib.request
+
+    overrides = json.loads(OVERRIDES.read_text())
+    plugin = "@jupyterlab/apputils-extension:notification"
+    assert overrides[plugin] == {"fetchNews": "false", "checkForUpdates": False}, "news/update checks must be off"
+    for plugin, values in overrides.items():
+        served = json.load(urllib.request.urlopen(f"{lab}/lab/api/settings/{plugin}", timeout=30))
+        defaults = {key: served["schema"]["properties"][key]["default"] for key in values}
+        assert defaults == values, f"{plugin}: JupyterLab did not apply the overrides"
 
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_every_chapter_runs_all_in_the_browser_without_errors(browser, lab, name):
-    page, errors = open_and_run(browser, lab, name)
-    try:
-        outputs = [o for cell in page.evaluate(MODEL_OUTPUTS) for o in cell]
-        tracebacks = [o for o in outputs if o.get("output_type") == "error"
-                      or "Traceback" in "".join(o.get("text", ""))]
-        assert not tracebacks, json.dumps(tracebacks)[:2000]
-        text = page.locator(".jp-Notebook").inner_text()
-        assert "Error displaying widget" not in text
-        widget_views = sum("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
-        rendered = page.locator(".jp-OutputArea-output > .jupyter-widgets, .jp-OutputArea-output .widget-box").count()
-        assert rendered >= widget_views, f"{widget_views} widget views in the outputs, {rendered} rendered"
-        serious = [e for e in errors if not any(h in e for h in HARMLESS_CONSOLE)]
-        assert not serious, serious
-    finally:
-        page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"), full_page=True)
-        page.close()
+    with notebook_run(browser, lab, name, f"{Path(name).stem}.png") as (page, errors):
+        try:
+            page.wait_for_function(WIDGETS_RENDERED, timeout=UPDATE_TIMEOUT_MS, polling=250)
+        except Exception:  # noqa: BLE001 - the assertions below say which output did not render
+            pass
+        outputs = page.evaluate(OUTPUTS)
+        tracebacks = [o["output"] for o in outputs if o["output"]["output_type"] == "error"
+                      or "Traceback" in "".join(o["output"].get("text", ""))]
+        assert not tracebacks, json.dumps(tracebacks)[:3000]
+        broken = [o["text"][:300] for o in outputs if "Error displaying widget" in o["text"]]
+        assert not broken, broken
+        unrendered = [o["output"]["data"].get("text/plain", "")[:300] for o in outputs
+                      if WIDGET_VIEW in o["output"].get("data", {}) and not o["widget_rendered"]]
+        assert not unrendered, f"widget views not rendered: {unrendered}"
+        _no_dialog(page)
+        _no_news_or_update_prompt(page)
+        # No filter: JupyterLab, ipywidgets and vlab's widgets log no console error at all over the
+        # whole course (test-artifacts/*.console.txt). Should harmless noise ever appear, filter it
+        # here by a specific substring, with a comment saying why it is harmless.
+        assert not errors, errors
 
 
 # --- each chapter's main widget, used as a student would ---------------------------------------
 
-def scratch_notebook(course_copy: Path, name: str, *sources: str) -> str:
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+@contextmanager
+def student_notebook(browser, lab: str, course_copy: Path, stem: str, source: str):
+    """A fresh notebook holding one cell (the chapter's widget, built as the chapter builds it), run in the browser.
+
+    A fresh widget rather than the chapter's own: the chapter's later cells drive its widget on,
+    so after Run All it no longer shows what a student's first click would change.
+    """
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     notebook.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    nbformat.write(notebook, course_copy / "notebooks" / name)
-    return name
+    nbformat.write(notebook, course_copy / "notebooks" / f"{stem}.ipynb")
+    with notebook_run(browser, lab, f"{stem}.ipynb", f"{stem}.png") as (page, _errors):
+        page.wait_for_function(WIDGETS_RENDERED, timeout=UPDATE_TIMEOUT_MS)
+        yield page
+
+
+# The text of the registers pane's `pc` cell and of the code pane's current (marked) row.
+PC_CELL = """() => [...document.querySelectorAll('.jp-OutputArea-output td > b')]
+  .find(b => b.textContent === 'pc')?.parentElement.innerText"""
+CURRENT_ROW = """() => [...document.querySelectorAll('.jp-OutputArea-output tr')]
+  .find(r => r.innerText.includes('\\u25b6'))?.innerText"""
 
 
 @pytest.mark.timeout(600)
-def test_chapter1_stepping_the_machine_shows_the_pc_vlab_computes(browser, lab, course_copy):
+def test_chapter1_each_step_shows_the_pc_and_instruction_vlab_steps_to(browser, lab, course_copy):
+    from vlab.asm import disassemble_one
     from vlab.guests import GUESTS
     from vlab.machine.board import Board
     from vlab.machine.loader import image_from_file, load
 
-    board = Board()
-    load(board, image_from_file(GUESTS["hello"].path))
-    for _ in range(3):
-        board.step()
-    expected = f"{board.cpu.pc:016x}"
-    name = scratch_notebook(course_copy, "zz_step.ipynb", "from vlab.viz.machine_widget import MachineWidget\n"
-                            "m = MachineWidget.for_guest('hello')\nm")
-    page, _ = open_and_run(browser, lab, name)
-    try:
-        step = page.get_by_role("button", name="Step")  # its name also carries the icon
-        for _ in range(3):
+    board = Board()  # the same guest, loaded as `vlab run` loads it, stepped alongside the widget
+    load(board, image_from_file(GUESTS["syscall"].path))
+    with student_notebook(browser, lab, course_copy, "widget_ch01_step",
+                          "from vlab.viz.machine_widget import MachineWidget\n"
+                          "MachineWidget.for_guest('syscall')") as page:
+        step = page.get_by_role("button", name="Step")  # its accessible name also carries the icon
+        for _ in range(6):
+            shown = f"{board.cpu.pc:016x}"
+            assert page.evaluate(PC_CELL).split()[-1] == shown
+            board.step()
+            pc = board.cpu.pc
             step.click()
-            page.wait_for_timeout(300)
-        page.wait_for_function("(pc) => document.body.innerText.includes(pc)", arg=expected, timeout=30_000)
-    finally:
-        page.screenshot(path=str(ARTIFACTS / "widget_ch01_step.png"), full_page=True)
-        page.close()
+            page.wait_for_function(f"() => ({PC_CELL})()?.endsWith('{pc:016x}')", timeout=UPDATE_TIMEOUT_MS)
+            instruction = disassemble_one(board.read_memory(pc, 4), pc).text
+            row = " ".join(page.evaluate(CURRENT_ROW).split())
+            assert f"{pc:#010x}" in row and " ".join(instruction.split()) in row, (row, instruction)
 
 
 @pytest.mark.timeout(600)
@@ -117,18 +179,14 @@ def test_chapter2_ticking_a_trap_control_shows_the_exits_vlab_counts(browser, la
     from vlab.hyp import VM
 
     wfx = VM.from_file(GUESTS["sensitive"].path, traps=HCR.TWI).run().exits["WFX"]
-    name = scratch_notebook(course_copy, "zz_traps.ipynb", "from vlab.viz.trap_widget import TrapWidget\n"
-                            "t = TrapWidget('sensitive')\nt")
-    page, _ = open_and_run(browser, lab, name)
-    try:
-        assert "WFX" not in page.locator(".jp-OutputArea-output").inner_text()
+    with student_notebook(browser, lab, course_copy, "widget_ch02_traps",
+                          "from vlab.viz.trap_widget import TrapWidget\nTrapWidget('sensitive')") as page:
+        assert "WFX" not in page.locator(".jp-OutputArea-output").inner_text()  # no trap controls ticked yet
         page.get_by_role("checkbox", name="TWI").check()
-        page.wait_for_function("() => document.body.innerText.includes('WFX')", timeout=30_000)
+        page.wait_for_function("() => document.querySelector('.jp-OutputArea-output').innerText.includes('WFX')",
+                               timeout=UPDATE_TIMEOUT_MS)
         text = page.locator(".jp-OutputArea-output").inner_text()
         assert text.split("WFX", 1)[1].split()[0] == f"{wfx:,}"  # the exits pane: class, then count
-    finally:
-        page.screenshot(path=str(ARTIFACTS / "widget_ch02_traps.png"), full_page=True)
-        page.close()
 
 
 @pytest.mark.timeout(600)
@@ -136,16 +194,12 @@ def test_chapter3_moving_a_level_slider_counts_the_references_vlab_makes(browser
     from vlab.viz.walk_view import NestedSetup
 
     expected = len(NestedSetup(2, 4).translate(0x5678).references)
-    name = scratch_notebook(course_copy, "zz_walk.ipynb", "from vlab.viz.stage2_widgets import WalkWidget\n"
-                            "w = WalkWidget()\nw")
-    page, _ = open_and_run(browser, lab, name)
-    try:
+    with student_notebook(browser, lab, course_copy, "widget_ch03_walk",
+                          "from vlab.viz.stage2_widgets import WalkWidget\n"
+                          "WalkWidget(va=0x5678, guest_levels=4, stage2_levels=4)") as page:
         handle = page.locator(".widget-slider").first.locator(".noUi-handle, .ui-slider-handle").first  # guest levels
         handle.focus()
         for _ in range(2):
-            page.keyboard.press("ArrowLeft")  # 4 -> 2 guest levels
+            page.keyboard.press("ArrowLeft")  # 4 -> 2 guest levels, as a student's arrow keys would
         page.wait_for_function("(n) => document.body.innerText.includes('measured ' + n + ' references')",
-                               arg=expected, timeout=30_000)
-    finally:
-        page.screenshot(path=str(ARTIFACTS / "widget_ch03_walk.png"), full_page=True)
-        page.close()
+                               arg=expected, timeout=UPDATE_TIMEOUT_MS)
