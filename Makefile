@@ -14,11 +14,16 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && e
 
 .PHONY: lab demo book test install system-tools dot cross browser bench doctor exercises clean
 
+# JupyterLab opens on the chapter index, or on the notebooks folder until there is one. It listens on
+# localhost only; as root (containers, lab machines) it needs --allow-root.
+START   := /lab/tree/notebooks$(if $(wildcard notebooks/00_start_here.ipynb),/00_start_here.ipynb)
+
 lab: install dot
 	@$(BIN)/vlab doctor || true
-	@echo "Opening the course on http://$(HOST):$(PORT)/lab/tree/notebooks/00_start_here.ipynb (Ctrl-C stops it)"
+	@echo "Opening the course at http://$(HOST):$(PORT)$(START) -- JupyterLab prints this address with"
+	@echo "its access token below: open that link (Ctrl-C stops the server)."
 	$(BIN)/jupyter lab --no-browser --ip=$(HOST) --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root,) \
-		--ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb
+		--ServerApp.root_dir=$(CURDIR) --LabApp.default_url=$(START)
 
 # The chapters' widgets as Voila dashboards, for a projector (localhost; CHAPTER=2 for one chapter).
 demo: install
