@@ -119,6 +119,8 @@ BROKEN = {
     "reads_solutions_through_ctypes": ({"ch01.svc_esr"}, "ctypes.dlsym is not allowed"),
     "runs_a_program": ({"ch01.svc_esr"}, "subprocess.Popen is not allowed"),
     "prints_everything": (set(), ""),
+    "prints_forever": ({"ch01.decode_uart_flags"}, "printed more output than the grader keeps"),
+    "leaves_a_process_behind": (set(), ""),
 }
 EDITED = {
     # submissions made by editing the solutions: (edit, lost exercises, phrase)
@@ -145,6 +147,7 @@ def test_broken_submissions_get_the_right_partial_score_and_a_clear_message(tmp_
     other = folders[0]
     snoop = submission(tmp_path, "reads_other_student",
                        replace_body("decode_uart_flags", f"    import os\n    return set(os.listdir({str(other)!r}))"))
+    workers_before = set(_processes_running("vlab.grading.worker"))
     start = time.monotonic()
     grades = grade_all(folders + [snoop], jobs=4, timeout_s=TIMEOUT)
     assert time.monotonic() - start < 600
@@ -159,6 +162,18 @@ def test_broken_submissions_get_the_right_partial_score_and_a_clear_message(tmp_
         messages += " ".join(grade.exercises[i]["problem"] for i in lost)
         assert phrase in messages, (grade.student, messages[:300])
         assert "worker.py" not in messages  # the student is pointed at their own code, not the grader's
+    assert set(_processes_running("vlab.grading.worker")) <= workers_before  # none left behind
+
+
+def _processes_running(command_part: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and command_part.encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            pass  # it ended while we looked
+    return pids
 
 
 def test_a_symlink_to_the_solutions_is_not_followed(tmp_path):

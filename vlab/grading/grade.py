@@ -52,18 +52,23 @@ def grade_submission(submission: Path, timeout_s: float = TEST_TIMEOUT_S) -> Sub
     if not submission.is_dir():
         return _failed(student, f"{submission} is not a folder")
     tests = sum(len(e.tests) for e in EXERCISES.values())
-    with tempfile.TemporaryDirectory(prefix="vlab-grade-") as tmp:
+    # Output goes to files, not pipes: a process the submission leaves behind keeps a pipe open
+    # (so reading to its end would wait for it), and a flood of prints cannot fill a pipe and stall.
+    with tempfile.TemporaryDirectory(prefix="vlab-grade-") as tmp, tempfile.TemporaryFile() as out, \
+            tempfile.TemporaryFile() as err:
         _private_copy(submission, Path(tmp))
         command = [sys.executable, "-I", "-m", "vlab.grading.worker", tmp, str(timeout_s)]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "LANG": "C.UTF-8"}
-        worker = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, start_new_session=True)
+        worker = subprocess.Popen(command, cwd=tmp, env=env, stdout=out, stderr=err, start_new_session=True)
         try:
-            stdout, stderr = worker.communicate(timeout=timeout_s * tests + 60)
+            worker.wait(timeout=timeout_s * tests + 60)
         except subprocess.TimeoutExpired:
             return _failed(student, "grading took longer than every test's time limit together")
         finally:
             _kill_session(worker)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     try:
         return SubmissionGrade(student, json.loads(stdout))
     except json.JSONDecodeError:
@@ -77,7 +82,7 @@ def _kill_session(worker: subprocess.Popen) -> None:
         os.killpg(worker.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass  # nothing left
-    worker.communicate()
+    worker.wait()
 
 
 def _failed(student: str, error: str) -> SubmissionGrade:

@@ -12,6 +12,7 @@ import errno
 import multiprocessing
 import os
 import resource
+import signal
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -65,10 +66,20 @@ def _describe(e: BaseException) -> str:
         return f"{type(e).__name__}: {e}"  # it names the guest's own line or address already
     if isinstance(e, MemoryError) or isinstance(e, OSError) and e.errno == errno.ENOMEM:
         return f"{type(e).__name__}: the code asked for more memory than it may use"
+    if isinstance(e, OSError) and e.errno == errno.EFBIG:  # past the grader's RLIMIT_FSIZE (Python ignores SIGXFSZ)
+        return f"{type(e).__name__}: the code printed more output than the grader keeps"
     # Where in the student's code: the last frame outside the grader (a refusal is raised in its audit hook).
     frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(_GRADER)]
     where = f" (line {frames[-1].lineno} of {frames[-1].filename.rsplit('/', 1)[-1]})" if frames else ""
     return f"{type(e).__name__}: {e}{where}"
+
+
+def _death(exitcode: int | None) -> str:
+    """Why a test's process ended without an answer; a negative exit code is the signal that killed it."""
+    reasons = {signal.SIGXCPU: "the code used up its CPU time", signal.SIGKILL: "the process was killed"}
+    if exitcode is not None and exitcode < 0 and -exitcode in reasons:
+        return f"{reasons[-exitcode]} ({signal.Signals(-exitcode).name})"
+    return f"the code crashed the Python process (exit code {exitcode})"
 
 
 def run_isolated(function: Callable[[], Any], timeout_s: float,
@@ -90,7 +101,7 @@ def run_isolated(function: Callable[[], Any], timeout_s: float,
         elif child.is_alive():
             return Outcome(False, error=f"timed out after {timeout_s:g} s: does the code loop forever?")
         child.join(1)
-        return Outcome(False, error=f"the code crashed the Python process (exit code {child.exitcode})")
+        return Outcome(False, error=_death(child.exitcode))
     finally:
         receive.close()
         if child.is_alive():

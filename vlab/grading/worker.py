@@ -44,13 +44,18 @@ CPU_SECONDS_PER_TEST = 20
 # code it mostly never touches, and a test may hold several boards until the garbage collector
 # runs. Linux offers no per-process rlimit on resident memory; a cgroup (a container) does.
 MEMORY_LIMIT = 16 << 30
+OUTPUT_LIMIT = 16 << 20  # bytes a submission may print: its output lands in files the parent reads
 
 
 def limit_resources() -> None:
-    """CPU seconds for all the tests, an address-space cap, no core dumps; inherited by each test's child."""
+    """CPU seconds for all the tests, an address-space cap, a cap on output, no core dumps.
+
+    Every test's child inherits them. Printing past OUTPUT_LIMIT fails (OSError EFBIG).
+    """
     cpu = CPU_SECONDS_PER_TEST * max(1, sum(len(e.tests) for e in EXERCISES.values()))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_LIMIT, OUTPUT_LIMIT))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
