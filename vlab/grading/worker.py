@@ -1,11 +1,11 @@
 """The grader's child process: grade one submission, confined to its own copy, print JSON.
 
-    python -I -m vlab.grading.worker SUBMISSION_COPY
+    python -I -m vlab.grading.worker SUBMISSION_COPY TIMEOUT_PER_TEST
 
 The parent (`vlab.grading.grade`) has copied one student's files into a private temporary
 folder and runs this in a session of its own, with a wall-clock limit. This process first
-caps its CPU time and memory (rlimits every test's child inherits). Before it loads any student code it
-process installs an audit hook (PEP 578) that refuses to open or list anything outside that
+caps its CPU time, memory and output (rlimits every test's child inherits). Before it loads
+any student code it installs an audit hook (PEP 578) that refuses to open or list anything outside that
 folder and the Python installation, to start programs, and to look up C functions through
 ctypes. That stops a submission reading solutions/ or another student's folder by the
 ordinary means (open, os.open, pathlib, os.listdir, subprocess, libc through a loaded library).
@@ -13,8 +13,11 @@ ordinary means (open, os.open, pathlib, os.listdir, subprocess, libc through a l
 What it is not: a security boundary against a determined attacker. Audit hooks see only what
 Python itself does; native code reached some other way (a function pointer computed from one
 ctypes already holds, a C extension shipped in the submission -- only .py files are copied,
-but bytes can be written and mapped) is not watched. For hostile classes, run `vlab grade`
-in a container or as an unprivileged user with no access to other folders.
+but bytes can be written and mapped) is not watched, nor is a fork bomb (RLIMIT_NPROC counts
+the user's processes and does not bind root), nor resident memory below the address-space cap.
+A submission that finds the results' file descriptor could forge its own results. For hostile
+classes, run `vlab grade` in a container (a cgroup caps memory and processes) as an
+unprivileged user with no access to other folders.
 """
 
 from __future__ import annotations
