@@ -69,6 +69,32 @@ def test_no_subcommand_prints_help():
     assert done.returncode == 2 and "doctor" in done.stdout and "run" in done.stdout
 
 
+def test_help_lists_every_subcommand():
+    from vlab.cli import SUBCOMMANDS
+
+    done = vlab("--help")
+    assert done.returncode == 0
+    assert all(f"    {command}" in done.stdout for command in SUBCOMMANDS)
+
+
+PROBE = """
+import sys
+from vlab.cli import main
+try:
+    main(["run", "--help"])
+except SystemExit:
+    print(sorted(m for m in sys.modules if m.startswith(("vlab.cli_", "vlab.course_site", "vlab.doctor", "nbformat"))))
+"""
+
+
+def test_a_subcommand_imports_only_its_own_module():
+    # The start page runs `vlab doctor`: it must not pay for nbformat, nbclient or Voila.
+    from vlab.cli import SUBCOMMANDS
+
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == repr([SUBCOMMANDS["run"]])
+
+
 def test_run_virt_json_adds_exit_counts_by_class():
     done = vlab("run", str(GUESTS["syscall"].path), "--virt", "--trap", "TVM,TRVM", "--json")
     assert done.returncode == 0, done.stderr

@@ -48,10 +48,23 @@ def test_every_combination_of_trap_controls_is_tested():
     assert len(EVERY_COMBINATION) == 2 ** len(TRAP_BITS) and len(TRAP_BITS) == 6
 
 
+@pytest.mark.parametrize("offset", [0, 0x1234, SMALL_RAM - 1])
+def test_differences_name_a_changed_register_and_the_first_changed_byte_of_ram(offset):
+    image = GUESTS["hello"].image()
+    bare, _, vm, _ = run_both(image, SUPPORTED_TRAPS, SMALL_RAM)
+    vcpu = vm.vcpus[0]
+    byte = vcpu.read_memory(RAM_BASE + offset, 1)[0]
+    vcpu.write_memory(RAM_BASE + offset, bytes([byte ^ 0x5A]))
+    vcpu.cpu.set_x(7, vcpu.cpu.x(7) + 1)
+    found = differences(bare, vcpu)
+    assert found == [f"x7: {bare.cpu.x(7):#x} != {bare.cpu.x(7) + 1:#x}",
+                     f"RAM: 1 differing byte, the first at {RAM_BASE + offset:#x}"]
+
+
 @pytest.mark.parametrize("traps", EVERY_COMBINATION, ids=lambda t: t.name or "none")
 @pytest.mark.parametrize("name", sorted(GUESTS))
 def test_demo_guests_are_equivalent_under_every_combination_of_traps(name, traps):
-    assert_equivalent(image_from_file(GUESTS[name].path), traps, SMALL_RAM)
+    assert_equivalent(GUESTS[name].image(), traps, SMALL_RAM)
 
 
 @pytest.fixture(scope="module")

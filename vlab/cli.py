@@ -4,6 +4,8 @@
     vlab run FILE        run a guest on the bare machine (or, with --virt, inside a VM)
     vlab exercises       regenerate exercises/ from solutions/
     vlab grade DIR...    grade students' submissions
+    vlab demo [CHAPTER]  serve the chapters' widgets as Voila dashboards
+    vlab site [OUT]      build a static HTML site of the executed chapters
 
 A subcommand module defines `add_parser(subparsers)`, which adds its parser and sets
 `func` to a function taking the parsed arguments and returning the exit status.
@@ -17,22 +19,27 @@ import sys
 
 from vlab import __version__
 
-# Imported lazily, so `vlab doctor` still runs when a dependency of another subcommand is missing.
-SUBCOMMANDS = ("vlab.doctor", "vlab.cli_run", "vlab.cli_exercises", "vlab.cli_grade", "vlab.cli_demo",
-               "vlab.course_site")
+# command -> the module that registers it. Only the command asked for is imported (the others
+# only for --help), so `vlab doctor` starts quickly and still runs when a dependency of
+# another command is missing.
+SUBCOMMANDS = {"doctor": "vlab.doctor", "run": "vlab.cli_run", "exercises": "vlab.cli_exercises",
+               "grade": "vlab.cli_grade", "demo": "vlab.cli_demo", "site": "vlab.course_site"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser for every subcommand that could be imported (a broken one is reported, not fatal)."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser for subcommand `only` (default: every one that could be imported; a broken one
+    is reported, not fatal)."""
     parser = argparse.ArgumentParser(prog="vlab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vlab {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
+    for command, name in SUBCOMMANDS.items():
+        if only is not None and command != only:
+            continue
         try:
             module = importlib.import_module(name)
         except ImportError as e:
-            print(f"vlab: the '{name.rsplit('.', 1)[-1]}' command is unavailable ({e}); "
+            print(f"vlab: the '{command}' command is unavailable ({e}); "
                   "run `vlab doctor` to see what is missing", file=sys.stderr)
             continue
         module.add_parser(subparsers)
@@ -41,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default: the process arguments), run the subcommand, return its exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = build_parser(only=first if first in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -6,8 +6,11 @@ leave behind (x19 = 0x600d means the guest's own check passed).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+
+from vlab.machine.loader import Image, image_from_file
 
 HERE = Path(__file__).parent
 SELF_CHECK_OK = 0x600D
@@ -29,6 +32,16 @@ class Guest:
 
     def source(self) -> str:
         return self.path.read_text()
+
+    def image(self) -> Image:
+        """The assembled guest, ready to load. Assembled once per version of the source file:
+        a widget or a sweep runs the same guest many times, and assembling costs more than a run."""
+        return _assembled(self.path, self.path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _assembled(path: Path, _version: int) -> Image:
+    return image_from_file(path)  # an Image is immutable: sharing it is safe
 
 
 GUESTS = {

@@ -1,14 +1,13 @@
 """Popek and Goldberg's equivalence, checkable: does a guest end the same on the bare board and in a VM?
 
-`guest_state(machine)` is everything the guest itself can observe at the end of a run
--- its registers, the EL1 system registers it owns, its RAM -- for a `Board` or a VM's
-boot vCPU alike. `differences(bare, virtual)` names what differs; an empty list means
+`guest_state(machine)` and `ram_of(machine)` are everything the guest itself can observe
+at the end of a run -- its registers, the EL1 system registers it owns, its RAM -- for a
+`Board` or a VM's boot vCPU alike. `differences(bare, virtual)` names what differs; an empty list means
 the VM was, for this guest, indistinguishable from the machine (timing aside).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from vlab.arch.hcr import HCR
@@ -24,23 +23,32 @@ GUEST_VISIBLE_SYSREGS = (
 )
 
 
-def guest_state(machine: Board) -> dict[str, int | str]:
-    """Registers, guest-visible system registers and a digest of RAM, of a board or a vCPU."""
-    state: dict[str, int | str] = dict(machine.cpu.registers())
+def guest_state(machine: Board) -> dict[str, int]:
+    """The registers and guest-visible system registers of a board or a vCPU (RAM: see `ram_of`)."""
+    state = dict(machine.cpu.registers())
     state.update({name: machine.cpu.read_sysreg(name) for name in GUEST_VISIBLE_SYSREGS})
-    ram = machine.ram
-    state["ram_sha256"] = hashlib.sha256(machine.read_memory(ram.base, ram.size)).hexdigest()
     return state
+
+
+def ram_of(machine: Board) -> bytes:
+    """The whole of a board's or a VM's RAM, as the guest sees it."""
+    return machine.read_memory(machine.ram.base, machine.ram.size)
 
 
 def differences(bare: Board, virtual: Board) -> list[str]:
     """'name: bare value != VM value' for every piece of guest-visible state that differs."""
     a, b = guest_state(bare), guest_state(virtual)
-    return [f"{name}: {_show(a[name])} != {_show(b[name])}" for name in a if a[name] != b[name]]
+    found = [f"{name}: {_show(a[name])} != {_show(b[name])}" for name in a if a[name] != b[name]]
+    ram_a, ram_b = ram_of(bare), ram_of(virtual)
+    if ram_a != ram_b:  # compared whole (a memcmp), and only then located: the common case is cheap
+        differing = [i for i, (x, y) in enumerate(zip(ram_a, ram_b)) if x != y]
+        found.append(f"RAM: {len(differing)} differing byte{'s' if len(differing) > 1 else ''}, "
+                     f"the first at {bare.ram.base + differing[0]:#x}")
+    return found
 
 
-def _show(value: int | str) -> str:
-    return f"{value:#x}" if isinstance(value, int) else value[:12]
+def _show(value: int) -> str:
+    return f"{value:#x}"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import mmap
 import random
 
 from vlab.mmu.descriptors import Leaf
@@ -29,14 +30,23 @@ S2_READ, S2_WRITE = 1, 2
 LAYOUTS = ("contiguous", "scattered", "demand")
 
 
+def zeroed_host_buffer(size: int) -> tuple[mmap.mmap, int]:
+    """`size` bytes of zeroed host memory, and their address for Unicorn to map.
+
+    An anonymous mapping: the kernel supplies zero pages as they are first touched, so a VM's
+    128 MiB costs nothing until its guest uses them (a ctypes buffer is zeroed up front: 0.1 s).
+    """
+    buffer = mmap.mmap(-1, size)
+    return buffer, ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+
 class HostMemory:
     """The physical machine's RAM: one buffer, handed out in 4 KB frames."""
 
     def __init__(self, size: int = 0x1000_0000, seed: int | None = None):
         """`size` bytes; with a `seed`, frames are handed out in a shuffled order (VMs interleave)."""
         self.size = size
-        self.buffer = ctypes.create_string_buffer(size)
-        self.address = ctypes.addressof(self.buffer)
+        self.buffer, self.address = zeroed_host_buffer(size)
         self.memory = BufferMemory(0, size, self.buffer)
         self.frames = FrameAllocator(0, size, seed)
         self.owner: dict[int, str] = {}  # frame -> who uses it ("vm1 RAM", "vm1 stage-2 table", ...)

@@ -27,8 +27,6 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from unicorn import UC_PROT_ALL
-
 from vlab.arch import ldst
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess
 from vlab.arch.hcr import HCR
@@ -82,9 +80,9 @@ class VCpu(Board):
         """
         memory = self.vm.memory
         if memory is None:
-            self.cpu.uc.mem_map_ptr(RAM_BASE, ram_size, UC_PROT_ALL, self.vm.ram_address)
+            self.cpu.map_host_buffer(RAM_BASE, ram_size, self.vm.ram_address)
         else:
-            self.cpu.uc.mem_map_ptr(HOST_BASE, memory.host.size, UC_PROT_ALL, memory.host.address)
+            self.cpu.map_host_buffer(HOST_BASE, memory.host.size, memory.host.address)
             tlb_fill.install(self.cpu, self._translate)
             self.cpu.translate_for_reads = self._address_for_reads
         devices = [Region(d.name, d.base, d.size, "device") for d in self.vm.devices]

@@ -18,7 +18,6 @@ and with the handlers below a guest behaves as on the bare board (*equivalence*)
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import time
 from collections import Counter, deque
@@ -28,7 +27,7 @@ from pathlib import Path
 from vlab.arch.hcr import HCR
 from vlab.hyp.exits import Exit, TrapRecord
 from vlab.hyp.handlers import DEFAULT_HANDLERS, Handler
-from vlab.hyp.memory import HostMemory, VmMemory
+from vlab.hyp.memory import HostMemory, VmMemory, zeroed_host_buffer
 from vlab.hyp.vcpu import VCpu, VCpuState
 from vlab.machine import psci
 from vlab.machine.board import (DEFAULT_MAX_INSNS, DEFAULT_RAM_SIZE, DEFAULT_TIMEOUT_S, RAM_BASE, Device,
@@ -83,8 +82,7 @@ class VM:
         if stage2 is None:
             # Guest RAM is one host buffer, mapped into every vCPU's core: they share memory, nothing else.
             self.memory = None
-            self._ram = ctypes.create_string_buffer(ram_size)
-            self.ram_address = ctypes.addressof(self._ram)
+            self._ram, self.ram_address = zeroed_host_buffer(ram_size)
         else:
             host = host or HostMemory(2 * ram_size + 0x10_0000)
             self.memory = VmMemory(host, RAM_BASE, ram_size, stage2, seed, vmid)

@@ -182,7 +182,7 @@ class Board:
         region = self.region_at(address, size)
         if region is None or region.kind == "device":
             raise ValueError(f"{size} bytes at {address:#x} are not in flash or RAM")
-        return bytes(self.cpu.uc.mem_read(address, size))
+        return self.cpu.read_memory(address, size)
 
     def _map_device(self, device: Device) -> None:
         def read(uc, offset, size, _user):

@@ -24,7 +24,7 @@ from typing import Callable
 from unicorn import (
     UC_ARCH_ARM64, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR,
     UC_HOOK_MEM_INVALID, UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT,
-    UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_QUERY_TIMEOUT, Uc, UcError,
+    UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_PROT_ALL, UC_QUERY_TIMEOUT, Uc, UcError,
 )
 from unicorn import arm64_const as A
 from unicorn.unicorn_py3.arch.arm64 import UcRegCP64  # the C struct of a system-register access
@@ -243,6 +243,20 @@ class CPU:
         # a few system registers, and the binding's generic path costs several times more.
         cp = self._cp
         cp.op0, cp.op1, cp.crn, cp.crm, cp.op2 = sysregs.lookup(name).encoding
+
+    def map_host_buffer(self, address: int, size: int, host_address: int) -> None:
+        """Map `size` bytes of host memory at `host_address` (which must outlive this core) at
+        physical `address`: several cores mapping one buffer share that memory."""
+        self.uc.mem_map_ptr(address, size, UC_PROT_ALL, host_address)
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        """`size` bytes of mapped physical memory at `address` (ValueError where any is unmapped)."""
+        # One copy, straight to the C library: the binding's mem_read makes three, which
+        # dominated comparing a guest's whole RAM after a run (12 ms against 0.4 ms for 4 MiB).
+        data = bytearray(size)
+        if size and uclib.uc_mem_read(self._uch, address, (ctypes.c_char * size).from_buffer(data), size) != 0:
+            raise ValueError(f"{size} bytes at {address:#x} are not all mapped")
+        return bytes(data)
 
     def read_word(self, address: int) -> int | None:
         """The 32-bit word at (guest virtual) address, or None where no memory is mapped."""

@@ -42,7 +42,7 @@ class TrapWidget(LiveView):
 
     def run(self) -> VmRunResult:
         """Power on a fresh VM with the current guest and controls, and run it to the end."""
-        self.vm = VM.from_file(GUESTS[self.guest].path, traps=self.traps, ram_size=GUEST_RAM)
+        self.vm = VM.from_image(GUESTS[self.guest].image(), traps=self.traps, ram_size=GUEST_RAM)
         self.result = self.vm.run(max_insns=self.max_insns, timeout_s=10)
         self.refresh()
         return self.result

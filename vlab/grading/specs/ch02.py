@@ -12,7 +12,7 @@ from vlab.guests import GUESTS
 from vlab.hyp import HCR, VM
 from vlab.hyp.equivalence import differences
 from vlab.machine.board import Board, StopReason
-from vlab.machine.loader import Image, image_from_file, image_from_program, load
+from vlab.machine.loader import Image, image_from_program, load
 
 MODULE = "ch02_trap_and_emulate"
 RAM = 0x40_0000
@@ -40,7 +40,7 @@ def compare_with_bare(image: Image, traps: HCR, ec: ExceptionClass, handler, wha
 
 def _guest_test(name: str, traps: HCR, ec: ExceptionClass):
     def test(handler):
-        compare_with_bare(image_from_file(GUESTS[name].path), traps, ec, handler, f"{name}.S")
+        compare_with_bare(GUESTS[name].image(), traps, ec, handler, f"{name}.S")
     return test
 
 
