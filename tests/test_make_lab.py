@@ -1,0 +1,110 @@
+"""`make lab` as a student runs it: it prints the course's address, serves the start page behind
+a token, listens on localhost only, runs as root, and JupyterLab carries the course's overrides.
+
+The real Makefile target, in this repository, on a free port; stopped (its whole process group)
+at the end. `make test` has installed everything, so `make lab` installs nothing more here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+START = "/lab/tree/notebooks/00_start_here.ipynb"
+START_S = 180
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def make_lab():
+    """(port, token, everything make printed until the server was up) of a running `make lab`."""
+    port = _free_port()
+    process = subprocess.Popen(["make", "-s", "lab", f"PORT={port}"], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    ready = re.compile(rf"http://127\.0\.0\.1:{port}{re.escape(START)}\?token=(\w+)")
+    found: list[str] = []
+
+    def read() -> None:  # until the tokenised address appears (or make ends)
+        for line in process.stdout:
+            lines.append(line)
+            if match := ready.search(line):
+                found.append(match.group(1))
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(START_S)
+    try:
+        if not found:
+            pytest.fail(f"`make lab` printed no address with a token in {START_S} s:\n" + "".join(lines)[-3000:])
+        yield port, found[0], "".join(lines)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_make_lab_says_where_the_course_opens(make_lab):
+    port, _, printed = make_lab
+    assert f"Opening the course at http://127.0.0.1:{port}{START}" in printed
+    assert "Everything vlab needs is here." in printed  # vlab doctor ran first
+
+
+def test_the_start_page_opens_with_the_token_and_not_without(make_lab):
+    port, token, _ = make_lab
+    base = f"http://127.0.0.1:{port}"
+    status, page = _get(f"{base}{START}?token={token}")
+    assert status == 200 and b"jupyter-config-data" in page
+    status, body = _get(f"{base}/api/contents/notebooks/00_start_here.ipynb?token={token}&content=0")
+    assert status == 200 and json.loads(body)["type"] == "notebook"
+    assert _get(f"{base}/api/contents/notebooks?token=wrong")[0] == 403
+
+
+def test_the_server_listens_on_localhost_only(make_lab):
+    port = make_lab[0]
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, local_port = local.split(":")
+            if state == "0A" and int(local_port, 16) == port:  # 0A: LISTEN
+                listening.add(address)
+    assert listening == {"0100007F"}, f"listening on {listening} (hex, little-endian): only 127.0.0.1 expected"
+
+
+def test_jupyterlab_serves_the_course_overrides(make_lab):
+    port, token, _ = make_lab
+    overrides = json.loads((ROOT / "jupyter" / "overrides.json").read_text())
+    for plugin, values in overrides.items():
+        status, body = _get(f"http://127.0.0.1:{port}/lab/api/settings/{plugin}?token={token}")
+        assert status == 200
+        schema = json.loads(body)["schema"]["properties"]
+        assert {key: schema[key]["default"] for key in values} == values, f"{plugin}: overrides not applied"
