@@ -12,7 +12,7 @@ PORT    ?= 8888
 # apt-get needs root; use sudo when we are not root and sudo exists.
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && echo sudo; })
 
-.PHONY: lab demo book test install system-tools dot cross browser bench doctor exercises clean
+.PHONY: lab demo book test install system-tools dot cross browser bench doctor exercises binder-badge clean
 
 # JupyterLab opens on the chapter index, or on the notebooks folder until there is one. It listens on
 # localhost only; as root (containers, lab machines) it needs --allow-root.
@@ -84,9 +84,20 @@ bench: install
 	$(BIN)/python benchmarks/machine.py
 	$(BIN)/python benchmarks/traps.py
 	$(BIN)/python benchmarks/stage2.py
+	$(BIN)/python benchmarks/course.py
 
 exercises: install
 	$(BIN)/vlab exercises
+
+# Binder builds from a public GitHub repository: the README badge for this clone's `origin`.
+BINDER_START := urlpath=lab/tree/notebooks/00_start_here.ipynb
+binder-badge:
+	@remote=$$(git remote get-url origin 2>/dev/null); \
+	repo=$$(printf '%s\n' "$$remote" | sed -nE 's#^(https://github\.com/|git@github\.com:)([^/]+/[^/]+)$$#\2#p' | sed 's#\.git$$##'); \
+	if [ -z "$$repo" ]; then \
+	  echo "No GitHub remote 'origin' here (found: '$${remote:-none}'): Binder builds from a public GitHub" \
+	       "repository -- push there, then run this again." >&2; exit 1; fi; \
+	echo "[![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/$$repo/HEAD?$(BINDER_START))"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis test-artifacts
