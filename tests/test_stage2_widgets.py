@@ -28,6 +28,19 @@ def test_moving_a_slider_or_typing_an_address_walks_again():
     assert "not an address" in w.controls.summary.value
 
 
+def test_the_summary_says_where_a_typed_address_ends_up():
+    setup = NestedSetup(4, 4)  # what the widget walks, built again here
+    w = WalkWidget()
+    w.widget
+    for va in (0x5000, 0x6abc, 0x8fff):
+        w.controls.va.value = hex(va)
+        pa = setup.translate(va).output
+        assert pa is not None and pa & 0xFFF == va & 0xFFF
+        assert w.controls.summary.value.endswith(f"VA {va:#x} -&gt; PA {pa:#x}</b>")
+    w.controls.va.value = "0x9000"
+    assert "stage-1 translation fault at level 3" in w.summary() and "maps 0x5000..0x8fff" in w.summary()
+
+
 def test_the_host_map_shows_each_vms_frames_and_nothing_shared():
     host = HostMemory(0x40_0000, seed=1)
     a = VM(stage2="scattered", ram_size=0x10_0000, host=host, vmid=1)

@@ -190,10 +190,12 @@ def test_chapter2_ticking_a_trap_control_shows_the_exits_vlab_counts(browser, la
 
 
 @pytest.mark.timeout(600)
-def test_chapter3_moving_a_level_slider_counts_the_references_vlab_makes(browser, lab, course_copy):
+def test_chapter3_a_level_slider_and_a_typed_address_walk_as_vlab_walks(browser, lab, course_copy):
     from vlab.viz.walk_view import NestedSetup
 
     expected = len(NestedSetup(2, 4).translate(0x5678).references)
+    typed = 0x6ABC
+    pa = NestedSetup(2, 4).translate(typed).output
     with student_notebook(browser, lab, course_copy, "widget_ch03_walk",
                           "from vlab.viz.stage2_widgets import WalkWidget\n"
                           "WalkWidget(va=0x5678, guest_levels=4, stage2_levels=4)") as page:
@@ -203,6 +205,11 @@ def test_chapter3_moving_a_level_slider_counts_the_references_vlab_makes(browser
             page.keyboard.press("ArrowLeft")  # 4 -> 2 guest levels, as a student's arrow keys would
         page.wait_for_function("(n) => document.body.innerText.includes('measured ' + n + ' references')",
                                arg=expected, timeout=UPDATE_TIMEOUT_MS)
+        address = page.get_by_label("guest VA")
+        address.fill(hex(typed))
+        address.press("Enter")  # the box sends its value on Enter (continuous_update=False)
+        page.wait_for_function("(s) => document.body.innerText.includes(s)", arg=f"VA {typed:#x} -> PA {pa:#x}",
+                               timeout=UPDATE_TIMEOUT_MS)
 
 
 # --- presenting: RISE slides ---------------------------------------------------------------------

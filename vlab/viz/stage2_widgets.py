@@ -42,9 +42,16 @@ class WalkWidget(LiveView):
         return self.translation
 
     def summary(self) -> str:
-        n, m = self.guest_levels, self.stage2_levels
-        return (f"{n} guest levels x {m} stage-2 levels: measured {len(self.translation.references)} references; "
-                f"(n+1)(m+1)-1 = {self.setup.expected_references}")
+        """The levels, the references counted against (n+1)(m+1)-1, and where the VA ended up."""
+        n, m, t = self.guest_levels, self.stage2_levels, self.translation
+        counted = (f"{n} guest levels x {m} stage-2 levels: measured {len(t.references)} references; "
+                   f"(n+1)(m+1)-1 = {self.setup.expected_references}")
+        if t.ok:
+            return f"{counted}. VA {self.va:#x} -> PA {t.output:#x}"
+        fault = t.fault
+        return (f"{counted} (a walk that faults stops early). VA {self.va:#x}: stage-{fault.stage} "
+                f"{fault.kind.name.lower().replace('_', ' ')} fault at level {fault.level}, {fault.why} "
+                f"(this guest maps {self.setup.mapped[0]:#x}..{self.setup.mapped[1] - 1:#x})")
 
     def text(self) -> str:
         return self.summary() + "\n" + walk_diagram(self.translation).text

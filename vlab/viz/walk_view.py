@@ -21,6 +21,7 @@ from vlab.viz.diagram import Diagram
 GUEST_T0SZ = {1: 44, 2: 34, 3: 25, 4: 16}
 STAGE2_VTCR = {1: (40, 3), 2: (30, 0), 3: (25, 1), 4: (16, 2)}
 _COLOURS = {1: "#cfe2f3", 2: "#fde0c5"}
+FIRST_VA = 0x5000  # where NestedSetup's guest maps its pages
 
 
 class NestedSetup:
@@ -35,8 +36,9 @@ class NestedSetup:
         self._host_frames = frames
         self.s1_tables = TableBuilder(_GuestPhysical(self), self.stage1, FrameAllocator(0x10_0000, 0x10_0000))
         self.data = [self.s1_tables.frames.allocate() for _ in range(pages)]
+        self.mapped = (FIRST_VA, FIRST_VA + pages * PAGE)  # the guest VAs that translate [start, end)
         for i, ipa in enumerate(self.data):
-            self.s1_tables.map(0x5000 + i * PAGE, ipa, PAGE)
+            self.s1_tables.map(FIRST_VA + i * PAGE, ipa, PAGE)
             self.backing(ipa)
 
     def backing(self, ipa: int) -> int:
