@@ -113,6 +113,31 @@ def test_bad_source_is_an_assembly_error_naming_the_line(source, line, says):
         assert says in str(error.value)
 
 
+CONSTANTS = st.one_of(st.integers(0, 2**64 - 1),
+                      st.builds(lambda v, shift: v << shift, st.integers(0, 0xFFFF), st.sampled_from([0, 16, 32, 48])),
+                      st.builds(lambda ones, rot: ((1 << ones) - 1) << rot, st.integers(1, 40), st.integers(0, 20)))
+
+
+@settings(max_examples=60)
+@given(CONSTANTS)
+def test_a_mov_either_loads_its_constant_or_says_to_use_a_literal_that_does(value):
+    from vlab.machine.board import Board
+    from vlab.machine.loader import image_from_program, load
+
+    def x1_after(source: str) -> int:
+        board = Board(ram_size=0x10_0000)
+        load(board, image_from_program(assemble(source + "\n    b .\n")))
+        board.run(max_insns=2)
+        return board.cpu.x(1)
+
+    try:
+        assert x1_after(f"    mov x1, #{value:#x}") == value
+    except AssemblyError as error:
+        advice = f"ldr x1, ={value:#x}"
+        assert "does not fit one MOV" in str(error) and advice in str(error)
+        assert x1_after(f"    {advice}") == value
+
+
 @pytest.mark.parametrize("source", ["", "// only a comment\n", "  \n\t\n", "only_a_label:\n.equ K, 3\n"])
 def test_empty_source_says_there_is_nothing_to_assemble(source):
     with pytest.raises(AssemblyError, match="nothing to assemble"):

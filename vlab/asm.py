@@ -428,7 +428,8 @@ def _keystone_with_symbols() -> _SymbolResolver:
 
 def _explain_keystone(error, text: str, symbols: dict[str, int]) -> str:
     message = str(error).split(" (KS_ERR")[0].lower()
-    unknown = [w for w in _IDENT.findall(text.partition(" ")[2])
+    operands = re.sub(r"\b(0x[0-9a-f]+|\d+)\b", " ", text.partition(" ")[2], flags=re.IGNORECASE)  # not names
+    unknown = [w for w in _IDENT.findall(operands)
                if w not in symbols and not re.fullmatch(r"[xw](\d+|zr)|sp|lsl|lsr|asr|ror|[su]xt[bhwx]|"
                                                          r"eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le|al|nv",
                                                          w, re.IGNORECASE)]
@@ -441,6 +442,12 @@ def _explain_keystone(error, text: str, symbols: dict[str, int]) -> str:
         hint += "; a label's address cannot be an immediate: use `ldr Xn, =label` or `adr Xn, label`"
     elif message in ("unknown error", "invalid operand") and unknown:
         hint += f"; is {unknown[0]!r} a label or register that exists?"
+    elif message in ("unknown error", "invalid operand") and re.match(r"\s*mov[nkz]?\s+([xw]\d+|sp)\s*,\s*#", text, re.I):
+        # GNU as says "immediate cannot be moved by a single instruction": MOV takes 16 bits at a
+        # shift of 0, 16, 32 or 48, or a bitmask pattern -- any other constant needs a literal.
+        register = text.split(",")[0].split()[-1]
+        hint = (f"this constant does not fit one MOV (16 bits at a shift of 0/16/32/48, or a bit pattern):"
+                 f" use `ldr {register}, ={text.split('#', 1)[1].strip()}`")
     return f"Keystone could not assemble this: {hint}"
 
 
