@@ -42,6 +42,20 @@ def test_choosing_another_guest_runs_it():
     assert t.result.uart == GUESTS["syscall"].expected_uart and "syscall.S" in t.text()
 
 
+def test_runs_started_from_code_tick_the_boxes_they_used_and_run_once(monkeypatch):
+    t = TrapWidget("sensitive", HCR.TVM | HCR.TWI)
+    t.widget
+    runs = []
+    monkeypatch.setattr(VM, "run", lambda vm, *a, _run=VM.run, **k: runs.append(vm.traps) or _run(vm, *a, **k))
+    t.set_traps(HCR.TRVM | HCR.TSC)
+    assert runs == [HCR.TRVM | HCR.TSC]
+    assert {bit for bit, box in t.controls.boxes.items() if box.value} == {HCR.TRVM, HCR.TSC}
+    t.set_guest("hello")
+    assert t.controls.guest.value == "hello" and len(runs) == 2
+    t.controls.boxes[HCR.TWI].value = True  # and the boxes still work afterwards
+    assert runs[-1] == HCR.TRVM | HCR.TSC | HCR.TWI and len(runs) == 3
+
+
 def test_text_view_has_summary_exits_and_the_trap_log():
     text = TrapWidget("sensitive", HCR.TWI).text()
     assert "WFX" in text and "wfi" in text and "trap log:" in text and "UART:" in text

@@ -105,7 +105,8 @@ class _Controls:
         self.guest = w.Dropdown(options=list(GUESTS), value=trap.guest, description="guest")
         for box in self.boxes.values():
             box.observe(self._on_traps, names="value")
-        self.guest.observe(lambda change: trap.set_guest(change["new"]), names="value")
+        self.guest.observe(lambda change: self._syncing or trap.set_guest(change["new"]), names="value")
+        self._syncing = False  # set while show() makes the controls match a run started from code
         self.panes = {name: w.HTML() for name in ("summary", "exits", "log")}
         legend = w.HTML("<br>".join(f"<b>{bit.name}</b>: {html.escape(text)}" for bit, text in TRAP_MEANING.items()))
         self.box = w.VBox([
@@ -116,6 +117,8 @@ class _Controls:
         ])
 
     def _on_traps(self, _change) -> None:
+        if self._syncing:
+            return
         traps = HCR(0)
         for bit, box in self.boxes.items():
             if box.value:
@@ -124,6 +127,14 @@ class _Controls:
 
     def show(self) -> None:
         t = self.trap
+        # set_traps()/set_guest() from code: tick what the run used, without starting more runs.
+        self._syncing = True
+        try:
+            for bit, box in self.boxes.items():
+                box.value = bool(t.traps & bit)
+            self.guest.value = t.guest
+        finally:
+            self._syncing = False
         self.panes["summary"].value = f"<b>{html.escape(t.summary())}</b><br>UART: <code>{html.escape(t.result.uart)}</code>"
         self.panes["exits"].value = f"<pre>{html.escape(t.exits_text())}</pre>"
         self.panes["log"].value = f"<pre>{html.escape(t.log_text())}</pre>"
