@@ -64,7 +64,7 @@ def test_the_syndrome_and_hpfar_carry_the_fault_as_the_hypervisor_reads_them(kin
     iss = fault.iss(access)
     assert iss & 0x3F == fault.fsc and fault.fsc >> 2 == int(kind) >> 2 and fault.fsc & 3 == level
     assert iss >> 7 & 1 == int(fault.s1ptw)
-    assert iss >> 6 & 1 == int(access is Access.WRITE and not fault.s1ptw)  # a table walk only reads
+    assert iss >> 6 & 1 == int(access is Access.WRITE)  # the instruction's direction, even on a table walk
     if stage == 2:
         assert fault.hpfar >> 4 == ipa >> 12 and fault.hpfar & 0xF == 0 and fault.hpfar >> 44 == 0
     else:

@@ -15,7 +15,7 @@ from vlab.asm import assemble
 from vlab.machine.board import Board, StopReason
 from vlab.machine.loader import image_from_program, load
 from vlab.mmu import tlb_fill
-from vlab.mmu.faults import Access
+from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu.memory import BoardMemory
 from vlab.mmu.tables import PAGE, FrameAllocator, TableBuilder
 from vlab.mmu.walk import Regime, walk
@@ -125,7 +125,7 @@ def vm_board(seed: int | None, bad_l1_1: int = 0) -> tuple[Board, Stage2]:
             board.write_memory(stage2.host(ipa), data[offset:offset + PAGE - ipa % PAGE])
     board.write_memory(stage2.host(BAD_L1_1), bad_l1_1.to_bytes(8, "little"))
     board.cpu.pc = IMAGE.entry
-    tlb_fill.install(board.cpu, tlb_fill.guest_translate(board.cpu, stage2.memory, stage2.regime, stage2.tables.root))
+    tlb_fill.install(board.cpu, tlb_fill.GuestTranslation(board.cpu, stage2.memory, stage2.regime, stage2.tables.root))
     return board, stage2
 
 
@@ -162,6 +162,18 @@ def test_a_stage2_hole_under_the_guests_l1_table_is_an_s1ptw_abort_for_the_hyper
     fields = exc.syndrome.fields()
     assert (fields["DFSC"], fields["WnR"], fields["S1PTW"]) == (0x07, 1, 0)  # translation, level 3
     assert "stage-2 translation fault at level 3" in got.message
+
+
+def test_only_a_stage2_data_abort_off_the_table_walk_carries_the_instruction_syndrome():
+    store = int.from_bytes(assemble("    str w7, [x6]\n", 0).code[:4], "little")  # ISV-describable
+    hole = Fault(FaultKind.TRANSLATION, 2, 3, UART, "test", ipa=UART)
+    fields = tlb_fill.syndrome(hole, Access.WRITE, 1, store).fields()
+    assert (fields["ISV"], fields["SAS"], fields["SRT"], fields["SF"], fields["WnR"]) == (1, 2, 7, 0, 1)
+    on_walk = Fault(FaultKind.TRANSLATION, 2, 3, UART, "test", s1ptw=True, ipa=UART)
+    fields = tlb_fill.syndrome(on_walk, Access.WRITE, 1, store).fields()
+    assert (fields["ISV"], fields["S1PTW"], fields["WnR"]) == (0, 1, 1)  # WnR: the store's, not the walk's read
+    guest = tlb_fill.syndrome(Fault(FaultKind.TRANSLATION, 1, 3, UART, "test"), Access.WRITE, 1, store)
+    assert guest.ec is ExceptionClass.DABT_CURRENT and guest.fields()["ISV"] == 0  # the guest kernel decodes itself
 
 
 def test_a_stage2_hole_under_a_guest_table_found_during_its_walk_sets_s1ptw():

@@ -12,9 +12,9 @@ from vlab.guests import GUESTS, build
 from vlab.hyp import SUPPORTED_TRAPS, VM, HCR
 from vlab.hyp.equivalence import differences
 from vlab.hyp.memory import PAGE, HostMemory
-from vlab.hyp.vcpu import VCpu
 from vlab.machine.board import Board, StopReason
 from vlab.machine.loader import image_from_file, image_from_program, load
+from vlab.mmu import tlb_fill
 
 RAM = 0x80_0000
 OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
@@ -178,10 +178,10 @@ vectors:
 
 
 def test_a_python_error_in_translation_stops_the_run_with_a_report(monkeypatch):
-    def broken(self, va, access):
+    def broken(*args):
         raise RuntimeError("simulated walker bug")
 
-    monkeypatch.setattr(VCpu, "_translate", broken)
+    monkeypatch.setattr(tlb_fill, "nested_walk", broken)
     vm = VM.from_file(GUESTS["hello"].path, stage2="contiguous", ram_size=RAM)
     result = vm.run(max_insns=1000)
     assert result.reason is StopReason.ERROR and "simulated walker bug" in result.message

@@ -27,8 +27,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from vlab.arch import ldst
-from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess
+from vlab.arch.esr import DataAbort, ExceptionClass, Syndrome, SysRegAccess
 from vlab.arch.hcr import HCR
 from vlab.arch.sysregs import BY_ENCODING
 from vlab.hyp.exits import Exit
@@ -36,19 +35,16 @@ from vlab.hyp.memory import HOST_BASE
 from vlab.machine.board import RAM_BASE, Board, Region, RunResult, StopReason
 from vlab.machine.cpu import CPU, GuestException
 from vlab.mmu import tlb_fill
-from vlab.mmu.tlb import TLB, Entry
-from vlab.mmu.walk import Access, Fault, FaultKind, Regime, nested_walk, permission_problem, stage1_walk
+from vlab.mmu.tlb import TLB
+from vlab.mmu.walk import Access, Fault, FaultKind, Regime, stage1_walk
 
 if TYPE_CHECKING:
     from vlab.hyp.vm import VM
 
-# A stage-2 miss on a page-granular map is a translation fault at the last level.
-STAGE2_MISS = FaultStatus.TRANSLATION_L0 + 3
 MPIDR_RES1 = 1 << 31
 TRANSLATION_REGISTERS = ("SCTLR_EL1", "TTBR0_EL1", "TTBR1_EL1", "TCR_EL1")
-STUCK_EXITS = 8
+STUCK_EXITS = 8  # the same trapped instruction exiting this many times in a row: the handler is broken
 TLB_ENTRIES = 1024
-_NEEDS = {Access.READ: 1, Access.WRITE: 2, Access.FETCH: 4}  # the permission bit each access needs  # the same trapped instruction exiting this many times in a row: the handler is broken
 
 
 class VCpuState(enum.Enum):
@@ -63,12 +59,12 @@ class VCpu(Board):
     def __init__(self, vm: VM, index: int):
         self.vm, self.index = vm, index
         self.state = VCpuState.RUNNING if index == 0 else VCpuState.OFF
+        self.tlb = TLB(TLB_ENTRIES)  # with stage 2: vlab's TLB model, behind Unicorn's own
+        self._translation: tlb_fill.GuestTranslation | None = None  # with stage 2, set by _map_memory
         super().__init__(vm.ram_size, uart=vm.uart)
         self.vpidr = self.cpu.read_sysreg("MIDR_EL1")  # as KVM does: the guest sees the host's MIDR
         self.vmpidr = MPIDR_RES1 | index
         self._halt: RunResult | None = None  # set by a handler that ends this vCPU's run
-        self.tlb = TLB(TLB_ENTRIES)  # with stage 2: vlab's TLB model, behind Unicorn's own
-        self.walks = 0  # nested walks the guest's accesses needed (vlab's TLB missed)
         self._stuck = 0  # the same exit, in a row, that left the guest where it was
         self._stuck_key: tuple | None = None
 
@@ -76,17 +72,25 @@ class VCpu(Board):
         """Only the VM's RAM, shared with its other vCPUs; devices are reached by exits.
 
         With stage 2, the core sees host memory instead, and vlab translates every access
-        (the guest's stage 1, then the VM's stage 2) on each TLB miss.
+        (the guest's stage 1, then the VM's stage 2) on each miss of Unicorn's own small TLB
+        (1 KB pages): vlab's TLB model answers first; on its miss, the nested walk, whose
+        result the model keeps.
         """
         memory = self.vm.memory
         if memory is None:
             self.cpu.map_host_buffer(RAM_BASE, ram_size, self.vm.ram_address)
         else:
             self.cpu.map_host_buffer(HOST_BASE, memory.host.size, memory.host.address)
-            tlb_fill.install(self.cpu, self._translate)
-            self.cpu.translate_for_reads = self._address_for_reads
+            self._translation = tlb_fill.GuestTranslation(self.cpu, memory.host.memory, memory.regime,
+                                                          memory.tables.root, HOST_BASE, self.tlb, memory.vmid)
+            tlb_fill.install(self.cpu, self._translation, self._translation.uncached)
         devices = [Region(d.name, d.base, d.size, "device") for d in self.vm.devices]
         return devices + [Region("ram", RAM_BASE, ram_size, "ram")]
+
+    @property
+    def walks(self) -> int:
+        """Nested walks the guest's accesses needed (vlab's TLB model missed); 0 without stage 2."""
+        return 0 if self._translation is None else self._translation.walks
 
     def write_memory(self, address: int, data: bytes) -> None:
         if self.vm.memory is None:
@@ -174,57 +178,7 @@ class VCpu(Board):
             return True
         return super()._on_sysreg(cpu, access, value)
 
-    # --- address translation, on every TLB miss (VMs with stage 2) --------------------------
-
-    def _translate(self, va: int, access: Access):
-        """The TLB-fill hook: (host address, permissions) for `va`, or a builder of the abort it raises.
-
-        vlab's TLB model answers first (Unicorn's own small TLB of 1 KB pages sits in front of
-        it); on a miss, the nested walk, whose result the model keeps.
-        """
-        return self._translation(va, access, use_tlb=True)
-
-    def _address_for_reads(self, va: int) -> int | None:
-        """Where the core finds the byte at guest VA, for vlab's own reads (decoding, reports)."""
-        try:
-            answer = self._translation(va, Access.READ, use_tlb=False)
-        except Exception:  # noqa: BLE001 - a report must not fail; the run's own translation reports it
-            return None
-        return None if callable(answer) else answer[0]
-
-    def _translation(self, va: int, access: Access, use_tlb: bool):
-        cpu, memory = self.cpu, self.vm.memory
-        el = cpu.el
-        stage1, ttbr, asid = None, 0, 0
-        if cpu.read_sysreg("SCTLR_EL1") & 1:
-            if va >> 63:
-                return self._abort(access, el, va, Fault(FaultKind.TRANSLATION, 1, 0, va,
-                                                         "vlab translates only the lower half (TTBR0_EL1)"))
-            try:
-                stage1 = Regime.from_tcr(cpu.read_sysreg("TCR_EL1"))
-            except ValueError as e:
-                return self._abort(access, el, va, Fault(FaultKind.TRANSLATION, 1, 0, va, f"TCR_EL1: {e}"))
-            ttbr_value = cpu.read_sysreg("TTBR0_EL1")
-            ttbr, asid = ttbr_value & ((1 << 48) - 2), ttbr_value >> 48
-        if use_tlb:
-            entry = self.tlb.lookup(memory.vmid, asid, va)
-            if entry is not None:
-                perms = entry.perms_el0 if el == 0 else entry.perms_el1
-                if perms & _NEEDS[access]:
-                    return HOST_BASE + (entry.pa_page << 12 | va & 0xFFF), perms
-                # not allowed: walk again, so the fault is reported exactly as the tables say
-            self.walks += 1
-        t = nested_walk(memory.host.memory, stage1, ttbr, memory.regime, memory.tables.root, va, access, el == 0)
-        if t.fault is not None:
-            return self._abort(access, el, va, t.fault)
-        perms_el1, perms_el0 = (sum(bit for kind, bit in _NEEDS.items()
-                                    if not any(permission_problem(leaf, kind, el0) for leaf in t.leaves))
-                                for el0 in (False, True))
-        if use_tlb:
-            ipa = t.leaves[0].output | va & (t.leaves[0].size - 1) if stage1 is not None else va
-            self.tlb.insert(memory.vmid, asid, va, Entry(t.output >> 12, ipa >> 12, perms_el1, perms_el0,
-                                                         global_=stage1 is None or not t.leaves[0].ng))
-        return HOST_BASE + t.output, perms_el0 if el == 0 else perms_el1
+    # --- address translation instructions and TLB maintenance (VMs with stage 2) -----------
 
     def _address_translate(self, access: SysRegAccess) -> None:
         """AT S1E{1,0}{R,W} Xt: the stage-1 translation of Xt, into PAR_EL1 (an IPA, in a VM)."""
@@ -262,29 +216,6 @@ class VCpu(Board):
             self.tlb.vaae1(vmid, va)
         else:  # VMALLE1 and anything broader
             self.tlb.vmalle1(vmid)
-
-    def _abort(self, access: Access, el: int, va: int, fault: Fault):
-        """The abort a failed translation raises: to the guest kernel (stage 1) or to EL2 (stage 2)."""
-        fetch, write = access is Access.FETCH, access is Access.WRITE
-
-        def make(pc: int) -> GuestException:
-            # Unicorn asks for a whole (1 KB) page; the faulting address itself comes from the instruction.
-            word = self.cpu.read_word(pc) or 0
-            exact = pc if fetch else ldst.effective_address(word, lambda n: self.cpu.sp if n == 31 else self.cpu.x(n))
-            far = va if exact is None or exact >> 10 != va >> 10 else exact
-            ipa = fault.ipa if fault.ipa is None or fault.s1ptw else fault.ipa + (far - va)
-            if fault.stage == 1:
-                ec = (ExceptionClass.IABT_LOWER if fetch else ExceptionClass.DABT_LOWER) if el == 0 else \
-                     (ExceptionClass.IABT_CURRENT if fetch else ExceptionClass.DABT_CURRENT)
-                iss = fault.fsc if fetch else DataAbort(fault.fsc, wnr=write).iss
-                return GuestException(Syndrome(ec, iss), pc, pc, el, far=far, detail=str(fault))
-            if fetch:
-                syndrome = Syndrome(ExceptionClass.IABT_LOWER, fault.fsc | int(fault.s1ptw) << 7)
-            else:
-                decoded = None if fault.s1ptw else ldst.decode(word)
-                syndrome = Syndrome(ExceptionClass.DABT_LOWER, _data_abort(fault.fsc, write, decoded, fault.s1ptw).iss)
-            return GuestException(syndrome, pc, pc, el, far=far, detail=str(fault), target_el=2, ipa=ipa)
-        return make
 
     def _on_exception(self, exc: GuestException) -> RunResult | None:
         exit = self._exit_for(exc)
@@ -348,12 +279,12 @@ class VCpu(Board):
         """An access outside the VM's RAM: a stage-2 translation fault, syndrome filled as hardware does."""
         word = self.cpu.read_word(exc.address)
         if exc.syndrome.ec in (ExceptionClass.IABT_LOWER, ExceptionClass.IABT_CURRENT):
-            syndrome = Syndrome(ExceptionClass.IABT_LOWER, STAGE2_MISS)
+            access = Access.FETCH
         else:
-            decoded = ldst.decode(word or 0)
-            abort = _data_abort(STAGE2_MISS, DataAbort.from_iss(exc.syndrome.iss).wnr, decoded)
-            syndrome = Syndrome(ExceptionClass.DABT_LOWER, abort.iss)
-        # With the guest's MMU off, its addresses are IPAs. (Stage-1 translation comes with vlab.mmu.)
+            access = Access.WRITE if DataAbort.from_iss(exc.syndrome.iss).wnr else Access.READ
+        # With the guest's MMU off, its addresses are IPAs; a page-granular map misses at level 3.
+        miss = Fault(FaultKind.TRANSLATION, 2, 3, exc.far, "outside the VM's RAM", ipa=exc.far)
+        syndrome = tlb_fill.syndrome(miss, access, exc.el, word or 0)
         return self._make_exit(syndrome, exc.address, exc.el, trapped=True, far=exc.far, ipa=exc.far, word=word)
 
     def _make_exit(self, syndrome: Syndrome, address: int, el: int, trapped: bool,
@@ -362,14 +293,6 @@ class VCpu(Board):
         if word is None:
             word = self.cpu.read_word(address)
         return Exit(syndrome, address, address if trapped else address + 4, word, self.index, el, far, ipa)
-
-
-def _data_abort(dfsc: int, wnr: bool, access: ldst.Access | None, s1ptw: bool = False) -> DataAbort:
-    """A data abort's ISS as hardware fills it: with the instruction syndrome when the access has one."""
-    if access is None:
-        return DataAbort(dfsc, wnr=wnr, s1ptw=s1ptw)
-    return DataAbort(dfsc, wnr=access.is_write, isv=True, sas=access.sas, sse=access.sign_extend, srt=access.rt,
-                     sf=access.sixty_four, ar=access.acquire_release)
 
 
 _ABORTS = (ExceptionClass.DABT_LOWER, ExceptionClass.DABT_CURRENT,

@@ -61,11 +61,11 @@ class Fault:
     def iss(self, access: Access) -> int:
         """The abort's ISS without the instruction syndrome: S1PTW, WnR (data aborts) and the FSC.
 
-        A stage-2 fault on a stage-1 table walk was a descriptor *read*, so WnR is 0 there
-        whatever the instruction was doing (vlab never writes descriptors back).
+        WnR is the faulting instruction's direction, also when S1PTW says the fault was on a
+        descriptor read of its stage-1 walk (QEMU fills it the same way): a hypervisor must not
+        read it there as "the walk wrote".
         """
-        wnr = access is Access.WRITE and not self.s1ptw
-        return self.fsc | int(self.s1ptw) << 7 | int(wnr) << 6
+        return self.fsc | int(self.s1ptw) << 7 | int(access is Access.WRITE) << 6
 
     def __str__(self) -> str:
         walk = " during the stage-1 table walk" if self.s1ptw else ""

@@ -10,6 +10,9 @@ abort (a stage-1 fault for the guest kernel, a stage-2 fault for the hypervisor)
         -> (address, UC_PROT bits): Unicorn caches the page and the access proceeds
         -> a builder of the abort:  recorded with cpu.fault(); the hook returns False
         -> a Python exception:      reported with cpu.report_hook_error(); returns False
+
+`GuestTranslation` is that translate, one implementation for every core vlab translates for:
+a board whose MMU vlab walks, and each vCPU of a VM with stage 2 (there with vlab's TLB model).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from typing import Callable, Iterable
 from unicorn import UC_CTL_IO_WRITE, UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE, UC_TLB_VIRTUAL
 
 from vlab.arch import ldst
-from vlab.arch.esr import ExceptionClass, Syndrome
+from vlab.arch.esr import DataAbort, ExceptionClass, Syndrome
 from vlab.machine.cpu import CPU, GuestException
 from vlab.mmu.descriptors import Leaf
 from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu.memory import PhysicalMemory
+from vlab.mmu.tlb import TLB, Entry
 from vlab.mmu.walk import Regime, nested_walk, permission_problem
 
 # translate(virtual address, access) -> (the physical address of that byte in the core's map,
@@ -34,9 +38,12 @@ _UC_CTL_TLB_FLUSH = 11  # unicorn_const.UC_CTL_TLB_FLUSH
 _PROT = {Access.READ: 1, Access.WRITE: 2, Access.FETCH: 4}  # UC_PROT_READ, _WRITE, _EXEC
 
 
-def install(cpu: CPU, translate: Translate) -> None:
-    """Put the core in virtual-TLB mode, with `translate` answering every TLB miss (and vlab's own
-    reads of guest memory, such as the instruction shown in a report)."""
+def install(cpu: CPU, translate: Translate, reads: Translate | None = None) -> None:
+    """Put the core in virtual-TLB mode, with `translate` answering every TLB miss.
+
+    vlab's own reads of guest memory (such as the instruction shown in a report) go through
+    `reads`, by default `translate` too; pass one that leaves a TLB model and its counters alone.
+    """
     uc = cpu.uc
     uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
     # Unicorn's pages are 1 KB on Arm (QEMU's smallest Arm page), not the guest's 4 KB.
@@ -60,12 +67,13 @@ def install(cpu: CPU, translate: Translate) -> None:
             return False
 
     uc.hook_add(UC_HOOK_TLB_FILL, fill)
+    reads = reads or translate
 
     def address_for_reads(va: int) -> int | None:
         # vlab's own reads of guest memory (disassembling a faulting instruction for a report)
         # must see what the guest sees; a report must not fail, so a failure is "no memory".
         try:
-            answer = translate(va, Access.READ)
+            answer = reads(va, Access.READ)
         except Exception:  # noqa: BLE001
             return None
         return None if callable(answer) else answer[0]
@@ -91,10 +99,10 @@ def permissions(leaves: Iterable[Leaf], el0: bool) -> int:
 def abort(cpu: CPU, fault: Fault, access: Access, va: int) -> Callable[[int], GuestException]:
     """The abort a failed translation raises, built once the faulting instruction's PC is known.
 
-    Stage 1: a data/instruction abort to the guest kernel (EL1), "current EL" or "lower EL" as the
-    access came from EL1 or EL0. Stage 2: always "from a lower EL", to the hypervisor (EL2), with
-    the IPA. FAR is the exact address: Unicorn asks for a whole 1 KB page, so a load or store's
-    own address is recomputed from its encoding and registers.
+    Stage 1: a data/instruction abort to the guest kernel (EL1); stage 2: to the hypervisor
+    (EL2), with the IPA. The syndrome is `syndrome`'s. FAR is the exact address: Unicorn asks
+    for a whole 1 KB page, so a load or store's own address is recomputed from its encoding
+    and registers.
     """
     el, fetch = cpu.el, access is Access.FETCH
 
@@ -102,21 +110,59 @@ def abort(cpu: CPU, fault: Fault, access: Access, va: int) -> Callable[[int], Gu
         word = cpu.read_word(pc) or 0
         exact = pc if fetch else ldst.effective_address(word, lambda n: cpu.sp if n == 31 else cpu.x(n))
         far = va if exact is None or exact >> 10 != va >> 10 else exact
-        lower = el == 0 or fault.stage == 2
-        ec = {(True, True): ExceptionClass.IABT_LOWER, (True, False): ExceptionClass.IABT_CURRENT,
-              (False, True): ExceptionClass.DABT_LOWER, (False, False): ExceptionClass.DABT_CURRENT}[fetch, lower]
         ipa = None if fault.ipa is None else fault.ipa if fault.s1ptw else fault.ipa + (far - va)
-        return GuestException(Syndrome(ec, fault.iss(access)), pc, pc, el, far=far, detail=str(fault),
+        return GuestException(syndrome(fault, access, el, word), pc, pc, el, far=far, detail=str(fault),
                               target_el=fault.stage, ipa=ipa)
     return make
 
 
-def guest_translate(cpu: CPU, memory: PhysicalMemory, stage2: Regime | None, vttbr: int) -> Translate:
-    """A `translate` for `install`: the guest's own stage 1 (from its SCTLR_EL1, TCR_EL1 and TTBR0_EL1,
-    read at each miss) nested in the stage 2 rooted at `vttbr`; `memory` holds both stages' tables.
-    With stage2 None the IPA is the physical address (a bare machine whose MMU vlab walks)."""
-    def translate(va: int, access: Access):
-        el0, stage1, ttbr = cpu.el == 0, None, 0
+def syndrome(fault: Fault, access: Access, el: int, word: int) -> Syndrome:
+    """The ESR of the abort `fault` raises for `access` by the instruction `word`, run at `el`.
+
+    EC: an instruction or a data abort, "from a lower EL" when it is taken to a higher one
+    (from EL0, or to EL2 for any stage-2 fault), else "current EL". ISS: `Fault.iss`, plus,
+    for a stage-2 data abort that is not on a table walk, the instruction syndrome (ISV, SAS,
+    SSE, SRT, SF, AR) when `word` is a load or store that has one: what a hypervisor needs to
+    emulate a device. Stage-1 aborts go to the guest kernel, which decodes the instruction itself.
+    """
+    fetch, lower = access is Access.FETCH, el == 0 or fault.stage == 2
+    ec = {(True, True): ExceptionClass.IABT_LOWER, (True, False): ExceptionClass.IABT_CURRENT,
+          (False, True): ExceptionClass.DABT_LOWER, (False, False): ExceptionClass.DABT_CURRENT}[fetch, lower]
+    decoded = None if fetch or fault.stage == 1 or fault.s1ptw else ldst.decode(word)
+    if decoded is None:
+        return Syndrome(ec, fault.iss(access))
+    return Syndrome(ec, DataAbort(fault.fsc, wnr=decoded.is_write, isv=True, sas=decoded.sas,
+                                  sse=decoded.sign_extend, srt=decoded.rt, sf=decoded.sixty_four,
+                                  ar=decoded.acquire_release).iss)
+
+
+class GuestTranslation:
+    """A `translate` for `install`: the guest's own stage 1 (from its SCTLR_EL1, TCR_EL1 and
+    TTBR0_EL1, read at each miss) nested in the stage 2 rooted at `vttbr`.
+
+    `memory` holds both stages' tables and the frames they map, which the core sees from
+    physical address `base` on. With stage2 None the IPA is the physical address (a bare
+    machine whose MMU vlab walks). With a `tlb`, vlab's TLB model (entries tagged with `vmid`
+    and the guest's ASID) answers before any walk and keeps what each walk finds; `walks`
+    counts the walks it could not spare.
+    """
+
+    def __init__(self, cpu: CPU, memory: PhysicalMemory, stage2: Regime | None, vttbr: int,
+                 base: int = 0, tlb: TLB | None = None, vmid: int = 0):
+        self.cpu, self.memory, self.stage2, self.vttbr = cpu, memory, stage2, vttbr
+        self.base, self.tlb, self.vmid = base, tlb, vmid
+        self.walks = 0
+
+    def __call__(self, va: int, access: Access):
+        return self._translate(va, access, self.tlb)
+
+    def uncached(self, va: int, access: Access):
+        """The same translation, the TLB model neither asked, filled nor counted: for vlab's own reads."""
+        return self._translate(va, access, None)
+
+    def _translate(self, va: int, access: Access, tlb: TLB | None):
+        cpu = self.cpu
+        el0, stage1, ttbr, asid = cpu.el == 0, None, 0, 0
         if cpu.read_sysreg("SCTLR_EL1") & 1:
             problem = "vlab walks only the lower half of the address space (TTBR0_EL1)" if va >> 63 else ""
             try:
@@ -125,9 +171,23 @@ def guest_translate(cpu: CPU, memory: PhysicalMemory, stage2: Regime | None, vtt
                 problem = problem or f"TCR_EL1 cannot be walked: {e}"
             if problem:  # an unusable configuration: a translation fault at level 0
                 return abort(cpu, Fault(FaultKind.TRANSLATION, 1, 0, va, problem), access, va)
-            ttbr = cpu.read_sysreg("TTBR0_EL1") & ((1 << 48) - 2)  # BADDR; ASID and CnP dropped
-        t = nested_walk(memory, stage1, ttbr, stage2, vttbr, va, access, el0)
+            ttbr_el1 = cpu.read_sysreg("TTBR0_EL1")
+            ttbr, asid = ttbr_el1 & ((1 << 48) - 2), ttbr_el1 >> 48  # BADDR (CnP dropped), ASID
+        if tlb is not None:
+            entry = tlb.lookup(self.vmid, asid, va)
+            if entry is not None:
+                perms = entry.perms_el0 if el0 else entry.perms_el1
+                if perms & _PROT[access]:
+                    return self.base + (entry.pa_page << 12 | va & 0xFFF), perms
+                # not allowed: walk again, so the fault is reported exactly as the tables say
+            self.walks += 1
+        t = nested_walk(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, access, el0)
         if t.fault is not None:
             return abort(cpu, t.fault, access, va)
-        return t.output, permissions(t.leaves, el0)
-    return translate
+        if tlb is None:
+            return self.base + t.output, permissions(t.leaves, el0)
+        perms_el1, perms_el0 = permissions(t.leaves, False), permissions(t.leaves, True)
+        ipa = t.leaves[0].output | va & (t.leaves[0].size - 1) if stage1 is not None else va
+        tlb.insert(self.vmid, asid, va, Entry(t.output >> 12, ipa >> 12, perms_el1, perms_el0,
+                                              global_=stage1 is None or not t.leaves[0].ng))
+        return self.base + t.output, perms_el0 if el0 else perms_el1
