@@ -12,7 +12,7 @@ PORT    ?= 8888
 # apt-get needs root; use sudo when we are not root and sudo exists.
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && echo sudo; })
 
-.PHONY: lab demo book test install system-tools dot cross browser bench doctor exercises binder-badge clean
+.PHONY: lab demo slides book test install system-tools dot cross browser bench doctor exercises binder-badge clean
 
 # JupyterLab opens on the chapter index, or on the notebooks folder until there is one. It listens on
 # localhost only; as root (containers, lab machines) it needs --allow-root.
@@ -28,6 +28,10 @@ lab: install dot
 # The chapters' widgets as Voila dashboards, for a projector (localhost; CHAPTER=2 for one chapter).
 demo: install
 	$(BIN)/vlab demo $(CHAPTER)
+
+# A chapter as a reveal.js slideshow with live widgets (localhost; CHAPTER=2 for chapter 2).
+slides: install
+	$(BIN)/vlab demo --slides $(CHAPTER)
 
 # A static site of the executed chapters (diagrams and widget state kept) in _build/html.
 book: install dot

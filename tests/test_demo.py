@@ -1,22 +1,19 @@
-"""`vlab demo`: the chapters' widgets as Voilà dashboards on localhost, fetched over HTTP (no browser)."""
+"""`vlab demo`: the chapters' widgets as Voilà dashboards or slides on localhost, fetched over HTTP (no browser)."""
 
 from __future__ import annotations
 
 import ast
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from servers import free_port, serving
 from vlab.cli_demo import dashboards
 from vlab.viz.live import LiveView
 
@@ -35,37 +32,23 @@ def test_an_unknown_chapter_is_refused_with_the_list():
     assert done.returncode == 2 and "no dashboard for chapter 99" in done.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _demo(*args: str):
+    """`vlab demo ARGS` served on a free port until the block ends; its URL."""
+    port = free_port()
+    return serving([sys.executable, "-m", "vlab", "demo", *args, "--port", str(port)],
+                   f"http://127.0.0.1:{port}", ready_path="/voila/static/voila.js")
 
 
 @pytest.fixture(scope="module")
 def demo_server():
-    """`vlab demo` (every chapter) on a free localhost port; its URL. Stopped, kernels and all, afterwards."""
-    port = _free_port()
-    # A session of its own, so that whatever the server started goes down with it.
-    server = subprocess.Popen([sys.executable, "-m", "vlab", "demo", "--port", str(port)], start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=10)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"vlab demo did not start:\n{server.stdout.read() if server.poll() is not None else ''}")
-                time.sleep(0.5)
+    with _demo() as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def slides_server():
+    with _demo("--slides", "2") as url:
+        yield url
 
 
 def _widgets_built_here(notebook: Path) -> list[LiveView]:
@@ -97,3 +80,33 @@ def test_each_dashboard_serves_its_live_widgets_as_vlab_computes_them(demo_serve
     served = [json.loads(s) for s in TEXT_PLAIN.findall(page)]
     # Each widget's headline, as the same code computes it here: the dashboard really ran vlab.
     assert [s.splitlines()[0] for s in served] == [w.text().splitlines()[0] for w in expected]
+    assert not _fetched_from_elsewhere(page)
+
+
+# The page's own references to stylesheets and scripts: none may leave the server.
+FETCHED = re.compile(r"<(?:link|script)\b[^>]*\b(?:href|src)=\"([^\"]+)\"")
+
+
+def _fetched_from_elsewhere(page: str) -> list[str]:
+    return [url for url in FETCHED.findall(page) if re.match(r"(https?:)?//", url)]
+
+
+@pytest.mark.timeout(300)
+def test_a_chapter_is_served_as_slides_with_live_widgets_and_nothing_fetched_elsewhere(slides_server):
+    chapter = nbformat.read(ROOT / "notebooks" / "02_trap_and_emulate.ipynb", as_version=4)
+    page = urllib.request.urlopen(slides_server, timeout=240).read().decode()
+    assert '"output_type": "error"' not in page and "Traceback" not in page, page[-3000:]
+    slides = sum(c.metadata.get("slideshow", {}).get("slide_type") == "slide" for c in chapter.cells)
+    assert len(re.findall(r"<section\b", page)) >= slides >= 2  # reveal.js sections: a slide, or a slide's parts
+    assert page.count("application/vnd.jupyter.widget-view+json") >= 1  # the trap widget, live
+    assert not _fetched_from_elsewhere(page)
+    stylesheets = [u for u in FETCHED.findall(page) if "vlab-slides/static/reveal" in u]
+    assert {u.rsplit("/", 1)[1] for u in stylesheets} == {"reveal.css", "vlab.css"}
+    for url in stylesheets:  # served by Voila from vlab's template
+        assert urllib.request.urlopen(f"{slides_server}{url}", timeout=30).status == 200
+
+
+def test_an_unknown_slideshow_is_refused_with_the_list():
+    done = subprocess.run([sys.executable, "-m", "vlab", "demo", "--slides", "99"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "no slideshow for chapter 99" in done.stderr and "0, 1, 2, 3" in done.stderr

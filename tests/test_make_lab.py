@@ -2,7 +2,7 @@
 a token, listens on localhost only, runs as root, and JupyterLab carries the course's overrides.
 
 The real Makefile target, in this repository, on a free port; stopped (its whole process group)
-at the end. `make test` has installed everything, so `make lab` installs nothing more here.
+at the end.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import urllib.error
@@ -20,22 +19,20 @@ from pathlib import Path
 
 import pytest
 
+from servers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 START = "/lab/tree/notebooks/00_start_here.ipynb"
 START_S = 180
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def make_lab():
     """(port, token, everything make printed until the server was up) of a running `make lab`."""
-    port = _free_port()
-    process = subprocess.Popen(["make", "-s", "lab", f"PORT={port}"], cwd=ROOT, stdout=subprocess.PIPE,
+    port = free_port()
+    # -o: take the installation as it is. `make test` installed it just before; reinstalling
+    # here (after an edit to pyproject.toml) would change the environment under the running tests.
+    process = subprocess.Popen(["make", "-s", "-o", ".venv/.stamp-install", "lab", f"PORT={port}"], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     ready = re.compile(rf"http://127\.0\.0\.1:{port}{re.escape(START)}\?token=(\w+)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -29,12 +30,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SERVER_START_S = 90
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +44,7 @@ def course_copy(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lab(course_copy, tmp_path_factory) -> str:
     """The URL of a running JupyterLab serving the course copy; stopped at the end of the session."""
-    port = _free_port()
+    port = free_port()
     home = tmp_path_factory.mktemp("lab-home")
     settings = home / "app-settings"  # what `make install` fills in the environment
     settings.mkdir()

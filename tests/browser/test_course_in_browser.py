@@ -13,6 +13,7 @@ page, and waits for the expected value to appear.
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +21,7 @@ from typing import Iterator
 import nbformat
 import pytest
 
+from servers import free_port, serving
 from tests.browser.conftest import ARTIFACTS, OVERRIDES, ROOT
 
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
@@ -230,4 +232,53 @@ def test_every_chapter_opens_as_a_rise_slideshow_with_one_slide_per_slide_cell(b
                                arg=slides, timeout=OPEN_TIMEOUT_MS)
     finally:
         page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.rise.png"))
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def chapter2_slides():
+    """`vlab demo --slides 2`: chapter 2 as a reveal.js slideshow served by Voila; its URL."""
+    port = free_port()
+    with serving([sys.executable, "-m", "vlab", "demo", "--slides", "2", "--port", str(port)],
+                 f"http://127.0.0.1:{port}", ready_path="/voila/static/voila.js") as url:
+        yield url
+
+
+@pytest.mark.timeout(600)
+def test_chapter2_slides_have_live_widgets_and_fetch_nothing_from_elsewhere(browser, chapter2_slides):
+    from vlab.guests import GUESTS
+    from vlab.hyp import SUPPORTED_TRAPS, VM
+
+    wfx = VM.from_image(GUESTS["sensitive"].image(), traps=SUPPORTED_TRAPS).run().exits["WFX"]
+    cells = nbformat.read(ROOT / "notebooks" / "02_trap_and_emulate.ipynb", as_version=4).cells
+    slides = sum(c.metadata.get("slideshow", {}).get("slide_type") == "slide" for c in cells)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    elsewhere, errors = [], []
+    page.on("request", lambda r: r.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:"))
+            or elsewhere.append(r.url))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    try:
+        page.goto(chapter2_slides, timeout=OPEN_TIMEOUT_MS)
+        page.wait_for_function("(n) => document.querySelectorAll('.reveal .slides > section').length === n",
+                               arg=slides, timeout=RUN_TIMEOUT_MS)
+        boxes = [page.get_by_role("checkbox", name=name) for name in ("TVM", "TRVM", "TID3", "TACR", "TSC", "TWI")]
+        # The chapter's own cells end by running the guest under every control: all six ticked.
+        page.wait_for_function("() => [...document.querySelectorAll('.reveal input[type=checkbox]')]"
+                               ".filter(b => b.checked).length === 6", timeout=RUN_TIMEOUT_MS)
+        twi = boxes[-1]
+        exits = page.locator(".reveal .jupyter-widgets pre").first  # the exits pane, redrawn on every run
+        shows_wfx = "() => document.querySelector('.reveal .jupyter-widgets pre').innerText.includes('WFX')"
+        for _ in range(len(cells)):  # through the slides, as the presenter would, to the widget
+            if twi.is_visible():
+                break
+            page.keyboard.press("Space")
+        twi.uncheck()
+        page.wait_for_function(f"() => !({shows_wfx})()", timeout=UPDATE_TIMEOUT_MS)
+        twi.check()
+        page.wait_for_function(shows_wfx, timeout=UPDATE_TIMEOUT_MS)
+        assert exits.inner_text().split("WFX", 1)[1].split()[0] == f"{wfx:,}"
+        assert not elsewhere, f"the slideshow fetched from outside the server: {elsewhere}"
+        assert not errors, errors
+    finally:
+        page.screenshot(path=str(ARTIFACTS / "02_trap_and_emulate.slides.png"))
         page.close()

@@ -1,0 +1,49 @@
+"""Servers the tests start: a free localhost port, and a command served until the test is done."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+
+def free_port() -> int:
+    """A localhost TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(command: list[str], url: str, ready_path: str = "/", start_s: float = 120):
+    """Run `command` until `url + ready_path` answers; yield `url`; then stop it, children and all.
+
+    The command gets a session of its own, so whatever it started (kernels) goes down with it.
+    """
+    server = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + start_s
+        while True:
+            try:
+                urllib.request.urlopen(url + ready_path, timeout=10)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    output = server.stdout.read() if server.poll() is not None else "(still running)"
+                    pytest.fail(f"{' '.join(command)} did not start:\n{output}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
