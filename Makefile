@@ -33,7 +33,7 @@ demo: install
 slides: install
 	$(BIN)/vlab demo --slides $(CHAPTER)
 
-# A static site of the executed chapters (diagrams and widget state kept) in _build/html.
+# A static site of the executed chapters (diagrams, widget snapshots; nothing fetched) in _build/html.
 book: install dot
 	$(BIN)/vlab site _build/html
 

@@ -1,5 +1,6 @@
-"""A static site of the course: every chapter executed, exported to HTML with its diagrams and
-the saved state of its widgets, and an index page.
+"""A static site of the course: every chapter executed, exported to HTML with its diagrams and a
+snapshot of each widget as it stood (vlab.viz.widget_snapshot), and an index page. The pages
+load nothing from elsewhere: they read offline, from disk.
 
     vlab site _build/html        (make book)
 
@@ -19,7 +20,12 @@ import nbformat
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 
+from vlab.viz.widget_snapshot import snapshot_html
+
 ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "jupyter" / "nbconvert" / "templates"  # vlab-site: the lab template, fetching nothing
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def chapters() -> list[Path]:
@@ -31,17 +37,29 @@ def title_of(notebook) -> str:
     return first.splitlines()[0].lstrip("# ").strip() if first else "untitled"
 
 
+def with_widget_snapshots(notebook):
+    """The executed notebook with each widget output drawn as a static snapshot of its saved state
+    (a live widget would need the ipywidgets manager from a CDN), and the state itself dropped."""
+    saved = notebook.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).pop(WIDGET_VIEW, None)
+            if view is not None:
+                output["data"]["text/html"] = snapshot_html(saved, view["model_id"])
+    return notebook
+
+
 def build(out: Path, progress=print) -> list[Path]:
     """Execute every chapter and write OUT/<chapter>.html and OUT/index.html; the pages written."""
     out.mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter(template_name="lab")
+    exporter = HTMLExporter(template_name="vlab-site", extra_template_basedirs=[str(TEMPLATES)])
     pages, entries = [], []
     for path in chapters():
         progress(f"executing {path.name} ...")
         notebook = nbformat.read(path, as_version=4)
         NotebookClient(notebook, timeout=600, kernel_name="python3", store_widget_state=True,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
-        body, _ = exporter.from_notebook_node(notebook)
+        body, _ = exporter.from_notebook_node(with_widget_snapshots(notebook))
         page = out / f"{path.stem}.html"
         page.write_text(body)
         pages.append(page)
