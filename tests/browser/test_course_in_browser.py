@@ -63,13 +63,17 @@ def _no_news_or_update_prompt(page) -> None:
 def notebook_run(browser, lab: str, name: str, screenshot: str) -> Iterator[tuple[object, list[str]]]:
     """Open notebooks/`name` in a new page, Run All, wait until every cell ran and the kernel is idle.
 
-    Yields the page and the browser console's error messages so far (the list keeps growing);
+    Yields the page and the browser console's error messages so far, with any request that left the
+    lab server (the list keeps growing);
     saves `screenshot` under test-artifacts/ when done, whatever happened.
     """
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("console", lambda m: errors.append(f"{m.text} ({m.location.get('url', '')})") if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # The course works offline: nothing the page loads may come from anywhere but the lab server.
+    page.on("request", lambda r: r.url.startswith((lab, lab.replace("http", "ws", 1), "data:", "blob:"))
+            or errors.append(f"a request leaves the server: {r.url}"))
     try:
         page.goto(f"{lab}/lab/tree/notebooks/{name}?reset")  # ?reset: no workspace from an earlier page
         # Opening ends with a kernel -- or, for a notebook without kernelspec metadata, a "Select Kernel" dialog.
