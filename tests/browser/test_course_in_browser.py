@@ -22,6 +22,7 @@ import nbformat
 import pytest
 
 from servers import free_port, serving
+from vlab.cli_demo import dashboards as demo_dashboards
 from tests.browser.conftest import ARTIFACTS, OVERRIDES, ROOT
 
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
@@ -239,13 +240,54 @@ def test_every_chapter_opens_as_a_rise_slideshow_with_one_slide_per_slide_cell(b
         page.close()
 
 
+def _vlab_demo(*args: str):
+    """`vlab demo ARGS` served on a free port until the block ends; its URL."""
+    port = free_port()
+    return serving([sys.executable, "-m", "vlab", "demo", *args, "--port", str(port)],
+                   f"http://127.0.0.1:{port}", ready_path="/voila/static/voila.js")
+
+
 @pytest.fixture(scope="module")
 def chapter2_slides():
     """`vlab demo --slides 2`: chapter 2 as a reveal.js slideshow served by Voila; its URL."""
-    port = free_port()
-    with serving([sys.executable, "-m", "vlab", "demo", "--slides", "2", "--port", str(port)],
-                 f"http://127.0.0.1:{port}", ready_path="/voila/static/voila.js") as url:
+    with _vlab_demo("--slides", "2") as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def dashboards():
+    """`vlab demo`: every chapter's dashboard, served by Voila; the server's URL."""
+    with _vlab_demo() as url:
+        yield url
+
+
+@contextmanager
+def voila_page(browser, url: str, screenshot: str) -> Iterator[object]:
+    """A Voila page at `url`; on leaving, no request may have left 127.0.0.1 and the console must
+    hold no error. Saves `screenshot` under test-artifacts/ whatever happened."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    elsewhere, errors = [], []
+    page.on("request", lambda r: r.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:"))
+            or elsewhere.append(r.url))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    try:
+        page.goto(url, timeout=OPEN_TIMEOUT_MS)
+        yield page
+        assert not elsewhere, f"the page fetched from outside the server: {elsewhere}"
+        assert not errors, errors
+    finally:
+        page.screenshot(path=str(ARTIFACTS / screenshot))
+        page.close()
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("chapter", sorted(demo_dashboards()))
+def test_each_dashboard_renders_its_widgets_offline(browser, dashboards, chapter):
+    notebook = demo_dashboards()[chapter]
+    with voila_page(browser, f"{dashboards}/voila/render/{notebook.name}", f"{notebook.stem}.dashboard.png") as page:
+        page.wait_for_function("() => document.querySelectorAll('.jupyter-widgets').length > 0", timeout=RUN_TIMEOUT_MS)
+        page.wait_for_load_state("networkidle")
+        assert page.locator("text=Error displaying widget").count() == 0
 
 
 @pytest.mark.timeout(600)
@@ -256,13 +298,7 @@ def test_chapter2_slides_have_live_widgets_and_fetch_nothing_from_elsewhere(brow
     wfx = VM.from_image(GUESTS["sensitive"].image(), traps=SUPPORTED_TRAPS).run().exits["WFX"]
     cells = nbformat.read(ROOT / "notebooks" / "02_trap_and_emulate.ipynb", as_version=4).cells
     slides = sum(c.metadata.get("slideshow", {}).get("slide_type") == "slide" for c in cells)
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    elsewhere, errors = [], []
-    page.on("request", lambda r: r.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:"))
-            or elsewhere.append(r.url))
-    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-    try:
-        page.goto(chapter2_slides, timeout=OPEN_TIMEOUT_MS)
+    with voila_page(browser, chapter2_slides, "02_trap_and_emulate.slides.png") as page:
         page.wait_for_function("(n) => document.querySelectorAll('.reveal .slides > section').length === n",
                                arg=slides, timeout=RUN_TIMEOUT_MS)
         boxes = [page.get_by_role("checkbox", name=name) for name in ("TVM", "TRVM", "TID3", "TACR", "TSC", "TWI")]
@@ -281,8 +317,3 @@ def test_chapter2_slides_have_live_widgets_and_fetch_nothing_from_elsewhere(brow
         twi.check()
         page.wait_for_function(shows_wfx, timeout=UPDATE_TIMEOUT_MS)
         assert exits.inner_text().split("WFX", 1)[1].split()[0] == f"{wfx:,}"
-        assert not elsewhere, f"the slideshow fetched from outside the server: {elsewhere}"
-        assert not errors, errors
-    finally:
-        page.screenshot(path=str(ARTIFACTS / "02_trap_and_emulate.slides.png"))
-        page.close()
