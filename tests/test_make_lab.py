@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,25 +33,30 @@ def make_lab():
     port = free_port()
     # -o: take the installation as it is. `make test` installed it just before; reinstalling
     # here (after an edit to pyproject.toml) would change the environment under the running tests.
-    process = subprocess.Popen(["make", "-s", "-o", ".venv/.stamp-install", "lab", f"PORT={port}"], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(["make", "-s", "-o", ".venv/.stamp-install", "lab", f"PORT={port}"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     ready = re.compile(rf"http://127\.0\.0\.1:{port}{re.escape(START)}\?token=(\w+)")
     found: list[str] = []
+    announced = threading.Event()
 
-    def read() -> None:  # until the tokenised address appears (or make ends)
+    def read() -> None:  # all make prints, to the end: a full pipe would stall the server
         for line in process.stdout:
             lines.append(line)
-            if match := ready.search(line):
+            if not found and (match := ready.search(line)):
                 found.append(match.group(1))
-                return
+                announced.set()
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(START_S)
+    threading.Thread(target=read, daemon=True).start()
     try:
-        if not found:
+        if not announced.wait(START_S):
             pytest.fail(f"`make lab` printed no address with a token in {START_S} s:\n" + "".join(lines)[-3000:])
+        # The address is printed as the server comes up, not always once it accepts connections.
+        deadline = time.monotonic() + START_S
+        while _get(f"http://127.0.0.1:{port}/api/status?token={found[0]}")[0] != 200:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("`make lab` announced its address but does not answer there:\n" + "".join(lines)[-3000:])
+            time.sleep(0.5)
         yield port, found[0], "".join(lines)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -62,11 +68,14 @@ def make_lab():
 
 
 def _get(url: str) -> tuple[int, bytes]:
+    """The status and body of a GET; status 0 when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=30) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+    except urllib.error.URLError:
+        return 0, b""
 
 
 def test_make_lab_says_where_the_course_opens(make_lab):
