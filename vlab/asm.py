@@ -336,6 +336,11 @@ def _keystone_bytes(text: str, address: int, symbols: dict[str, int], number: in
     text = _LO12.sub(lambda m: f"#{_evaluate(m.group(1), symbols, address, number, raw) & 0xFFF:#x}", text)
     mnemonic, _, operands = text.partition(" ")
     mnemonic = mnemonic.lower()
+    if mnemonic == "udf":  # Keystone 0.9.2 does not know it: its encoding is the 16-bit immediate alone
+        value = _evaluate(operands.strip().removeprefix("#"), symbols, address, number, raw) if operands.strip() else -1
+        if not 0 <= value <= 0xFFFF:
+            raise AssemblyError("udf takes an immediate from #0 to #65535", number, raw)
+        return value.to_bytes(4, "little")
     if mnemonic in _PC_RELATIVE and "[" not in operands:  # ldr Xt, [Xn...] is not PC-relative
         if not _split_operands(operands):  # else a bare `b` would raise ValueError below
             raise AssemblyError(f"{mnemonic} needs operands ending with its target label", number, raw)
@@ -348,11 +353,17 @@ def _keystone_bytes(text: str, address: int, symbols: dict[str, int], number: in
         if mnemonic == "adrp":
             return _adrp(operands, target, address, number, raw)
         _check_reach(mnemonic, target, address, number, raw)
+    if mnemonic in ("fmov", "fcmp", "fcmpe"):
+        # GNU as reads `fmov d0, #1` as 1.0; Keystone would take the 1 as the raw 8-bit field (2.125).
+        operands = _WHOLE_IMMEDIATE.sub(r"#\1.0", operands)
     text = mnemonic + " " + _DECIMAL.sub(lambda m: hex(int(m.group(0))), operands)
     resolver = _keystone_with_symbols()
     resolver.symbols = symbols
+    # With a symbol resolver installed Keystone emits nothing for a floating-point immediate
+    # (`fmov d0, #1.5`, `fcmp d0, #0.0`); those instructions never name a label.
+    ks = _plain_keystone() if _FLOAT_IMMEDIATE.search(operands) else resolver.ks
     try:
-        encoding, _ = resolver.ks.asm(text, address)
+        encoding, _ = ks.asm(text, address)
     except KsError as e:
         raise AssemblyError(_explain_keystone(e, text, symbols), number, raw) from None
     return bytes(encoding or b"")
@@ -363,6 +374,12 @@ _PC_RELATIVE = {"b": (28, 4), "bl": (28, 4), "cbz": (21, 4), "cbnz": (21, 4), "t
                 "ldr": (21, 4), "ldrsw": (21, 4), "prfm": (21, 4), "adr": (21, 1), "adrp": (33, 4096)}
 _PC_RELATIVE.update({f"b.{cc}": (21, 4) for cc in ("eq ne cs hs cc lo mi pl vs vc hi ls ge lt gt le al nv".split())})
 _DECIMAL = re.compile(r"(?<![\w.])\d+(?![\w.])")
+_WHOLE_IMMEDIATE = re.compile(r"#\s*([+-]?\d+)(?![\w.])")
+_FLOAT_IMMEDIATE = re.compile(r"#\s*[+-]?\d+\.\d*(e[+-]?\d+)?", re.IGNORECASE)
+# Armv8.1+ mnemonics a course reader meets: LSE atomics, RAS, SPE, RCpc loads, pointer authentication, BTI.
+_LATER_EXTENSION = re.compile(r"(casp?|swp|(ld|st)(add|clr|eor|set|smax|smin|umax|umin))(a|l|al)?[bh]?|esb|psb|"
+                              r"ldapu?r[bh]?|pac\w*|aut\w*|reta[ab]|blra[ab]z?|bra[ab]z?|eret[ab]|xpac[di]|xpaclri|bti",
+                              re.IGNORECASE)
 _TARGET = "vlab_absolute_target"
 _LO12 = re.compile(r"#?:lo12:([^\],]+)")
 
@@ -422,6 +439,13 @@ class _SymbolResolver:
 
 
 @functools.cache
+def _plain_keystone():
+    from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks
+
+    return Ks(KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN)
+
+
+@functools.cache
 def _keystone_with_symbols() -> _SymbolResolver:
     return _SymbolResolver()
 
@@ -438,7 +462,11 @@ def _explain_keystone(error, text: str, symbols: dict[str, int]) -> str:
         "invalid operand": "an operand is not valid for this instruction",
     }.get(message, message)
     labels_as_immediates = [w for w in symbols if re.search(rf"#\s*{re.escape(w)}\b", text)]
-    if labels_as_immediates:
+    if _LATER_EXTENSION.fullmatch(text.split(None, 1)[0]):
+        hint = ("this instruction comes from an Arm architecture extension newer than Armv8.0, which is "
+                "what Keystone 0.9.2 assembles and what vlab's emulated core (Cortex-A72) runs; for an "
+                "atomic update use a load-exclusive/store-exclusive loop (ldxr/stxr)")
+    elif labels_as_immediates:
         hint += "; a label's address cannot be an immediate: use `ldr Xn, =label` or `adr Xn, label`"
     elif message in ("unknown error", "invalid operand") and unknown:
         hint += f"; is {unknown[0]!r} a label or register that exists?"
