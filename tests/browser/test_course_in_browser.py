@@ -174,6 +174,8 @@ def test_chapter1_each_step_shows_the_pc_and_instruction_vlab_steps_to(browser, 
             pc = board.cpu.pc
             step.click()
             page.wait_for_function(f"() => ({PC_CELL})()?.endsWith('{pc:016x}')", timeout=UPDATE_TIMEOUT_MS)
+            # The registers and the code are separate panes, redrawn one after the other.
+            page.wait_for_function(f"() => ({CURRENT_ROW})()?.includes('{pc:#010x}')", timeout=UPDATE_TIMEOUT_MS)
             instruction = disassemble_one(board.read_memory(pc, 4), pc).text
             row = " ".join(page.evaluate(CURRENT_ROW).split())
             assert f"{pc:#010x}" in row and " ".join(instruction.split()) in row, (row, instruction)
