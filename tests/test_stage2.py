@@ -114,6 +114,26 @@ def test_mmio_is_reached_by_the_absence_of_a_stage2_mapping():
     assert exits[0].ipa in (0x0900_0000, 0x0900_0018) and exits[0].hpfar == (0x0900_0000 >> 12) << 4
 
 
+RAM_END = 0x4000_0000 + RAM - PAGE  # RAM that ends inside a 2 MiB region: some misses are at level 3
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.one_of(st.integers(0, 2**40 - 8), st.integers(RAM_END, RAM_END + 0x40_0000)))
+def test_a_vm_without_stage2_tables_reports_the_level_its_tables_would_miss_at(ipa):
+    """Chapter 2's VMs have no stage-2 tables, chapter 3's do: the same access must fault the same."""
+    ipa &= ~7
+    if 0x4000_0000 <= ipa < RAM_END or 0x0900_0000 <= ipa < 0x0900_1000:  # RAM, the UART
+        return
+    faults = []
+    for stage2 in (None, "contiguous"):
+        vm = VM.from_source(f"    ldr x1, ={ipa:#x}\n    ldr x2, [x1]\n    b .\n", stage2=stage2,
+                            ram_size=RAM - PAGE)
+        vm.run(max_insns=100)
+        exit = vm.trap_log[0].exit
+        faults.append((exit.ipa, DataAbort.from_iss(exit.syndrome.iss).dfsc))
+    assert faults[0] == faults[1] and faults[0][0] == ipa and faults[0][1] & 0b111100 == FaultStatus.TRANSLATION_L0
+
+
 STAGE1_FAULT = """    adr x0, vectors
     msr vbar_el1, x0
     ldr x1, =0x40010000

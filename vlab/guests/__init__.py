@@ -50,7 +50,8 @@ GUESTS = {
         Guest("hello", "prints through the PL011 UART and powers off", "Hello from EL1!\n"),
         Guest("syscall", "a kernel that runs a user program at EL0 and serves its write() system call",
               "Hello from EL0, through a system call!\n"),
-        Guest("sensitive", "a kernel doing sensitive things: vectors, identity, MAIR/TCR, SMC, WFI and the timer",
+        Guest("sensitive", "a kernel doing sensitive things: vectors, identity, MAIR/TCR, ACTLR, PSCI by HVC and SMC, "
+              "WFI and the timer",
               "sensitive: identity, MAIR, TCR, PSCI and the timer all checked out\n", runs_on_qemu=False),
         Guest("paging", "a kernel that builds its own stage-1 tables, turns the MMU on and reads through an alias",
               "paging: the MMU is on, and the alias reads what was stored\n"),

@@ -2,7 +2,8 @@
 //
 // It installs its vector table (VBAR_EL1), reads the CPU's identity (MIDR_EL1, MPIDR_EL1)
 // and memory features (ID_AA64MMFR0_EL1), writes and reads back its memory attributes
-// (MAIR_EL1) and translation control (TCR_EL1), asks the firmware for its PSCI version,
+// (MAIR_EL1) and translation control (TCR_EL1), reads its implementation-defined control
+// (ACTLR_EL1), asks the firmware for its PSCI version through HVC and through SMC,
 // sleeps in WFI until its virtual timer interrupts it, and prints through the
 // PL011. Run it on the bare board and in a VM under any trap controls: it must print the
 // same and end with the same self-check, x19 = 0x600d.
@@ -28,9 +29,15 @@ _start:
     cmp     x1, x2
     b.ne    fail
 
+    mrs     x24, actlr_el1         // the implementation-defined control (TACR)
+
     ldr     x0, =0x84000000        // PSCI_VERSION: a call to the firmware (on QEMU virt, through HVC)
     hvc     #0
     ldr     x1, =0x10001           // PSCI 1.1
+    cmp     x0, x1
+    b.ne    fail
+    ldr     x0, =0x84000000        // the same call through SMC, the secure monitor's door (TSC)
+    smc     #0
     cmp     x0, x1
     b.ne    fail
 

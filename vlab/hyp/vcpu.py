@@ -282,10 +282,24 @@ class VCpu(Board):
             access = Access.FETCH
         else:
             access = Access.WRITE if DataAbort.from_iss(exc.syndrome.iss).wnr else Access.READ
-        # With the guest's MMU off, its addresses are IPAs; a page-granular map misses at level 3.
-        miss = Fault(FaultKind.TRANSLATION, 2, 3, exc.far, "outside the VM's RAM", ipa=exc.far)
+        # With the guest's MMU off, its addresses are IPAs. The fault's level is where the VM's
+        # stage-2 tables would have missed, had it any: the same as in a VM with stage 2.
+        miss = Fault(FaultKind.TRANSLATION, 2, self._stage2_miss_level(exc.far), exc.far, "outside the VM's RAM",
+                     ipa=exc.far)
         syndrome = tlb_fill.syndrome(miss, access, exc.el, word or 0)
         return self._make_exit(syndrome, exc.address, exc.el, trapped=True, far=exc.far, ipa=exc.far, word=word)
+
+    def _stage2_miss_level(self, ipa: int) -> int:
+        """The level at which stage-2 tables mapping just the VM's RAM find no entry for `ipa`.
+
+        vlab's stage-2 tables (vlab.hyp.memory) start at level 1, whose entries cover 1 GiB, with
+        2 MiB entries at level 2 and the RAM's 4 KB pages at level 3.
+        """
+        first, last = RAM_BASE, RAM_BASE + self.vm.ram_size - 1
+        for level, shift in ((1, 30), (2, 21)):
+            if not first >> shift <= ipa >> shift <= last >> shift:
+                return level
+        return 3
 
     def _make_exit(self, syndrome: Syndrome, address: int, el: int, trapped: bool,
                    far: int | None = None, ipa: int | None = None, word: int | None = None) -> Exit:
