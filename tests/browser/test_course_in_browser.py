@@ -13,6 +13,7 @@ page, and waits for the expected value to appear.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -155,7 +156,7 @@ CURRENT_ROW = """() => [...document.querySelectorAll('.jp-OutputArea-output tr')
 
 
 @pytest.mark.timeout(600)
-def test_chapter1_each_step_shows_the_pc_and_instruction_vlab_steps_to(browser, lab, course_copy):
+def test_chapter1_each_step_shows_the_pc_and_instruction_vlab_steps_to_then_run_prints(browser, lab, course_copy):
     from vlab.asm import disassemble_one
     from vlab.guests import GUESTS
     from vlab.machine.board import Board
@@ -179,6 +180,12 @@ def test_chapter1_each_step_shows_the_pc_and_instruction_vlab_steps_to(browser, 
             instruction = disassemble_one(board.read_memory(pc, 4), pc).text
             row = " ".join(page.evaluate(CURRENT_ROW).split())
             assert f"{pc:#010x}" in row and " ".join(instruction.split()) in row, (row, instruction)
+        # Run: to the end, as `vlab run` would; the console shows what the guest printed.
+        printed = board.run().uart
+        assert printed == GUESTS["syscall"].expected_uart
+        page.locator("button", has_text=re.compile(r"^\W*Run\s*$")).click()  # not "Run N"
+        page.wait_for_function("(s) => document.body.innerText.includes(s)", arg=printed.strip(),
+                               timeout=UPDATE_TIMEOUT_MS)
 
 
 @pytest.mark.timeout(600)
