@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -41,9 +42,21 @@ def serving(command: list[str], url: str, ready_path: str = "/", start_s: float 
                 time.sleep(0.5)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop(server)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a process started with a session of its own, and everything it started."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def vlab_demo(*args: str):
+    """`vlab demo ARGS` served on a free port until the block ends; yields its URL."""
+    port = free_port()
+    return serving([sys.executable, "-m", "vlab", "demo", *args, "--port", str(port)],
+                   f"http://127.0.0.1:{port}", ready_path="/voila/static/voila.js")

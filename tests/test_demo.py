@@ -12,8 +12,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from servers import vlab_demo
 
-from servers import free_port, serving
 from vlab.cli_demo import dashboards
 from vlab.viz.live import LiveView
 
@@ -32,22 +32,15 @@ def test_an_unknown_chapter_is_refused_with_the_list():
     assert done.returncode == 2 and "no dashboard for chapter 99" in done.stderr
 
 
-def _demo(*args: str):
-    """`vlab demo ARGS` served on a free port until the block ends; its URL."""
-    port = free_port()
-    return serving([sys.executable, "-m", "vlab", "demo", *args, "--port", str(port)],
-                   f"http://127.0.0.1:{port}", ready_path="/voila/static/voila.js")
-
-
 @pytest.fixture(scope="module")
 def demo_server():
-    with _demo() as url:
+    with vlab_demo() as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def slides_server():
-    with _demo("--slides", "2") as url:
+    with vlab_demo("--slides", "2") as url:
         yield url
 
 

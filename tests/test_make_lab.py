@@ -8,9 +8,7 @@ at the end.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -19,8 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from servers import free_port
+from servers import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 START = "/lab/tree/notebooks/00_start_here.ipynb"
@@ -59,12 +56,7 @@ def make_lab():
             time.sleep(0.5)
         yield port, found[0], "".join(lines)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process)
 
 
 def _get(url: str) -> tuple[int, bytes]:

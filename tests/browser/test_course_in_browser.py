@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import nbformat
 import pytest
+from servers import vlab_demo
 
-from servers import free_port, serving
-from vlab.cli_demo import dashboards as demo_dashboards
 from tests.browser.conftest import ARTIFACTS, OVERRIDES, ROOT
+from vlab.cli_demo import dashboards as demo_dashboards
 
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
 OPEN_TIMEOUT_MS = 120_000
@@ -249,24 +248,17 @@ def test_every_chapter_opens_as_a_rise_slideshow_with_one_slide_per_slide_cell(b
         page.close()
 
 
-def _vlab_demo(*args: str):
-    """`vlab demo ARGS` served on a free port until the block ends; its URL."""
-    port = free_port()
-    return serving([sys.executable, "-m", "vlab", "demo", *args, "--port", str(port)],
-                   f"http://127.0.0.1:{port}", ready_path="/voila/static/voila.js")
-
-
 @pytest.fixture(scope="module")
 def chapter2_slides():
     """`vlab demo --slides 2`: chapter 2 as a reveal.js slideshow served by Voila; its URL."""
-    with _vlab_demo("--slides", "2") as url:
+    with vlab_demo("--slides", "2") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def dashboards():
     """`vlab demo`: every chapter's dashboard, served by Voila; the server's URL."""
-    with _vlab_demo() as url:
+    with vlab_demo() as url:
         yield url
 
 
