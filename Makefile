@@ -19,10 +19,13 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && e
 START   := /lab/tree/notebooks$(if $(wildcard notebooks/00_start_here.ipynb),/00_start_here.ipynb)
 
 lab: install dot
+	@$(BIN)/python -c 'import socket; socket.socket().bind(("$(HOST)", $(PORT)))' 2>/dev/null || \
+	  { echo "Port $(PORT) is in use (is the course already open? its link still works): stop that server," \
+	         "or choose another port: make lab PORT=8889"; exit 1; }
 	@$(BIN)/vlab doctor || true
 	@echo "Opening the course at http://$(HOST):$(PORT)$(START) -- JupyterLab prints this address with"
 	@echo "its access token below: open that link (Ctrl-C stops the server)."
-	$(BIN)/jupyter lab --no-browser --ip=$(HOST) --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root,) \
+	$(BIN)/jupyter lab --no-browser --ip=$(HOST) --port=$(PORT) --ServerApp.port_retries=0 $(if $(filter 0,$(shell id -u)),--allow-root,) \
 		--ServerApp.root_dir=$(CURDIR) --LabApp.default_url=$(START)
 
 # The chapters' widgets as Voila dashboards, for a projector (localhost; CHAPTER=2 for one chapter).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -103,3 +104,14 @@ def test_an_unknown_slideshow_is_refused_with_the_list():
     done = subprocess.run([sys.executable, "-m", "vlab", "demo", "--slides", "99"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "no slideshow for chapter 99" in done.stderr and "0, 1, 2, 3" in done.stderr
+
+
+def test_a_port_in_use_is_refused_with_what_to_do():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "vlab", "demo", "2", "--port", str(port)],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in done.stderr and "--port" in done.stderr
+    assert "Serving on" not in done.stdout  # no address printed that is not the one served

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -106,3 +107,14 @@ def test_jupyterlab_serves_the_course_overrides(make_lab):
         assert status == 200
         schema = json.loads(body)["schema"]["properties"]
         assert {key: schema[key]["default"] for key in values} == values, f"{plugin}: overrides not applied"
+
+
+def test_a_port_in_use_is_refused_with_what_to_do():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(["make", "-s", "-o", ".venv/.stamp-install", "lab", f"PORT={port}"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and f"Port {port} is in use" in done.stdout and "make lab PORT=" in done.stdout
+    assert "Opening the course" not in done.stdout

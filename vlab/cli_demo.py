@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -46,7 +47,17 @@ def voila_command(chapter: int | None, port: int, slides: bool = False) -> list[
                                   else (DEMOS, dashboards(), "vlab-dashboard"))
     target = folder if chapter is None else chapters[chapter]
     return [sys.executable, "-m", "voila", str(target), "--no-browser", f"--port={port}",
-            "--Voila.ip=127.0.0.1", "--theme=light", f"--template={template}"]
+            "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--theme=light", f"--template={template}"]
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:`port` now."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def voila_environment() -> dict[str, str]:
@@ -72,6 +83,10 @@ def demo_command(args: argparse.Namespace) -> int:
         what = "slideshow" if args.slides else "dashboard"
         print(f"vlab demo: no {what} for chapter {args.chapter}; there are: {', '.join(map(str, known))}",
               file=sys.stderr)
+        return 2
+    if not port_is_free(args.port):
+        print(f"vlab demo: port {args.port} on 127.0.0.1 is in use (another vlab demo or Jupyter?): "
+              f"stop it, or choose another port with --port", file=sys.stderr)
         return 2
     print(f"Serving on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)", flush=True)
     command = voila_command(args.chapter, args.port, args.slides)
