@@ -1,9 +1,11 @@
-"""Servers the tests start: a free localhost port, and a command served until the test is done."""
+"""Servers the tests start: a free localhost port, a command served until the test is done, and
+what a served page would fetch."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -60,3 +62,12 @@ def vlab_demo(*args: str):
     port = free_port()
     return serving([sys.executable, "-m", "vlab", "demo", *args, "--port", str(port)],
                    f"http://127.0.0.1:{port}", ready_path="/voila/static/voila.js")
+
+
+# A page's references to stylesheets and scripts: what a browser fetches to show it.
+FETCHED = re.compile(r"<(?:link|script)\b[^>]*\b(?:href|src)=\"([^\"]+)\"")
+
+
+def fetched_from_elsewhere(page: str) -> list[str]:
+    """The stylesheets and scripts `page` loads from another host (a CDN): none, for an offline course."""
+    return [url for url in FETCHED.findall(page) if re.match(r"(https?:)?//", url)]

@@ -1,9 +1,8 @@
 """`make book` / `vlab site`: every chapter executed into a static page with its diagrams and a
 snapshot of each widget, readable offline (nothing fetched from elsewhere)."""
 
-import re
-
 import pytest
+from servers import fetched_from_elsewhere
 
 from vlab import course_site
 
@@ -11,7 +10,6 @@ from vlab import course_site
 SNAPSHOT_SHOWS = {"01_physical_machine": ">Step</button>",
                   "02_trap_and_emulate": "sensitive.S with traps",
                   "03_stage2": "guest VA <input"}
-FETCHED = re.compile(r"<(?:link|script)\b[^>]*\b(?:href|src)=\"([^\"]+)\"")
 
 
 @pytest.mark.timeout(900)
@@ -23,7 +21,7 @@ def test_the_site_has_every_chapter_with_its_diagrams_and_widget_snapshots(tmp_p
         assert page in pages and f'href="{page.name}"' in index
         html = page.read_text()
         assert "Traceback" not in html
-        assert not [url for url in FETCHED.findall(html) if re.match(r"(https?:)?//", url)], "fetches from elsewhere"
+        assert not fetched_from_elsewhere(html), "fetches from elsewhere"
         assert "application/vnd.jupyter.widget-view+json" not in html, f"{chapter.stem}: a widget left blank"
     for chapter, shows in SNAPSHOT_SHOWS.items():
         html = (tmp_path / f"{chapter}.html").read_text()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from servers import vlab_demo
+from servers import FETCHED, fetched_from_elsewhere, vlab_demo
 
 from vlab.cli_demo import dashboards
 from vlab.viz.live import LiveView
@@ -74,15 +74,7 @@ def test_each_dashboard_serves_its_live_widgets_as_vlab_computes_them(demo_serve
     served = [json.loads(s) for s in TEXT_PLAIN.findall(page)]
     # Each widget's headline, as the same code computes it here: the dashboard really ran vlab.
     assert [s.splitlines()[0] for s in served] == [w.text().splitlines()[0] for w in expected]
-    assert not _fetched_from_elsewhere(page)
-
-
-# The page's own references to stylesheets and scripts: none may leave the server.
-FETCHED = re.compile(r"<(?:link|script)\b[^>]*\b(?:href|src)=\"([^\"]+)\"")
-
-
-def _fetched_from_elsewhere(page: str) -> list[str]:
-    return [url for url in FETCHED.findall(page) if re.match(r"(https?:)?//", url)]
+    assert not fetched_from_elsewhere(page)
 
 
 @pytest.mark.timeout(300)
@@ -93,7 +85,7 @@ def test_a_chapter_is_served_as_slides_with_live_widgets_and_nothing_fetched_els
     slides = sum(c.metadata.get("slideshow", {}).get("slide_type") == "slide" for c in chapter.cells)
     assert len(re.findall(r"<section\b", page)) >= slides >= 2  # reveal.js sections: a slide, or a slide's parts
     assert page.count("application/vnd.jupyter.widget-view+json") >= 1  # the trap widget, live
-    assert not _fetched_from_elsewhere(page)
+    assert not fetched_from_elsewhere(page)
     stylesheets = [u for u in FETCHED.findall(page) if "vlab-slides/static/reveal" in u]
     assert {u.rsplit("/", 1)[1] for u in stylesheets} == {"reveal.css", "vlab.css"}
     for url in stylesheets:  # served by Voila from vlab's template
