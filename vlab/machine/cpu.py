@@ -40,6 +40,8 @@ _UNTIL = 0xFFFF_FFFF_FFFF_FFFC  # "never": we stop on budgets and events, not on
 _EXCP_UDEF, _EXCP_SWI, _EXCP_PREFETCH_ABORT, _EXCP_DATA_ABORT, _EXCP_BKPT, _EXCP_HVC, _EXCP_SMC = 1, 2, 3, 4, 7, 11, 13
 
 _X = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
+# The register a system-register hook names (Unicorn's id for Rt) -> Rt; XZR is 31.
+_RT = {reg: n for n, reg in enumerate(_X)} | {A.UC_ARM64_REG_XZR: 31}
 _WFI = 0xD503207F
 
 PSTATE_DAIF = 0xF << 6
@@ -100,6 +102,9 @@ class CpuStop:
 # level allowed to execute it. It returns True when it emulated the access (for a read
 # it has put the result in register Rt), False to let the hardware perform it.
 SysRegHandler = Callable[["CPU", SysRegAccess, int], bool]
+# An exception handler: called for every exception Unicorn raises, before the run stops for it.
+# It returns True when it served the exception in place (the guest goes on, no stop).
+ExceptionHandler = Callable[["CPU", GuestException], bool]
 
 
 class Watchdog:
@@ -114,9 +119,10 @@ class Watchdog:
 
     _RESTOP_S = 0.01  # keep stopping: a stop that lands between two slices is forgotten
 
-    def __init__(self, cpu: CPU, seconds: float):
+    def __init__(self, stop: Callable[[], None], seconds: float):
+        """`stop()` stops whatever engine is running (Unicorn's emu_stop is safe from another thread)."""
         self.fired = False
-        self._cpu, self._seconds = cpu, seconds
+        self._stop, self._seconds = stop, seconds
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="vlab-watchdog", daemon=True)
 
@@ -133,7 +139,7 @@ class Watchdog:
             return
         self.fired = True
         while True:
-            self._cpu.uc.emu_stop()  # safe from another thread: it is what Unicorn's timeout does
+            self._stop()
             if self._done.wait(self._RESTOP_S):
                 return
 
@@ -154,6 +160,8 @@ class CPU:
         self._cp_ref = ctypes.byref(self._cp)
         self.instructions = 0  # retired since power-on: the guest's clock
         self.sysreg_handler: SysRegHandler | None = None
+        self.exception_handler: ExceptionHandler | None = None
+        self._accesses: dict[tuple, tuple[SysRegAccess, int]] = {}  # see _on_sysreg
         # Set when vlab translates addresses itself (a VM with stage 2): guest VA -> the core's physical address.
         self.translate_for_reads: Callable[[int], int | None] | None = None
         self._counter = InstructionCounter(self.uc)
@@ -172,8 +180,11 @@ class CPU:
         self.write_sysreg("HCR_EL2", 1 << 31)
         self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_memory_fault)
-        for insn in (A.UC_ARM64_INS_MRS, A.UC_ARM64_INS_MSR, A.UC_ARM64_INS_SYS, A.UC_ARM64_INS_SYSL):
-            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, None, 1, 0, insn)
+        # One hook per kind of instruction, so the direction is known without reading the
+        # instruction: MRS and SYSL read into Rt, MSR and SYS write from it.
+        for insn, is_read in ((A.UC_ARM64_INS_MRS, True), (A.UC_ARM64_INS_MSR, False),
+                              (A.UC_ARM64_INS_SYS, False), (A.UC_ARM64_INS_SYSL, True)):
+            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, is_read, 1, 0, insn)
 
     # --- registers -------------------------------------------------------------
 
@@ -293,6 +304,12 @@ class CPU:
         self._trapped_at = self._counter.started()
         self.request_stop()
 
+    def stop_within(self, instructions: int) -> None:
+        """From a hook: end the current run once at most `instructions` more have retired, the
+        current one included (e.g. a timer was armed to fire sooner than the run was going to
+        last: `clock()` then reaches the deadline exactly). Never lengthens a run."""
+        self._counter.limit_to(self._counter.started() - 1 + max(instructions, 1))
+
     def report_hook_error(self, message: str) -> None:
         """From any hook: vlab itself failed; the run stops with this message (never a raise into Unicorn)."""
         self._hook_error = self._hook_error or message
@@ -322,7 +339,7 @@ class CPU:
         finally:
             self._running = False
         started = self._counter.started()
-        stop = self._classify(started, max_insns, error)
+        stop = self._classify(started, self._counter.limit(), error)
         self.instructions += stop.retired
         return stop
 
@@ -368,9 +385,12 @@ class CPU:
 
     def _on_interrupt(self, uc: Uc, intno: int, _user) -> None:
         try:
-            self._exception = self._decode_interrupt(intno)
+            exception = self._decode_interrupt(intno)
+            if self.exception_handler is not None and self.exception_handler(self, exception):
+                return  # served in place: the guest goes on without leaving the emulator
+            self._exception = exception
         except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
-            self._hook_error = f"decoding exception {intno}: {type(e).__name__}: {e}"
+            self._hook_error = f"exception {intno}: {type(e).__name__}: {e}"
         uc.emu_stop()
 
     def _decode_interrupt(self, intno: int) -> GuestException:
@@ -427,16 +447,21 @@ class CPU:
         return GuestException(Syndrome(ec, DataAbort(FaultStatus.SYNC_EXTERNAL, wnr=write).iss), pc, pc, el,
                               far=address, detail=detail)
 
-    def _on_sysreg(self, uc: Uc, reg: int, cp, _user) -> bool:
+    def _on_sysreg(self, uc: Uc, reg: int, cp, is_read: bool) -> bool:
         try:
             if self.sysreg_handler is None:
                 return False
-            encoding = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
-            known = sysregs.BY_ENCODING.get(encoding)
-            if known is not None and known.min_el > self.el:
+            # The access, decoded once per register, Rt and direction: this hook runs for every
+            # MRS/MSR the guest executes, and an exit served in place must stay cheap.
+            key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2, reg, is_read)
+            known = self._accesses.get(key)
+            if known is None:
+                reg_info = sysregs.BY_ENCODING.get(key[:5])
+                known = self._accesses[key] = (SysRegAccess(*key[:5], rt=_RT[reg], is_read=is_read),
+                                               0 if reg_info is None else reg_info.min_el)
+            access, min_el = known
+            if min_el and (min_el > 1 or self.el == 0):
                 return False  # UNDEFINED at this level: the hardware raises it, not us
-            word = self.read_word(self.pc) or 0
-            access = SysRegAccess(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2, rt=word & 0x1F, is_read=bool(word >> 21 & 1))
             return self.sysreg_handler(self, access, cp.val)
         except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
             self._hook_error = f"system-register trap handler failed: {type(e).__name__}: {e}"
