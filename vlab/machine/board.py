@@ -157,6 +157,10 @@ class Board:
     def region_at(self, address: int, length: int = 1) -> Region | None:
         return next((r for r in self.regions if r.contains(address, length)), None)
 
+    def start_at(self, pc: int) -> None:
+        """Where the CPU starts (the loader's entry point)."""
+        self.cpu.pc = pc
+
     def write_memory(self, address: int, data: bytes) -> None:
         """Write bytes into flash or RAM (the loader's path: flash is writable from outside)."""
         region = self.region_at(address, max(len(data), 1))

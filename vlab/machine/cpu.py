@@ -171,6 +171,7 @@ class CPU:
         self._stop_requested = False
         self._trapped_at: int | None = None  # the counter when trap() was called in this run
         self._make_fault: Callable[[int], GuestException] | None = None  # set by fault()
+        self._rollback = None  # set by abort_current(): the state to restore once the run stops
         self._running = False  # inside emu_start: the live counter is part of the clock
         # SCR_EL3.HCE: without it HVC is UNDEFINED. RW (bit 10): EL2 and below are AArch64.
         self.write_sysreg("SCR_EL3", (1 << 8) | (1 << 10) | 1)
@@ -310,6 +311,19 @@ class CPU:
         last: `clock()` then reaches the deadline exactly). Never lengthens a run."""
         self._counter.limit_to(self._counter.started() - 1 + max(instructions, 1))
 
+    def abort_current(self, exception: GuestException) -> None:
+        """From a device callback: the current instruction must not complete. Its registers are put
+        back as they were before it (the device saw nothing), and it raises `exception` instead.
+
+        Inside the callback the registers are still the instruction's inputs (Unicorn writes the
+        loaded value and any writeback after the access), so a snapshot taken now is the state
+        before it; the run restores it once the emulator has stopped.
+        """
+        self._rollback = self.uc.context_save()
+        self._exception = exception
+        self._trapped_at = self._counter.started()
+        self.request_stop()
+
     def report_hook_error(self, message: str) -> None:
         """From any hook: vlab itself failed; the run stops with this message (never a raise into Unicorn)."""
         self._hook_error = self._hook_error or message
@@ -338,6 +352,9 @@ class CPU:
             self._hook_error = self._hook_error or f"{type(e).__name__}: {e}"
         finally:
             self._running = False
+        if self._rollback is not None:
+            self.uc.context_restore(self._rollback)
+            self._rollback = None
         started = self._counter.started()
         stop = self._classify(started, self._counter.limit(), error)
         self.instructions += stop.retired

@@ -152,6 +152,14 @@ class GuestTranslation:
         self.cpu, self.memory, self.stage2, self.vttbr = cpu, memory, stage2, vttbr
         self.base, self.tlb, self.vmid = base, tlb, vmid
         self.walks = 0
+        # A stage-2 fault the walk met, offered to the hypervisor before it becomes an abort:
+        # on_stage2_fault(fault, access, va) -> True (fixed: walk again), (address, UC_PROT bits)
+        # (the answer, e.g. an emulated device's window), or None (abort).
+        self.on_stage2_fault: Callable[[Fault, Access, int], object] | None = None
+
+    def switch(self, stage2: Regime, vttbr: int, vmid: int) -> None:
+        """Translate for another VM from now on: its stage-2 tables and VMID (a world switch)."""
+        self.stage2, self.vttbr, self.vmid = stage2, vttbr, vmid
 
     def __call__(self, va: int, access: Access):
         return self._translate(va, access, self.tlb)
@@ -182,6 +190,13 @@ class GuestTranslation:
                 # not allowed: walk again, so the fault is reported exactly as the tables say
             self.walks += 1
         t = nested_walk(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, access, el0)
+        while t.fault is not None and t.fault.stage == 2 and tlb is not None and self.on_stage2_fault is not None:
+            answer = self.on_stage2_fault(t.fault, access, va)
+            if answer is not True:
+                if answer is not None:
+                    return answer
+                break
+            t = nested_walk(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, access, el0)
         if t.fault is not None:
             return abort(cpu, t.fault, access, va)
         if tlb is None:
