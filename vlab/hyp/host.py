@@ -198,23 +198,16 @@ class Host:
         return lambda: [vm.stop(reason, message, vcpu) for vm in self.vms if vm.running]
 
     def invalidate_stage2(self, vm, ipa: int | None) -> None:
-        """A change to `vm`'s stage-2 tables reaches every core: each forgets the VM's translations
-        (through `ipa`'s page, or all of them), and the cores running it flush their own TLB."""
-        if vm.memory is None:
-            return
-        for pcpu in self.pcpus:
-            if ipa is None:
-                pcpu.tlb.vmalle1(vm.memory.vmid)
-            else:
-                pcpu.tlb.ipas2e1(vm.memory.vmid, ipa)
-            if pcpu.current is not None and pcpu.current.vm is vm:
-                pcpu.flush_engine_tlb()
+        """A change to `vm`'s stage-2 tables reaches every core: each forgets what it cached through
+        them (for `ipa`'s page, or all), as TLBI IPAS2E1IS / VMALLS12E1IS broadcast on hardware."""
+        if vm.memory is not None:
+            for pcpu in self.pcpus:
+                pcpu.forget_stage2(vm.memory.vmid, ipa)
 
     def invalidate_stage1(self, vcpu: VCpu) -> None:
         pcpu = self.pcpu_of(vcpu)
         if pcpu is not None:
-            pcpu.tlb.vmalle1(vcpu.vm.memory.vmid)
-            pcpu.flush_engine_tlb()
+            pcpu.forget_stage1(vcpu.vm.memory.vmid)
 
     # --- running ----------------------------------------------------------------------------------
 

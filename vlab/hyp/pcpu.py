@@ -27,7 +27,7 @@ from vlab.hyp.exits import IN_PLACE, RUN_LOOP, Exit
 from vlab.hyp.memory import HOST_BASE
 from vlab.hyp.vcpu import Block, Halt, Inject, VCpu, VCpuState, Yield
 from vlab.machine.board import RAM_BASE, StopReason
-from vlab.machine.cpu import CPU, GuestException, StopKind
+from vlab.machine.cpu import CPU, EXCP_HVC, EXCP_SMC, GuestException, StopKind
 from vlab.machine.timer import serve_timer
 from vlab.mmu import tlb_fill
 from vlab.mmu.faults import Access, Fault, FaultKind
@@ -62,7 +62,8 @@ class PhysicalCpu:
         self._translation: tlb_fill.GuestTranslation | None = None  # with stage 2 (virtual-TLB mode)
         self._windows: list[tuple[int, int]] = []  # device windows mapped for exits served in place
         self._pending: Callable[[], None] | None = None  # what an exit served in place left to the loop
-        self._exits: dict[tuple, Exit] = {}  # trapped system-register exits, by (pc, access, vCPU)
+        self._exits: dict[tuple, Exit] = {}  # exits of instructions that always make the same one
+        self._split: tuple | None = None  # the first half of an 8-byte device access, awaiting the second
 
     # --- the host clock, as this core keeps it --------------------------------------------------
 
@@ -80,7 +81,8 @@ class PhysicalCpu:
             return
         memory = self.host.memory
         self.cpu.map_host_buffer(HOST_BASE, memory.size, memory.address)
-        self._translation = tlb_fill.GuestTranslation(self.cpu, memory.memory, None, 0, HOST_BASE, self.tlb)
+        self._translation = tlb_fill.GuestTranslation(self.cpu, memory.memory, None, 0, HOST_BASE, self.tlb,
+                                                      sees_every_write=True)
         self._translation.on_stage2_fault = self._stage2_fault
         tlb_fill.install(self.cpu, self._translation, self._translation.uncached)
 
@@ -128,6 +130,24 @@ class PhysicalCpu:
     def flush_engine_tlb(self) -> None:
         """Forget what Unicorn's own TLB holds for this core (it is not tagged by VMID or ASID)."""
         tlb_fill.flush(self.cpu)
+
+    def forget_stage1(self, vmid: int) -> None:
+        """The loaded vCPU's translation registers changed: its stage-1 translations are stale here."""
+        self.tlb.vmalle1(vmid)
+        if self._translation is not None:
+            self._translation.forget_stage1()
+        self.flush_engine_tlb()
+
+    def forget_stage2(self, vmid: int, ipa: int | None) -> None:
+        """Stage-2 entries of `vmid` changed: what this core cached through them is stale."""
+        if ipa is None:
+            self.tlb.vmalle1(vmid)
+        else:
+            self.tlb.ipas2e1(vmid, ipa)
+        if self._translation is not None:
+            self._translation.forget_stage2(vmid, ipa)
+        if self.current is not None and self.current.vm.memory is not None and self.current.vm.memory.vmid == vmid:
+            self.flush_engine_tlb()
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -357,27 +377,31 @@ class PhysicalCpu:
 
     # --- exits served in place: hypercalls and firmware calls -------------------------------------
 
-    def _on_exception(self, cpu: CPU, exc: GuestException) -> bool:
+    def _on_exception(self, cpu: CPU, intno: int) -> bool:
         """HVC and SMC from the guest kernel: served in place unless the handler needs the loop."""
-        ec = exc.syndrome.ec
-        if exc.el != 1 or ec not in (ExceptionClass.HVC64, ExceptionClass.SMC64):
-            return False  # the guest kernel's own exception (or an undefined HVC at EL0): the loop delivers it
+        if intno != EXCP_HVC and intno != EXCP_SMC or cpu.el != 1:
+            return False  # the guest kernel's own exception (or an undefined one at EL0): the loop delivers it
         vcpu = self.current
-        if ec is ExceptionClass.SMC64 and not vcpu.vm.traps & HCR.TSC:
+        trapped = intno == EXCP_SMC
+        if trapped and not vcpu.vm.traps & HCR.TSC:
             halt = self.host.firmware_call(vcpu)  # an SMC the hypervisor does not trap reaches EL3
             if halt is not None:
                 self._pending = halt
             return halt is None
-        # An HVC has completed (ELR_EL2 is the next instruction); a trapped SMC has not.
-        trapped = ec is ExceptionClass.SMC64
-        exit = Exit(exc.syndrome, exc.address, exc.address if trapped else exc.return_address, exc.word,
-                    vcpu.index, 1)
+        pc = cpu.pc  # after the instruction
+        key = (pc, cpu.read_word(pc - 4), vcpu.index)
+        exit = self._exits.get(key)
+        if exit is None:  # the same instruction always makes the same exit: build it once
+            exc = cpu.decode_exception(intno)
+            # An HVC has completed (ELR_EL2 is the next instruction); a trapped SMC has not.
+            exit = self._exits[key] = Exit(exc.syndrome, exc.address, exc.address if trapped else pc, exc.word,
+                                           vcpu.index, 1)
         resume_at, effect = outcome = vcpu.vm.dispatch(vcpu, exit, IN_PLACE)
-        if effect is None and resume_at == (exit.address + 4 if trapped else None):
+        if effect is None and resume_at == (pc if trapped else None):
             return True  # Unicorn resumes after the instruction, which it counted
         self._defer(exit, outcome)
         if trapped:
-            cpu.pc = exc.address  # the trapped SMC did not execute: the loop resumes it
+            cpu.pc = exit.address  # the trapped SMC did not execute: the loop resumes it
             cpu.instructions -= 1
             vcpu.instructions -= 1
         return False
@@ -424,20 +448,33 @@ class PhysicalCpu:
             if self._pending is not None:
                 return 0  # the rest of an access already refused (a pair): nothing reaches the device
             pc = cpu.pc  # exact inside a device callback (measured)
+            split = self._split
+            if split is not None and split[0] == pc and split[1] == offset:
+                self._split = None  # the second half of an 8-byte access Unicorn makes as two 4-byte ones
+                if is_write:
+                    handlers.serve_mmio(vcpu, split[3], split[4], split[2] | value << 32)
+                return 0 if is_write else split[2]
             word = cpu.read_word(pc) or 0
             decoded = ldst.decode(word)
             ipa = base + offset
             el = cpu.el
             exit = Exit(handlers.mmio_syndrome(vcpu.vm, decoded, ipa, el, is_write), pc, pc, word,
                         vcpu.index, el, ipa, ipa)
-            if decoded is None or decoded.sas != size.bit_length() - 1:
-                # ISV = 0 (a pair, writeback, SIMD) or a split access: not one a hypervisor can emulate
-                # from the syndrome. The instruction is undone and the guest gets an external abort.
-                outcome = vcpu.vm.dispatch(vcpu, exit, IN_PLACE)
-                self._defer(exit, outcome)
-                cpu.abort_current(GuestException(exit.syndrome, pc, pc, el, target_el=2))
-                return 0
-            return handlers.serve_mmio(vcpu, exit, DataAbort.from_iss(exit.syndrome.iss), value)
+            if decoded is not None and 1 << decoded.sas == size:
+                return handlers.serve_mmio(vcpu, exit, DataAbort.from_iss(exit.syndrome.iss), value)
+            if decoded is not None and 1 << decoded.sas == 8 and size == 4:
+                abort = DataAbort.from_iss(exit.syndrome.iss)
+                if is_write:  # the low half: the device sees the whole store with the high half
+                    self._split = (pc, offset + 4, value, exit, abort)
+                    return 0
+                loaded = handlers.serve_mmio(vcpu, exit, abort, 0)
+                self._split = (pc, offset + 4, loaded >> 32)
+                return loaded & 0xFFFF_FFFF
+            # ISV = 0 (a pair, writeback, SIMD): not an access a hypervisor can emulate from the
+            # syndrome. The instruction is undone and the guest gets what the handler says.
+            self._defer(exit, vcpu.vm.dispatch(vcpu, exit, IN_PLACE))
+            cpu.abort_current(GuestException(exit.syndrome, pc, pc, el, target_el=2))
+            return 0
         except Exception as e:  # noqa: BLE001 - a device bug stops the run with a report
             cpu.report_hook_error(f"emulated device at {base:#x} failed at +{offset:#x}: {type(e).__name__}: {e}")
             return 0

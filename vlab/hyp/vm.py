@@ -254,8 +254,10 @@ class VM:
         """The firmware interface, played by the hypervisor: power, and starting secondary vCPUs."""
         if fid == psci.PsciFunction.CPU_ON:
             return self._cpu_on(vcpu, vcpu.x(1), vcpu.x(2), vcpu.x(3))
-        # Every other function takes at most one argument, x1 (registers are read one call each).
-        ids = tuple(v.vmpidr & 0xFF_00FF_FFFF for v in self.vcpus if v.state is not VCpuState.OFF)
+        # Every other function takes at most one argument, x1 (registers are read one call each);
+        # only AFFINITY_INFO asks which vCPUs are on.
+        ids = tuple(v.vmpidr & 0xFF_00FF_FFFF for v in self.vcpus if v.state is not VCpuState.OFF) \
+            if fid == psci.PsciFunction.AFFINITY_INFO else ()
         outcome = psci.call(fid, (vcpu.x(1), 0, 0), ids)
         vcpu.set_x(0, outcome.x0)
         if fid == psci.PsciFunction.CPU_OFF:

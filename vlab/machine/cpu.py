@@ -38,6 +38,7 @@ _UNTIL = 0xFFFF_FFFF_FFFF_FFFC  # "never": we stop on budgets and events, not on
 
 # Unicorn's (QEMU's) exception numbers, as the UC_HOOK_INTR callback reports them
 _EXCP_UDEF, _EXCP_SWI, _EXCP_PREFETCH_ABORT, _EXCP_DATA_ABORT, _EXCP_BKPT, _EXCP_HVC, _EXCP_SMC = 1, 2, 3, 4, 7, 11, 13
+EXCP_HVC, EXCP_SMC = _EXCP_HVC, _EXCP_SMC
 
 _X = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
 # The register a system-register hook names (Unicorn's id for Rt) -> Rt; XZR is 31.
@@ -102,9 +103,10 @@ class CpuStop:
 # level allowed to execute it. It returns True when it emulated the access (for a read
 # it has put the result in register Rt), False to let the hardware perform it.
 SysRegHandler = Callable[["CPU", SysRegAccess, int], bool]
-# An exception handler: called for every exception Unicorn raises, before the run stops for it.
-# It returns True when it served the exception in place (the guest goes on, no stop).
-ExceptionHandler = Callable[["CPU", GuestException], bool]
+# An exception handler: called with Unicorn's exception number for every exception it raises,
+# before the run stops for it. It returns True when it served the exception in place (the guest
+# goes on, no stop); CPU.decode_exception(number) says what the exception is.
+ExceptionHandler = Callable[["CPU", int], bool]
 
 
 class Watchdog:
@@ -232,7 +234,7 @@ class CPU:
     @property
     def el(self) -> int:
         """The current exception level, PSTATE.EL."""
-        return (self.pstate >> 2) & 3
+        return (self._read64(A.UC_ARM64_REG_PSTATE) >> 2) & 3
 
     def registers(self) -> dict[str, int]:
         """x0..x30, sp, pc, pstate: the state a test or a widget shows."""
@@ -402,13 +404,16 @@ class CPU:
 
     def _on_interrupt(self, uc: Uc, intno: int, _user) -> None:
         try:
-            exception = self._decode_interrupt(intno)
-            if self.exception_handler is not None and self.exception_handler(self, exception):
+            if self.exception_handler is not None and self.exception_handler(self, intno):
                 return  # served in place: the guest goes on without leaving the emulator
-            self._exception = exception
+            self._exception = self._decode_interrupt(intno)
         except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
             self._hook_error = f"exception {intno}: {type(e).__name__}: {e}"
         uc.emu_stop()
+
+    def decode_exception(self, intno: int) -> GuestException:
+        """What Unicorn's exception number `intno`, just raised, is in the architecture's terms."""
+        return self._decode_interrupt(intno)
 
     def _decode_interrupt(self, intno: int) -> GuestException:
         pc, el = self.pc, self.el
