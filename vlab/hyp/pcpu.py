@@ -175,7 +175,7 @@ class PhysicalCpu:
     def take_pending_irq(self, vcpu: VCpu) -> None:
         """The virtual timer's interrupt, if it fired and the guest has IRQs unmasked: the hypervisor
         injects it, and the guest takes it at its IRQ vector."""
-        if vcpu.timer.asserted() and not self.cpu.irqs_masked():
+        if not self.cpu.irqs_masked() and vcpu.timer.asserted():
             vcpu.entry.interrupt(self.cpu, vcpu.instructions, self.now())
             vcpu.vm.record(vcpu, "IRQ", None, "virtual timer fired: virtual IRQ injected at "
                            f"VBAR_EL1+{self.cpu.pc - self.cpu.read_sysreg('VBAR_EL1'):#x}", RUN_LOOP)
