@@ -195,9 +195,7 @@ def test_a_huge_buffer_is_kept_up_to_the_output_limit_and_counted():
     driver = Driver(bus, ram)
     driver.setup(4)
     driver.put_desc(0, RAM_BASE, RAM_SIZE, 0, 0)  # all of RAM, 4 MiB
-    driver.put16(driver.avail + 4, 0)
-    driver.avail_idx = 1
-    driver.publish_and_kick(0)
+    driver.make_available(0)
     assert len(console.output) == 100 and console.dropped == RAM_SIZE - 100
     assert driver.reap() == [(0, 0)]
 
@@ -231,9 +229,7 @@ def test_a_descriptor_outside_ram_needs_reset_and_reads_nothing(setup):
     _, console, driver, lines = setup
     driver.setup(4)
     driver.put_desc(0, 0x1000_0000, 16, 0, 0)  # below RAM
-    driver.put16(driver.avail + 4, 0)
-    driver.avail_idx = 1
-    driver.publish_and_kick(0)
+    driver.make_available(0)
     needs_reset(driver, "0x10000000", "outside the guest's RAM")
     assert console.output == b"" and driver.reap() == []
     assert driver.r(0x060) & 2 and lines[-1] == (79, True)  # a configuration-change interrupt
@@ -243,9 +239,7 @@ def test_a_buffer_running_past_the_end_of_ram_needs_reset(setup):
     _, console, driver, _ = setup
     driver.setup(4)
     driver.put_desc(0, RAM_BASE + RAM_SIZE - 4, 8, 0, 0)
-    driver.put16(driver.avail + 4, 0)
-    driver.avail_idx = 1
-    driver.publish_and_kick(0)
+    driver.make_available(0)
     needs_reset(driver, "outside")
     assert console.output == b""
 
@@ -256,9 +250,7 @@ def test_a_descriptor_loop_needs_reset(setup, links):
     driver.setup(4)
     for index, following in enumerate(links):
         driver.put_desc(index, driver.buffer(b"x"), 1, NEXT, following)
-    driver.put16(driver.avail + 4, 0)
-    driver.avail_idx = 1
-    driver.publish_and_kick(0)
+    driver.make_available(0)
     needs_reset(driver, "loop")
 
 
@@ -266,9 +258,7 @@ def test_a_next_index_past_the_table_needs_reset(setup):
     _, _, driver, _ = setup
     driver.setup(4)
     driver.put_desc(0, driver.buffer(b"x"), 1, NEXT, 9)
-    driver.put16(driver.avail + 4, 0)
-    driver.avail_idx = 1
-    driver.publish_and_kick(0)
+    driver.make_available(0)
     needs_reset(driver, "descriptor 9")
 
 
@@ -284,9 +274,7 @@ def test_an_indirect_descriptor_needs_reset_as_the_feature_was_not_offered(setup
     _, _, driver, _ = setup
     driver.setup(4)
     driver.put_desc(0, driver.buffer(bytes(16)), 16, INDIRECT, 0)
-    driver.put16(driver.avail + 4, 0)
-    driver.avail_idx = 1
-    driver.publish_and_kick(0)
+    driver.make_available(0)
     needs_reset(driver, "INDIRECT")
 
 

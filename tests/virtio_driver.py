@@ -112,6 +112,13 @@ class Driver:
         self.avail_idx = (self.avail_idx + 1) & 0xFFFF
         return first_desc % self.size
 
+    def make_available(self, head: int) -> bool:
+        """Put descriptor `head` (filled by hand) in the available ring, publish it and notify."""
+        old = self.avail_idx
+        self.put16(self.avail + 4 + 2 * (old % self.size), head)
+        self.avail_idx = (old + 1) & 0xFFFF
+        return self.publish_and_kick(old)
+
     def publish_and_kick(self, old_idx: int) -> bool:
         """Publish avail.idx; notify unless the device said not to. True if it notified."""
         self.put16(self.avail + 2, self.avail_idx)
