@@ -3,7 +3,7 @@
 QEMU is the oracle: what its modern virtio-mmio console receives from the guest is
 recorded below, and vlab's device model must receive exactly the same from the same
 ELF. Until the board has the virtio-mmio bus (the hypervisor core is being rewritten),
-the vlab side attaches the bus to a bare board here, as the board will.
+the vlab side attaches the bus to a bare board, or adds it to a VM's devices, here.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from test_c_guests import elf, require_qemu  # noqa: F401 - elf is a fixture
 from vlab.guests import SELF_CHECK_OK
 from vlab.guests import build as builder
 from vlab.guests import qemu as oracle
+from vlab.hyp.vm import VM
 from vlab.machine.board import RAM_BASE, Board, StopReason
 from vlab.machine.guest_memory import GuestMemory
 from vlab.machine.loader import image_from_file, load
@@ -93,3 +94,16 @@ def test_vlabs_device_model_receives_what_qemus_console_receives(elf):
     assert transport.notifications == [0, 6] and transport.error is None
     notifies = [a for a in board.mmio_trace if a.register == "virtio31.QueueNotify"]
     assert len(notifies) == 6  # one exit per batch, for 21 lines of text
+
+
+def test_in_a_vm_the_text_costs_one_exit_per_batch_and_the_uart_two_per_byte(elf):
+    vm = VM.from_file(elf("virtio_console"))
+    console = VirtioConsole()
+    vm.devices.append(VirtioMmioBus(GuestMemory(RAM_BASE, vm.ram_size, vm.read_memory, vm.write_memory), [console]))
+    result = vm.run(max_insns=10_000_000)
+    assert result.reason is StopReason.POWERED_OFF, result.message
+    assert (result.uart, console.text) == (UART, VIRTIO_CONSOLE)
+    by_register = [a.register for a in vm.mmio_trace]
+    assert by_register.count("virtio31.QueueNotify") == 6  # for len(VIRTIO_CONSOLE) bytes
+    assert by_register.count("UARTDR") + by_register.count("UARTFR") == 2 * len(UART)
+    assert result.exits["DABT_LOWER"] == len(by_register)  # every device access was an exit
