@@ -163,11 +163,11 @@ class Fair:
         return ticks * DEFAULT_WEIGHT * FIXED_POINT // v.entity.weight
 
     def _enqueue(self, v: _Vcpu) -> None:
-        v.seq = next(self._seq)
-        bisect.insort(self._queue, (v.vruntime, v.seq, v), key=lambda item: item[:2])
+        v.seq = next(self._seq)  # unique, so tuples never go on to compare the vCPUs themselves
+        bisect.insort(self._queue, (v.vruntime, v.seq, v))
 
     def _dequeue(self, v: _Vcpu) -> None:
-        at = bisect.bisect_left(self._queue, (v.vruntime, v.seq), key=lambda item: item[:2])
+        at = bisect.bisect_left(self._queue, (v.vruntime, v.seq))
         if at < len(self._queue) and self._queue[at][2] is v:
             del self._queue[at]
 
