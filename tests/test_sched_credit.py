@@ -128,3 +128,10 @@ def test_the_vcpus_of_a_vm_must_carry_the_same_weight_and_cap():
     policy.add(Entity(0, 0, weight=512))
     with pytest.raises(SchedError, match="weight and cap are the VM's"):
         policy.add(Entity(0, 1, weight=256))
+
+
+def test_charging_each_stretch_the_host_ran_gives_the_schedule_of_charging_once():
+    vcpus = [Entity(0, 0, weight=512, cap=60), Entity(1, 0), Entity(1, 1)]
+    tasks = [Task(vcpus[0]), Task(vcpus[1], INTERACTIVE), Task(vcpus[2], (Burst(ms(7), block=ms(2)),))]
+    once, chunked = (simulate(Credit(pcpus=2), tasks, 2, ms(900), chunk=chunk) for chunk in (None, 50_000))
+    assert once.segments and sorted(once.segments, key=lambda s: (s.start, s.pcpu)) == sorted(chunked.segments, key=lambda s: (s.start, s.pcpu))

@@ -51,6 +51,7 @@ def test_shares_utilisation_and_wake_latencies():
 
 def test_a_pcpu_idle_while_a_vcpu_waits_is_found_and_a_switching_one_is_busy():
     assert [v.time for v in idle_while_runnable(example())] == [50, 500]
+    assert [v.time for v in idle_while_runnable(example(), tolerance=50)] == [500]  # [50, 100) is not longer
     trace = example()
     trace.switches.append(Switch(1, 50, None, B, 50))  # pCPU 1 loads B from 50
     assert [v.time for v in idle_while_runnable(trace)] == [500]

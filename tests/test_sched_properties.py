@@ -50,15 +50,16 @@ def machines(draw, max_vcpus=3, weights=False, caps=False, fit=False):
 
 
 switch_costs = st.sampled_from([0, 0, 13, 150])
+chunks = st.sampled_from([None, 97, 1_000])  # the host charges each stretch it ran a core for
 
 
 @settings(max_examples=60)
-@given(machines(weights=True), st.sampled_from(["rr", "credit", "fair"]), switch_costs)
-def test_work_conserving_policies_never_leave_a_pcpu_idle_while_a_vcpu_waits(machine, name, cost):
+@given(machines(weights=True), st.sampled_from(["rr", "credit", "fair"]), switch_costs, chunks)
+def test_work_conserving_policies_never_leave_a_pcpu_idle_while_a_vcpu_waits(machine, name, cost, chunk):
     pcpus, tasks = machine
     if name == "rr":
         tasks = [Task(Entity(t.entity.vm, t.entity.vcpu), t.bursts, t.start) for t in tasks]  # rr has no weights
-    trace = simulate(make_policy(name, pcpus, slice_ticks=SLICE), tasks, pcpus, 60 * SLICE, switch_cost=cost)
+    trace = simulate(make_policy(name, pcpus, slice_ticks=SLICE), tasks, pcpus, 60 * SLICE, cost, chunk)
     assert idle_while_runnable(trace) == []
 
 
@@ -105,11 +106,11 @@ def test_long_run_fair_shares_are_within_5_percent_of_any_weights(pcpus, vms, st
 
 
 @settings(max_examples=60)
-@given(machines(weights=True, caps=True), switch_costs)
-def test_credit_caps_are_never_exceeded(machine, cost):
+@given(machines(weights=True, caps=True), switch_costs, chunks)
+def test_credit_caps_are_never_exceeded(machine, cost, chunk):
     pcpus, tasks = machine
     policy = Credit(pcpus=pcpus, slice_ticks=SLICE)
-    trace = simulate(policy, tasks, pcpus, 100 * SLICE, switch_cost=cost)
+    trace = simulate(policy, tasks, pcpus, 100 * SLICE, cost, chunk)
     assert cap_overruns(trace, policy.cap_burst) == []
 
 
@@ -127,18 +128,18 @@ def partitioned(draw):
 
 
 @settings(max_examples=60)
-@given(partitioned(), switch_costs)
-def test_partition_windows_are_never_violated(setup, cost):
+@given(partitioned(), switch_costs, chunks)
+def test_partition_windows_are_never_violated(setup, cost, chunk):
     pcpus, frame, tasks = setup
-    trace = simulate(Arinc653(frame, pcpus=pcpus), tasks, pcpus, 20 * frame.major, switch_cost=cost)
+    trace = simulate(Arinc653(frame, pcpus=pcpus), tasks, pcpus, 20 * frame.major, cost, chunk)
     assert window_violations(trace, frame, tolerance=cost) == []
 
 
 @settings(max_examples=60)
-@given(machines(fit=True), switch_costs)
-def test_coscheduled_vcpus_of_a_vm_run_together(machine, cost):
+@given(machines(fit=True), switch_costs, chunks)
+def test_coscheduled_vcpus_of_a_vm_run_together(machine, cost, chunk):
     pcpus, tasks = machine
-    trace = simulate(CoSchedule(pcpus=pcpus, slice_ticks=SLICE), tasks, pcpus, 60 * SLICE, switch_cost=cost)
+    trace = simulate(CoSchedule(pcpus=pcpus, slice_ticks=SLICE), tasks, pcpus, 60 * SLICE, cost, chunk)
     assert coscheduling_violations(trace, tolerance=cost) == []
 
 
@@ -154,7 +155,7 @@ def test_the_same_seed_gives_the_same_schedule(seed, pcpus, policy_index):
     traces = []
     for _ in range(2):
         tasks = random_tasks(seed, entities, max_run=2 * SLICE, max_block=2 * SLICE)
-        traces.append(simulate(policies(pcpus)[policy_index], tasks, pcpus, 40 * SLICE, switch_cost=7))
+        traces.append(simulate(policies(pcpus)[policy_index], tasks, pcpus, 40 * SLICE, switch_cost=7, chunk=300))
     first, second = traces
     assert first.segments and first.segments == second.segments
     assert (first.events, first.switches) == (second.events, second.switches)

@@ -11,7 +11,7 @@ the same schedule, and a policy can be read -- and tested -- on its own. The hos
     wake(entity, now) -> pCPU|None  it became runnable (boot, CPU_ON, timer, IPI); a pCPU to preempt
     sleep(entity, now)              it stopped being runnable (blocked in WFI, off, VM stopped)
     pick(pcpu, now, current)        what this pCPU runs next and until when (a `Decision`)
-    charge(entity, pcpu, ran, now)  it ran `ran` guest ticks on `pcpu`, ending at `now`
+    charge(entity, pcpu, ran, now)  it ran `ran` more guest ticks on `pcpu`, up to `now`
     yield_(entity, now)             it gave up the CPU (a paravirtual yield, e.g. Xen SCHEDOP_yield)
     entitlement(entities)           the share of one pCPU each vCPU is promised (for the metrics)
 
@@ -19,13 +19,15 @@ The contract, which vlab.sched.simulate follows and checks:
 - Every policy is built for a number of physical CPUs (`pcpus=`), numbered 0..pcpus-1.
 - All `add` calls come before anything runs, so bad input (a cap above 100% x pCPUs, a vCPU
   with no partition window, ...) is refused before the first instruction.
-- Calls come in order of `now` (the host runs its pCPUs as one discrete-event simulation).
+- `now` is the host clock of the pCPU concerned (the host keeps its cores within a lockstep of
+  each other; a policy must not assume that calls about different pCPUs come in order of `now`).
 - `pick` is called when the pCPU has nothing loaded, when the previous decision's `until` is
   reached, when the running vCPU blocks, yields or stops, and when `wake` asked to preempt it.
   `current` is the entity that was running there and is still runnable (or None); a policy
   that keeps it running returns it again. `until` is always later than `now`.
-- When a vCPU stops running, the host first calls `charge`, then `sleep` or `yield_` if that
-  is why it stopped, then `pick` for its pCPU -- all with the same `now`.
+- `charge` comes after each stretch the host ran a vCPU (it runs its cores in chunks), with
+  the guest ticks of that stretch. When a vCPU stops running, its last `charge` comes first,
+  then `sleep` or `yield_` if that is why it stopped, then `pick` for its pCPU.
 - `wake` of a vCPU that is already runnable does nothing. `sleep` of a vCPU running on a pCPU
   makes the host stop it there and ask `pick` for that pCPU.
 - The host charges the cost of a world switch to its clock; `ran` counts guest ticks only.

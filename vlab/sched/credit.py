@@ -81,8 +81,7 @@ class _Run:
     slice_end: int
     run_start: int  # when this vCPU began running here without a switch (for the rate limit)
     since: int  # its credit is burned up to this tick
-    burned: int = 0  # burned by the clock during this decision; charge() puts `ran` in its place
-    charged: bool = False
+    burned: int = 0  # burned by the clock since the last charge, which puts `ran` in its place
 
 
 class Credit:
@@ -173,11 +172,11 @@ class Credit:
     def charge(self, entity: Entity, pcpu: int, ran: int, now: int) -> None:
         self._advance(now)
         run = self._running.get(pcpu)
-        if run is None or run.vcpu.entity != entity or run.charged:
-            raise ProtocolError(f"charge({entity.name}, pcpu={pcpu}): the credit scheduler has no run of "
-                                f"{entity.name} on pCPU {pcpu} to charge")
+        if run is None or run.vcpu.entity != entity:
+            raise ProtocolError(f"charge({entity.name}, pcpu={pcpu}): the credit scheduler did not give pCPU "
+                                f"{pcpu} to {entity.name}")
         run.vcpu.credit += run.burned - ran  # burned by the clock (world switches included); the truth is `ran`
-        run.charged = True
+        run.burned = 0
 
     def yield_(self, entity: Entity, now: int) -> None:
         self._vcpu(entity).yielding = True  # pick() follows, and requeues it behind one lower vCPU
@@ -263,7 +262,7 @@ class Credit:
 
     def _burn_running(self, until: int) -> None:
         for run in self._running.values():
-            if run.charged or until <= run.since:
+            if until <= run.since:
                 continue
             v, used = run.vcpu, until - run.since
             v.credit -= used

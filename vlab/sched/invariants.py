@@ -3,7 +3,7 @@
 The same checks run on simulated schedules (tests/test_sched_properties.py) and on runs of real
 guests on the host, since both record a vlab.sched.trace.Trace:
 
-    idle_while_runnable(trace)            work-conserving: no pCPU idles while a vCPU waits
+    idle_while_runnable(trace, lockstep)  work-conserving: no pCPU idles while a vCPU waits
     share_errors(trace, entitled, 0.05)   long-run shares within 5% of the entitlement
     cap_overruns(trace, burst)            no VM runs past its cap (plus a bounded burst)
     window_violations(trace, frame)       ARINC 653: runs only in its windows, and gets them
@@ -13,11 +13,11 @@ guests on the host, since both record a vlab.sched.trace.Trace:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 from vlab.sched import Entity
 from vlab.sched.arinc653 import Frame
-from vlab.sched.intervals import merged, overlap, sweep
+from vlab.sched.intervals import Moment, merged, overlap, sweep
 from vlab.sched.metrics import deadline_misses, shares
 from vlab.sched.trace import Trace
 
@@ -33,18 +33,18 @@ class Violation:
         return f"at tick {self.time:,}: {self.what}"
 
 
-def idle_while_runnable(trace: Trace) -> list[Violation]:
-    """Moments when a pCPU was idle while some vCPU was runnable and held no pCPU."""
-    found = []
-    for m in sweep(trace):
+def idle_while_runnable(trace: Trace, tolerance: int = 0) -> list[Violation]:
+    """Stretches longer than `tolerance` ticks when a pCPU was idle while some vCPU was runnable and held no pCPU.
+
+    A host's trace needs a tolerance of about its lockstep quantum: it dates wake-ups by its
+    slowest core, and runs by each core's own clock.
+    """
+    def idle_while_waiting(m: Moment) -> dict:
         if m.waiting and len(m.busy) < trace.pcpus:
-            idle = sorted(set(range(trace.pcpus)) - m.busy)
-            names = ", ".join(sorted(e.name for e in m.waiting))
-            found.append(Violation(m.start, f"pCPU {idle[0]} idle for {m.end - m.start:,} ticks while {names} "
-                                            f"waited"))
-            if len(found) == MAX_REPORTED:
-                break
-    return found
+            idle = min(set(range(trace.pcpus)) - m.busy)
+            return {"idle": f"pCPU {idle} idle while {', '.join(sorted(e.name for e in m.waiting))} waited"}
+        return {}
+    return _lasting(trace, idle_while_waiting, tolerance)
 
 
 def share_errors(trace: Trace, entitlement: Mapping[Entity, float], tolerance: float) -> list[Violation]:
@@ -103,25 +103,35 @@ def window_violations(trace: Trace, frame: Frame, tolerance: int = 0) -> list[Vi
 
 
 def coscheduling_violations(trace: Trace, tolerance: int = 0) -> list[Violation]:
-    """Times a VM's runnable vCPU waited, longer than `tolerance` ticks, while a sibling held a pCPU.
+    """Stretches longer than `tolerance` ticks when a VM's runnable vCPU waited while a sibling held a pCPU.
 
     With world switches that cost something, siblings start and stop up to one switch apart:
     pass the switch cost as `tolerance`.
     """
-    found = []
-    stranded_since: dict[Entity, int] = {}
-    for m in sweep(trace):
+    def stranded(m: Moment) -> dict:
         running_vms = {e.vm for e in m.held}
-        now_stranded = {e for e in m.waiting if e.vm in running_vms}
-        for e in [e for e in stranded_since if e not in now_stranded]:
-            _stranded(found, e, stranded_since.pop(e), m.start, tolerance)
-        for e in now_stranded:
-            stranded_since.setdefault(e, m.start)
-    for e, since in stranded_since.items():
-        _stranded(found, e, since, trace.duration, tolerance)
+        return {e: f"{e.name} waited while a sibling ran" for e in m.waiting if e.vm in running_vms}
+    return _lasting(trace, stranded, tolerance)
+
+
+def _lasting(trace: Trace, wrong: Callable[[Moment], dict], tolerance: int) -> list[Violation]:
+    """The stretches during which `wrong(moment)` keeps naming the same thing, longer than `tolerance`."""
+    found: list[Violation] = []
+    since: dict[object, tuple[int, str]] = {}
+    end = 0
+
+    def close(key: object, until: int) -> None:
+        start, what = since.pop(key)
+        if until - start > tolerance:
+            found.append(Violation(start, f"{what}, for {until - start:,} ticks"))
+
+    for m in sweep(trace):
+        now_wrong = wrong(m)
+        for key in [k for k in since if k not in now_wrong]:
+            close(key, m.start)
+        for key, what in now_wrong.items():
+            since.setdefault(key, (m.start, what))
+        end = m.end
+    for key in list(since):
+        close(key, end)
     return sorted(found, key=lambda v: v.time)[:MAX_REPORTED]
-
-
-def _stranded(found: list[Violation], entity: Entity, start: int, end: int, tolerance: int) -> None:
-    if end - start > tolerance:
-        found.append(Violation(start, f"{entity.name} waited {end - start:,} ticks while a sibling ran"))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from vlab.sched import Decision, Entity, ProtocolError, Scheduler, SchedError
+from vlab.sched.recorder import Recorder
 from vlab.sched.trace import Trace
 
 FOREVER = float("inf")
@@ -68,31 +69,40 @@ class _Cpu:
     state: _State | None = None
     until: int = 0
     start: int = 0  # when the guest began running (after any world switch)
+    charged: int = 0  # the running vCPU is charged up to here
     loaded: Entity | None = None  # whose context is loaded (the last vCPU that ran here)
     pending: bool = False  # a preemption waits for the world switch under way to finish
 
 
-def simulate(policy: Scheduler, tasks: Sequence[Task], pcpus: int, duration: int, switch_cost: int = 0) -> Trace:
+def simulate(policy: Scheduler, tasks: Sequence[Task], pcpus: int, duration: int, switch_cost: int = 0,
+             chunk: int | None = None) -> Trace:
     """Run `tasks` on `pcpus` physical CPUs under `policy` until host tick `duration`; return the trace.
 
     A world switch (a pCPU loading a vCPU other than the one it ran last) costs `switch_cost`
     host ticks before the guest runs, as the host charges it to its clock; it cannot be
     interrupted, so a decision that ends or a preemption that comes during it waits for its end.
+    With `chunk`, a running vCPU is also charged every `chunk` ticks, as the host charges each
+    stretch it runs a core for.
     """
-    return _Run(policy, tasks, pcpus, switch_cost).run(duration)
+    return _Run(policy, tasks, pcpus, switch_cost, chunk).run(duration)
 
 
 class _Run:
-    def __init__(self, policy: Scheduler, tasks: Sequence[Task], pcpus: int, switch_cost: int):
+    def __init__(self, policy: Scheduler, tasks: Sequence[Task], pcpus: int, switch_cost: int, chunk: int | None):
         if len({t.entity for t in tasks}) != len(tasks):
             raise SchedError("two tasks are the same vCPU")
-        self.policy, self.switch_cost = policy, switch_cost
+        if chunk is not None and chunk <= 0:
+            raise SchedError(f"a charging chunk is a positive number of ticks, not {chunk}")
+        if policy.pcpus != pcpus:
+            raise SchedError(f"the {policy.name} policy was made for {policy.pcpus} pCPU(s), the run has {pcpus}")
+        self.policy = Recorder(policy, switch_cost)  # the trace is made from the protocol calls, as on the host
+        self.trace = self.policy.trace
+        self.switch_cost, self.chunk = switch_cost, chunk
         self.states = [_State(t) for t in tasks]
         self.by_entity = {s.task.entity: s for s in self.states}
         self.cpus = [_Cpu() for _ in range(pcpus)]
-        self.trace = Trace(pcpus, [t.entity for t in tasks])
         for t in tasks:
-            policy.add(t.entity)
+            self.policy.add(t.entity)
 
     def run(self, duration: int) -> Trace:
         while True:
@@ -103,37 +113,43 @@ class _Run:
                 self._burst_done(index, time)
             elif kind == 1:
                 self._wake(self.states[index], time)
-            else:
+            elif kind == 2:
                 self._preempt(index, time)
+            else:
+                self._charge(index, time)
         for pcpu in range(len(self.cpus)):
-            self._stop(pcpu, duration, charge=False)
+            self._stop(pcpu, duration)
         self.trace.finish(duration)
         return self.trace
 
     def _next_event(self) -> tuple[float, int, int]:
-        """The earliest event; at equal times bursts end first, then wakes, then decisions expire."""
-        events = [(FOREVER, 3, 0)]
+        """The earliest event; at equal times bursts end first, then wakes, decisions expire, chunks are charged."""
+        events = [(FOREVER, 4, 0)]
         for pcpu, cpu in enumerate(self.cpus):
             if cpu.state is not None:
-                events.append((cpu.start + cpu.state.left, 0, pcpu))
+                events.append((cpu.charged + cpu.state.left, 0, pcpu))
+                if self.chunk is not None:
+                    events.append((cpu.charged + self.chunk, 3, pcpu))
             events.append((cpu.start if cpu.pending else max(cpu.until, cpu.start), 2, pcpu))
         for index, state in enumerate(self.states):
             if not state.runnable:
                 events.append((state.wake_at, 1, index))
         return min(events)
 
-    def _stop(self, pcpu: int, now: int, charge: bool = True) -> None:
-        """The running vCPU (if any) stops running here at `now`: record and charge what it ran."""
+    def _stop(self, pcpu: int, now: int) -> None:
+        """The running vCPU (if any) stops running here at `now`: charge what it ran."""
+        state = self.cpus[pcpu].state
+        if state is not None:
+            self._charge(pcpu, now)
+            self.cpus[pcpu].state, state.pcpu = None, None
+
+    def _charge(self, pcpu: int, now: int) -> None:
+        """Charge the policy for what the running vCPU ran since it was last charged."""
         cpu = self.cpus[pcpu]
-        state = cpu.state
-        if state is None:
-            return
-        ran = max(0, now - cpu.start)
-        self.trace.ran(pcpu, state.task.entity, cpu.start, now)
-        state.left -= ran
-        if charge:
-            self.policy.charge(state.task.entity, pcpu, ran, now)
-        cpu.state, state.pcpu = None, None
+        ran = max(0, now - cpu.charged)
+        cpu.state.left -= ran
+        cpu.charged = max(cpu.charged, now)
+        self.policy.charge(cpu.state.task.entity, pcpu, ran, now)
 
     def _burst_done(self, pcpu: int, now: int) -> None:
         cpu = self.cpus[pcpu]
@@ -151,19 +167,16 @@ class _Run:
         if not last:
             state.left = state.task.bursts[state.burst].run
         if burst.then_yield and not last:
-            self.trace.yielded(entity, now)
             self.policy.yield_(entity, now)
             self._decide(pcpu, now, entity)
             return
         state.runnable, state.wake_at = False, FOREVER if last else now + burst.block
-        self.trace.slept(entity, now)
         self.policy.sleep(entity, now)
         self._decide(pcpu, now, None)
 
     def _wake(self, state: _State, now: int) -> None:
         state.runnable, state.wake_at = True, FOREVER
         entity = state.task.entity
-        self.trace.woke(entity, now)
         pcpu = self.policy.wake(entity, now)
         if pcpu is None:
             return
@@ -191,11 +204,10 @@ class _Run:
             return
         state = self.by_entity[decision.entity]
         cost = 0
-        if decision.entity != cpu.loaded:
+        if decision.entity != cpu.loaded:  # a world switch (the Recorder writes it down)
             cost = self.switch_cost
-            self.trace.switched(pcpu, now, cpu.loaded, decision.entity, cost)
             cpu.loaded = decision.entity
-        cpu.state, cpu.start, state.pcpu = state, now + cost, pcpu
+        cpu.state, cpu.start, cpu.charged, state.pcpu = state, now + cost, now + cost, pcpu
 
     def _check(self, pcpu: int, now: int, decision: Decision) -> None:
         name = self.policy.name
