@@ -115,3 +115,18 @@ def test_the_simulator_refuses_a_policy_that_breaks_the_protocol(mistake, messag
 def test_a_burst_blocks_or_yields_not_both():
     with pytest.raises(SchedError, match="not both"):
         Burst(10, block=5, then_yield=True)
+
+
+def test_a_vcpu_that_moved_away_costs_a_world_switch_when_it_comes_back():
+    # pCPU 1 runs B, then idles with B's context still loaded; B runs on pCPU 0; back on pCPU 1, B is loaded anew
+    class Mover(RoundRobin):
+        def pick(self, pcpu, now, current):
+            plan = {(1, 0): B, (0, 2_000): B, (1, 4_000): B}
+            entity = plan.get((pcpu, now))
+            return Decision(entity, now + 1_000) if entity else Decision(None, now + 1_000 - now % 1_000)
+
+        def wake(self, entity, now):
+            return None
+
+    trace = simulate(Mover(pcpus=2), [Task(B)], 2, 5_000, switch_cost=10)
+    assert [(w.pcpu, w.time, w.into) for w in trace.switches] == [(1, 0, B), (0, 2_000, B), (1, 4_000, B)]

@@ -44,6 +44,7 @@ class Recorder:
         decision = self.policy.pick(pcpu, now, current)
         if decision.entity is not None and decision.entity != self._loaded.get(pcpu):
             self.trace.switched(pcpu, now, self._loaded.get(pcpu), decision.entity, self.switch_cost)
+            self._loaded = {p: e for p, e in self._loaded.items() if e != decision.entity}  # it moves here
             self._loaded[pcpu] = decision.entity
         return decision
 

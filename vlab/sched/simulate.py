@@ -206,6 +206,9 @@ class _Run:
         cost = 0
         if decision.entity != cpu.loaded:  # a world switch (the Recorder writes it down)
             cost = self.switch_cost
+            for other in self.cpus:  # its context moves here from wherever it was left loaded
+                if other.loaded == decision.entity:
+                    other.loaded = None
             cpu.loaded = decision.entity
         cpu.state, cpu.start, cpu.charged, state.pcpu = state, now + cost, now + cost, pcpu
 
