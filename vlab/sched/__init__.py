@@ -34,6 +34,9 @@ The contract, which vlab.sched.simulate follows and checks:
 
 Every policy lives in one short module of this package, its constants at the top with their
 source; nothing else knows which policy runs (vlab.sched.registry builds one by name).
+vlab.sched.recorder.Recorder wraps any policy and records the schedule (vlab.sched.trace) from
+these calls alone; vlab.sched.metrics computes a run's figures from it and vlab.sched.invariants
+checks what the policy promised. vlab.sched.simulate drives a policy without guests.
 """
 
 from __future__ import annotations
