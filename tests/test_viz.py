@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import graphviz
 import pytest
@@ -241,3 +242,102 @@ def test_without_a_front_end_the_widget_prints_registers_code_console_and_except
     bundle = m._repr_mimebundle_()
     assert bundle["text/plain"] == text and "application/vnd.jupyter.widget-view+json" in bundle
     assert "EL1" in repr(m) and "powered_off" in repr(m)
+
+
+# --- what the machine widget shows of registers, exception registers and data ------------
+
+def test_the_text_view_marks_the_registers_a_step_changed_as_the_html_view_does():
+    m = MachineWidget.for_guest("syscall")
+    m.step()  # ldr x0, =0x40100000: x0 and pc change
+    marked = set(re.findall(r"\b(x\d+|sp|pc|pstate) +[0-9a-f]+\*", m.text()))
+    assert marked == m.changed == {"x0", "pc"}
+    assert "changed by the last" in m.text()
+    m.reset()
+    assert "*" not in m.view.registers_text(m.changed)
+
+
+def test_at_reset_esr_el1_says_no_exception_was_taken_and_after_an_svc_it_decodes_it():
+    m = MachineWidget.for_guest("syscall")
+    assert "ESR_EL1 0x00000000 = no exception taken yet" in m.text() and "UNKNOWN" not in m.text()
+    m.step_to_exception()
+    assert f"ESR_EL1 {(SVC64 << 26) | (1 << 25):#010x} = SVC64" in m.text()
+
+
+def _rows(m: MachineWidget) -> dict[int, str]:
+    return {line.address: line.text for line in m.view.code}
+
+
+def test_the_code_pane_shows_the_literal_pool_and_padding_as_data_not_as_instructions():
+    m = MachineWidget.for_guest("syscall")
+    program = m.program
+    m.board.cpu.pc = program.address_of("unexpected")
+    rows = _rows(m)
+    pool = [span for span in program.data if span.unit == 8]
+    assert pool and all(rows[span.address] == ".quad 0x84000008" for span in pool[-1:])
+    assert not [text for text in rows.values() if text.startswith(("ld1", "udf"))], rows
+    # every instruction row is one the source wrote, every data row is in a span the assembler recorded
+    for line in m.view.code:
+        if line.data:
+            assert any(s.address <= line.address < s.address + s.size for s in program.data), line
+        else:
+            assert program.line_at(line.address) is not None, line
+
+
+def test_the_code_pane_shows_strings_as_text_and_still_disassembles_the_word_at_pc():
+    m = MachineWidget.for_guest("syscall")
+    greeting = m.program.address_of("greeting")
+    m.board.cpu.pc = greeting - 4
+    rows = _rows(m)
+    assert rows[greeting] == '.ascii "Hell"' and rows[greeting + 4] == '.ascii "o fr"'
+    m.board.cpu.pc = greeting + 8  # a guest that jumped into its data: the CPU executes the word as code
+    (current,) = [line for line in m.view.code if line.current]
+    assert current.text == disassemble_one(m.board.read_memory(greeting + 8, 4), greeting + 8).text
+
+
+def test_an_elf_files_symbols_and_mapping_symbols_say_where_its_data_is():
+    from vlab.guests.build import COMPILER, build
+
+    if shutil.which(COMPILER) is None:
+        pytest.skip(f"SKIPPED: {COMPILER} is missing -- install gcc-aarch64-linux-gnu (make test does)")
+    elf = build(GUESTS["syscall"].path)  # GNU as, not vlab's assembler: the ELF's own symbol table speaks
+    m = MachineWidget.for_file(elf)
+    symbols = {name: address for address, name in m.code_map.labels.items()}
+    assert {"unexpected", "greeting", "vectors"} <= set(symbols)
+    m.board.cpu.pc = symbols["unexpected"] + 0x10  # its last instruction: GNU as's literal pool follows
+    rows = _rows(m)
+    assert ".word 0x84000008" in rows.values(), rows  # the pool, marked $d in the symbol table
+    assert not [text for text in rows.values() if text.startswith("ld1")], rows
+
+
+
+_STATEMENTS = st.one_of(
+    st.just("nop"), st.just("add x1, x1, #1"),
+    st.integers(1 << 32, (1 << 64) - 1).map(lambda v: f"ldr x2, ={v:#x}"),  # too wide for a MOV: a pool slot
+    st.integers(0x10000, 0xFFFF_FFFF).map(lambda v: f"ldr w3, ={v:#x}"),
+    st.integers(0, (1 << 64) - 1).map(lambda v: f".quad {v:#x}"), st.integers(0, (1 << 32) - 1).map(lambda v: f".word {v:#x}"),
+    st.integers(0, 255).map(lambda v: f".byte {v}"), st.text("abc XYZ!", min_size=1, max_size=9).map(lambda t: f'.ascii "{t}"'),
+    st.integers(0, 12).map(lambda n: f".space {n}"), st.sampled_from([".balign 4", ".balign 8", ".balign 16"]),
+)
+
+
+@settings(max_examples=60)
+@given(st.lists(_STATEMENTS, min_size=1, max_size=14))
+def test_a_listing_tiles_the_program_and_each_data_row_assembles_back_to_its_bytes(statements):
+    from vlab.asm import assemble
+    from vlab.viz.code_map import CodeMap, listing
+
+    # instructions must stay word-aligned: realign after data, as a programmer would
+    source = "\n".join(["nop", *(s if s.startswith(".") else f".balign 4\n{s}" for s in statements)])
+    program = assemble(source)
+    rows = listing(program.code, program.base, CodeMap.of_program(program))
+    assert [r.address for r in rows] == [program.base, *(r.address + r.size for r in rows[:-1])]
+    assert rows[-1].address + rows[-1].size == program.end
+    for row in rows:
+        inside = [s for s in program.data if s.address <= row.address < s.address + s.size]
+        assert row.data == bool(inside), row
+        bytes_here = program.code[row.address - program.base:row.address - program.base + row.size]
+        if row.data:  # within one span, and the directive shown says exactly what the bytes are
+            assert row.address + row.size <= inside[0].address + inside[0].size
+            assert assemble(row.text.replace(".zero", ".space")).code == bytes_here, row
+        else:
+            assert not row.text.startswith(("udf", ".")), row
