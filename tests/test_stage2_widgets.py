@@ -4,6 +4,7 @@ import pytest
 
 from vlab.hyp import VM
 from vlab.hyp.memory import HostMemory
+from vlab.mmu.descriptors import decode
 from vlab.viz.stage2_widgets import WalkWidget, host_map_text
 from vlab.viz.walk_view import NestedSetup, walk_diagram
 
@@ -62,3 +63,19 @@ def test_the_tlb_widget_shows_which_tlb_answered_as_the_working_set_grows():
     assert big["accesses"] == 256 * 20 and big["Unicorn TLB misses"] >= big["accesses"]  # every access misses it
     assert big["walks"] <= 256 + 2 and big["vlab TLB hits"] >= big["accesses"] - big["walks"]
     assert "256 pages" in t.summary() and "walks" in t.controls.table.value
+
+
+def _unmap_at_stage2(setup: NestedSetup, ipa: int) -> None:
+    """The hypervisor takes a guest page away: its stage-2 page descriptor becomes invalid."""
+    setup.s2_tables.set_page(ipa & ~0xFFF, None)
+
+
+def test_a_walk_that_faults_reading_a_guest_table_lists_its_reads_in_the_order_it_made_them():
+    setup = NestedSetup(4, 4)
+    l1 = next(r for r in setup.translate(0x5678).references if r.purpose == "stage 1 L1")
+    _unmap_at_stage2(setup, decode(l1.value, 1, 1).address)  # the guest's L2 table
+    t = setup.translate(0x5678)
+    assert t.fault.stage == 2 and t.fault.s1ptw and len(t.references) == 2 * 5 + 4
+    rows = [r.purpose.rsplit("for ", 1)[-1] if r.stage == 2 else r.purpose for r in t.references]
+    assert rows == (["the stage-1 L0 table"] * 4 + ["stage 1 L0"] + ["the stage-1 L1 table"] * 4 + ["stage 1 L1"]
+                    + ["the stage-1 L2 table"] * 4)
