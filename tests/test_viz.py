@@ -15,7 +15,7 @@ from vlab.asm import disassemble_one
 from vlab.guests import GUESTS
 from vlab.machine.board import Board, StopReason
 from vlab.viz.board_diagram import address, board_diagram, memory_map, size
-from vlab.viz.levels import board_levels, levels_diagram
+from vlab.viz.levels import board_levels, levels_diagram, levels_text
 from vlab.viz.machine_view import PState
 from vlab.viz.machine_widget import MachineWidget
 
@@ -100,6 +100,13 @@ def test_levels_diagram_names_who_runs_at_each_level_and_the_calls_between_them(
     for call in ("SVC", "HVC", "SMC", "ERET"):
         assert call in source
     assert "penwidth=3" not in source  # no current level given: nothing highlighted
+
+
+def test_the_levels_put_kvms_host_kernel_at_el1_and_only_with_vhe_at_el2():
+    # Armv8.0 KVM: the host Linux at EL1, only the world switch at EL2; VHE (Armv8.1) moves the host to EL2
+    lines = {int(line.split()[0][2]): line for line in levels_text().splitlines()}
+    assert "KVM's host Linux without VHE" in lines[1]
+    assert "KVM" in lines[2] and "with VHE" in lines[2] and "Xen, KVM" not in lines[2]
 
 
 def test_board_levels_follow_the_cpu_from_el1_to_el0():
