@@ -200,8 +200,8 @@ def test_chapter2_ticking_a_trap_control_shows_the_exits_vlab_counts(browser, la
         page.get_by_role("checkbox", name="TWI").check()
         page.wait_for_function("() => document.querySelector('.jp-OutputArea-output').innerText.includes('WFX')",
                                timeout=UPDATE_TIMEOUT_MS)
-        text = page.locator(".jp-OutputArea-output").inner_text()
-        assert text.split("WFX", 1)[1].split()[0] == f"{wfx:,}"  # the exits pane: class, then count
+        exits = page.locator(".jp-OutputArea-output .vlab-exits").inner_text()
+        assert exits.split("WFX", 1)[1].split()[0] == f"{wfx:,}"  # the exits pane: class, then count
 
 
 @pytest.mark.timeout(600)
@@ -307,8 +307,8 @@ def test_chapter2_slides_have_live_widgets_and_fetch_nothing_from_elsewhere(brow
         page.wait_for_function("() => [...document.querySelectorAll('.reveal input[type=checkbox]')]"
                                ".filter(b => b.checked).length === 6", timeout=RUN_TIMEOUT_MS)
         twi = boxes[-1]
-        exits = page.locator(".reveal .jupyter-widgets pre").first  # the exits pane, redrawn on every run
-        shows_wfx = "() => document.querySelector('.reveal .jupyter-widgets pre').innerText.includes('WFX')"
+        exits = page.locator(".reveal .vlab-exits").first  # the exits pane, redrawn on every run
+        shows_wfx = "() => document.querySelector('.reveal .vlab-exits').innerText.includes('WFX')"
         for _ in range(len(cells)):  # through the slides, as the presenter would, to the widget
             if twi.is_visible():
                 break
