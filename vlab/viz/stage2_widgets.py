@@ -76,8 +76,8 @@ class _WalkControls:
         import ipywidgets as w
 
         self.owner = owner
-        self.va = w.Text(value=hex(owner.va), description="guest VA", continuous_update=False)
-        wide = {"description_width": "initial"}
+        wide = {"description_width": "initial"}  # the whole label, not "guest…"
+        self.va = w.Text(value=hex(owner.va), description="guest VA", continuous_update=False, style=wide)
         self.n = w.IntSlider(value=owner.guest_levels, min=1, max=4, description="guest levels", style=wide)
         self.m = w.IntSlider(value=owner.stage2_levels, min=1, max=4, description="stage-2 levels", style=wide)
         self.summary, self.picture = w.HTML(), w.HTML()
