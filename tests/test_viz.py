@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from IPython.lib.pretty import pretty
+from pictures import MAX_WIDTH_PT, diagram_size_pt
 
 from vlab.asm import disassemble_one
 from vlab.guests import GUESTS
@@ -348,3 +349,23 @@ def test_a_listing_tiles_the_program_and_each_data_row_assembles_back_to_its_byt
             assert assemble(row.text.replace(".zero", ".space")).code == bytes_here, row
         else:
             assert not row.text.startswith(("udf", ".")), row
+
+
+# --- every picture fits a projector ----------------------------------------------------------
+
+def _every_diagram():
+    from vlab.hyp import VM
+    from vlab.viz.levels import BARE_BOARD, IN_A_VM
+    from vlab.viz.run_loop import run_loop_diagram
+
+    for ram_size in (0x10_0000, 0x0800_0000, 0x4000_0000):
+        yield f"board {ram_size:#x}", board_diagram(Board(ram_size))
+    for el in (None, 0, 1, 2, 3):
+        for here in (None, BARE_BOARD, IN_A_VM):
+            yield f"levels EL{el}", levels_diagram(el, here)
+    yield "run loop", run_loop_diagram(VM())
+
+
+def test_every_picture_the_course_draws_is_at_most_1000_pt_wide():
+    sizes = {name: diagram_size_pt(d) for name, d in _every_diagram()}
+    assert not {name: size for name, size in sizes.items() if size[0] > MAX_WIDTH_PT}, sizes
