@@ -163,7 +163,7 @@ def test_a_walk_that_faults_reading_a_guest_table_lists_its_reads_in_the_order_i
 
 
 def test_the_working_set_slider_reaches_past_what_vlabs_tlb_holds_where_every_access_walks():
-    from vlab.hyp.vcpu import TLB_ENTRIES
+    from vlab.hyp.pcpu import TLB_ENTRIES
     from vlab.viz.stage2_widgets import TlbWidget
 
     t = TlbWidget(pages=16, rounds=3)

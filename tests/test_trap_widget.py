@@ -101,26 +101,27 @@ def test_the_trap_log_pane_is_a_table_of_columns_that_do_not_wrap_in_a_pane_that
     t.widget
     pane = t.controls.panes["log"].value
     assert "overflow:auto" in pane and "max-height" in pane
-    assert _cells(pane, "th") == [["tick", "vCPU", "class", "address", "instruction", "action"]]
+    assert _cells(pane, "th") == [["tick", "vCPU", "class", "address", "instruction", "served", "action"]]
     rows = _cells(pane)
     log = list(t.vm.trap_log)
     assert len(rows) == min(len(log), LOG_PANE_LINES)
     for row, record in zip(rows, log):
-        assert html.unescape(row[2]) == record.kind and html.unescape(row[5]) == record.action
+        assert html.unescape(row[2]) == record.kind and row[5] == record.served and html.unescape(row[6]) == record.action
         if record.exit is not None:
             assert row[3] == f"{record.exit.address:#x}" and html.unescape(row[4]) == record.exit.instruction
         else:
             assert row[3] == row[4] == ""  # an interrupt: no instruction caused it
-    assert pane.count("white-space:nowrap") == 6 * (len(rows) + 1)
+    assert pane.count("white-space:nowrap") == 7 * (len(rows) + 1)
 
 
 def test_the_text_trap_log_lines_up_its_columns_under_their_headings():
     t = TrapWidget("sensitive", SUPPORTED_TRAPS)
     lines = t.log_text().splitlines()
     heading, rows = lines[0], lines[1:-1]
-    starts = [heading.index(h) for h in ("class", "address", "instruction", "action")]
+    starts = [heading.index(h) for h in ("class", "address", "instruction", "served", "action")]
     for line, record in zip(rows, t.vm.trap_log):
-        assert line[starts[0]:].startswith(record.kind) and line[starts[3]:] == record.action
+        assert line[starts[0]:].startswith(record.kind) and line[starts[4]:] == record.action
+        assert line[starts[3]:].startswith(record.served)
         if record.exit is not None:
             assert line[starts[1]:].startswith(f"{record.exit.address:#x}")
             assert line[starts[2]:].startswith(record.exit.instruction)
@@ -130,8 +131,8 @@ def test_the_text_trap_log_lines_up_its_columns_under_their_headings():
 def test_one_more_trap_log_column_is_one_more_entry_in_the_column_table(monkeypatch):
     from vlab.viz import trap_widget
 
-    served = trap_widget.LogColumn("served", lambda r: "in place")
-    monkeypatch.setattr(trap_widget, "LOG_COLUMNS", (*trap_widget.LOG_COLUMNS, served))
+    vmid = trap_widget.LogColumn("VM", lambda r: "vm1")
+    monkeypatch.setattr(trap_widget, "LOG_COLUMNS", (*trap_widget.LOG_COLUMNS, vmid))
     t = TrapWidget("sensitive", HCR.TWI)
-    assert t.log_text().splitlines()[0].endswith("served") and t.log_text().splitlines()[1].endswith("in place")
-    assert _cells(t.log_html(), "th")[0][-1] == "served"
+    assert t.log_text().splitlines()[0].endswith("VM") and t.log_text().splitlines()[1].endswith("vm1")
+    assert _cells(t.log_html(), "th")[0][-1] == "VM"

@@ -13,7 +13,7 @@ import html
 
 from vlab.hyp.cost import working_set_program
 from vlab.hyp.memory import PAGE, HostMemory
-from vlab.hyp.vcpu import TLB_ENTRIES
+from vlab.hyp.pcpu import TLB_ENTRIES
 from vlab.hyp.vm import VM
 from vlab.machine.loader import image_from_program
 from vlab.viz.diagram import Diagram

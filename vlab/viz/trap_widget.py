@@ -51,6 +51,7 @@ LOG_COLUMNS: tuple[LogColumn, ...] = (
     LogColumn("class", lambda r: r.kind),
     LogColumn("address", lambda r: f"{r.exit.address:#x}" if r.exit else ""),  # an interrupt has no instruction
     LogColumn("instruction", lambda r: r.exit.instruction if r.exit else ""),
+    LogColumn("served", lambda r: r.served),  # in place (inside the core's hook) or by the run loop
     LogColumn("action", lambda r: r.action),
 )
 _NOWRAP = "white-space:nowrap;padding:0 12px 0 0"
