@@ -172,3 +172,18 @@ def test_the_working_set_slider_reaches_past_what_vlabs_tlb_holds_where_every_ac
     assert t.pages == TLB_ENTRIES + 8 and t.controls.pages.max > TLB_ENTRIES
     past = t.counts
     assert past["walks"] >= past["accesses"] and past["vlab TLB hits"] == 0  # least recently used: always gone
+
+
+def test_a_walk_with_one_stage_is_a_grid_of_one_row_or_one_column():
+    from vlab.mmu.walk import nested_walk
+
+    setup = NestedSetup(3, 2)
+    mmu_off = nested_walk(setup.host, None, 0, setup.stage2, setup.s2_tables.root, setup.data[0] + 0x10)
+    grid = WalkGrid.of(mmu_off, None, setup.stage2, 0)  # the guest's MMU off: the VA is the IPA
+    assert grid.size == (1, 2) and grid.rows[0].ipa == setup.data[0] + 0x10
+    assert [c.number for c in grid.rows[0].cells.values()] == [1, 2]
+    no_stage2 = nested_walk(setup.s1_tables.memory, setup.stage1, setup.s1_tables.root, None, 0, 0x5678)
+    grid = WalkGrid.of(no_stage2, setup.stage1, None, setup.s1_tables.root)  # the IPA is the PA
+    assert grid.size == (4, 1) and [r.cells[GUEST].number for r in grid.rows[:3]] == [1, 2, 3]
+    output_row = next(line for line in grid.text().splitlines() if line.startswith("output"))
+    assert output_row.split() == ["output", "PA"] and f"{no_stage2.output:#x}" in walk_diagram(grid).source
