@@ -278,11 +278,12 @@ def _rows(m: MachineWidget) -> dict[int, str]:
 def test_the_code_pane_shows_the_literal_pool_and_padding_as_data_not_as_instructions():
     m = MachineWidget.for_guest("syscall")
     program = m.program
-    m.board.cpu.pc = program.address_of("unexpected")
+    m.board.cpu.pc = program.address_of("unexpected") + 0x10  # its hvc: the pool, then the end of the program
     rows = _rows(m)
     pool = [span for span in program.data if span.unit == 8]
     assert pool and all(rows[span.address] == ".quad 0x84000008" for span in pool[-1:])
     assert not [text for text in rows.values() if text.startswith(("ld1", "udf"))], rows
+    assert rows[program.end].startswith(".zero")  # memory past the program, never written
     # every instruction row is one the source wrote, every data row is in a span the assembler recorded
     for line in m.view.code:
         if line.data:

@@ -40,13 +40,19 @@ class CodeMap:
     labels: Mapping[int, str] = field(default_factory=dict)
     data: tuple[DataSpan, ...] = ()
     program: Program | None = None
+    image: tuple[tuple[int, int], ...] = ()  # [start, end) of what the program occupies; () = not known
+
+    def in_image(self, address: int) -> bool:
+        """Whether `address` holds the program's own bytes (True when that is not known)."""
+        return not self.image or any(start <= address < end for start, end in self.image)
 
     @classmethod
     def of_program(cls, program: Program | None) -> CodeMap:
         """What vlab's assembler recorded (nothing for None: a raw binary)."""
         if program is None:
             return cls()
-        return cls(_first_label_per_address(program.symbols.items()), program.data, program)
+        return cls(_first_label_per_address(program.symbols.items()), program.data, program,
+                   ((program.base, program.end),))
 
     @classmethod
     def of_elf(cls, image: bytes) -> CodeMap:
@@ -73,7 +79,8 @@ class CodeMap:
             for (address, kind), (following, _) in zip(inside, [*inside[1:], (end, "")]):
                 if kind == "d" and following > address:
                     data.append(DataSpan(address, following - address, ELF_DATA_UNIT))
-        return cls(labels, tuple(sorted(data, key=lambda span: span.address)))
+        return cls(labels, tuple(sorted(data, key=lambda span: span.address)), None,
+                   tuple((s["sh_addr"], s["sh_addr"] + s["sh_size"]) for s in sections))
 
     def span_at(self, address: int) -> DataSpan | None:
         """The data span holding the byte at `address`, if any."""
@@ -109,11 +116,15 @@ def listing(memory: bytes, base: int, code_map: CodeMap, keep: int | None = None
     """The bytes `memory` (at address `base`) as instructions and data, in order.
 
     A data row never crosses a 4-byte boundary unless it is one 8-byte value or a run of zeros;
-    the word at `keep` (PC) is always disassembled: whatever the map says, the CPU executes it.
+    zeros outside the program are memory it never wrote, not `udf #0`s. The word at `keep` (PC) is
+    always disassembled: whatever the map says, the CPU executes it.
     """
     rows, address, end = [], base, base + len(memory)
     while address < end:
         span = code_map.span_at(address) if address != keep else None
+        if span is None and address != keep and not code_map.in_image(address) and not any(
+                memory[address - base:address - base + 4]):
+            span = DataSpan(address, _next_image_start(code_map, address, end) - address, 1)
         if span is None:
             word = memory[address - base:address - base + 4]
             rows.append(Entry(address, len(word), disassemble_one(word, address).text, False))
@@ -126,6 +137,11 @@ def listing(memory: bytes, base: int, code_map: CodeMap, keep: int | None = None
         rows.append(row)
         address += row.size
     return rows
+
+
+def _next_image_start(code_map: CodeMap, address: int, end: int) -> int:
+    """Where the program's bytes start again after `address` (at most `end`)."""
+    return min([start for start, _ in code_map.image if start > address] + [end])
 
 
 def _data_row(memory: bytes, base: int, address: int, stop: int, span: DataSpan) -> Entry:
