@@ -7,6 +7,7 @@
     machine_widget.py  Step / Run N / Run / Reset on a board, with registers, code, console, exceptions
     trap_widget.py     trap controls to tick, a guest run in a VM under them: exits and the trap log
     run_loop.py        the hypervisor's run loop, drawn from its dispatch table
+    gantt.py           a schedule as a Gantt chart: which vCPU ran on which physical CPU, when
     walk_view.py       the nested walk as a grid: guest levels by stage-2 levels, every reference numbered
     stage2_widgets.py  the walk with level sliders, the TLBs over a working set, the host's frames
     widget_snapshot.py a widget's saved state as static HTML (the course site)
