@@ -35,6 +35,7 @@ from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, RunResult, 
 from vlab.machine.cpu import CPU, Watchdog
 from vlab.machine.timer import FREQUENCY_HZ
 from vlab.sched import Entity, Scheduler
+from vlab.sched.metrics import RunFigures, run_figures
 from vlab.sched.recorder import Recorder
 from vlab.sched.registry import make_policy
 from vlab.sched.trace import Trace, ran_ticks
@@ -316,14 +317,9 @@ class Host:
             pcpu.map_devices(windows)
 
     def _finish(self, vms: list) -> None:
-        """After a run: its vCPUs leave the scheduler's queues (a later run wakes what is still
-        runnable) and stay where they are."""
-        now = self._now()
-        self.trace.finish(now)
-        for vm in vms:
-            for vcpu in vm.vcpus:
-                if vcpu.state is VCpuState.RUNNABLE:
-                    self.scheduler.sleep(vcpu.entity, now)  # a later run wakes what is still runnable
+        """After a run (every VM of which has stopped, so its vCPUs have left the scheduler's queues:
+        a later run wakes what is still runnable): the trace ends here, for now."""
+        self.trace.finish(self._now())
 
     def _now(self) -> int:
         """The host clock: how far every core has got."""
@@ -451,6 +447,13 @@ class Host:
         ran = ran_ticks(self.trace.segments)
         return tuple({"vcpu": v.index, "state": v.state.value, "instructions": v.instructions,
                       "cpu_ticks": ran.get(v.entity, 0), "walks": v.walks} for v in vm.vcpus)
+
+    def figures(self) -> RunFigures:
+        """The scheduling figures of the runs so far (vlab.sched.metrics): each vCPU's share against its
+        entitlement, wake-up latency, world switches, utilisation, Jain's index -- and under ARINC 653,
+        the partition deadline misses."""
+        return run_figures(self.trace, self.policy.entitlement(self.trace.entities), getattr(self.policy, "frame", None),
+                           tolerance=self.lockstep if len(self.pcpus) > 1 else 0)
 
     def pcpu_figures(self) -> list[dict]:
         return [{"pcpu": p.index, "ticks": p.now(), "idle_ticks": p.idle_ticks, "switch_ticks": p.switch_ticks,
