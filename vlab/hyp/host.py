@@ -274,6 +274,13 @@ class Host:
         return vm.result()
 
     def _start(self, vms: list, max_insns: int) -> None:
+        """Get `vms` ready to run. The scheduler learns of new VMs' vCPUs first, so that what it refuses
+        (a cap the host cannot give, a vCPU without an ARINC 653 window...) is refused before any runs."""
+        for vm in vms:
+            if not vm.started:
+                for vcpu in vm.vcpus:
+                    if vcpu.entity not in self.trace.entities:
+                        self.scheduler.add(vcpu.entity)
         if not self.pcpus:
             self._make_cores()
         self._prepare_devices()
@@ -287,7 +294,6 @@ class Host:
                 for vcpu in vm.vcpus:
                     vcpu.timer.offset = self._now()  # CNTVOFF_EL2: the guest's counter starts at 0
                     vcpu._saved_at = self._now()
-                    self.scheduler.add(vcpu.entity)
                 self._wake(vm.vcpus[0], self._now())
             else:
                 for vcpu in vm.vcpus:
@@ -318,8 +324,9 @@ class Host:
 
     def _finish(self, vms: list) -> None:
         """After a run (every VM of which has stopped, so its vCPUs have left the scheduler's queues:
-        a later run wakes what is still runnable): the trace ends here, for now."""
-        self.trace.finish(self._now())
+        a later run wakes what is still runnable): the trace ends, for now, where the core that got
+        furthest stopped."""
+        self.trace.finish(max(p.now() for p in self.pcpus))
 
     def _now(self) -> int:
         """The host clock: how far every core has got."""
