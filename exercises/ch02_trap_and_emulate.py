@@ -39,8 +39,8 @@ def handle_uart_access(vcpu, exit):
     The guest's access faulted because no memory is mapped at that IPA. Decode the ISS
     (DataAbort.from_iss: isv, sas -> .size in bytes, sse, srt, sf, wnr). Find the device at
     exit.ipa and the register offset inside it. A store (wnr) writes the low .size bytes of
-    register SRT to the device; a load reads the device and puts the value in SRT,
-    sign-extended when sse is set, and truncated to 32 bits unless sf is set. Return a
-    short description.
+    register SRT to the device; a load reads .size bytes from the device (keep only those of
+    the value it returns) and puts them in SRT, sign-extended when sse is set, and truncated
+    to 32 bits unless sf is set. Return a short description.
     """
     raise NotImplementedError("write your answer here (see the docstring above)")

@@ -48,9 +48,9 @@ def handle_uart_access(vcpu, exit):
     The guest's access faulted because no memory is mapped at that IPA. Decode the ISS
     (DataAbort.from_iss: isv, sas -> .size in bytes, sse, srt, sf, wnr). Find the device at
     exit.ipa and the register offset inside it. A store (wnr) writes the low .size bytes of
-    register SRT to the device; a load reads the device and puts the value in SRT,
-    sign-extended when sse is set, and truncated to 32 bits unless sf is set. Return a
-    short description.
+    register SRT to the device; a load reads .size bytes from the device (keep only those of
+    the value it returns) and puts them in SRT, sign-extended when sse is set, and truncated
+    to 32 bits unless sf is set. Return a short description.
     """
     ### BEGIN SOLUTION
     abort = DataAbort.from_iss(exit.syndrome.iss)
@@ -61,7 +61,7 @@ def handle_uart_access(vcpu, exit):
         value = vcpu.x(abort.srt) & ((1 << bits) - 1)
         vcpu.vm.mmio(vcpu, device, offset, abort.size, value, True)
     else:
-        value = vcpu.vm.mmio(vcpu, device, offset, abort.size, 0, False)
+        value = vcpu.vm.mmio(vcpu, device, offset, abort.size, 0, False) & ((1 << bits) - 1)
         if abort.sse and value >> (bits - 1) & 1:
             value -= 1 << bits
         vcpu.set_x(abort.srt, value & ((1 << 64) - 1 if abort.sf else 0xFFFF_FFFF))
