@@ -3,9 +3,9 @@
 A handler is called as handler(vcpu, exit) when the guest exits, and returns one line
 saying what it did (for the trap log). Check yours in a notebook:
 
-    from vlab.grading import check
-    from ch02_trap_and_emulate import handle_sysreg
-    check("ch02.handle_sysreg", handle_sysreg)
+    from vlab.grading import check, load
+    ch02 = load("ch02_trap_and_emulate")   # this file, as saved now
+    check("ch02.handle_sysreg", ch02.handle_sysreg)
 
 What a handler can use:
     exit.syndrome.iss            the ISS field of ESR_EL2

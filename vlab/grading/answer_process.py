@@ -64,6 +64,7 @@ class AnswerProcess:
         self._loaded: list[str] = []  # modules that loaded, to load again in a new process
         self._replies = b""
         self._tail = b""
+        self._request = 0  # the id of the request being answered (a reply to another is not an answer)
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -143,12 +144,16 @@ class AnswerProcess:
         if self._child is None:
             self._child, self._tail = self._start(), b""
             for module in self._loaded:  # a fresh process: what loaded before loads again
-                self._send_now({"op": "load", "module": module}, deadline)
+                self._request += 1
+                self._send_now({"op": "load", "module": module, "id": self._request}, deadline)
                 self._receive(deadline)
         return self._child
 
     def _send(self, message: dict, deadline: float) -> None:
         self._ensure_started(deadline)
+        if "op" in message:
+            self._request += 1
+            message = {**message, "id": self._request}
         self._send_now(message, deadline)
 
     def _send_now(self, message: dict, deadline: float) -> None:
@@ -178,9 +183,12 @@ class AnswerProcess:
                 self._replies += data
         line, self._replies = self._replies.split(b"\n", 1)
         try:
-            return plain.loads(line)
+            message = plain.loads(line)
         except plain.NotPlain as e:
             raise self._garbled(str(e)) from None
+        if message.get("id") != self._request:
+            raise self._garbled("a reply to another request")
+        return message
 
     def _value(self, reply: dict) -> Any:
         try:

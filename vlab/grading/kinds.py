@@ -57,6 +57,9 @@ class FunctionAnswer:
         if called.error:
             return Verdict(False, f"{cases[len(called.values)].label}: {messages.raised(called.error, exercise.function)}",
                            not_done=_not_done(called.error))
+        if len(called.values) != len(cases):
+            return Verdict(False, f"{cases[min(len(called.values), len(cases) - 1)].label}: no answer came back "
+                                  f"({len(called.values)} for {len(cases)} cases)")
         return Verdict(True)
 
 
@@ -93,14 +96,18 @@ def bare_run(source: str, ram_size: int) -> dict:
     return observation(board, result, board.mmio_trace)
 
 
+EXITS_KEPT = 200  # exits whose handling an observation records, for the mistakes to look at
+
+
 @dataclass
 class _Exchange:
     """What happened between the VM and the student's handler during one run."""
 
-    returned: Any = None  # the first return value that was not a str
+    returned: list = field(default_factory=list)  # the first return value that was not a str
     error: tuple[dict, str] | None = None  # what the handler raised, and on which exit
     fatal: Exception | None = None  # the handler's process timed out or died
     delegated: list[str] = field(default_factory=list)
+    exits: list = field(default_factory=list)  # [ISS, the changes the handler made], per exit
 
 
 class _HandlerFailed(Exception):
@@ -139,7 +146,8 @@ def _perform(vcpu, exit, operation: str | None, args: list, changes: list):
 
 @dataclass(frozen=True)
 class HandlerAnswer:
-    """Cases are (guest source, HCR_EL2 trap bits, RAM size); expected is `bare_run` of the guest."""
+    """Cases are (guest source, HCR_EL2 trap bits, RAM size); expected is `bare_run` of the guest. What
+    the mistakes are given also holds, per exit, its ISS and the changes the handler made ("exits")."""
 
     exception_class: int
     mistakes: tuple[Mistake, ...] = ()
@@ -157,10 +165,11 @@ class HandlerAnswer:
             if exits == 0:
                 return Verdict(False, f"{case.label}: the guest never exited with this class, so your handler was "
                                       "not tested")
-            if exchange.returned is not None:
-                return Verdict(False, f"{case.label}: {exercise.function} returned "
-                                      f"{a(type_name(exchange.returned))} ({show(exchange.returned)}), expected a "
-                                      "str: one line saying what it did, for the trap log")
+            if exchange.returned:
+                value = exchange.returned[0]
+                return Verdict(False, f"{case.label}: {exercise.function} returned {a(type_name(value))}"
+                                      f"{'' if value is None else f' ({show(value)})'}, expected a str: one line "
+                                      "saying what it did, for the trap log")
             if got["reason"] != case.expected["reason"]:
                 return Verdict(False, f"{case.label}: the guest did not end as on the bare machine "
                                       f"({case.expected['reason']}): {clean(got['message'])}",
@@ -179,10 +188,16 @@ class HandlerAnswer:
         exchange = _Exchange()
 
         def handler(vcpu, exit) -> str:
+            made: list = []
+            if len(exchange.exits) < EXITS_KEPT:
+                exchange.exits.append([exit.syndrome.iss, made])
+
+            def request(operation, args, changes):
+                made.extend(changes)
+                return _perform(vcpu, exit, operation, args, changes)
             try:
-                value, error, delegated = answers.handle(
-                    exercise.id, exercise.module, exercise.function, exit_as_plain(exit, vcpu),
-                    lambda operation, args, changes: _perform(vcpu, exit, operation, args, changes), deadline)
+                value, error, delegated = answers.handle(exercise.id, exercise.module, exercise.function,
+                                                         exit_as_plain(exit, vcpu), request, deadline)
             except Exception as e:  # noqa: BLE001 - TimedOut or Ended: the test ends, after the VM stops
                 exchange.fatal = e
                 raise _HandlerFailed from None
@@ -191,7 +206,7 @@ class HandlerAnswer:
                 exchange.error = (error, exit.describe())
                 raise _HandlerFailed
             if type(value) is not str:
-                exchange.returned = exchange.returned if exchange.returned is not None else value
+                exchange.returned = exchange.returned or [value]
                 return show(value)
             return value
 
@@ -201,7 +216,8 @@ class HandlerAnswer:
         result = vm.run(max_insns=1_000_000, timeout_s=max(0.05, deadline - time.monotonic()))
         if exchange.fatal is not None:
             raise exchange.fatal
-        return exchange, observation(vm.vcpus[0], result, vm.mmio_trace), vm.exits.get(ec.name, 0)
+        observed = observation(vm.vcpus[0], result, vm.mmio_trace) | {"exits": exchange.exits}
+        return exchange, observed, vm.exits.get(ec.name, 0)
 
 
 # --- assembly, on the board --------------------------------------------------------------------------
@@ -222,6 +238,8 @@ class AssemblyAnswer:
             return Verdict(False, messages.delegation(called.delegated), delegated=tuple(called.delegated))
         if called.error:
             return Verdict(False, messages.raised(called.error, exercise.function), not_done=_not_done(called.error))
+        if len(called.values) != 1:
+            return Verdict(False, f"{exercise.function}() gave {len(called.values)} answers for one call")
         source = called.values[0]
         if type(source) is not str:
             return Verdict(False, f"{exercise.function}() should return assembly source (a str), not "

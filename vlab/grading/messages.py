@@ -8,7 +8,7 @@ from vlab.grading.sanitize import clean
 
 def raised(error: dict, function: str = "") -> str:
     """What the answer raised, from the plain data its process sent (`vlab.grading.serve.describe`)."""
-    kind, message = clean(error.get("type", "?"), 80), clean(error.get("message", ""))
+    kind, message = clean(error.get("type", "?"), 80), clean(error.get("message", ""), 500)
     if kind == "missing" or kind == "Refused":
         return message
     if kind == "NotImplementedError":

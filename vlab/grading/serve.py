@@ -1,7 +1,8 @@
 """The student's side: load a submission's answers, call them as the grader asks, answer in plain data.
 
 It runs in the confined process while grading (`vlab.grading.confined`), or in a forked copy
-of a notebook's kernel for `check()`. One message per line each way (`vlab.grading.plain`):
+of a notebook's kernel for `check()`. One message per line each way (`vlab.grading.plain`); each request has an "id", which every
+message answering it carries:
 
     grader: {"op": "load", "module": M}                    student's side: {"done": true[, "error": E]}
     grader: {"op": "call", "exercise": X, "module": M, "function": F, "cases": [args, ...]}
@@ -89,9 +90,10 @@ class Server:
                  load: Callable[[str], None] = lambda module: None, delegations: Delegations | None = None):
         self.inbox, self.outbox, self.lookup, self.load = inbox, outbox, lookup, load
         self.delegations = delegations or Delegations()
+        self.request = None  # the id of the request being answered: every reply carries it
 
     def send(self, message: dict) -> None:
-        self.outbox.write(plain.dumps(message))
+        self.outbox.write(plain.dumps({"id": self.request, **message}))
         self.outbox.flush()
 
     def receive(self) -> dict | None:
@@ -100,7 +102,7 @@ class Server:
 
     def run(self) -> None:
         while (message := self.receive()) is not None:
-            operation = message.get("op")
+            operation, self.request = message.get("op"), message.get("id")
             try:
                 if operation == "load":
                     self._load(message["module"])

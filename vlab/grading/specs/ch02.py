@@ -3,7 +3,7 @@ guest must end exactly as it does on the bare board (Popek and Goldberg's equiva
 
 from __future__ import annotations
 
-from vlab.arch.esr import ExceptionClass
+from vlab.arch.esr import ExceptionClass, SysRegAccess
 from vlab.arch.hcr import HCR
 from vlab.arch.sysregs import lookup, trapped_by
 from vlab.grading.exercise import Case, Exercise, Test
@@ -76,12 +76,15 @@ ZERO_REGISTER = """    ldr x1, =0x44ff04
 """
 
 
-def _system_register_differs(case: Case, got: dict) -> str | None:
-    wrong = [n for n, v in case.expected["state"].items() if got["state"].get(n) != v]
-    if any(n.endswith("_EL1") for n in wrong):
-        return "an MSR writes x[Rt] into the vCPU's register: vcpu.write_sysreg(name, vcpu.x(access.rt))"
-    if wrong:
-        return "an MRS puts the vCPU's value of the register into x[Rt]: vcpu.set_x(access.rt, vcpu.read_sysreg(name))"
+def _mishandled_access(case: Case, got: dict) -> str | None:
+    """What the handler did with the first MRS or MSR it got wrong, from the changes it made per exit."""
+    for iss, changes in got["exits"]:
+        access = SysRegAccess.from_iss(iss)
+        if access.is_read and not any(c[:2] == ["set_x", access.rt] for c in changes):
+            return "an MRS puts the vCPU's value of the register into x[Rt]: vcpu.set_x(access.rt, vcpu.read_sysreg(name))"
+        if not access.is_read and not any(c[0] == "write_sysreg" for c in changes):
+            return "an MSR writes x[Rt] into the vCPU's register: vcpu.write_sysreg(name, vcpu.x(access.rt))"
+    return None
 
 
 HANDLE_SYSREG = Exercise(
@@ -92,7 +95,7 @@ HANDLE_SYSREG = Exercise(
                "return one line saying what it did."),
     points=4,
     module=MODULE,
-    kind=HandlerAnswer(ExceptionClass.SYS64, (_skip_forgotten, _system_register_differs)),
+    kind=HandlerAnswer(ExceptionClass.SYS64, (_skip_forgotten, _mishandled_access)),
     tests=(
         Test("syscall.S with TRVM", _named("syscall", HCR.TRVM),
              hint="for an MRS (is_read), the value goes into register Rt; then vcpu.skip(exit)"),
@@ -150,17 +153,23 @@ LOADS = {1: ("ldrb w", "ldrsb w", "ldrsb x"), 2: ("ldrh w", "ldrsh w", "ldrsh x"
 STORES = {1: "strb w", 2: "strh w", 4: "str w"}
 
 
-def random_access_program(rng, accesses: int = 24) -> str:
-    """Stores of random values (sign bits often set) to UART registers, and loads of every width back."""
+def random_access_program(rng, accesses: int = 16) -> str:
+    """Every load of every width once, after a store whose value has that width's sign bit set; then
+    random stores (sign bits often set) to UART registers and random loads back."""
     lines = [UART]
+
+    def store_then_load(size: int, load: str, sign: int) -> None:
+        offset, rt, rd = rng.choice(STORABLE), *rng.sample(range(2, 29), 2)
+        lines.append(f"    ldr x{rt}, ={rng.getrandbits(64) | sign:#x}\n    {STORES[size]}{rt}, [x1, #{offset:#x}]")
+        lines.append(f"    ldr x{rd}, ={rng.getrandbits(64):#x}\n    {load}{rd}, [x1, #{offset:#x}]")
+
+    for size, loads in LOADS.items():
+        for load in loads:
+            store_then_load(2 if size == 4 else size, load, 0x80 << 8 * (min(size, 2) - 1))
     for _ in range(accesses):
-        offset, size = rng.choice(STORABLE), rng.choice((1, 2, 4))
-        sign = 0x80 << 8 * rng.randrange(2) if rng.random() < 0.7 else 0  # bit 7 or 15, often
-        value = rng.getrandbits(64) | sign
-        rt, rd = rng.sample(range(2, 29), 2)
-        lines.append(f"    ldr x{rt}, ={value:#x}\n    {STORES[size]}{rt}, [x1, #{offset:#x}]")
-        lines.append(f"    ldr x{rd}, ={rng.getrandbits(64):#x}\n    {rng.choice(LOADS[rng.choice((1, 2, 4))])}{rd}, "
-                     f"[x1, #{rng.choice(STORABLE):#x}]")
+        size = rng.choice((1, 2, 4))
+        store_then_load(size, rng.choice(LOADS[rng.choice((1, 2, 4))]),
+                        0x80 << 8 * rng.randrange(2) if rng.random() < 0.7 else 0)
     lines.append("    ldrsb x29, [x1, #0xffc]\n    ldr wzr, [x1, #0x18]\n    strb wzr, [x1]")
     return "\n".join(lines) + "\n"
 
@@ -178,8 +187,9 @@ def _loaded_register_differs(case: Case, got: dict) -> str | None:
                             "it is 1 too (value - (1 << 8*size))")
         if have & _U32 == want and have >> 32:
             return "keep only 32 bits of a load into a w register (SF = 0): value & 0xffffffff"
-        if any(have & ((1 << bits) - 1) == want for bits in (8, 16)):
-            return "a load of .size bytes keeps only those bytes of the value the device returns"
+        if any(have & ((1 << bits) - 1) == want & ((1 << bits) - 1) for bits in (8, 16)):
+            return ("a load of .size bytes keeps only those bytes of the value the device returns "
+                    "(value & ((1 << 8*size) - 1)), before sign-extending it")
         return "a load puts the device's value into register SRT: vcpu.set_x(abort.srt, value)"
 
 

@@ -59,7 +59,8 @@ def _decode_cases(pairs) -> list[Case]:
 EVERY_KIND = [(0, level) for level in range(4)] + [(0x4000_3002, 1)] + [
     (0x0000_0000_4000_3003, level) for level in (0, 1, 2, 3)] + [
     (0x0000_0080_4000_07FD, 1), (0x0000_0000_4020_07FD, 2), (0x0000_0000_4000_07FD, 0),
-    (0x0040_0000_4000_17FF, 3), (0x0000_0000_4000_17FD, 3), (0x0000_0000_4000_17BF, 3)]
+    (0x0040_0000_4000_17FF, 3), (0x0000_0000_4000_17FD, 3), (0x0000_0000_4000_17BF, 3),
+    (0x0000_0000_4123_47FD, 1), (0x0000_0000_4023_47FD, 2), (0xFFF0_FFFF_FFFF_F7FF, 3)]  # bits below a block's size
 
 
 def _attribute_cases(rng) -> list[Case]:
