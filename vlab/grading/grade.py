@@ -100,7 +100,11 @@ class Session:
         except OSError:
             status, tail = self.close(), self._log_tail()
             return _failed(student, f"the grading session for this submission failed (exit {status}): {tail}")
-        return SubmissionGrade(student, json.loads(line))
+        try:
+            return SubmissionGrade(student, json.loads(line))
+        except ValueError:
+            self.close()
+            return _failed(student, f"the grading session for this submission failed: {self._log_tail()}")
 
     def _ask(self, job: str, deadline: float) -> bytes:
         if self._process is None:

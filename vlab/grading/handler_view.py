@@ -34,7 +34,8 @@ SIZES = (1, 2, 4, 8)
 
 @dataclass(frozen=True)
 class ExitView:
-    """An exit as ESR_EL2, ELR_EL2, FAR_EL2 and HPFAR_EL2 report it (the fields of vlab.hyp.Exit)."""
+    """An exit as ESR_EL2 (`syndrome`), ELR_EL2, FAR_EL2 and the faulting IPA report it: the fields of
+    vlab.hyp.Exit a handler needs (`exit.syndrome.ec`, `.iss` and `.fields()` decode the syndrome)."""
 
     syndrome: Syndrome
     address: int
@@ -44,17 +45,6 @@ class ExitView:
     ipa: int | None
     instruction: str
     vcpu: int = 0
-
-    @property
-    def ec(self) -> ExceptionClass:
-        return self.syndrome.ec
-
-    @property
-    def hpfar(self) -> int | None:
-        return None if self.ipa is None else (self.ipa >> 12) << 4
-
-    def fields(self) -> dict[str, int]:
-        return self.syndrome.fields()
 
     @classmethod
     def from_plain(cls, data: dict) -> ExitView:
@@ -198,11 +188,20 @@ def perform(vcpu, exit, operation: str, args: list) -> Any:
 
 
 def _arguments(operation: str, args: list, *types: type) -> list:
-    if len(args) != len(types) or any(type(a) is not t for a, t in zip(args, types)):
+    """The arguments as exactly the types wanted: an int (an IntEnum member too, not a bool), a str,
+    a bool (or 0 and 1); TypeError naming both otherwise."""
+    def fits(value, wanted: type) -> bool:
+        if wanted is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        if wanted is bool:
+            return isinstance(value, bool) or type(value) is int and value in (0, 1)
+        return isinstance(value, wanted)
+
+    if len(args) != len(types) or not all(fits(a, t) for a, t in zip(args, types)):
         given = ", ".join(type_name(a) for a in args)
         wanted = ", ".join(t.__name__ for t in types)
         raise TypeError(f"{operation}() takes ({wanted}), not ({given})")
-    return args
+    return [{int: int.__int__, bool: bool, str: str.__str__}[t](a) for a, t in zip(args, types)]
 
 
 def _register(n: int) -> int:

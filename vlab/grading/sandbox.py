@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlab.grading.answer_process import Child, _kill_group
+from vlab.grading.answer_process import Child, kill_group
 
 VLAB = Path(__file__).resolve().parent.parent
 # The parts of vlab that the confined process holds: what answers may import (answers.py), and
@@ -174,7 +174,7 @@ def confined(submission: Path, view: Path, cpu_seconds: int):
         requests, replies, output = process.stdin.fileno(), process.stdout.fileno(), process.stderr.fileno()
 
         def kill() -> int | None:
-            status_code = _kill_group(process.pid)
+            status_code = kill_group(process.pid)
             process.returncode = -1  # reaped above: Popen must not wait for it again
             for stream in (process.stdin, process.stdout, process.stderr):
                 try:
