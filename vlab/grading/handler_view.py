@@ -5,8 +5,8 @@
     vcpu.x(n), vcpu.set_x(n, value)                  general-purpose registers (31: the zero register)
     vcpu.read_sysreg(name), vcpu.write_sysreg(name, value)
     vcpu.skip(exit)                                  the instruction is emulated: continue after it
-    vcpu.vm.device_at(ipa)                           the device there (.name, .base, .size), or None
-    vcpu.vm.mmio(vcpu, device, offset, size, value, is_write)   a device access; the value read
+    vcpu.platform.device_at(ipa)                     the device there (.name, .base, .size), or None
+    vcpu.platform.mmio(device, offset, size, value, is_write)   a device access; the value read
     exit.syndrome (.ec, .iss, .il, .esr), exit.ipa, exit.far, exit.address, exit.return_address,
     exit.el, exit.instruction
 
@@ -84,7 +84,7 @@ class VcpuView:
 
     def __init__(self, exit: dict, ask: Ask):
         self._x, self._sysregs, self._ask, self.changes = list(exit["x"]), dict(exit["sysregs"]), ask, []
-        self.vm = _VmView(self, [DeviceView(*d) for d in exit["devices"]])
+        self.platform = _PlatformView(self, [DeviceView(*d) for d in exit["devices"]])
 
     def x(self, n: int) -> int:
         n, = _arguments("x", [n], int)
@@ -118,10 +118,10 @@ class VcpuView:
 
     def __getattr__(self, name: str):
         raise AttributeError(f"a handler's vcpu has no {name!r}: it offers x, set_x, read_sysreg, write_sysreg, "
-                             "skip, and vm.device_at and vm.mmio")
+                             "skip, and platform.device_at and platform.mmio")
 
 
-class _VmView:
+class _PlatformView:
     def __init__(self, vcpu: VcpuView, devices: list[DeviceView]):
         self._vcpu, self._devices = vcpu, devices
 
@@ -130,9 +130,10 @@ class _VmView:
             raise TypeError(f"device_at() takes an int IPA, not {type_name(ipa)}")
         return next((d for d in self._devices if ipa is not None and d.base <= ipa < d.base + d.size), None)
 
-    def mmio(self, vcpu, device: DeviceView, offset: int, size: int, value: int, is_write: bool) -> int:
+    def mmio(self, device: DeviceView, offset: int, size: int, value: int, is_write: bool) -> int:
         if not isinstance(device, DeviceView):
-            raise TypeError(f"vm.mmio() takes a device from vm.device_at(), not a {type(device).__name__}")
+            raise TypeError(f"platform.mmio() takes a device from platform.device_at(), not a "
+                            f"{type(device).__name__}")
         args = _mmio_arguments(self._devices, [device.name, offset, size, value, is_write])
         if is_write:
             self._vcpu.changes.append(["mmio", *args])
@@ -140,7 +141,7 @@ class _VmView:
         return self._vcpu.ask("mmio", args)
 
     def __getattr__(self, name: str):
-        raise AttributeError(f"a handler's vcpu.vm has no {name!r}: it offers device_at and mmio")
+        raise AttributeError(f"a handler's vcpu.platform has no {name!r}: it offers device_at and mmio")
 
 
 def _mmio_arguments(devices, args: list) -> list:
@@ -181,7 +182,7 @@ def perform(vcpu, exit, operation: str, args: list) -> Any:
     elif operation == "mmio":
         name, offset, size, value, is_write = _mmio_arguments(vcpu.vm.devices, args)
         device = next(d for d in vcpu.vm.devices if d.name == name)
-        return vcpu.vm.mmio(vcpu, device, offset, size, value, is_write)
+        return vcpu.platform.mmio(device, offset, size, value, is_write)
     else:
         raise ValueError(f"no vCPU operation {operation!r}")
     return None
