@@ -353,3 +353,33 @@ def test_in_a_jupyter_kernel_check_shows_an_escaped_html_table_with_the_text_as_
 
 def test_every_module_is_graded_from_its_own_file():
     assert MODULES == sorted(p.stem for p in SOLUTIONS.glob("*.py"))
+
+
+def _resolve(name: str):
+    """The module a dotted vlab name lives in, and the thing it names (AttributeError if vlab has it no more)."""
+    import importlib
+
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            module = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        thing = module
+        for attribute in parts[i:]:
+            thing = getattr(thing, attribute)
+        return module, thing
+    raise ModuleNotFoundError(name)
+
+
+def test_every_answer_the_sandbox_refuses_names_something_in_vlab_and_none_is_in_the_sandbox():
+    from vlab.grading.answers import ANSWERS, may_import
+    from vlab.grading.sandbox import VIEW_FILES
+
+    in_the_sandbox = [f"vlab.{f.removesuffix('.py').replace('/', '.')}" for f in VIEW_FILES]
+    for exercise_id, names in ANSWERS.items():
+        assert exercise_id in EXERCISES
+        for name in names:
+            module, _ = _resolve(name)
+            inside = any(module.__name__ == m or module.__name__.startswith(m + ".") for m in in_the_sandbox)
+            assert inside == may_import(module.__name__), name  # only what is guarded there is there
