@@ -146,6 +146,36 @@ class Host:
     def pcpu_of(self, vcpu: VCpu) -> PhysicalCpu | None:
         return next((p for p in self.pcpus if p.current is vcpu), None)
 
+    def take_over(self, vm, counters: list[int]) -> None:
+        """Go on running `vm`, whose vCPUs ran on another host until `counters` (each one's CNTVCT_EL0
+        when it stopped): a live migration's arrival. Each virtual counter continues from there, so
+        the guest does not see the time it was paused (as QEMU keeps it by default); the vCPUs keep
+        the states they arrived in, a blocked one waits here for its timer, and the next run wakes
+        the runnable ones."""
+        if vm.started or vm.host is not self:
+            raise ValueError("only a VM of this host that has not run here yet can be taken over")
+        now = self._now()
+        for vcpu, counter in zip(vm.vcpus, counters, strict=True):
+            vcpu.timer.offset = now - counter  # CNTVOFF_EL2
+            vcpu._saved_at = now
+            self.scheduler.add(vcpu.entity)
+            if vcpu.state is VCpuState.BLOCKED or vcpu.in_wfi:
+                vcpu.wake_at = vcpu.timer.next_deadline()
+            if vcpu.state is VCpuState.BLOCKED:
+                self._blocked.append(vcpu)
+        vm.started = True
+
+    def stall(self, vcpu: VCpu, ticks: int) -> None:
+        """The vCPU's core waits `ticks` host ticks with it, doing nothing else (post-copy: the page it
+        touched is still on its way): idle time on that core."""
+        pcpu = self.pcpu_of(vcpu)
+        if pcpu is not None:
+            pcpu.idle_ticks += ticks
+
+    def clock(self) -> int:
+        """The host clock, in host ticks: how far every core has got."""
+        return self._now()
+
     # --- what the cores tell the loop -----------------------------------------------------------
 
     def power_on(self, vcpu: VCpu) -> None:
