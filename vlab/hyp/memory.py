@@ -68,6 +68,7 @@ class VmMemory:
         self._write_protected: set[int] = set()
         self.shared: set[int] = set()  # IPA pages mapped read-only onto a frame shared with others
         self.demand_faults = 0
+        self.released = False  # its frames went back to the host (the VM migrated away)
         # Told the IPA page (or None: many) whenever a stage-2 entry that was valid changes, so that
         # every TLB that may hold the old one can forget it (the VM broadcasts it to all cores).
         self.on_change: Callable[[int | None], None] | None = None
@@ -175,6 +176,26 @@ class VmMemory:
         if self.on_change is not None:
             self.on_change(None)  # every translation cached before now may still allow writes
 
+    def release(self) -> None:
+        """Give every frame back to the host -- RAM and stage-2 tables -- once the VM has left it (a
+        migration). Each is scrubbed first: the next VM to get it must not read this one's data. A
+        frame shared copy-on-write stays with its other users. The memory cannot be used after."""
+        for page, frame in self.mapping():
+            if page in self.shared:
+                self.host.sharers[frame] -= 1
+                if self.host.sharers[frame]:
+                    continue
+                del self.host.sharers[frame]
+            self._give_back(frame)
+        for table in self.tables.tables:
+            self._give_back(table)
+        self.released = True
+
+    def _give_back(self, frame: int) -> None:
+        self.host.memory.write(frame, bytes(PAGE))
+        self.host.frames.release(frame)
+        self.host.owner.pop(frame, None)
+
     # --- the loader's and the debugger's view: memory by IPA ------------------------------------
 
     def _frame_for(self, page: int, allocate: bool) -> int | None:
@@ -185,6 +206,7 @@ class VmMemory:
 
     def write(self, ipa: int, data: bytes) -> None:
         """Write guest RAM by IPA, giving pages frames if the layout is on demand (a loader does this)."""
+        self._check_held()
         for start, length in self._chunks(ipa, len(data)):
             frame = self._frame_for(start & ~(PAGE - 1), allocate=True)
             if frame is None:
@@ -193,11 +215,17 @@ class VmMemory:
 
     def read(self, ipa: int, size: int) -> bytes:
         """Read guest RAM by IPA; pages with no frame yet read as zeros."""
+        self._check_held()
         out = bytearray()
         for start, length in self._chunks(ipa, size):
             frame = self._frame_for(start & ~(PAGE - 1), allocate=False)
             out += bytes(length) if frame is None else self.host.memory.read(frame + start % PAGE, length)
         return bytes(out)
+
+    def _check_held(self) -> None:
+        if self.released:
+            raise ValueError(f"VM {self.vmid}'s RAM went back to the host when it migrated away: read it on the "
+                             "host it migrated to")
 
     @staticmethod
     def _chunks(address: int, size: int):
