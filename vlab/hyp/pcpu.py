@@ -44,6 +44,7 @@ TLB_ENTRIES = 1024  # vlab's TLB model of this core, entries tagged by VMID and 
 SERVED_IN_PLACE = (ExceptionClass.SYS64, ExceptionClass.HVC64, ExceptionClass.SMC64,
                    ExceptionClass.DABT_LOWER, ExceptionClass.IABT_LOWER)
 STUCK_EXITS = 8  # the same trapped instruction exiting this many times in a row: the handler is broken
+EXITS_KEPT = 4096  # exits built once per instruction (see _trap_sysreg), at most
 
 # What a system-register access means to the hypervisor, decided once per VM and access:
 NATIVE, TRAP, IDENTITY, TRANSLATION, TLBI, AT = range(6)
@@ -296,6 +297,11 @@ class PhysicalCpu:
             word = self.cpu.read_word(address)
         return Exit(syndrome, address, address if trapped else address + 4, word, vcpu.index, el, far, ipa)
 
+    def _keep_few_exits(self) -> None:
+        """A guest that traps from ever more places (generated code) must not grow the cache forever."""
+        if len(self._exits) >= EXITS_KEPT:
+            self._exits.clear()
+
     def _defer(self, exit: Exit, outcome: tuple) -> None:
         """From a hook: the exit was dispatched, but what its handler asked for needs the loop."""
         vcpu = self.current
@@ -331,6 +337,7 @@ class PhysicalCpu:
         key = (pc, access, vcpu.index)
         exit = self._exits.get(key)
         if exit is None:  # the same instruction always makes the same exit: build it once
+            self._keep_few_exits()
             syndrome = Syndrome(ExceptionClass.SYS64, access.iss)
             exit = self._exits[key] = Exit(syndrome, pc, pc, _sysreg_word(access), vcpu.index, 1)
         resume_at, effect = outcome = vcpu.vm.dispatch(vcpu, exit, IN_PLACE)
@@ -397,6 +404,7 @@ class PhysicalCpu:
         key = (pc, cpu.read_word(pc - 4), vcpu.index)
         exit = self._exits.get(key)
         if exit is None:  # the same instruction always makes the same exit: build it once
+            self._keep_few_exits()
             exc = cpu.decode_exception(intno)
             # An HVC has completed (ELR_EL2 is the next instruction); a trapped SMC has not.
             exit = self._exits[key] = Exit(exc.syndrome, exc.address, exc.address if trapped else pc, exc.word,
