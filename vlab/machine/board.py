@@ -283,6 +283,9 @@ class Board:
             return self._on_exception(stop.exception)
         if stop.kind is StopKind.ERROR:
             return self._result(StopReason.ERROR, f"vlab error (please report it): {stop.message}")
+        if stop.kind is StopKind.UNSUPPORTED:
+            return self._result(StopReason.ERROR, f"beyond what vlab can emulate (a limit of vlab, not an error "
+                                f"of the guest): {stop.message}")
         if stop.kind is StopKind.TIMEOUT:
             return self._result(StopReason.TIMEOUT, "wall-clock guard reached")
         if stop.kind is StopKind.WFI:

@@ -17,6 +17,7 @@ a board whose MMU vlab walks, and each vCPU of a VM with stage 2 (there with vla
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Iterable
 
 from unicorn import UC_CTL_IO_WRITE, UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE, UC_TLB_VIRTUAL
@@ -28,7 +29,7 @@ from vlab.mmu.descriptors import Leaf
 from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu.memory import PhysicalMemory
 from vlab.mmu.tlb import TLB, Entry
-from vlab.mmu.walk import Regime, nested_walk, permission_problem
+from vlab.mmu.walk import SIZE_ENCODING, Regime, nested_walk, permission_problem
 
 # translate(virtual address, access) -> (the physical address of that byte in the core's map,
 # UC_PROT_* bits), or a
@@ -48,11 +49,8 @@ def install(cpu: CPU, translate: Translate, reads: Translate | None = None) -> N
     uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
     # Unicorn's pages are 1 KB on Arm (QEMU's smallest Arm page), not the guest's 4 KB.
     offset_mask = uc.ctl_get_page_size() - 1
-    probe_page = cpu.UNTIL & ~offset_mask
 
     def fill(uc, vaddr: int, access: int, entry, _user) -> bool:
-        if vaddr & ~offset_mask == probe_page:
-            return False  # Unicorn probing its own stop address, not the guest accessing memory
         try:
             kind = Access.FETCH if access == UC_MEM_FETCH else Access.WRITE if access == UC_MEM_WRITE else Access.READ
             answer = translate(vaddr, kind)
@@ -100,19 +98,21 @@ def abort(cpu: CPU, fault: Fault, access: Access, va: int) -> Callable[[int], Gu
     """The abort a failed translation raises, built once the faulting instruction's PC is known.
 
     Stage 1: a data/instruction abort to the guest kernel (EL1); stage 2: to the hypervisor
-    (EL2), with the IPA. The syndrome is `syndrome`'s. FAR is the exact address: Unicorn asks
-    for a whole 1 KB page, so a load or store's own address is recomputed from its encoding
-    and registers.
+    (EL2), with the IPA. The syndrome is `syndrome`'s. FAR (and the IPA) is the exact address:
+    Unicorn may ask for a whole 1 KB page, so the access's own address is recomputed from the
+    instruction's encoding and registers, for every form of load and store.
     """
     el, fetch = cpu.el, access is Access.FETCH
 
     def make(pc: int) -> GuestException:
         word = cpu.read_word(pc) or 0
-        exact = pc if fetch else ldst.effective_address(word, lambda n: cpu.sp if n == 31 else cpu.x(n))
+        exact = pc if fetch else ldst.effective_address(word, lambda n: cpu.sp if n == 31 else cpu.x(n), pc)
+        # On another page, the access started on one that translated and crossed into `va`'s.
         far = va if exact is None or exact >> 10 != va >> 10 else exact
-        ipa = None if fault.ipa is None else fault.ipa if fault.s1ptw else fault.ipa + (far - va)
-        return GuestException(syndrome(fault, access, el, word), pc, pc, el, far=far, detail=str(fault),
-                              target_el=fault.stage, ipa=ipa)
+        exact_fault = fault if fault.s1ptw else replace(fault, address=fault.address + far - va,
+                                                        ipa=None if fault.ipa is None else fault.ipa + far - va)
+        return GuestException(syndrome(fault, access, el, word), pc, pc, el, far=far, detail=str(exact_fault),
+                              target_el=fault.stage, ipa=exact_fault.ipa)
     return make
 
 
@@ -152,6 +152,8 @@ class GuestTranslation:
         self.cpu, self.memory, self.stage2, self.vttbr = cpu, memory, stage2, vttbr
         self.base, self.tlb, self.vmid = base, tlb, vmid
         self.walks = 0
+        # With the MMU off, a VA is the (intermediate) physical address, up to the core's PARange.
+        self.pa_bits = SIZE_ENCODING[cpu.read_sysreg("ID_AA64MMFR0_EL1") & 0xF]
 
     def __call__(self, va: int, access: Access):
         return self._translate(va, access, self.tlb)
@@ -173,6 +175,9 @@ class GuestTranslation:
                 return abort(cpu, Fault(FaultKind.TRANSLATION, 1, 0, va, problem), access, va)
             ttbr_el1 = cpu.read_sysreg("TTBR0_EL1")
             ttbr, asid = ttbr_el1 & ((1 << 48) - 2), ttbr_el1 >> 48  # BADDR (CnP dropped), ASID
+        elif va >> self.pa_bits:  # Arm ARM: a stage-1 address size fault at level 0, for the guest kernel
+            why = f"with the MMU off, the address is beyond the {self.pa_bits}-bit physical address range"
+            return abort(cpu, Fault(FaultKind.ADDRESS_SIZE, 1, 0, va, why), access, va)
         if tlb is not None:
             entry = tlb.lookup(self.vmid, asid, va)
             if entry is not None:
