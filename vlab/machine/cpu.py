@@ -197,7 +197,8 @@ class CPU:
     def _read64(self, reg: int) -> int:
         # Straight to the C library: Unicorn 2.1.4's Python reg_read searches register classes
         # on every call, and a trap round trip reads half a dozen registers (measured: a third
-        # of the cost of an exit). Safe for the plain 64-bit registers used here.
+        # of the cost of an exit). Zeroed first: Unicorn writes only 32 bits of PSTATE.
+        self._scratch.value = 0
         uclib.uc_reg_read(self._uch, reg, self._scratch_ref)
         return self._scratch.value
 

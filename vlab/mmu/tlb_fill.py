@@ -68,13 +68,17 @@ def install(cpu: CPU, translate: Translate, reads: Translate | None = None) -> N
     reads = reads or translate
 
     def address_for_reads(va: int) -> int | None:
-        # vlab's own reads of guest memory (disassembling a faulting instruction for a report)
-        # must see what the guest sees; a report must not fail, so a failure is "no memory".
-        try:
-            answer = reads(va, Access.READ)
-        except Exception:  # noqa: BLE001
-            return None
-        return None if callable(answer) else answer[0]
+        # vlab's own reads of the guest's instructions (to decode an exit, or disassemble one for a
+        # report) must see what the guest sees: fetched as it fetched them (EL0 code may be
+        # unreadable to EL0), else read. A report must not fail, so a failure is "no memory".
+        for access in (Access.FETCH, Access.READ):
+            try:
+                answer = reads(va, access)
+            except Exception:  # noqa: BLE001
+                return None
+            if not callable(answer):
+                return answer[0]
+        return None
 
     cpu.translate_for_reads = address_for_reads
 
