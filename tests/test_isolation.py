@@ -139,11 +139,10 @@ HOSTILE = f"""    ldr x0, ={CPU_ON:#x}
     hvc #0
     ldr x4, ={PEEK:#x}
     ldr x19, [x4]                // vCPU0 caches its translation of the page it shares with the victim
-    ldr x5, ={FLAG1:#x}
+    adr x5, flags
 wait1:
-    ldr x6, [x5]
+    ldr x6, [x5, #8]
     cbz x6, wait1                // until vCPU1 has broken the sharing
-    ldr x5, =flag2
 wait2:
     ldr x6, [x5]
     cmp x6, #2
@@ -154,41 +153,43 @@ breaker:
     ldr x4, ={PEEK:#x}
     ldr x2, =0xaaaa
     str x2, [x4]                 // copy-on-write: this VM's page gets a frame of its own
-    ldr x5, ={FLAG1:#x}
-    str x2, [x5]
+    adr x5, flags
+    str x2, [x5, #8]
     ldr x0, ={CPU_OFF:#x}
     hvc #0
     .balign 0x1000
-flag2:
-    .quad 0xa11ce                // unlike any page of the victim's: never shared
+flags:                           // unlike any page of the victim's: never shared
+    .quad 0xa11ce                // the host's: 2 once the victim has written
+    .quad 0                      // vCPU1's: set once it has broken the sharing
 """
 
 
-def shareable(*vms: VM) -> None:
-    """Give each VM's PEEK page (and FLAG1's) a frame of zeros, as the other layouts have from the start."""
+def shareable(*vms: VM, peek: bytes = bytes(8)) -> None:
+    """Give each VM the same PEEK page (`peek`, then zeros) and a zero FLAG1 page: identical, so shared."""
     for vm in vms:
-        vm.memory.write(PEEK, bytes(8))
+        vm.memory.write(PEEK, peek)
         vm.memory.write(FLAG1, bytes(8))
 
 
 @NEEDS_BROADCAST
 @pytest.mark.parametrize("layout", ["contiguous", "scattered", "demand"])
 def test_a_vcpu_never_reads_through_a_translation_another_vcpu_made_stale(layout):
-    # The issue's reproduction. When vCPU1 breaks the sharing, the victim is the frame's last sharer: its
-    # copy-on-write keeps the frame, writable, and its private data lands there. vCPU0 must not see it.
+    # The issue's reproduction. Both VMs hold the same page (a library, say), so it is shared by the two of
+    # them only. When vCPU1 breaks the sharing, the victim is the frame's last sharer: its copy-on-write
+    # keeps the frame, writable, and its private data lands there. vCPU0 must not see it.
     host = HostMemory(0x80_0000)
     secret = 0x5EC2_E7C0_FFEE
     program = assemble(HOSTILE)
     hostile = VM.from_image(image_from_program(program), vcpus=2, stage2=layout, host=host, ram_size=RAM, vmid=1)
     victim = VM.from_source(writer(PEEK, secret), stage2=layout, host=host, ram_size=RAM, vmid=2)
-    flag2 = program.symbols["flag2"]
-    shareable(hostile, victim)
+    flags = program.symbols["flags"]
+    shareable(hostile, victim, peek=b"the same library page")
     share_identical_pages(hostile, victim)
     assert hostile.memory.frame_of(PEEK) == victim.memory.frame_of(PEEK)
     hostile.run(max_insns=2_000_000)  # vCPU0 now waits for FLAG2
-    assert hostile.vcpus[1].read_memory(FLAG1, 8) != bytes(8), "vCPU1 broke the sharing"
+    assert hostile.vcpus[1].read_memory(flags + 8, 8) != bytes(8), "vCPU1 broke the sharing"
     assert victim.run().reason is StopReason.POWERED_OFF
-    hostile.memory.write(flag2, (2).to_bytes(8, "little"))
+    hostile.memory.write(flags, (2).to_bytes(8, "little"))
     result = hostile.run(max_insns=2_000_000)
     assert result.reason is StopReason.POWERED_OFF, result.message
     assert hostile.vcpus[0].x(20) == 0xAAAA != secret
