@@ -149,14 +149,7 @@ def test_random_bytes_as_code_always_end_in_a_stop_reason_with_a_message(code):
         assert f"{result.exception.address:#x}" in result.message
 
 
-# A VM without stage 2 takes any abort with a FAR outside its RAM for a stage-2 miss (vcpu._exit_for); since
-# Unicorn's own aborts carry FAR, it must tell them apart by GuestException.ipa, set only for accesses to nothing.
-LEAD_ROUTES_BY_IPA = pytest.mark.xfail(strict=True, reason="fixed by the host core, issue 11: a VM without stage 2 "
-                                       "must route by GuestException.ipa, not by FAR")
-
-
-@pytest.mark.parametrize("stage2", [pytest.param(None, marks=LEAD_ROUTES_BY_IPA), "contiguous", "scattered",
-                                    "demand"])
+@pytest.mark.parametrize("stage2", [None, "contiguous", "scattered", "demand"])
 def test_a_push_with_sp_0_faults_at_once_in_every_vm_exactly_as_on_the_board(stage2):
     # The most common beginner bug. SP = 0, so the push writes at 0xffff_ffff_ffff_fff0, the top 1 KB of
     # the address space: with the MMU off, beyond the physical address range -- Arm ARM: a stage-1

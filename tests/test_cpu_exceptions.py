@@ -291,12 +291,12 @@ target:
 def test_an_illegal_exception_return_sets_pstate_il_and_the_next_instruction_raises_illegal_state(machine, spsr, why):
     # Arm ARM D1.11: an illegal return keeps EL and SP, restores NZCV and DAIF from SPSR, sets PSTATE.IL
     # and goes to ELR; the instruction there raises an Illegal Execution State exception (EC 0x0E).
-    regs, sym, board = run_kernel(ILLEGAL_RETURN.format(spsr=spsr), machine)
+    regs, sym, _ = run_kernel(ILLEGAL_RETURN.format(spsr=spsr), machine)
     assert regs["x20"] == (EC_ILLEGAL_STATE << 26) | IL, f"ESR_EL1 = {regs['x20']:#x} for a return {why}"
     assert regs["x21"] == sym["target"], "ELR_EL1: the instruction that did not run"
     assert regs["x22"] == 0x6010_03C5, f"SPSR_EL1 = {regs['x22']:#x}: EL1h, IL set, Z and C from the SPSR"
     assert regs["x25"] == 0x200 and regs["x9"] == 0
-    assert not board.cpu.pstate & PSTATE_IL, "taking the exception clears PSTATE.IL"
+    assert not regs["pstate"] & PSTATE_IL, "taking the exception clears PSTATE.IL"
 
 
 @pytest.mark.parametrize("machine", MACHINES)

@@ -3,10 +3,8 @@
 The promise: a VM never sees another VM's memory. Three ways it broke (issue 19): frames given back
 by page sharing kept their data, so the next VM to get one could read it; a stage-2 change reached
 only the TLB of the vCPU that faulted; dirty tracking missed writes through translations cached
-before write protection. Each has its reproduction here, then the properties in general.
-
-Tests marked xfail need the host core of issue 11: a VM that connects `VmMemory.on_stage2_change`
-to an invalidation of every TLB that may hold the VM's old entries.
+before write protection. Each has its reproduction here; the properties in general are in
+test_isolation_properties.py.
 """
 
 from __future__ import annotations
@@ -25,8 +23,6 @@ from vlab.mmu.tables import FrameAllocator
 OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
 CPU_ON, CPU_OFF = 0xC400_0003, 0x8400_0002
 RAM = 0x10_0000
-NEEDS_BROADCAST = pytest.mark.xfail(strict=True, reason="fixed by the host core, issue 11: the VM must connect "
-                                    "VmMemory.on_stage2_change to an invalidation of every vCPU's TLB")
 
 
 def writer(address: int, value: int) -> str:
@@ -74,26 +70,26 @@ def test_writing_a_vms_memory_by_ipa_never_changes_a_page_another_vm_shares():
 
 # --- item 3: dirty tracking sees every write ----------------------------------------------------------
 
-def test_write_protection_and_every_stage2_change_tell_the_vm():
+def test_write_protection_and_every_change_of_a_valid_stage2_entry_tell_the_vm():
     calls = []
     host = HostMemory(0x40_0000)
     memory = VmMemory(host, 0x4000_0000, RAM, "contiguous")
     other = VmMemory(host, 0x4000_0000, RAM, "contiguous", vmid=2)
-    memory.on_stage2_change = lambda: calls.append("changed")
+    memory.on_change = calls.append
     memory.write(0x4000_0000, b"\x01")
     assert calls == [], "writing memory changes no stage-2 entry"
     memory.write_protect()
-    assert calls == ["changed"], "write protection must reach every TLB: cached entries allow writes"
+    assert calls == [None], "write protection must reach every TLB: cached entries allow writes"
     memory.resolve(0x4000_0008, write=True)
-    assert len(calls) == 2, "the page is writable again"
+    assert calls == [None, 0x4000_0000], "the page is writable again"
     from vlab.hyp.memory import share_identical_pages as share_memories
 
     share_memories([memory, other])
-    assert len(calls) == 3, "sharing remapped its zero pages: once per VM, not once per page"
+    assert calls == [None, 0x4000_0000, None], "sharing remapped its zero pages: once per VM, not once per page"
     share_memories([memory, other])
     assert len(calls) == 3, "nothing left to share: nothing changed"
     memory.resolve(0x4000_1000, write=True)  # copy-on-write of a shared zero page
-    assert len(calls) == 4
+    assert calls[3:] == [0x4000_1000]
 
 
 def test_after_write_protection_every_write_is_dirty_demand_paged_and_loader_writes_included():
@@ -118,7 +114,6 @@ again:
 """
 
 
-@NEEDS_BROADCAST
 @pytest.mark.parametrize("layout", ["contiguous", "scattered", "demand"])
 def test_a_guest_writing_in_a_loop_while_write_protected_is_seen_through_translations_cached_before(layout):
     vm = VM.from_source(LOOP_WRITER, stage2=layout, ram_size=RAM)
@@ -171,7 +166,6 @@ def shareable(*vms: VM, peek: bytes = bytes(8)) -> None:
         vm.memory.write(FLAG1, bytes(8))
 
 
-@NEEDS_BROADCAST
 @pytest.mark.parametrize("layout", ["contiguous", "scattered", "demand"])
 def test_a_vcpu_never_reads_through_a_translation_another_vcpu_made_stale(layout):
     # The issue's reproduction. Both VMs hold the same page (a library, say), so it is shared by the two of
@@ -218,7 +212,6 @@ second:
 """
 
 
-@NEEDS_BROADCAST
 @pytest.mark.parametrize("layout", ["contiguous", "scattered", "demand"])
 def test_after_sharing_a_store_by_one_vcpu_is_seen_by_the_other(layout):
     host = HostMemory(0x80_0000)

@@ -12,8 +12,7 @@ each step:
     every frame a VM received is zero or its own data (its pages hold the pattern, zeros, or its tag)
     every write since write_protect is in the dirty set (pages that changed are all in it)
 
-The properties that need every vCPU's TLB invalidated after a stage-2 change (the host core of issue 11
-connects VmMemory.on_stage2_change) are xfail until then, each with an example that fails today.
+Each property also runs the issue's reproduction of how it once broke, as an explicit example.
 """
 
 from __future__ import annotations
@@ -30,8 +29,6 @@ RAM = 0x10_0000
 DATA, PAGES = 0x4008_0000, 4
 CPU_ON = 0xC400_0003
 LAYOUTS = ["contiguous", "scattered", "demand"]
-NEEDS_BROADCAST = pytest.mark.xfail(strict=True, reason="fixed by the host core, issue 11: the VM must connect "
-                                    "VmMemory.on_stage2_change to an invalidation of every vCPU's TLB")
 
 
 def pattern(page: int, word: int) -> int:
@@ -172,7 +169,6 @@ def test_every_frame_a_vm_receives_is_zero_or_its_own_data(case):
     play(case, frames_are_own)
 
 
-@NEEDS_BROADCAST
 @PROPERTY
 @given(scenario)
 @example(STALE_AFTER_COPY_ON_WRITE)
@@ -180,7 +176,6 @@ def test_no_vm_reads_what_another_vm_wrote_whatever_its_vcpus(case):
     play(case, reads_are_own)
 
 
-@NEEDS_BROADCAST
 @PROPERTY
 @given(scenario)
 @example(WRITES_AFTER_PROTECTION)

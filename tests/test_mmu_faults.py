@@ -175,12 +175,9 @@ vectors:
     hvc     #0
 """
 EC_DABT_CURRENT, WNR = 0x25, 1 << 6
-NO_STAGE2_ROUTES_BY_FAR = pytest.mark.xfail(strict=True, reason="fixed by the host core, issue 11: a VM without "
-                                            "stage 2 must route by GuestException.ipa, not by FAR")
 
 
-@pytest.mark.parametrize("machine", ["board", "contiguous", "scattered", "demand",
-                                     pytest.param(None, marks=NO_STAGE2_ROUTES_BY_FAR)])
+@pytest.mark.parametrize("machine", ["board", None, "contiguous", "scattered", "demand"])
 @pytest.mark.parametrize("address, access, dfsc", [
     (0xC000_0123, "ldr x4, [x9]", 0x05),                 # L1[3] invalid: translation fault, level 1
     (0x8020_0040, "ldp x4, x5, [x9]", 0x06),             # L2[1] invalid: level 2

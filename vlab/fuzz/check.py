@@ -37,13 +37,6 @@ DIVERGENCES = {
     "vlab_hypercall": "vlab's own hypercalls (VLAB_PUTC, VLAB_WRITE) are the hypervisor's: the board's "
                       "firmware answers NOT_SUPPORTED, a VM prints",
 }
-# Not by design: (layout, snippet kind) -> the test that fails until the bug is fixed. Remove both together.
-KNOWN_BUGS = {
-    (None, "mmu"): "a VM without stage 2 takes the guest's own stage-1 aborts, whose FAR is outside its RAM, for "
-                   "stage-2 misses (tests/test_isolation_vm.py, the host core of issue 11 routes by "
-                   "GuestException.ipa)",
-    (None, "edge"): "the same for an address beyond the physical range (tests/test_bad_guests.py, push with SP 0)",
-}
 LAYOUTS = (None, "contiguous", "scattered", "demand")
 MAX_INSNS = 200_000
 TIMEOUT_S = 10.0
@@ -95,7 +88,6 @@ class Tally:
     kinds: Counter = field(default_factory=Counter)  # snippet kind -> programs using it
     compared: int = 0  # programs checked for equivalence, bare against VM
     divergent: Counter = field(default_factory=Counter)  # DIVERGENCES kind -> programs not compared for it
-    known_bugs: Counter = field(default_factory=Counter)  # KNOWN_BUGS kind -> programs not compared for it
     findings: list[Finding] = field(default_factory=list)
 
     def merge(self, other: Tally) -> None:
@@ -103,7 +95,7 @@ class Tally:
         self.runs += other.runs
         self.compared += other.compared
         for mine, theirs in ((self.endings, other.endings), (self.kinds, other.kinds),
-                             (self.divergent, other.divergent), (self.known_bugs, other.known_bugs)):
+                             (self.divergent, other.divergent)):
             mine.update(theirs)
         self.findings += other.findings
 
@@ -114,8 +106,6 @@ class Tally:
                  f"{sum(f.problem == 'mismatch' for f in self.findings)} mismatches",
                  "divergences by design (programs not compared): "
                  + (", ".join(f"{kind} {n:,}" for kind, n in self.divergent.most_common()) or "none"),
-                 "known bugs (programs not compared): "
-                 + (", ".join(f"{kind} {n:,}" for kind, n in self.known_bugs.most_common()) or "none"),
                  "snippet kinds: " + ", ".join(f"{kind} {n:,}" for kind, n in sorted(self.kinds.items()))]
         problems = Counter(f.problem for f in self.findings)
         lines.append(f"findings: {len(self.findings)}" + (" (" + ", ".join(f"{p} {n}" for p, n in problems.items())
@@ -174,12 +164,10 @@ def check(seed: int) -> Tally:
         outcomes.append((result, subject))
     (bare, bare_machine), (virtual, vm_machine) = outcomes
     divergent = sorted(prog.kinds & DIVERGENCES.keys())
-    known = sorted(kind for layout, kind in KNOWN_BUGS if layout == vm.stage2 and kind in prog.kinds)
     if bare is None or virtual is None:
         return tally
-    if divergent or known:
+    if divergent:
         tally.divergent.update(divergent)
-        tally.known_bugs.update(known)
         return tally
     tally.compared += 1
     problem = _mismatch(bare, virtual, bare_machine, vm_machine)

@@ -59,9 +59,9 @@ class VmMemory:
 
     Every frame the VM receives is zero or holds its own data. After `write_protect`, every write
     to its RAM -- the guest's, through a stage-2 permission fault, or the loader's -- is in `dirty`.
-    Whenever an entry the VM may have used changes, `on_stage2_change` (set by the VM) is called:
-    every TLB that may hold the old entry, on every core running the VM, must forget it, as a
-    broadcast `TLBI VMALLS12E1IS` does on hardware.
+    Whenever a valid stage-2 entry changes, `on_change` (set by the VM) is told its IPA page, or
+    None for many: every TLB that may hold the old entry, on every core running the VM, must
+    forget it, as a broadcast `TLBI IPAS2E1IS` (or `VMALLS12E1IS`) does on hardware.
     """
 
     def __init__(self, host: HostMemory, ram_base: int, ram_size: int, layout: str = "contiguous",
@@ -74,9 +74,11 @@ class VmMemory:
         self.dirty: set[int] = set()  # IPA pages written since write protection was turned on
         self._write_protected: set[int] = set()
         self._logging = False  # write_protect() was called: record every write from now on
-        self.on_stage2_change: Callable[[], None] | None = None
         self.shared: set[int] = set()  # IPA pages mapped read-only onto a frame shared with others
         self.demand_faults = 0
+        # Told the IPA page (or None: many) whenever a stage-2 entry that was valid changes, so that
+        # every TLB that may hold the old one can forget it (the VM broadcasts it to all cores).
+        self.on_change: Callable[[int | None], None] | None = None
         self._claim(self.tables.tables, "stage-2 table")
         if layout != "demand":
             pages = list(range(ram_base, ram_base + ram_size, PAGE))
@@ -95,17 +97,16 @@ class VmMemory:
         for frame in frames:
             self.host.owner[frame] = f"vm{self.vmid} {what}"
 
-    def _stage2_changed(self) -> None:
-        """An entry that may be cached in a TLB has changed: tell the VM (see the class docstring)."""
-        if self.on_stage2_change is not None:
-            self.on_stage2_change()
-
-    def _map(self, ipa: int, frame: int, writable: bool = True) -> None:
-        """Write the stage-2 entry of one page. Callers that change a valid entry call _stage2_changed."""
+    def _map(self, ipa: int, frame: int, writable: bool = True, notify: bool = True) -> None:
+        """Write the stage-2 entry of one page; if it replaces a valid one, tell `on_change` (unless
+        the caller will, for many at once)."""
         before = len(self.tables.tables)
+        replaced = notify and self.on_change is not None and self.tables.page(ipa) is not None
         self.tables.set_page(ipa, Leaf(frame, 3, 2, attr=0b1111, ap=S2_READ | (S2_WRITE if writable else 0)))
         self._claim([frame], "RAM")
         self._claim(self.tables.tables[before:], "stage-2 table")
+        if replaced:
+            self.on_change(ipa)
 
     def in_ram(self, ipa: int | None) -> bool:
         return ipa is not None and self.ram_base <= ipa < self.ram_base + self.ram_size
@@ -156,7 +157,6 @@ class VmMemory:
             return f"IPA page {page:#x} is already mapped for this access: the guest retries"
         else:
             return None
-        self._stage2_changed()
         return action
 
     def _allocate(self, page: int, writable: bool = True) -> int:
@@ -178,14 +178,10 @@ class VmMemory:
         self._map(page, copy)
         return f"copy-on-write: IPA page {page:#x} copied from shared frame {frame:#x} to {copy:#x}"
 
-    def share(self, page: int, frame: int) -> None:
+    def share(self, page: int, frame: int, notify: bool = True) -> None:
         """Map `page` read-only onto `frame`, which holds identical contents, and give ours back."""
-        self._share(page, frame)
-        self._stage2_changed()
-
-    def _share(self, page: int, frame: int) -> None:
         own = self.frame_of(page)
-        self._map(page, frame, writable=False)
+        self._map(page, frame, writable=False, notify=notify)
         self.host.owner[frame] = "shared RAM"
         self.host.sharers[frame] = self.host.sharers.get(frame, 0) + 1
         self.shared.add(page)
@@ -202,9 +198,10 @@ class VmMemory:
         self.dirty.clear()
         self._logging = True
         for ipa, frame in self.mapping():
-            self._map(ipa, frame, writable=False)
+            self._map(ipa, frame, writable=False, notify=False)
             self._write_protected.add(ipa)
-        self._stage2_changed()  # a writable entry cached before now would let writes go unseen
+        if self.on_change is not None:
+            self.on_change(None)  # every translation cached before now may still allow writes
 
     # --- the loader's and the debugger's view: memory by IPA ------------------------------------
 
@@ -224,7 +221,6 @@ class VmMemory:
             if page in self.shared:
                 self._break_sharing(page, self.frame_of(page))
                 self._write_protected.discard(page)
-                self._stage2_changed()
             frame = self._frame_for(page, allocate=True)
             if frame is None:
                 raise ValueError(f"IPA {start:#x} is not in the VM's RAM")
@@ -253,7 +249,7 @@ def share_identical_pages(memories: list[VmMemory]) -> int:
     """Content-based page sharing: map every set of identical RAM pages onto one frame, copy-on-write.
 
     Pages are compared by a hash, then in full. Returns how many host frames were freed. The
-    VMs must not be running; flush their TLBs before they run again.
+    VMs must not be running; each VM whose pages changed is told once (`on_change(None)`).
     """
     first: dict[bytes, list[tuple[VmMemory, int, int]]] = {}
     freed, changed = 0, set()
@@ -269,11 +265,11 @@ def share_identical_pages(memories: list[VmMemory]) -> int:
                 continue
             owner, owner_page, shared_frame = match
             if owner_page not in owner.shared:
-                owner._share(owner_page, shared_frame)
-            memory._share(page, shared_frame)
+                owner.share(owner_page, shared_frame, notify=False)
+            memory.share(page, shared_frame, notify=False)
             freed += 1
             changed |= {id(owner), id(memory)}
     for memory in memories:
-        if id(memory) in changed:
-            memory._stage2_changed()  # once per VM: its pages are read-only now, some on another frame
+        if id(memory) in changed and memory.on_change is not None:
+            memory.on_change(None)  # once per VM: its pages are read-only now, some on another frame
     return freed

@@ -38,8 +38,11 @@ from vlab.machine.icount import InstructionCounter
 
 # Unicorn's (QEMU's) exception numbers, as the UC_HOOK_INTR callback reports them
 _EXCP_UDEF, _EXCP_SWI, _EXCP_PREFETCH_ABORT, _EXCP_DATA_ABORT, _EXCP_BKPT, _EXCP_HVC, _EXCP_SMC = 1, 2, 3, 4, 7, 11, 13
+EXCP_HVC, EXCP_SMC = _EXCP_HVC, _EXCP_SMC
 
 _X = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
+# The register a system-register hook names (Unicorn's id for Rt) -> Rt; XZR is 31.
+_RT = {reg: n for n, reg in enumerate(_X)} | {A.UC_ARM64_REG_XZR: 31}
 _WFI, _ERET = 0xD503207F, 0xD69F03E0
 _FETCH_FAULTS = (ExceptionClass.IABT_LOWER, ExceptionClass.IABT_CURRENT, ExceptionClass.PC_ALIGN)
 _SPSR_EL1 = (3, 0, 4, 0, 0)  # (op0, op1, CRn, CRm, op2)
@@ -79,7 +82,9 @@ class GuestException:
     far: int | None = None
     detail: str = ""  # a plain-words explanation, e.g. "no memory or device at 0x1234"
     target_el: int = 1  # the level that takes it: 2 when a hypervisor's trap control routed it there
-    ipa: int | None = None  # for a stage-2 fault: the intermediate physical address that missed
+    # For a stage-2 fault, the intermediate physical address that missed; for an access that reached no
+    # memory, its physical address (a VM without stage 2 takes that as a stage-2 miss at this IPA).
+    ipa: int | None = None
     word: int | None = None  # the instruction's encoding, when decoding the exception already read it
 
 
@@ -90,7 +95,7 @@ class StopKind(enum.Enum):
     TIMEOUT = "timeout"  # the wall-clock guard fired
     REQUESTED = "requested"  # someone (a device, a trap handler, a widget) asked to stop
     ERROR = "error"  # vlab itself failed inside a hook: see .message
-    UNSUPPORTED = "unsupported"  # the guest did something legal the emulator cannot run: see .message
+    UNSUPPORTED = "unsupported"  # the guest did something legal the emulator cannot run: .message says what
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,10 @@ class CpuStop:
 # level allowed to execute it. It returns True when it emulated the access (for a read
 # it has put the result in register Rt), False to let the hardware perform it.
 SysRegHandler = Callable[["CPU", SysRegAccess, int], bool]
+# An exception handler: called with Unicorn's exception number for every exception it raises,
+# before the run stops for it. It returns True when it served the exception in place (the guest
+# goes on, no stop); CPU.decode_exception(number) says what the exception is.
+ExceptionHandler = Callable[["CPU", int], bool]
 
 
 class Watchdog:
@@ -121,9 +130,10 @@ class Watchdog:
 
     _RESTOP_S = 0.01  # keep stopping: a stop that lands between two slices is forgotten
 
-    def __init__(self, cpu: CPU, seconds: float):
+    def __init__(self, stop: Callable[[], None], seconds: float):
+        """`stop()` stops whatever engine is running (Unicorn's emu_stop is safe from another thread)."""
         self.fired = False
-        self._cpu, self._seconds = cpu, seconds
+        self._stop, self._seconds = stop, seconds
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="vlab-watchdog", daemon=True)
 
@@ -140,7 +150,7 @@ class Watchdog:
             return
         self.fired = True
         while True:
-            self._cpu.uc.emu_stop()  # safe from another thread: it is what Unicorn's timeout does
+            self._stop()
             if self._done.wait(self._RESTOP_S):
                 return
 
@@ -159,6 +169,8 @@ class CPU:
         self._cp_ref = ctypes.byref(self._cp)
         self.instructions = 0  # retired since power-on: the guest's clock
         self.sysreg_handler: SysRegHandler | None = None
+        self.exception_handler: ExceptionHandler | None = None
+        self._accesses: dict[tuple, tuple[SysRegAccess, int]] = {}  # see _on_sysreg
         # Set when vlab translates addresses itself (a VM with stage 2): guest VA -> the core's physical address.
         self.translate_for_reads: Callable[[int], int | None] | None = None
         self._counter = InstructionCounter(self.uc)
@@ -168,6 +180,7 @@ class CPU:
         self._stop_requested = False
         self._trapped_at: int | None = None  # the counter when trap() was called in this run
         self._make_fault: Callable[[int], GuestException] | None = None  # set by fault()
+        self._rollback = None  # set by abort_current(): the state to restore once the run stops
         self._running = False  # inside emu_start: the live counter is part of the clock
         self._abort_info: AbortInfo | None = None  # made at the first abort Unicorn's own MMU raises
         self._unsupported: str | None = None  # why the guest cannot go on, when the emulator cannot run it
@@ -189,8 +202,11 @@ class CPU:
         self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_memory_fault)
         self.uc.hook_add(UC_HOOK_EDGE_GENERATED, self._on_new_block)
-        for insn in (A.UC_ARM64_INS_MRS, A.UC_ARM64_INS_MSR, A.UC_ARM64_INS_SYS, A.UC_ARM64_INS_SYSL):
-            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, None, 1, 0, insn)
+        # One hook per kind of instruction, so the direction is known without reading the
+        # instruction: MRS and SYSL read into Rt, MSR and SYS write from it.
+        for insn, is_read in ((A.UC_ARM64_INS_MRS, True), (A.UC_ARM64_INS_MSR, False),
+                              (A.UC_ARM64_INS_SYS, False), (A.UC_ARM64_INS_SYSL, True)):
+            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, is_read, 1, 0, insn)
 
     # --- registers -------------------------------------------------------------
 
@@ -238,7 +254,7 @@ class CPU:
     @property
     def el(self) -> int:
         """The current exception level, PSTATE.EL."""
-        return (self.pstate >> 2) & 3
+        return (self._read64(A.UC_ARM64_REG_PSTATE) >> 2) & 3
 
     def registers(self) -> dict[str, int]:
         """x0..x30, sp, pc, pstate: the state a test or a widget shows."""
@@ -330,6 +346,25 @@ class CPU:
         self._trapped_at = self._counter.started()
         self.request_stop()
 
+    def stop_within(self, instructions: int) -> None:
+        """From a hook: end the current run once at most `instructions` more have retired, the
+        current one included (e.g. a timer was armed to fire sooner than the run was going to
+        last: `clock()` then reaches the deadline exactly). Never lengthens a run."""
+        self._counter.limit_to(self._counter.started() - 1 + max(instructions, 1))
+
+    def abort_current(self, exception: GuestException) -> None:
+        """From a device callback: the current instruction must not complete. Its registers are put
+        back as they were before it (the device saw nothing), and it raises `exception` instead.
+
+        Inside the callback the registers are still the instruction's inputs (Unicorn writes the
+        loaded value and any writeback after the access), so a snapshot taken now is the state
+        before it; the run restores it once the emulator has stopped.
+        """
+        self._rollback = self.uc.context_save()
+        self._exception = exception
+        self._trapped_at = self._counter.started()
+        self.request_stop()
+
     def report_hook_error(self, message: str) -> None:
         """From any hook: vlab itself failed; the run stops with this message (never a raise into Unicorn)."""
         self._hook_error = self._hook_error or message
@@ -366,8 +401,11 @@ class CPU:
             self._hook_error = self._hook_error or f"{type(e).__name__}: {e}"
         finally:
             self._running = False
+        if self._rollback is not None:
+            self.uc.context_restore(self._rollback)
+            self._rollback = None
         started = self._counter.started()
-        stop = self._classify(started, max_insns, error)
+        stop = self._classify(started, self._counter.limit(), error)
         self.instructions += stop.retired
         return stop
 
@@ -415,10 +453,16 @@ class CPU:
 
     def _on_interrupt(self, uc: Uc, intno: int, _user) -> None:
         try:
+            if self.exception_handler is not None and self.exception_handler(self, intno):
+                return  # served in place: the guest goes on without leaving the emulator
             self._exception = self._decode_interrupt(intno)
         except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
-            self._hook_error = f"decoding exception {intno}: {type(e).__name__}: {e}"
+            self._hook_error = f"exception {intno}: {type(e).__name__}: {e}"
         uc.emu_stop()
+
+    def decode_exception(self, intno: int) -> GuestException:
+        """What Unicorn's exception number `intno`, just raised, is in the architecture's terms."""
+        return self._decode_interrupt(intno)
 
     def _decode_interrupt(self, intno: int) -> GuestException:
         pc, el = self.pc, self.el
@@ -462,9 +506,10 @@ class CPU:
 
     def _watch_erets(self) -> None:
         """Watch every instruction (slow: a Python hook on each) while SPSR_EL1 holds a return Unicorn
-        gets wrong (see `_eret_needs_vlab`), or PSTATE.IL is set; stop watching when neither holds."""
+        gets wrong (see `_eret_needs_vlab`); stop watching when it no longer does. (PSTATE.IL is set
+        only by such a return, and then its exception saves it in SPSR_EL1: SPSR_EL1 says it all.)"""
         self._eret_watch_stale = False
-        needed = _eret_needs_vlab(self.read_sysreg("SPSR_EL1")) or bool(self.pstate & PSTATE_IL)
+        needed = _eret_needs_vlab(self.read_sysreg("SPSR_EL1"))
         if needed and self._eret_watch is None:
             self._eret_watch = self.uc.hook_add(UC_HOOK_CODE, self._on_watched_instruction)
             self.uc.ctl_flush_tb()  # blocks translated before hold no call to the new hook
@@ -481,7 +526,8 @@ class CPU:
                 self.trap(GuestException(Syndrome(ExceptionClass.ILLEGAL_STATE), address, address, self.el,
                                          detail="PSTATE.IL is set: the exception return to here was illegal"))
             elif self.el == 1 and self.read_word(address) == _ERET and self.read_sysreg("SPSR_EL1") & 0x1F == 0x10:
-                self._unsupported = (f"ERET at {address:#x} returns to AArch32 state at EL0 (SPSR_EL1.M = 0b10000), "
+                self._unsupported = (f"beyond what vlab can emulate (a limit of vlab, not an error of the guest): "
+                                     f"ERET at {address:#x} returns to AArch32 state at EL0 (SPSR_EL1.M = 0b10000), "
                                      "which a Cortex-A72 runs, but vlab's emulator (Unicorn) executes AArch64 only")
                 self._trapped_at = self._counter.started()
                 self.request_stop()
@@ -532,17 +578,22 @@ class CPU:
         va = start & ~0xFFF | physical & 0xFFF  # 4 KB pages or larger: the offset in the page is the same
         return va if va >= start else va + 0x1000  # the access crossed into the next page, which faulted
 
-    def _on_sysreg(self, uc: Uc, reg: int, cp, _user) -> bool:
+    def _on_sysreg(self, uc: Uc, reg: int, cp, is_read: bool) -> bool:
         try:
             if self.sysreg_handler is None:
                 return False
-            encoding = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
-            known = sysregs.BY_ENCODING.get(encoding)
-            if known is not None and known.min_el > self.el:
+            # The access, decoded once per register, Rt and direction: this hook runs for every
+            # MRS/MSR the guest executes, and an exit served in place must stay cheap.
+            key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2, reg, is_read)
+            known = self._accesses.get(key)
+            if known is None:
+                reg_info = sysregs.BY_ENCODING.get(key[:5])
+                known = self._accesses[key] = (SysRegAccess(*key[:5], rt=_RT[reg], is_read=is_read),
+                                               0 if reg_info is None else reg_info.min_el)
+            access, min_el = known
+            if min_el and (min_el > 1 or self.el == 0):
                 return False  # UNDEFINED at this level: the hardware raises it, not us
-            word = self.read_word(self.pc) or 0
-            access = SysRegAccess(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2, rt=word & 0x1F, is_read=bool(word >> 21 & 1))
-            if encoding == _SPSR_EL1 and not access.is_read and \
+            if key[:5] == _SPSR_EL1 and not is_read and \
                     _eret_needs_vlab(self.x(access.rt)) != (self._eret_watch is not None):
                 self._eret_watch_stale = True  # the hook that watches ERETs goes on (or off) before the next one
                 self.request_stop()
