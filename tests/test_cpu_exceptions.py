@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from machines import run_on
 from vlab.asm import assemble
+from vlab.guests.mmu import MMU_ON
 from vlab.hyp import VM
 from vlab.machine.board import Board, StopReason
 from vlab.machine.loader import image_from_program, load
@@ -54,6 +56,7 @@ EC_UNKNOWN, EC_SVC64, EC_IABT_CURRENT, EC_DABT_CURRENT, EC_BRK64 = 0x00, 0x15, 0
 EC_ILLEGAL_STATE, EC_PC_ALIGN = 0x0E, 0x22
 # The same kernel on the bare board, in a VM without stage 2 and in one whose RAM is scattered behind it.
 MACHINES = ["board", "vm", "vm-stage2"]
+STAGE2 = {"board": "board", "vm": None, "vm-stage2": "scattered"}  # for machines.run_on
 IL = 1 << 25
 DAIF_ALL = 0xF << 6
 PSTATE_N, PSTATE_Z, PSTATE_C = 1 << 31, 1 << 30, 1 << 29
@@ -211,17 +214,7 @@ MMU_ON_WITH_A_HOLE = """
     str     x2, [x1, #8]
     ldr     x2, =0x100000701
     str     x2, [x1]
-    ldr     x2, =0xff
-    msr     mair_el1, x2
-    ldr     x2, =0x200803519
-    msr     tcr_el1, x2
-    msr     ttbr0_el1, x1
-    isb
-    mrs     x2, sctlr_el1
-    orr     x2, x2, #1
-    msr     sctlr_el1, x2
-    isb
-    ldr     x3, =0x1230
+""" + MMU_ON + """    ldr     x3, =0x1230
 """
 
 
@@ -331,13 +324,7 @@ vectors:
     msr     spsr_el1, x1
     eret
 """
-    program = image_from_program(assemble(source))
-    if machine == "board":
-        board = Board()
-        load(board, program)
-        result = board.run(max_insns=10_000, timeout_s=10)
-    else:
-        result = VM.from_image(program, stage2="scattered" if machine == "vm-stage2" else None).run(max_insns=10_000)
+    result = run_on(STAGE2[machine], image_from_program(assemble(source)))
     assert result.reason is StopReason.POWERED_OFF, result.message
     assert result.registers["x20"] == (EC_ILLEGAL_STATE << 26) | IL and result.registers["x11"] == 10
     assert result.instructions == 3 + 5 + 6 + 1 + 3 * 10 + 2
@@ -345,12 +332,7 @@ vectors:
 
 @pytest.mark.parametrize("machine", ["board", "vm-stage2"])
 def test_a_return_to_aarch32_stops_saying_that_vlab_cannot_run_it(machine):
-    source = SETUP + ILLEGAL_RETURN.format(spsr=0x10) + HANDLER + VECTORS
-    if machine == "board":
-        board = Board()
-        load(board, image_from_program(assemble(source)))
-        result = board.run(max_insns=10_000, timeout_s=10)
-    else:
-        result = VM.from_source(source, stage2="scattered").run(max_insns=10_000, timeout_s=10)
+    result = run_on(STAGE2[machine], image_from_program(assemble(SETUP + ILLEGAL_RETURN.format(spsr=0x10)
+                                                                 + HANDLER + VECTORS)))
     assert result.reason is StopReason.ERROR and result.exception is None
     assert "AArch32" in result.message and "Unicorn" in result.message and "not an error of the guest" in result.message

@@ -17,7 +17,6 @@ Each property also runs the issue's reproduction of how it once broke, as an exp
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import pytest
 
+from machines import RECORDING_VECTORS, run_on
 from vlab.asm import assemble
+from vlab.guests.mmu import MMU_ON
 from vlab.hyp import VM
-from vlab.machine.board import Board, StopReason
-from vlab.machine.loader import image_from_program, load
+from vlab.machine.board import StopReason
+from vlab.machine.loader import image_from_program
 
 OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
 CPU_ON, CPU_OFF = 0xC400_0003, 0x8400_0002
@@ -20,9 +22,7 @@ HOST_CORE = pytest.mark.xfail(strict=True, reason="fixed by the host core, issue
 
 
 def on_board(source: str):
-    board = Board()
-    load(board, image_from_program(assemble(source)))
-    return board.run(max_insns=10_000, timeout_s=10)
+    return run_on("board", image_from_program(assemble(source)))
 
 
 @HOST_CORE
@@ -95,17 +95,7 @@ MMU_ALIAS = """    adr     x0, vectors
     str     x2, [x1, #8]
     ldr     x2, =0x00000405
     str     x2, [x1, #16]
-    ldr     x2, =0xff
-    msr     mair_el1, x2
-    ldr     x2, =0x200803519
-    msr     tcr_el1, x2
-    msr     ttbr0_el1, x1
-    isb
-    mrs     x2, sctlr_el1
-    orr     x2, x2, #1
-    msr     sctlr_el1, x2
-    isb
-    ldr     x3, =0x89000000          // the UART's data register, through the alias
+""" + MMU_ON + """    ldr     x3, =0x89000000          // the UART's data register, through the alias
     mov     w4, #0x4f
     str     w4, [x3]
     mov     w4, #0x4b
@@ -113,12 +103,7 @@ MMU_ALIAS = """    adr     x0, vectors
     ldr     x3, =0xc0000010
     ldr     x4, [x3]                 // a stage-1 translation fault: the guest kernel's, not the VM's
     b       .
-    .balign 0x800
-vectors:
-    .space  0x200
-    mrs     x20, esr_el1
-    mrs     x21, far_el1
-""" + OFF
+""" + RECORDING_VECTORS
 
 
 def test_a_vm_without_stage2_emulates_a_device_the_guest_maps_at_another_address_and_leaves_its_faults_to_it():

@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from machines import RECORDING_VECTORS, run_on
+from vlab.guests.mmu import MMU_ON
 from vlab.mmu.descriptors import Leaf, Table
 from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu.memory import BufferMemory
@@ -153,27 +155,10 @@ GUEST_TABLES = """    adr     x0, vectors
     str     x2, [x3, #16]
     ldr     x2, =0x40023783              // AP[2:1] = 0b10: read-only at EL1
     str     x2, [x3, #24]
-    ldr     x2, =0xff
-    msr     mair_el1, x2
-    ldr     x2, =0x200803519
-    msr     tcr_el1, x2
-    msr     ttbr0_el1, x1
-    isb
-    mrs     x2, sctlr_el1
-    orr     x2, x2, #1
-    msr     sctlr_el1, x2
-    isb
-    ldr     x9, ={address:#x}
+""" + MMU_ON + """    ldr     x9, ={address:#x}
     {access}
     b       .
-    .balign 0x800
-vectors:
-    .space  0x200
-    mrs     x20, esr_el1
-    mrs     x21, far_el1
-    ldr     x0, =0x84000008
-    hvc     #0
-"""
+""" + RECORDING_VECTORS
 EC_DABT_CURRENT, WNR = 0x25, 1 << 6
 
 
@@ -189,17 +174,10 @@ EC_DABT_CURRENT, WNR = 0x25, 1 << 6
 def test_a_guests_own_fault_has_the_architectural_syndrome_and_far_on_the_board_and_in_every_vm(
         machine, address, access, dfsc):
     from vlab.asm import assemble
-    from vlab.hyp import VM
-    from vlab.machine.board import Board, StopReason
-    from vlab.machine.loader import image_from_program, load
+    from vlab.machine.board import StopReason
+    from vlab.machine.loader import image_from_program
 
-    image = image_from_program(assemble(GUEST_TABLES.format(address=address, access=access)))
-    if machine == "board":
-        board = Board()
-        load(board, image)
-        result = board.run(max_insns=10_000, timeout_s=10)
-    else:
-        result = VM.from_image(image, stage2=machine).run(max_insns=10_000, timeout_s=10)
+    result = run_on(machine, image_from_program(assemble(GUEST_TABLES.format(address=address, access=access))))
     assert result.reason is StopReason.POWERED_OFF, result.message
     far = address - 8 if "#-8" in access else address
     assert result.registers["x20"] == (EC_DABT_CURRENT << 26) | (1 << 25) | dfsc, hex(result.registers["x20"])

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from machines import run_on
 from vlab.asm import assemble
-from vlab.hyp import VM
+from vlab.guests.mmu import MMU_ON
 from vlab.machine.board import Board, StopReason
 from vlab.machine.loader import image_from_program, load
 from vlab.machine.timer import FREQUENCY_HZ
@@ -255,13 +256,7 @@ vectors:
 def test_a_fetch_fault_after_a_branch_counts_the_branch(stage2, target, why):
     # CNTVCT reads the instructions retired before it: after x10's read, the mrs itself, the ldr and the
     # blr (the faulting fetch or the udf retires nothing). In all: 2 + 3 + 4 instructions.
-    image = image_from_program(assemble(FETCH_FAULT.format(target=target)))
-    if stage2 == "board":
-        board = Board()
-        load(board, image)
-        result = board.run(max_insns=10_000, timeout_s=10)
-    else:
-        result = VM.from_image(image, stage2=stage2).run(max_insns=10_000, timeout_s=10)
+    result = run_on(stage2, image_from_program(assemble(FETCH_FAULT.format(target=target))))
     assert result.reason is StopReason.POWERED_OFF, result.message
     regs = result.registers
     assert regs["x12"] == target, why
@@ -276,17 +271,7 @@ def test_with_the_mmu_on_a_vector_table_at_an_unmapped_address_is_found_broken_a
     source = """    ldr     x1, =0x40010000
     ldr     x2, =0x40000701
     str     x2, [x1, #8]
-    ldr     x2, =0xff
-    msr     mair_el1, x2
-    ldr     x2, =0x200803519
-    msr     tcr_el1, x2
-    msr     ttbr0_el1, x1
-    isb
-    mrs     x2, sctlr_el1
-    orr     x2, x2, #1
-    msr     sctlr_el1, x2
-    isb
-    ldr     x0, =0x80000000
+""" + MMU_ON + """    ldr     x0, =0x80000000
     msr     vbar_el1, x0
     svc     #1
 """

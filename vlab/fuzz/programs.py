@@ -23,6 +23,7 @@ import random
 from dataclasses import dataclass
 
 from vlab.asm import assemble
+from vlab.guests.mmu import MMU_ON
 from vlab.machine.board import FLASH_BASE, RAM_BASE
 from vlab.machine.loader import Image, Segment
 from vlab.machine.uart import UART_BASE
@@ -102,7 +103,7 @@ def _alu(w: _Writer) -> None:
 
 def _mem(w: _Writer, forms: tuple[str, ...] = ("ldr", "str", "strb", "ldrsh", "ldp", "stp", "pre", "post", "ldur",
                                                  "simd", "st1", "stack")) -> None:
-    a, b, offset = w.reg(), w.reg(), 8 * w.imm(255)
+    a, b, offset, vector = w.reg(), w.reg(), 8 * w.imm(255), w.imm(6)
     form = w.rng.choice(forms)
     w.emit("mem", f"add x19, x20, #{offset}")
     line = {"ldr": f"ldr {a}, [x19, #{8 * w.imm(16)}]", "str": f"str {a}, [x19]",
@@ -112,7 +113,7 @@ def _mem(w: _Writer, forms: tuple[str, ...] = ("ldr", "str", "strb", "ldrsh", "l
             "pre": f"str {a}, [x19, #{w.imm(255)}]!", "post": f"ldr {a}, [x19], #{8 * w.imm(31)}",
             "ldur": f"ldur w{a[1:]}, [x19, #{w.rng.randint(-256, 255)}]",
             "simd": f"{w.rng.choice(['ldr', 'str'])} q{w.imm(7)}, [x19, #{16 * w.imm(100)}]",
-            "st1": "st1 {{v{0}.16b, v{1}.16b}}, [x19]".format(v := w.imm(6), v + 1),
+            "st1": f"st1 {{v{vector}.16b, v{vector + 1}.16b}}, [x19]",
             "stack": f"str {a}, [sp, #-16]!\n    ldr {b}, [sp], #16"}[form]
     w.emit("mem", line)
 
@@ -134,8 +135,8 @@ def _loop(w: _Writer) -> None:
 def _wild(w: _Writer, kind: str) -> None:
     """A load or store, single or pair, at an address where there is no RAM (or on its edge)."""
     address = w.rng.choice(WILD[kind])
-    access = w.rng.choice([f"ldr {w.reg()}, [x9]", f"str {w.reg()}, [x9]", f"ldp x1, x2, [x9]",
-                           f"stp x3, x4, [x9, #-16]!", f"ldrb w5, [x9, #1]"])
+    access = w.rng.choice([f"ldr {w.reg()}, [x9]", f"str {w.reg()}, [x9]", "ldp x1, x2, [x9]",
+                           "stp x3, x4, [x9, #-16]!", "ldrb w5, [x9, #1]"])
     w.emit(kind, f"ldr x9, ={address:#x}", access)
 
 
@@ -179,8 +180,8 @@ def _uart(w: _Writer) -> None:
 def _uart_without_syndrome(w: _Writer) -> None:
     r = w.reg()
     w.emit("device_isv0", f"mov w{r[1:]}, #{w.rng.randint(0x20, 0x7E)}",
-           w.rng.choice([f"stp w{r[1:]}, w{r[1:]}, [x21]", f"str w{r[1:]}, [x21, #0]!", f"str s0, [x21]",
-                         f"ldp w1, w2, [x21, #0x18]"]))
+           w.rng.choice([f"stp w{r[1:]}, w{r[1:]}, [x21]", f"str w{r[1:]}, [x21, #0]!", "str s0, [x21]",
+                         "ldp w1, w2, [x21, #0x18]"]))
 
 
 def _firmware(w: _Writer) -> None:
@@ -238,17 +239,7 @@ _MMU_ON = f"""    ldr     x1, ={TABLES:#x}
     ldr     x2, ={RAM_BASE | 0x701:#x}   // VA 0x4000_0000 -> RAM, normal memory
     str     x2, [x1, #8]
     str     x2, [x1, #16]                // VA 0x8000_0000 -> RAM too: an alias
-    ldr     x2, =0xff
-    msr     mair_el1, x2
-    ldr     x2, =0x200803519             // T0SZ 25: the walk starts at level 1
-    msr     tcr_el1, x2
-    msr     ttbr0_el1, x1
-    isb
-    mrs     x2, sctlr_el1
-    orr     x2, x2, #1
-    msr     sctlr_el1, x2
-    isb
-"""
+""" + MMU_ON
 
 KERNEL_SOURCE = """vectors:
     b       sync
