@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from unicorn import (
-    UC_ARCH_ARM64, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED,
+    UC_ARCH_ARM64, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED,
     UC_HOOK_INSN, UC_HOOK_INTR,
     UC_HOOK_MEM_INVALID, UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT,
     UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UC_QUERY_TIMEOUT, Uc, UcError,
@@ -51,7 +51,6 @@ PSTATE_DAIF = 0xF << 6
 PSTATE_NZCV = 0xF << 28
 PSTATE_I = 1 << 7
 PSTATE_IL = 1 << 20  # illegal execution state: set by an illegal exception return
-PSTATE_NRW = 1 << 4  # in an SPSR: return to AArch32
 _FAULT_KINDS = {0x00: "address size fault", 0x04: "translation fault", 0x08: "access flag fault",
                 0x0C: "permission fault"}
 
@@ -414,8 +413,6 @@ class CPU:
             return CpuStop(StopKind.ERROR, max(started - 1, 0), message=self._hook_error)
         if self._unsupported:
             return CpuStop(StopKind.UNSUPPORTED, max(self._trapped_at - 1, 0), message=self._unsupported)
-        if error is not None and self._is_bare_stop(error):
-            error = None  # virtual-TLB mode reports ordinary stops (budget, WFI, emu_stop) as an error
         if error is not None:
             exc = self._exception or (self._make_fault(self.pc) if self._make_fault else self._fault_exception(error))
             if exc.return_address != exc.address:
@@ -442,12 +439,6 @@ class CPU:
         if self.read_word(self.pc - 4) == _WFI:
             return CpuStop(StopKind.WFI, started)
         return CpuStop(StopKind.REQUESTED, started)
-
-    def _is_bare_stop(self, error: UcError) -> bool:
-        """UC_ERR_EXCEPTION with no exception or fault recorded: in virtual-TLB mode Unicorn ends a WFI,
-        a spent budget or an emu_stop() this way (measured), where it otherwise returns normally."""
-        return (error.errno == UC_ERR_EXCEPTION and self._exception is None and self._make_fault is None
-                and self._memory_fault is None)
 
     # --- hooks: keep them small, never let a Python exception escape into Unicorn ---
 
@@ -666,8 +657,10 @@ def _eret_needs_vlab(spsr: int) -> bool:
 
 def _stage1_fault(fsc: int, mmu_on: bool) -> str:
     """The plain words for a fault status code of an abort raised by the emulator's own table walk."""
-    kind = _FAULT_KINDS.get(fsc & 0x3C) if fsc < 0x10 else "alignment fault" if fsc == 0x21 else None
-    what = f"stage-1 {kind} at level {fsc & 3}" if kind and fsc < 0x10 else kind or f"fault status {fsc:#04x}"
+    if fsc < 0x10:
+        what = f"stage-1 {_FAULT_KINDS[fsc & 0x3C]} at level {fsc & 3}"
+    else:
+        what = "alignment fault" if fsc == 0x21 else f"fault status {fsc:#04x}"
     if not mmu_on:
         return f"{what}: with the MMU off, the address is beyond the physical address range"
     return f"{what}, found walking the guest's own translation tables"
