@@ -119,6 +119,7 @@ class PhysicalCpu:
         if vcpu is None:
             return
         uc.context_restore(vcpu.context)
+        self.cpu.note_context_restored()
         vcpu._cpu, vcpu._now = self.cpu, self.now
         vm = vcpu.vm
         if self._translation is not None:
@@ -175,6 +176,8 @@ class PhysicalCpu:
             self._on_wfi(vcpu)
         elif kind is StopKind.ERROR:
             vcpu.vm.stop(StopReason.ERROR, f"vlab error (please report it): {stop.message}", vcpu)
+        elif kind is StopKind.UNSUPPORTED:
+            vcpu.vm.stop(StopReason.ERROR, stop.message, vcpu)
         if vcpu.state is VCpuState.RUNNABLE and not vcpu.in_wfi and vcpu.vm.running:
             self.take_pending_irq(vcpu)
 
@@ -272,8 +275,10 @@ class PhysicalCpu:
         if exc.target_el == 2:
             return self._exit(vcpu, exc.syndrome, exc.address, exc.el, trapped=True, far=exc.far, ipa=exc.ipa,
                               word=exc.word)
-        if vcpu.vm.memory is None and exc.syndrome.ec in _ABORTS and exc.far is not None \
-                and not vcpu.ram.contains(exc.far):
+        # exc.ipa: the physical address of an access that reached nothing (FAR is the virtual one);
+        # None for the guest's own stage-1 aborts, which stay the guest's.
+        if vcpu.vm.memory is None and exc.syndrome.ec in _ABORTS and exc.ipa is not None \
+                and not vcpu.ram.contains(exc.ipa):
             return self._identity_stage2_abort(vcpu, exc)
         return None
 
@@ -286,10 +291,10 @@ class PhysicalCpu:
             access = Access.FETCH
         else:
             access = Access.WRITE if DataAbort.from_iss(exc.syndrome.iss).wnr else Access.READ
-        miss = Fault(FaultKind.TRANSLATION, 2, vcpu.vm.stage2_miss_level(exc.far), exc.far, "outside the VM's RAM",
-                     ipa=exc.far)
+        miss = Fault(FaultKind.TRANSLATION, 2, vcpu.vm.stage2_miss_level(exc.ipa), exc.ipa, "outside the VM's RAM",
+                     ipa=exc.ipa)
         syndrome = tlb_fill.syndrome(miss, access, exc.el, word or 0)
-        return self._exit(vcpu, syndrome, exc.address, exc.el, trapped=True, far=exc.far, ipa=exc.far, word=word)
+        return self._exit(vcpu, syndrome, exc.address, exc.el, trapped=True, far=exc.far, ipa=exc.ipa, word=word)
 
     def _exit(self, vcpu: VCpu, syndrome: Syndrome, address: int, el: int, trapped: bool,
               far: int | None = None, ipa: int | None = None, word: int | None = None) -> Exit:
@@ -454,14 +459,15 @@ class PhysicalCpu:
     def _mmio_write(self, uc, offset: int, size: int, value: int, base: int) -> None:
         self._mmio(base, offset, size, value, True)
 
-    def _mmio_site(self, vcpu: VCpu, pc: int, word: int, ipa: int, el: int, is_write: bool, size: int) -> tuple:
+    def _mmio_site(self, vcpu: VCpu, pc: int, word: int, ipa: int, far: int | None, el: int, is_write: bool,
+                   size: int) -> tuple:
         """(the exit, its syndrome decoded -- None when it has no instruction syndrome or Unicorn splits it
         otherwise than in two halves --, the device, the register's name) of one instruction's device access."""
         if len(self._sites) >= EXITS_KEPT:
             self._sites.clear()
         decoded = ldst.decode(word)
         exit = Exit(handlers.mmio_syndrome(vcpu.vm, decoded, ipa, el, is_write), pc, pc, word, vcpu.index, el,
-                    ipa, ipa)
+                    ipa if far is None else far, ipa)
         abort = DataAbort.from_iss(exit.syndrome.iss)
         if decoded is None or not (1 << decoded.sas == size or 1 << decoded.sas == 8 and size == 4):
             abort = None
@@ -483,10 +489,12 @@ class PhysicalCpu:
                     handlers.serve_mmio(vcpu, split[3], split[4], split[2] | value << 32)
                 return 0 if is_write else split[2]
             word, ipa, el = cpu.read_word(pc) or 0, base + offset, cpu.el
-            key = (vcpu, pc, word, ipa, is_write, size, el)
+            # FAR is the virtual address (the guest's MMU may map the device elsewhere): the instruction's.
+            far = ldst.effective_address(word, lambda n: cpu.sp if n == 31 else cpu.x(n), pc)
+            key = (vcpu, pc, word, ipa, far, is_write, size, el)
             site = self._sites.get(key)
             if site is None:  # the same instruction on the same register: decoded once
-                site = self._sites[key] = self._mmio_site(vcpu, pc, word, ipa, el, is_write, size)
+                site = self._sites[key] = self._mmio_site(vcpu, pc, word, ipa, far, el, is_write, size)
             exit, abort, device, where = site
             if abort is None:
                 # ISV = 0 (a pair, writeback, SIMD): not an access a hypervisor can emulate from the

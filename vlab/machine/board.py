@@ -267,6 +267,8 @@ class Board:
             return self._on_exception(stop.exception)
         if stop.kind is StopKind.ERROR:
             return self._result(StopReason.ERROR, f"vlab error (please report it): {stop.message}")
+        if stop.kind is StopKind.UNSUPPORTED:
+            return self._result(StopReason.ERROR, stop.message)
         if stop.kind is StopKind.TIMEOUT:
             return self._result(StopReason.TIMEOUT, "wall-clock guard reached")
         if stop.kind is StopKind.WFI:
