@@ -139,13 +139,21 @@ delay:
 """, 1)
 
 
-def phased(work: list[int], period: int, phase: int) -> Program:
-    """Every `period` ticks, does `work[i]` loops of work (2 instructions each) and sleeps until the next
-    period, i = (counter // phase) % len(work): a CPU load that changes every `phase` ticks. A period
-    whose work ends after the next has begun counts as late (the word after its counter) and the
-    next starts at once: the guest wanted more CPU than it got."""
+def phased(work: list[int], period: int, phase: int, resident: int = 1) -> Program:
+    """Touches `resident` pages of BUFFER (the memory it has), then every `period` ticks does `work[i]`
+    loops of work (2 instructions each) and sleeps until the next period, i = (counter // phase) %
+    len(work): a CPU load that changes every `phase` ticks. A period whose work ends after the next
+    has begun counts as late (the word after its counter) and the next starts at once: the guest
+    wanted more CPU than it got."""
     table = "\n".join(f"    .quad {max(w, 1)}" for w in work)
     return _program(f"""    msr daifset, #2              // the timer wakes WFI; no interrupt handler is needed
+    ldr x23, ={BUFFER:#x}
+    ldr x1, ={max(resident, 1)}
+touch:
+    str x1, [x23]
+    add x23, x23, #4096
+    subs x1, x1, #1
+    b.ne touch
     adr x21, work_table
     mrs x25, cntvct_el0          // when the current period began
 forever:
