@@ -44,6 +44,14 @@ DEFAULT_EPOCH_MS = 10
 Policy = Callable[[list[dict]], list]
 
 
+def day(resident: int = 64) -> list[Workload]:
+    """Six VMs through a day in four phases -- night, morning, afternoon, evening: the interactive ones
+    busy by day, the batch job by night, so that the load of the whole rises and falls."""
+    return [Workload("web", (0.1, 0.5, 0.8, 0.3), resident), Workload("db", (0.1, 0.4, 0.6, 0.2), resident),
+            Workload("mail", (0.05, 0.3, 0.4, 0.1), resident), Workload("batch", (0.6, 0.1, 0.1, 0.3), resident),
+            Workload("cache", (0.1, 0.3, 0.5, 0.2), resident), Workload("ci", (0.1, 0.3, 0.4, 0.5), resident)]
+
+
 @dataclass(frozen=True)
 class Workload:
     """A VM of the cluster: its name, the share of one pCPU it wants in each phase, its RAM in pages."""
@@ -71,6 +79,7 @@ class Move:
     rounds: int
     pages: int
     downtime_ticks: int
+    ticks: int  # how long it took, from its first page to the VM's resumption
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,11 @@ class Cluster:
             # Measured from here: the migrations below run their source hosts, in the next epoch's time.
             marks, counts = {name: self._mark(name) for name in self.names}, self._counts()
             moves = () if policy is None else self._move(policy(self.view(loads)), timeout_s)
+            for name in {m.destination for m in moves} - set(placement.values()):
+                # A host that had no VM did not run while the first VM came: its epoch began when that
+                # migration did, as the source's went on meanwhile.
+                first = next(m for m in moves if m.destination == name)
+                marks[name] = (marks[name][0] - first.ticks, *marks[name][1:])
             timeline.epochs.append(Epoch(number, placement, on, utilisation, loads, late, moves))
         return timeline
 
@@ -200,7 +214,7 @@ class Cluster:
                 raise RuntimeError(f"{vm} could not be migrated: {m.why}")
             self.vms[vm] = m.destination_vm
             self.on[destination] = True
-            done.append(Move(vm, source, destination, m.rounds, m.pages_sent, m.downtime_ticks))
+            done.append(Move(vm, source, destination, m.rounds, m.pages_sent, m.downtime_ticks, m.total_ticks))
         for name in self.names:
             self.on[name] = any(vm.host is self.hosts[name] for vm in self.vms.values())
         return tuple(done)

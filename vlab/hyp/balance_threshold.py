@@ -19,8 +19,9 @@ HIGH = 0.80  # of a host's capacity: above it, the host is hot
 LOW = 0.30  # below it, the host is worth emptying
 
 
-def plan(hosts: list[dict]) -> list[tuple[str, str]]:
-    """Migrations for the cluster as it is now (see the module docstring)."""
+def plan(hosts: list[dict], high: float = HIGH, low: float = LOW) -> list[tuple[str, str]]:
+    """Migrations for the cluster as it is now (see the module docstring); `high` and `low` are the
+    marks, as shares of each host's capacity."""
     load = {h["name"]: sum(h["vms"].values()) for h in hosts}
     vms = {h["name"]: dict(h["vms"]) for h in hosts}
     capacity = {h["name"]: h["capacity"] for h in hosts}
@@ -28,7 +29,7 @@ def plan(hosts: list[dict]) -> list[tuple[str, str]]:
     moves: list[tuple[str, str]] = []
 
     def room(name: str) -> float:
-        return HIGH * capacity[name] - load[name]
+        return high * capacity[name] - load[name]
 
     def move(vm: str, source: str, destination: str) -> None:
         share = vms[source].pop(vm)
@@ -38,9 +39,9 @@ def plan(hosts: list[dict]) -> list[tuple[str, str]]:
         on[destination] = True
         moves.append((vm, destination))
 
-    for hot in [n for n in load if on[n] and load[n] > HIGH * capacity[n]]:
+    for hot in [n for n in load if on[n] and load[n] > high * capacity[n]]:
         for vm, share in sorted(vms[hot].items(), key=lambda item: item[1]):
-            if load[hot] <= HIGH * capacity[hot]:
+            if load[hot] <= high * capacity[hot]:
                 break
             targets = [n for n in load if n != hot and on[n] and room(n) >= share]
             spare = [n for n in load if not on[n]]
@@ -48,7 +49,7 @@ def plan(hosts: list[dict]) -> list[tuple[str, str]]:
                 move(vm, hot, max(targets, key=room))
             elif spare:
                 move(vm, hot, spare[0])
-    cold = [n for n in load if on[n] and vms[n] and load[n] < LOW * capacity[n]]
+    cold = [n for n in load if on[n] and vms[n] and load[n] < low * capacity[n]]
     if cold:
         coldest = min(cold, key=lambda n: load[n])
         others = [n for n in load if n != coldest and on[n] and vms[n]]

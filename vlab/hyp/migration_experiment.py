@@ -106,14 +106,21 @@ HEADER = (f"{'pages/ms':>10} {'Mbit/s':>10} {'rounds':>7} {'pages':>8} {'downtim
           f"{'total ms':>9}")
 
 
-def dirtier_migration(dirty_rate: float, link: Link, rule: StoppingRule = xen, resident: int = SWEEP_RESIDENT,
-                      wws: int = SWEEP_WWS) -> CurvePoint:
-    """Migrate a dirtier writing `dirty_rate` pages per ms of guest time over `link`, after its warm-up."""
+def migrate_dirtier(dirty_rate: float, link: Link = Link(), rule: StoppingRule = xen, post_copy: bool = False,
+                    resident: int = SWEEP_RESIDENT, wws: int = SWEEP_WWS) -> Migration:
+    """Migrate a dirtier writing `dirty_rate` pages per ms of guest time (one page every 62,500 /
+    dirty_rate instructions, at most one every 12) over `link`, after its warm-up."""
     every = max(12, round(TICKS_PER_MS / dirty_rate))
     vm = VM.from_image(image_from_program(workloads.dirtier(resident, wws, every)), host=Host(), stage2="demand",
                        ram_size=SWEEP_RAM)
     vm.run(max_insns=SWEEP_WARM_UP)
-    m = precopy(vm, Host(), link, rule)
+    return postcopy(vm, Host(), link) if post_copy else precopy(vm, Host(), link, rule)
+
+
+def dirtier_migration(dirty_rate: float, link: Link, rule: StoppingRule = xen) -> CurvePoint:
+    """One point of a sweep: a dirtier migrated by pre-copy (see `migrate_dirtier`)."""
+    m = migrate_dirtier(dirty_rate, link, rule)
+    every = max(12, round(TICKS_PER_MS / dirty_rate))
     return CurvePoint(TICKS_PER_MS / every, link.bandwidth_mbps, m.rounds, m.pages_sent, m.downtime_ticks,
                       m.downtime_ms, m.total_ticks / TICKS_PER_MS)
 
