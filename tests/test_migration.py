@@ -193,7 +193,9 @@ def test_the_rule_sees_each_rounds_figures_as_they_were():
     for n, (stats, round_) in enumerate(zip(m.history, live), 1):
         assert (stats.round, stats.sent_last, stats.dirty_pages) == (n, round_.pages, round_.dirtied)
         assert stats.sent_total == sum(t.pages for t in live[:n])
-        assert stats.page_ms == pytest.approx(link.ms(4096 + 8 + 16))
+        assert stats.page_ms == pytest.approx((4096 + 8) * 8 / 1e6)  # ms at 1,000 Mbit/s
+    last = m.transfers[-1]
+    assert m.history[-1].pause_ms == pytest.approx(link.ms(last.bytes))  # what the rule was told the pause costs
 
 
 def test_the_downtime_is_the_last_pages_and_the_state_on_the_link():

@@ -35,7 +35,8 @@ class Link:
             raise ValueError(f"a link's latency must be 0 ms or more, not {self.latency_ms}")
 
     def ms(self, size: int, trips: int = 1) -> float:
-        """Milliseconds for `size` bytes to arrive, sent in one go (`trips` = 2: a request and its answer)."""
+        """Milliseconds for `size` bytes to arrive, sent in one go (`trips` = 2: a request and its answer;
+        0: the time they add to a transfer already under way)."""
         return trips * self.latency_ms + size * 8 / (self.bandwidth_mbps * 1000)
 
     def ticks(self, size: int, trips: int = 1) -> int:
