@@ -494,3 +494,41 @@ def test_keystones_silent_refusals_say_what_the_instruction_takes(line, says):
     with pytest.raises(AssemblyError) as error:
         assemble(f"    {line}\n")
     assert says in str(error.value) and "unknown error" not in str(error.value)
+
+
+# --- the dialect's limits, stated in one place ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+DIALECT = ROOT / "docs" / "assembly.md"
+
+
+def refused_rows() -> list[tuple[str, str]]:
+    """(example, what to write instead) for each row of docs/assembly.md's table of refusals."""
+    table = DIALECT.read_text().split("## What vlab refuses")[1].split("\n## ")[0]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and not line.startswith("|---")]
+    return [(cells[1].strip(), cells[2].strip(" |")) for cells in rows[1:]]
+
+
+@pytest.mark.parametrize("example, instead", refused_rows())
+def test_every_limit_the_dialect_page_states_is_refused_and_its_alternative_assembles(example, instead):
+    code = re.fullmatch(r"`([^`]+)`", example).group(1)
+    with pytest.raises(AssemblyError):
+        assemble(f"{code}\n")
+    if (alternative := re.fullmatch(r"`([^`]+)`", instead)) is not None:
+        assemble(f"{alternative.group(1)}\nlabel: nop\n")
+
+
+def test_the_dialect_page_covers_what_keystone_and_vlab_refuse():
+    assert len(refused_rows()) >= 15
+    text = DIALECT.read_text()
+    for needle in ("1:", "#define", "cmp x6, sp", "Armv8.0", "GNU as"):
+        assert needle in text
+
+
+def test_the_assembly_exercise_and_chapter_1_link_the_dialect_page():
+    import nbformat
+
+    for answers in ("solutions", "exercises"):
+        assert "docs/assembly.md" in (ROOT / answers / "ch01_machine.py").read_text()
+    chapter = nbformat.read(ROOT / "notebooks" / "01_physical_machine.ipynb", as_version=4)
+    assert any("(../docs/assembly.md)" in cell.source for cell in chapter.cells if cell.cell_type == "markdown")

@@ -43,6 +43,11 @@ _MNEMONIC = re.compile(r"[A-Za-z][\w.]*(\s|$)")
 _ASSIGNMENT = re.compile(r"[^\s=]*\s*=")
 _NOP = (0xD503201F).to_bytes(4, "little")
 
+_NOT_A_STATEMENT = {
+    "#": "the C preprocessor does not run on vlab's sources: write `.equ NAME, value` instead of #define, and "
+         "paste a file's lines instead of #include",
+    "/": "comments start with // (block comments /* ... */ are not supported)",
+}
 _DATA_SIZES = {".byte": 1, ".hword": 2, ".short": 2, ".2byte": 2, ".word": 4, ".long": 4, ".int": 4,
                ".4byte": 4, ".quad": 8, ".8byte": 8, ".dword": 8, ".xword": 8}
 _IGNORED = {".global", ".globl", ".type", ".size", ".text", ".arch", ".cpu", ".local", ".weak", ".ltorg",
@@ -158,8 +163,8 @@ def assemble(source: str, base: int = RAM_BASE) -> Program:
             raise AssemblyError("symbol assignment (NAME = value) is not supported: write .equ NAME, value",
                                 number, raw)
         if not _MNEMONIC.match(text):
-            raise AssemblyError("expected an instruction, a directive or a label at the start of the line",
-                                number, raw)
+            raise AssemblyError(_NOT_A_STATEMENT.get(text[:1], "expected an instruction, a directive or a label at "
+                                                                "the start of the line"), number, raw)
         if address % 4:
             raise AssemblyError(f"this instruction would sit at {address:#x}, which is not 4-byte aligned "
                                 "(data before it has an odd size): put `.balign 4` before it", number, raw)
@@ -237,6 +242,9 @@ def _clean(raw: str, number: int) -> str:
         elif ch == ";":  # GNU as's statement separator: Keystone splits there too, behind pass 1's back
             raise AssemblyError("vlab takes one statement per line: put what follows the `;` on a line of its own",
                                 number, raw)
+        elif (octal := _OCTAL.match(raw, i)) and not (i and (raw[i - 1].isalnum() or raw[i - 1] in "_.$")):
+            raise AssemblyError(f"GNU as, like C, reads {octal.group(0)} as octal ({int(octal.group(0), 8)}): write the "
+                                "number without its leading zero, or in hex", number, raw)
         elif ch == "'":
             value, length = _character(raw, i, number)
             out.append(str(value))
@@ -249,6 +257,7 @@ def _clean(raw: str, number: int) -> str:
     return "".join(out).strip()
 
 
+_OCTAL = re.compile(r"0[0-9]+(?![\w.])")
 # The escapes GNU as and C agree on. GNU as reads any other `'\X'` as X itself (`'\0'` is 0x30).
 _ESCAPES = {"b": 8, "t": 9, "n": 10, "f": 12, "r": 13, "\\": 92, "'": 39, '"': 34}
 
