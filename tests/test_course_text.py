@@ -88,6 +88,7 @@ DEFINITIONS = {  # term as used -> words that define it
     r"S1PTW": "stage-1 page tables",
     r"hypercall": "hypercall** is",
     r"TLB": "translation lookaside buffer",
+    r"MMU": "memory management unit",
     r"VMID": "virtual machine identifier",
     r"ASID": "address space identifier",
 }
