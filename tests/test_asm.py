@@ -147,7 +147,7 @@ def test_empty_source_says_there_is_nothing_to_assemble(source):
 
 _TOKENS = ["b", "bl", "adr", "adrp", "ldr", "cbz", "tbz", "b.eq", "mov", "add", "x0", "w1", ",", "#", "1", "0x10",
            "L", ":lo12:", "=", "[", "]", ".", ".long", ".balign", ".equ", ".ascii", '"', "-", "sp", ":", "//", "!",
-           "(", ")", "*", "/", ".space", ".quad", "lsl"]
+           "(", ")", "*", "/", ".space", ".quad", "lsl", "'0'", "'", "';'", "010", ";", "wsp"]
 
 
 @pytest.mark.timeout(120, method="thread")  # Keystone hangs in C: end the run loudly rather than never

@@ -16,7 +16,10 @@ labels misbehave, `.equ x, . - label` is rejected), which here are either
 handled or refused with a message saying what to write instead.
 
 `ldr Xt, =value` works as in GNU as: the value goes to a literal pool placed
-after the code, and the instruction loads it PC-relative.
+after the code, and the instruction loads it PC-relative. Character literals
+(`#'0'`) are read here, as GNU as reads them, before Keystone sees the line.
+
+What the dialect accepts and refuses, for students: docs/assembly.md.
 """
 
 from __future__ import annotations
