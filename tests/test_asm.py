@@ -405,7 +405,8 @@ def test_every_printable_character_literal_in_every_immediate_form_is_what_gnu_a
 
 @pytest.mark.parametrize("literal, value", [(r"'\n'", 10), (r"'\t'", 9), (r"'\"'", 34), ("'a", 97), ("'''", 39)])
 def test_escapes_and_gnu_as_s_other_spellings_match_gnu_as(literal, value):
-    assert vlab_each([f"mov x0, #{literal}"]) == gnu_each([f"mov x0, #{literal}"]) == [assemble(f"mov x0, #{value}").code]
+    line = f"mov x0, #{literal}"
+    assert vlab_each([line]) == gnu_each([line]) == [assemble(f"mov x0, #{value}").code]
 
 
 @pytest.mark.parametrize("literal", [r"'\0'", r"'\a'", "'é'", "'"])
@@ -426,28 +427,30 @@ def refusal_in_a_child_with_little_memory(source: str) -> str:
     """The AssemblyError for `source`, from a child process that may not allocate 1 GiB."""
     script = ("import resource, sys\nresource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
               "from vlab.asm import assemble\nfrom vlab.errors import AssemblyError\n"
-              f"try:\n    assemble({source!r})\nexcept AssemblyError as e:\n    print(e)\n    sys.exit(0)\nsys.exit(3)\n")
+              f"try:\n    assemble({source!r})\nexcept AssemblyError as e:\n    print(e)\n    sys.exit(0)\n"
+              "sys.exit(3)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr or "assembled without an error"
     return done.stdout
 
 
-@pytest.mark.parametrize("source", ["    .space 0x10000000000\n", "    .space 0x100000000\n", "    .balign 0x100000000\n",
-                                    "    nop\n" + "    .space 0x4000000\n" * 3])
+@pytest.mark.parametrize("source", ["    .space 0x10000000000\n", "    .space 0x100000000\n",
+                                    "    .balign 0x100000000\n", "    nop\n" + "    .space 0x4000000\n" * 3])
 def test_a_program_bigger_than_the_boards_ram_is_refused_before_anything_is_allocated(source):
     message = refusal_in_a_child_with_little_memory(source)
     assert "128 MiB" in message and "line" in message
 
 
-@pytest.mark.parametrize("line", ["ldr x2, =0x10000000000000001", "ldr x2, =-0x8000000000000001", "ldr w2, =0x100000001",
-                                  "ldr x2, =BIG\n.equ BIG, 1 << 64"])
+@pytest.mark.parametrize("line", ["ldr x2, =0x10000000000000001", "ldr x2, =-0x8000000000000001",
+                                  "ldr w2, =0x100000001", "ldr x2, =BIG\n.equ BIG, 1 << 64"])
 def test_a_literal_wider_than_its_register_is_an_error_not_its_low_bits(line):
     with pytest.raises(AssemblyError, match="does not fit"):
         assemble(f"    {line}\n")
 
 
 @pytest.mark.parametrize("line, value", [("ldr w2, =-1", 0xFFFF_FFFF), ("ldr w2, =0xffffffff", 0xFFFF_FFFF),
-                                         ("ldr x2, =-1", 2**64 - 1), ("ldr x2, =0xfedcba9876543210", 0xFEDCBA9876543210)])
+                                         ("ldr x2, =-1", 2**64 - 1),
+                                         ("ldr x2, =0xfedcba9876543210", 0xFEDCBA9876543210)])
 def test_a_literal_that_fits_signed_or_unsigned_loads_it(line, value):
     from vlab.machine.board import Board
     from vlab.machine.loader import image_from_program, load

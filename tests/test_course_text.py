@@ -118,7 +118,8 @@ def test_a_published_label_says_in_plain_words_how_sure_we_are():
 
 def test_chapter_2_shows_no_internal_tag_and_gives_the_type_1_vs_type_2_point(course):
     chapter = course["02_trap_and_emulate"]
-    shown = "\n".join(c.source for c in chapter.cells if c.cell_type == "markdown") + "".join(map(output_of, chapter.cells))
+    prose = "\n".join(c.source for c in chapter.cells if c.cell_type == "markdown")
+    shown = prose + "".join(map(output_of, chapter.cells))
     assert "recalled" not in shown and "not yet checked against the paper" in shown
     after = markdown_after(chapter, HYPERCALL[0].label())
     for needed in ("type 1", "type 2", "Xen", "KVM", "EL1", "not yet checked against the paper"):

@@ -86,7 +86,8 @@ def test_the_start_pages_doctor_cell_prints_the_report_and_shows_no_value():
     notebook = nbformat.read(path, as_version=4)
     [cell] = [c for c in notebook.cells if c.cell_type == "code" and "doctor" in c.source]
     notebook.cells = [cell]
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(notebook, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
     kinds = [out.output_type for out in cell.outputs]
     assert "execute_result" not in kinds, cell.outputs  # it once showed a stray `0`, main()'s exit status
     assert "Everything vlab needs is here." in "".join(out.get("text", "") for out in cell.outputs)

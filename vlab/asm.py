@@ -246,8 +246,8 @@ def _clean(raw: str, number: int) -> str:
             raise AssemblyError("vlab takes one statement per line: put what follows the `;` on a line of its own",
                                 number, raw)
         elif (octal := _OCTAL.match(raw, i)) and not (i and (raw[i - 1].isalnum() or raw[i - 1] in "_.$")):
-            raise AssemblyError(f"GNU as, like C, reads {octal.group(0)} as octal ({int(octal.group(0), 8)}): write the "
-                                "number without its leading zero, or in hex", number, raw)
+            raise AssemblyError(f"GNU as, like C, reads {octal.group(0)} as octal ({int(octal.group(0), 8)}): "
+                                "write the number without its leading zero, or in hex", number, raw)
         elif ch == "'":
             value, length = _character(raw, i, number)
             out.append(str(value))
@@ -600,7 +600,8 @@ def _operand_hint(mnemonic: str, operands: str, symbols: dict[str, int]) -> str:
     names = re.sub(r"\b(0x[0-9a-f]+|\d+)\b", " ", operands, flags=re.IGNORECASE)  # not the digits of a number
     regs = [r.strip().lower() for r in _split_operands(operands)]
     if mnemonic == "msr" and regs and re.fullmatch(_GPR, regs[0]):
-        return f"MSR writes a system register from a general one: the system register comes first (`msr {', '.join(regs[::-1])}`)"
+        return ("MSR writes a system register from a general one: the system register comes first "
+                f"(`msr {', '.join(regs[::-1])}`)")
     if mnemonic == "mrs" and regs and not re.fullmatch(_GPR, regs[0]):
         return f"MRS reads a system register into a general one, which comes first (`mrs {', '.join(regs[::-1])}`)"
     unknown = [w for w in _IDENT.findall(names) if w not in symbols and not _REGISTER_WORDS.fullmatch(w)]
