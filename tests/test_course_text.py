@@ -20,7 +20,7 @@ from vlab.data.published import CERTAINTY, HYPERCALL, PublishedCost
 from vlab.guests import GUESTS
 from vlab.hyp import VM
 from vlab.hyp.equivalence import compare
-from vlab.hyp.vcpu import TLB_ENTRIES
+from vlab.hyp.pcpu import TLB_ENTRIES
 from vlab.machine.loader import image_from_program
 from vlab.viz.stage2_widgets import TlbWidget
 

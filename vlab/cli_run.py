@@ -10,14 +10,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from vlab.arch.hcr import HCR
 from vlab.errors import VlabError
-from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, Board, StopReason
+from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, Board
 from vlab.machine.loader import image_from_file, load
 
 
@@ -60,8 +59,6 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"vlab run: {e}", file=sys.stderr)
         return 2
     result = machine.run(max_insns=args.max_insns, timeout_s=args.timeout)
-    if result.reason is StopReason.TIMEOUT:  # a VM's vCPU reports the time that was left to it, not the guard
-        result = dataclasses.replace(result, message=f"wall-clock guard of {args.timeout:g} s reached")
     if args.trap_log:
         for record in machine.trap_log:
             print(record, file=sys.stderr)
