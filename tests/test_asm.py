@@ -105,6 +105,7 @@ def test_decimal_immediates_stay_decimal(immediate):
     ("nop\nnop # note: x\n", 2, "no bytes"),  # Keystone silently emits nothing for this line
     ("nop\nb.eq\n", 2, "target"),
     ("b\n", 1, "target"),
+    ("nop\nnop /* Keystone took this one */\n", 2, "block comments"),
 ])
 def test_bad_source_is_an_assembly_error_naming_the_line(source, line, says):
     with pytest.raises(AssemblyError) as error:

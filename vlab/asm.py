@@ -46,11 +46,8 @@ _MNEMONIC = re.compile(r"[A-Za-z][\w.]*(\s|$)")
 _ASSIGNMENT = re.compile(r"[^\s=]*\s*=")
 _NOP = (0xD503201F).to_bytes(4, "little")
 
-_NOT_A_STATEMENT = {
-    "#": "the C preprocessor does not run on vlab's sources: write `.equ NAME, value` instead of #define, and "
-         "paste a file's lines instead of #include",
-    "/": "comments start with // (block comments /* ... */ are not supported)",
-}
+_NO_PREPROCESSOR = ("the C preprocessor does not run on vlab's sources: write `.equ NAME, value` instead of "
+                    "#define, and paste a file's lines instead of #include")
 _DATA_SIZES = {".byte": 1, ".hword": 2, ".short": 2, ".2byte": 2, ".word": 4, ".long": 4, ".int": 4,
                ".4byte": 4, ".quad": 8, ".8byte": 8, ".dword": 8, ".xword": 8}
 _IGNORED = {".global", ".globl", ".type", ".size", ".text", ".arch", ".cpu", ".local", ".weak", ".ltorg",
@@ -166,8 +163,8 @@ def assemble(source: str, base: int = RAM_BASE) -> Program:
             raise AssemblyError("symbol assignment (NAME = value) is not supported: write .equ NAME, value",
                                 number, raw)
         if not _MNEMONIC.match(text):
-            raise AssemblyError(_NOT_A_STATEMENT.get(text[:1], "expected an instruction, a directive or a label at "
-                                                                "the start of the line"), number, raw)
+            raise AssemblyError(_NO_PREPROCESSOR if text.startswith("#") else "expected an instruction, a directive "
+                                "or a label at the start of the line", number, raw)
         if address % 4:
             raise AssemblyError(f"this instruction would sit at {address:#x}, which is not 4-byte aligned "
                                 "(data before it has an odd size): put `.balign 4` before it", number, raw)
@@ -242,6 +239,8 @@ def _clean(raw: str, number: int) -> str:
             in_string = True
         elif raw.startswith("//", i):
             break
+        elif raw.startswith("/*", i):  # Keystone takes one at the end of a line, GNU as anywhere: neither here
+            raise AssemblyError("comments start with // (block comments /* ... */ are not supported)", number, raw)
         elif ch == ";":  # GNU as's statement separator: Keystone splits there too, behind pass 1's back
             raise AssemblyError("vlab takes one statement per line: put what follows the `;` on a line of its own",
                                 number, raw)
