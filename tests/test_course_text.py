@@ -168,3 +168,10 @@ def test_chapter_3_explains_the_walks_right_at_the_tlb_models_capacity_and_the_e
     assert 2 * TLB_ENTRIES < walks[3] <= 2 * TLB_ENTRIES + 8, "two rounds of walks, and the code's page"
     just_below = TlbWidget(pages=TLB_ENTRIES - 8, rounds=3).counts["walks"]
     assert just_below <= TLB_ENTRIES - 8 + 4, "one walk per page while the model holds the working set"
+
+
+def test_past_the_tlb_models_capacity_every_access_walks_as_chapter_3_says(course):
+    text = " ".join(" ".join(c.source.split()) for c in course["03_stage2"].cells if c.cell_type == "markdown")
+    assert "Past the model's 1,024 entries every access walks" in text and TLB_ENTRIES == 1024
+    past = TlbWidget(pages=TLB_ENTRIES + 8, rounds=3).counts
+    assert past["vlab TLB hits"] == 0 and past["walks"] >= past["accesses"]
