@@ -35,9 +35,11 @@ def qemu() -> str:
     return require_tool(QEMU, QEMU_PACKAGE, "to compare guests with QEMU")
 
 
-def run_on_qemu(elf: str | Path, timeout_s: float = 20.0) -> QemuRun:
-    """Boot ELF on QEMU's virt board like `-kernel ELF` and return its UART output."""
-    command = [qemu(), *MACHINE, *CONSOLE, "-kernel", str(elf)]
+def run_on_qemu(elf: str | Path, timeout_s: float = 20.0, cpus: int = 1) -> QemuRun:
+    """Boot ELF on QEMU's virt board like `-kernel ELF` (with `-smp CPUS`) and return its UART output.
+
+    The boot CPU starts alone; PSCI CPU_ON (through HVC) starts the others."""
+    command = [qemu(), *MACHINE, "-smp", str(cpus), *CONSOLE, "-kernel", str(elf)]
     try:
         done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as e:  # the guest did not power off: keep what it printed
