@@ -25,15 +25,15 @@ PCPUS = (1, 2, 3, 4)
 WINDOW_MS = 2  # an ARINC 653 window per VM in the frame the tests use
 
 
-def scheduler(name: str, pcpus: int, vms: int = 1) -> Scheduler:
-    """A fresh `name` policy for a host of `pcpus` physical CPUs running `vms` VMs (an ARINC 653
-    frame gives each VM an equal window)."""
+def scheduler(name: str, pcpus: int, vms: int = 1, slice_ticks: int | None = None) -> Scheduler:
+    """A fresh `name` policy for a host of `pcpus` physical CPUs running `vms` VMs, with its default
+    slice or `slice_ticks` (an ARINC 653 frame gives each VM an equal window instead)."""
     if make_policy is None:
-        return RoundRobin()
+        return RoundRobin() if slice_ticks is None else RoundRobin(slice_ticks=slice_ticks)
     if name == "arinc653":
         windows = ",".join(f"{vm}={WINDOW_MS}ms" for vm in range(vms)) + f"/frame={WINDOW_MS * vms}ms"
         return make_policy(name, pcpus=pcpus, windows=windows)
-    return make_policy(name, pcpus=pcpus)
+    return make_policy(name, pcpus=pcpus, slice_ticks=slice_ticks)
 
 
 def c_guest(name: str) -> Path:
