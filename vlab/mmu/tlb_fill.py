@@ -53,8 +53,8 @@ def install(cpu: CPU, translate: Translate, reads: Translate | None = None) -> N
     probe_page = cpu.UNTIL & ~offset_mask
 
     def fill(uc, vaddr: int, access: int, entry, _user) -> bool:
-        if vaddr & ~offset_mask == probe_page:
-            return False  # Unicorn probing its own stop address, not the guest accessing memory
+        if access == UC_MEM_FETCH and vaddr & ~offset_mask == probe_page:
+            return False  # Unicorn probing its own stop address (a fetch), not the guest accessing memory
         try:
             kind = Access.FETCH if access == UC_MEM_FETCH else Access.WRITE if access == UC_MEM_WRITE else Access.READ
             answer = translate(vaddr, kind)
