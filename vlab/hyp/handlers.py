@@ -11,12 +11,6 @@ vendor-specific hypervisor services (owner 6, fast calls):
 
     0x8600_0001  VLAB_PUTC    x1 = a byte to print on the VM's console; x0 = 0
     0x8600_0002  VLAB_WRITE   x1 = guest address, x2 = length (<= 4096); x0 = bytes written or -2
-
-and, of Xen's ARM hypercall ABI (HVC #0xEA1, the number in x16, arguments from x0, the result
-in x0; xen/include/public/arch-arm.h), the one call a spin loop needs:
-
-    29 sched_op, x0 = 0 SCHEDOP_yield   the vCPU gives its physical CPU back; x0 = 0
-    anything else                       x0 = -ENOSYS (-38), as Xen answers
 """
 
 from __future__ import annotations
@@ -39,9 +33,6 @@ Handler = Callable[["VCpu", Exit], str]
 VLAB_PUTC = 0x8600_0001
 VLAB_WRITE = 0x8600_0002
 VLAB_WRITE_MAX = 4096
-XEN_HYPERCALL_TAG = 0xEA1  # HVC's immediate for a Xen hypercall
-XEN_SCHED_OP, XEN_SCHEDOP_YIELD = 29, 0
-XEN_ENOSYS = 38
 _U64 = (1 << 64) - 1
 
 
@@ -70,21 +61,8 @@ def handle_wfx(vcpu: VCpu, exit: Exit) -> str:
 
 
 def handle_hvc(vcpu: VCpu, exit: Exit) -> str:
-    """A hypercall: PSCI (power management), one of vlab's own, or Xen's (HVC #0xEA1). HVC has
-    completed: no skip."""
-    if exit.syndrome.iss & 0xFFFF == XEN_HYPERCALL_TAG:
-        return xen_hypercall(vcpu)
+    """A hypercall: PSCI (power management) or one of vlab's own. HVC has completed: no skip."""
     return hypercall(vcpu, exit)
-
-
-def xen_hypercall(vcpu: VCpu) -> str:
-    """Xen's hypercall `x16`: sched_op(SCHEDOP_yield) yields the physical CPU; any other is -ENOSYS."""
-    number, command = vcpu.x(16), vcpu.x(0) & 0xFFFF_FFFF  # Xen's cmd is an int
-    if number == XEN_SCHED_OP and command == XEN_SCHEDOP_YIELD:
-        vcpu.set_x(0, 0)
-        return f"Xen sched_op(SCHEDOP_yield): {vcpu.yield_cpu()}"
-    vcpu.set_x(0, -XEN_ENOSYS & _U64)
-    return f"Xen hypercall {number} (x0 = {command:#x}): not served, x0 = -ENOSYS"
 
 
 def handle_smc(vcpu: VCpu, exit: Exit) -> str:

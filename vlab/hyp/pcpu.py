@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from vlab.hyp.vm import VM
 
 TLB_ENTRIES = 1024  # vlab's TLB model of this core, entries tagged by VMID and ASID
+# The exits this core can serve without stopping the emulator (the aborts only with vlab's own
+# handlers, which stand for what KVM serves in the kernel); any exit may still need the loop.
+SERVED_IN_PLACE = (ExceptionClass.SYS64, ExceptionClass.HVC64, ExceptionClass.SMC64,
+                   ExceptionClass.DABT_LOWER, ExceptionClass.IABT_LOWER)
 STUCK_EXITS = 8  # the same trapped instruction exiting this many times in a row: the handler is broken
 
 # What a system-register access means to the hypervisor, decided once per VM and access:
@@ -175,7 +179,7 @@ class PhysicalCpu:
     def take_pending_irq(self, vcpu: VCpu) -> None:
         """The virtual timer's interrupt, if it fired and the guest has IRQs unmasked: the hypervisor
         injects it, and the guest takes it at its IRQ vector."""
-        if vcpu.timer.asserted() and not self.cpu.irqs_masked():
+        if not self.cpu.irqs_masked() and vcpu.timer.asserted():
             vcpu.entry.interrupt(self.cpu, vcpu.instructions, self.now())
             vcpu.vm.record(vcpu, "IRQ", None, "virtual timer fired: virtual IRQ injected at "
                            f"VBAR_EL1+{self.cpu.pc - self.cpu.read_sysreg('VBAR_EL1'):#x}", RUN_LOOP)
@@ -295,6 +299,7 @@ class PhysicalCpu:
     def _defer(self, exit: Exit, outcome: tuple) -> None:
         """From a hook: the exit was dispatched, but what its handler asked for needs the loop."""
         vcpu = self.current
+        vcpu.vm.served_by_loop()
         self._pending = lambda: self._finish(vcpu, exit, outcome)
 
     # --- exits served in place: system registers --------------------------------------------------

@@ -140,5 +140,7 @@ def serve_timer(cpu, timer: GenericTimer, access: SysRegAccess, value: int) -> b
     if handled and access.is_read:
         cpu.set_x(access.rt, result)
     elif handled and (deadline := timer.next_deadline()) is not None:
-        cpu.stop_within(deadline - timer.ticks())
+        left = deadline - timer.ticks()
+        if left > 0 or not cpu.irqs_masked():  # masked and already due: the run loop polls for it
+            cpu.stop_within(left)
     return handled
