@@ -13,8 +13,8 @@ until the holder runs again -- under round-robin, until its own slice ends: that
 preemption, and overcommitting the physical CPUs is what causes it.
 
 The remedy shown is paravirtual: after `yield_after` failed attempts in a row the guest's spin
-loop calls Xen's SCHEDOP_yield (HVC #0xEA1, x16 = 29 sched_op, x0 = 0), and the hypervisor's
-scheduler gives the physical CPU to another vCPU -- perhaps the holder (vlab.hyp.handlers).
+loop calls Xen's SCHEDOP_yield (HVC #0xEA1, x16 = 29 sched_op, x0 = 0), served by vlab.hyp.xen,
+and the hypervisor's scheduler gives the physical CPU to another vCPU -- perhaps the holder.
 
 The runs use a short slice (SLICE) so that a notebook cell finishes in a moment; the waste grows
 with the slice (Xen's credit scheduler slices 30 ms, 1,875,000 ticks here). Physical CPUs advance
@@ -31,9 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from vlab.arch.esr import ExceptionClass
+from vlab.hyp import xen
+from vlab.hyp.handlers import handle_hvc
 from vlab.hyp.host import Host, Segment
-from vlab.hyp.vm import VM, VmRunResult
-from vlab.machine.board import DEFAULT_TIMEOUT_S
+from vlab.hyp.vm import MAX_VCPUS, VM, VmRunResult
+from vlab.machine.board import DEFAULT_TIMEOUT_S, StopReason
 from vlab.machine.loader import Image, image_from_file
 from vlab.sched import Scheduler
 from vlab.sched.round_robin import RoundRobin
@@ -49,22 +52,56 @@ SLICE = 20_000  # host ticks (0.32 ms of the board's 62.5 MHz counter)
 LOCKSTEP = 1_000
 RAM = 0x10_0000  # 1 MiB for each VM: the guests are a few KiB
 MAX_INSNS = 20_000_000
-COMPETITOR_LOOPS = 500_000  # the competing VM counts down this far (two instructions a round), then powers off
-COMPETITOR = f"""
+COMPETITOR_LOOPS = 500_000  # each vCPU of the competing VM counts down this far (two instructions a round)
+
+
+def competitor_source(vcpus: int) -> str:
+    """A compute-bound guest: its boot vCPU starts the others (PSCI CPU_ON), each counts down from
+    COMPETITOR_LOOPS and turns itself off (CPU_OFF); the VM ends when the last one has."""
+    return f"""
+    mov     x20, #1
+start_next:
+    cmp     x20, #{vcpus}
+    b.hs    count
+    ldr     x0, =0xc4000003             // PSCI CPU_ON vCPU x20, at count
+    mov     x1, x20
+    adr     x2, count
+    hvc     #0
+    add     x20, x20, #1
+    b       start_next
+count:
     ldr     x1, ={COMPETITOR_LOOPS}
 count_down:
     subs    x1, x1, #1
     b.ne    count_down
-    ldr     x0, =0x84000008             // PSCI SYSTEM_OFF
+    ldr     x0, =0x84000002             // PSCI CPU_OFF
     hvc     #0
 """
+
 
 Policy = Callable[[int], Scheduler]  # a fresh scheduler for a host of that many physical CPUs
 
 
 def round_robin(pcpus: int) -> Scheduler:
     """The default policy: round-robin with SLICE-tick slices."""
-    return RoundRobin(slice_ticks=SLICE)
+    return RoundRobin(slice_ticks=SLICE, pcpus=pcpus)
+
+
+def paravirtual(vm: VM) -> None:
+    """Serve Xen's hypercalls (HVC #0xEA1, vlab.hyp.xen) in `vm`, in front of its own HVC handler
+    (HVC #0 stays PSCI and vlab's calls): a yield reaches the host's scheduler."""
+    services = xen.XenServices(
+        console_write=lambda vcpu, data: vcpu.platform.console(data),
+        yield_=lambda vcpu: vcpu.yield_cpu(),
+        block=lambda vcpu: vcpu.wait_for_interrupt(),
+        shutdown=lambda vcpu, reason: vcpu.halt(StopReason.POWERED_OFF, f"Xen shutdown, reason {reason}")
+        or "the domain is powered off",
+        domain_id=lambda vcpu: vm.vmid,
+        domain_ids=lambda: [other.vmid for other in vm.host.vms],
+    )
+    serve = xen.xen_handler(services)
+    vm.set_handler(ExceptionClass.HVC64,
+                   lambda vcpu, exit: serve(vcpu, exit) if xen.is_xen_hypercall(exit) else handle_hvc(vcpu, exit))
 
 
 @dataclass(frozen=True)
@@ -85,7 +122,7 @@ class LockHolderRun:
 
     pcpus: int
     yield_after: int | None
-    competitor: bool
+    competitor: int  # the competing VM's vCPUs (0: none)
     vcpus: tuple[VcpuSpin, ...]
     result: VmRunResult
     verdict_ok: bool
@@ -107,7 +144,8 @@ class LockHolderRun:
 
     def summary(self) -> str:
         """A table of the run, one line per vCPU, and whether the guest's own check passed."""
-        beside = ", next to a competing VM" if self.competitor else ""
+        beside = (f", next to a competing VM of {self.competitor} vCPU{'s' if self.competitor > 1 else ''}"
+                  if self.competitor else "")
         how = "spinning plainly" if self.yield_after is None else f"yielding after {self.yield_after} failed attempts"
         lines = [f"{len(self.vcpus)} vCPUs on {self.pcpus} physical CPU{'s' if self.pcpus > 1 else ''}{beside}, {how}",
                  f"{'vCPU':>6} {'instructions':>13} {'spinning':>10} {'yields':>7} {'jobs':>5}"]
@@ -115,7 +153,8 @@ class LockHolderRun:
         lines.append(f"{'all':>6} {self.instructions:>13,} {self.spin:>10,} {sum(v.yields for v in self.vcpus):>7,} "
                      f"{sum(v.jobs for v in self.vcpus):>5}   {self.wasted:.1%} spent spinning")
         verdict = "right" if self.verdict_ok else "WRONG"
-        lines.append(f"the guest's checksum is {verdict}; the run ended: {self.result.reason.value} ({self.result.message})")
+        lines.append(f"the guest's checksum is {verdict}; the run ended: {self.result.reason.value} "
+                     f"({self.result.message})")
         return "\n".join(lines)
 
 
@@ -125,23 +164,26 @@ def guest_image() -> Image:
     return image_from_file(GUEST)
 
 
-def measure(pcpus: int = 2, vcpus: int = 4, *, yield_after: int | None = None, competitor: bool = True,
+def measure(pcpus: int = 2, vcpus: int = 4, *, yield_after: int | None = None, competitor: int = 1,
             policy: Policy = round_robin, max_insns: int = MAX_INSNS,
             timeout_s: float = DEFAULT_TIMEOUT_S) -> LockHolderRun:
     """Run spinlock.S on `vcpus` vCPUs on a host of `pcpus` physical CPUs scheduled by `policy`,
-    beside a compute-bound VM if `competitor`; with `yield_after`, the spin loop calls
-    SCHEDOP_yield after that many failed attempts in a row (None: it never yields)."""
+    beside a compute-bound VM of `competitor` vCPUs (0: alone); with `yield_after`, the spin loop
+    calls SCHEDOP_yield after that many failed attempts in a row (None: it never yields)."""
     if not 1 <= vcpus <= MAX_CPUS:
         raise ValueError(f"spinlock.S runs on 1 to {MAX_CPUS} vCPUs, not {vcpus}")
+    if not 0 <= competitor <= MAX_VCPUS:
+        raise ValueError(f"the competing VM has 0 (none) to {MAX_VCPUS} vCPUs, not {competitor}")
     if yield_after is not None and not 1 <= yield_after < NEVER:
         raise ValueError(f"yield after 1 or more failed attempts (or None: never), not {yield_after}")
     host = Host(pcpus=pcpus, scheduler=policy(pcpus), lockstep=LOCKSTEP)
     image = guest_image()
     vm = VM.from_image(image, host=host, vcpus=vcpus, stage2="contiguous", ram_size=RAM)
+    paravirtual(vm)
     block = image.entry
     vm.write_memory(block + YIELD_AFTER, struct.pack("<Q", NEVER if yield_after is None else yield_after))
     if competitor:
-        VM.from_source(COMPETITOR, host=host, stage2="contiguous", ram_size=RAM)
+        VM.from_source(competitor_source(competitor), host=host, vcpus=competitor, stage2="contiguous", ram_size=RAM)
     result = host.run(max_insns=max_insns, timeout_s=timeout_s).vms[0]
 
     def table(offset: int) -> tuple[int, ...]:
