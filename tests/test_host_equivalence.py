@@ -71,7 +71,7 @@ def test_guest_on_a_host_is_what_it_is_alone_and_on_the_bare_board(guest, policy
 @pytest.mark.parametrize("pcpus", PCPUS)
 @pytest.mark.parametrize("policy", POLICIES)
 def test_all_guests_sharing_one_host_each_end_as_alone(policy, pcpus):
-    host = Host(pcpus=pcpus, scheduler=scheduler(policy, pcpus, vms=len(GUEST_NAMES)))
+    host = Host(pcpus=pcpus, scheduler=scheduler(policy, pcpus, vcpus=(1,) * len(GUEST_NAMES)))
     layouts = ("contiguous", "scattered", "demand")
     vms = [VM.from_image(image(guest), host=host, stage2=layouts[i % 3], ram_size=RAM, seed=i)
            for i, guest in enumerate(GUEST_NAMES)]

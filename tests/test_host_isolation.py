@@ -7,10 +7,10 @@ from __future__ import annotations
 import functools
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from host_setups import POLICIES, c_guest, scheduler
+from host_setups import POLICIES, c_guest, combinations, fits, scheduler
 from vlab.arch.hcr import HCR
 from vlab.asm import assemble
 from vlab.guests import GUESTS
@@ -176,9 +176,12 @@ def alone(name: str, vcpus: int, max_insns: int) -> VM:
 def check_victim_unchanged(name: str, vcpus: int, source, policy: str, pcpus: int, hostile_first: bool,
                            max_insns: int, hostile_vcpus: int = 4, traps: HCR = HCR(0)) -> VM:
     """Run victim `name` beside the hostile guest `source(victim)`; assert the victim ends as alone."""
-    host = Host(pcpus=pcpus, scheduler=scheduler(policy, pcpus, vms=2))
-    make_hostile = lambda: VM(host=host, stage2="scattered", ram_size=RAM, vcpus=hostile_vcpus, traps=traps,
-                              seed=1)
+    sizes = (hostile_vcpus, vcpus) if hostile_first else (vcpus, hostile_vcpus)
+    host = Host(pcpus=pcpus, scheduler=scheduler(policy, pcpus, vcpus=sizes))
+
+    def make_hostile() -> VM:
+        return VM(host=host, stage2="scattered", ram_size=RAM, vcpus=hostile_vcpus, traps=traps, seed=1)
+
     bad = make_hostile() if hostile_first else None
     victim = VM.from_image(victim_image(name), host=host, stage2="scattered", ram_size=RAM, vcpus=vcpus)
     bad = bad or make_hostile()
@@ -191,9 +194,13 @@ def check_victim_unchanged(name: str, vcpus: int, source, policy: str, pcpus: in
     return bad
 
 
+# one and two cores; four for co-scheduling, which needs a core per vCPU of the four-vCPU VMs
+SHARED_CORES = [(policy, pcpus) for policy, pcpus in combinations((1, 2, 4), (4, 4))
+                if pcpus < 4 or policy == "cosched"]
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
-@pytest.mark.parametrize("pcpus", [1, 2])
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy, pcpus", SHARED_CORES)
 def test_a_hostile_vm_does_not_change_a_four_vcpu_c_guest_beside_it(kind, policy, pcpus):
     check_victim_unchanged("smp", 4, KINDS[kind], policy, pcpus, hostile_first=pcpus == 1, max_insns=5_000_000)
 
@@ -204,21 +211,21 @@ def test_a_hostile_vm_does_not_change_a_four_vcpu_c_guest_beside_it(kind, policy
 @pytest.mark.parametrize("policy", POLICIES)
 def test_a_vm_taking_exceptions_without_end_does_not_change_its_neighbour(policy, pcpus):
     check_victim_unchanged("hello", 1, lambda _: ALTERNATING_EXCEPTIONS, policy, pcpus, hostile_first=True,
-                           max_insns=EXCEPTION_BUDGET)
+                           max_insns=EXCEPTION_BUDGET, hostile_vcpus=1)
 
 
 def test_the_hostile_guests_do_what_they_are_named_for():
     # (a test of the tests: each hostile guest really misbehaves as its name says)
-    vm = check_victim_unchanged("hello", 1, writes_everywhere, POLICIES[0], 1, False, 3_000_000)
+    vm = check_victim_unchanged("hello", 1, writes_everywhere, "rr", 1, False, 3_000_000)
     stores = [r for r in vm.trap_log if r.kind == "DABT_LOWER"]
     assert len(stores) > 1_000 and vm.uart.text  # it wrote outside its RAM, and into its UART
     assert vm.read_memory(RAM_BASE + RAM - 8, 8) == bytes.fromhex("efbeaddeefbeadde")
-    loop = check_victim_unchanged("hello", 1, lambda _: EXCEPTION_LOOP, POLICIES[0], 1, False, 300_000)
+    loop = check_victim_unchanged("hello", 1, lambda _: EXCEPTION_LOOP, "rr", 1, False, 300_000)
     assert "exception loop" in loop.result().message
-    turns = check_victim_unchanged("hello", 1, lambda _: ALTERNATING_EXCEPTIONS, POLICIES[0], 1, False,
+    turns = check_victim_unchanged("hello", 1, lambda _: ALTERNATING_EXCEPTIONS, "rr", 1, False,
                                    EXCEPTION_BUDGET)
     assert len(turns.vcpus[0].entry.taken) > EXCEPTION_BUDGET // 10 and turns.result().reason.value == "budget"
-    spinner = check_victim_unchanged("hello", 1, lambda _: START_ALL_AND_SPIN, POLICIES[0], 2, False, 1_000_000)
+    spinner = check_victim_unchanged("hello", 1, lambda _: START_ALL_AND_SPIN, "rr", 2, False, 1_000_000)
     assert [v["state"] for v in spinner.result().vcpus] == ["runnable"] * 4  # all four started, none stopped
 
 
@@ -234,7 +241,8 @@ SYSREGS = ("sctlr_el1", "ttbr0_el1", "ttbr1_el1", "tcr_el1", "mair_el1", "contex
 ACTION = st.one_of(
     st.tuples(st.just("store"), ADDRESS.map(lambda a: a & ~7), U64),
     st.tuples(st.just("load"), ADDRESS.map(lambda a: a & ~7)),
-    st.tuples(st.just("hvc"), IMMEDIATE, st.tuples(FUNCTION, U64, U64, U64, U64, U64, st.sampled_from([29, 17, 18, 0]))),
+    st.tuples(st.just("hvc"), IMMEDIATE,
+              st.tuples(FUNCTION, U64, U64, U64, U64, U64, st.sampled_from([29, 17, 18, 0]))),
     st.tuples(st.just("msr"), st.sampled_from(SYSREGS), U64),
     st.tuples(st.just("op"), st.sampled_from(["tlbi vmalle1", "tlbi vmalle1is", "wfi", "svc #0", "brk #1", "udf #9",
                                               "isb", "dsb sy", "ic iallu", "msr daifclr, #2", "eret"])),
@@ -265,6 +273,7 @@ def test_a_random_hostile_program_does_not_change_its_neighbour(actions, policy,
     # With its SMCs trapped or not: HVC is the door here, and an SMC is not among the actions.
     # A small budget: a program that faults on every fetch (an eret to nowhere) takes an
     # exception every few instructions, and each costs the run loop a few hundred microseconds.
+    assume(fits(policy, pcpus, (2, 1)))
     body = "".join(render(action) for action in actions)
     check_victim_unchanged("paging", 1, lambda _: hostile(body), policy, pcpus, hostile_first, RANDOM_BUDGET,
                            hostile_vcpus=2, traps=HCR.TSC if tsc else HCR(0))
