@@ -13,6 +13,8 @@ from vlab.hyp.memory import LAYOUTS, HostMemory, VmMemory, frames_needed
 from vlab.hyp.vm import MAX_VCPUS, VM
 from vlab.machine.board import RAM_BASE, StopReason
 from vlab.mmu.tables import PAGE
+from vlab.sched import SchedError
+from vlab.sched.registry import make_policy
 
 MIB = 0x10_0000
 HELLO = GUESTS["hello"]
@@ -114,3 +116,11 @@ def test_a_run_without_a_positive_budget_is_refused(budget):
     with pytest.raises(ValueError, match="instruction budget must be positive"):
         host.run(max_insns=budget)
     still_runs(host, 1)
+
+
+def test_co_scheduling_refuses_a_vm_with_more_vcpus_than_cores_before_any_runs():
+    host = Host(pcpus=2, scheduler=make_policy("cosched", pcpus=2))
+    vm = VM.from_image(HELLO.image(), host=host, stage2="contiguous", ram_size=MIB, vcpus=3)
+    with pytest.raises(SchedError, match="more vCPUs than the host's 2 pCPU"):
+        host.run()
+    assert [v.instructions for v in vm.vcpus] == [0, 0, 0] and vm.uart.text == ""
