@@ -80,5 +80,5 @@ def test_all_guests_sharing_one_host_each_end_as_alone(policy, pcpus):
         reference = alone(guest)
         assert (result.reason, result.uart) == (reference.result.reason, reference.result.uart), guest
         assert differences(reference.vcpus[0], vm.vcpus[0]) == [], guest
-    ran = {s.entity.vm for s in host.schedule if s.entity is not None}
+    ran = {s.entity.vm for s in host.trace.segments}
     assert ran == set(range(len(vms)))

@@ -41,8 +41,13 @@ count_down:
 
 def ran(host: Host, vm: int, vcpu: int = 0) -> list[tuple[int, int]]:
     """The stretches of host time during which that vCPU had a physical CPU."""
-    return [(s.start, s.end) for s in host.schedule
-            if s.entity is not None and (s.entity.vm, s.entity.vcpu) == (vm, vcpu)]
+    return [(s.start, s.end) for s in host.trace.segments if (s.entity.vm, s.entity.vcpu) == (vm, vcpu)]
+
+
+def busy(host: Host, pcpu: int) -> int:
+    """Host ticks the trace shows core `pcpu` running a vCPU or switching to one."""
+    return (sum(s.end - s.start for s in host.trace.segments if s.pcpu == pcpu)
+            + sum(w.cost for w in host.trace.switches if w.pcpu == pcpu))
 
 
 # --- the same run twice ---------------------------------------------------------------------------
@@ -62,7 +67,7 @@ def mixed_host(policy: str, pcpus: int, switch_cost: int = 0, lockstep: int = 50
 
 
 def observed(host: Host, results: list) -> tuple:
-    return (host.schedule, host.wakes, host.pcpu_figures(), [r.uart for r in results],
+    return (host.trace.segments, host.trace.events, host.trace.switches, host.pcpu_figures(), [r.uart for r in results],
             [r.registers for r in results], [r.vcpus for r in results], [r.exits for r in results])
 
 
@@ -71,9 +76,9 @@ def observed(host: Host, results: list) -> tuple:
 def test_the_same_run_twice_gives_the_same_schedule_and_the_same_outputs(policy, pcpus):
     first, second = (observed(*mixed_host(policy, pcpus)) for _ in range(2))
     assert first == second
-    schedule, _, _, uarts, _, _, _ = first
+    segments, _, _, _, uarts, _, _, _ = first
     assert uarts[0].endswith("smp: all checks passed\n") and uarts[1].startswith("spinlock:")
-    assert {s.entity.vm for s in schedule if s.entity is not None} == {0, 1, 2, 3}
+    assert {s.entity.vm for s in segments} == {0, 1, 2, 3}
 
 
 @settings(max_examples=6)
@@ -81,7 +86,7 @@ def test_the_same_run_twice_gives_the_same_schedule_and_the_same_outputs(policy,
        slice_ticks=st.integers(5_000, 500_000))
 def test_any_host_configuration_repeats_exactly(pcpus, switch_cost, lockstep, slice_ticks):
     def once():
-        host = Host(pcpus=pcpus, scheduler=RoundRobin(slice_ticks=slice_ticks), switch_cost=switch_cost,
+        host = Host(pcpus=pcpus, scheduler=RoundRobin(slice_ticks=slice_ticks, pcpus=pcpus), switch_cost=switch_cost,
                     lockstep=lockstep)
         VM.from_image(lock_holder.guest_image(), host=host, vcpus=3, stage2="scattered", ram_size=RAM)
         VM.from_source(SLEEPER, host=host, stage2="contiguous", ram_size=RAM, traps=HCR.TWI)
@@ -105,17 +110,17 @@ def test_a_vcpu_blocked_in_a_trapped_wfi_leaves_its_physical_cpu_to_others(polic
     assert sum(end - start for start, end in stretches) < 1_000  # a handful of instructions, no waiting
     asleep = (stretches[0][1], stretches[-1][0])  # from its WFI to its last stretch
     assert asleep[1] - asleep[0] >= SLEEP - 1_000
-    during = [(max(s.start, asleep[0]), min(s.end, asleep[1]), s.entity) for s in host.schedule
+    during = [(max(s.start, asleep[0]), min(s.end, asleep[1]), s.entity) for s in host.trace.segments
               if s.end > asleep[0] and s.start < asleep[1]]
-    assert all(entity is None or entity.vm == 1 for _, _, entity in during)  # never the sleeper
+    assert all(entity.vm == 1 for _, _, entity in during)  # never the sleeper
     if policy in WORK_CONSERVING:  # (the others may keep the time for the sleeper: idle, but not its)
-        busy = sum(end - start for start, end, entity in during if entity is not None)
-        assert busy == asleep[1] - asleep[0]  # the busy VM had the physical CPU all that time
+        given = sum(end - start for start, end, _ in during)
+        assert given == asleep[1] - asleep[0]  # the busy VM had the physical CPU all that time
 
 
 def test_a_wfi_the_hypervisor_does_not_trap_keeps_the_physical_cpu_waiting():
     # the contrast: without TWI the vCPU waits in its WFI on the physical CPU it holds
-    host = Host(pcpus=1, scheduler=RoundRobin(slice_ticks=10_000_000))
+    host = Host(pcpus=1, scheduler=RoundRobin(slice_ticks=10_000_000, pcpus=1))
     VM.from_source(SLEEPER, host=host, stage2="contiguous", ram_size=RAM)
     VM.from_source(BUSY, host=host, stage2="contiguous", ram_size=RAM)
     host.run(max_insns=10_000_000)
@@ -127,10 +132,10 @@ def test_a_physical_cpu_whose_only_vcpu_blocks_idles_and_shows_it():
     host = Host(pcpus=1)
     VM.from_source(SLEEPER, host=host, stage2="contiguous", ram_size=RAM, traps=HCR.TWI)
     host.run()
-    idle = [s for s in host.schedule if s.entity is None]
-    assert sum(s.end - s.start for s in idle) >= SLEEP - 1_000
-    assert host.pcpu_figures()[0]["idle_ticks"] == sum(s.end - s.start for s in idle)
-    assert host.schedule[-1].entity is not None  # and it ran again when its timer fired
+    stretches = ran(host, 0)
+    assert stretches[-1][0] - stretches[0][1] >= SLEEP - 1_000  # nothing ran between its WFI and its wake
+    core = host.pcpu_figures()[0]
+    assert core["idle_ticks"] == core["ticks"] - busy(host, 0) >= SLEEP - 1_000
 
 
 # --- idle physical CPUs are visible ---------------------------------------------------------------
@@ -141,12 +146,12 @@ def test_physical_cpus_with_nothing_to_run_show_as_idle(policy):
     VM.from_source(BUSY, host=host, stage2="contiguous", ram_size=RAM)
     host.run()
     figures = host.pcpu_figures()
-    busy = [f for f in figures if f["world_switches"]]
-    assert len(busy) == 1 and busy[0]["idle_ticks"] < busy[0]["ticks"]
+    used = {s.pcpu for s in host.trace.segments}
+    assert len(used) == 1
     for core in figures:
-        if core is not busy[0]:
-            assert core["idle_ticks"] == core["ticks"] > 0
-            assert all(s.entity is None for s in host.schedule if s.pcpu == core["pcpu"])
+        assert core["idle_ticks"] == core["ticks"] - busy(host, core["pcpu"])
+        if core["pcpu"] not in used:
+            assert core["idle_ticks"] == core["ticks"] > 0 and core["world_switches"] == 0
 
 
 def test_cores_whose_vcpus_turned_themselves_off_idle_while_the_boot_vcpu_works_on():
@@ -157,6 +162,6 @@ def test_cores_whose_vcpus_turned_themselves_off_idle_while_the_boot_vcpu_works_
     figures = host.pcpu_figures()
     assert figures[0]["idle_ticks"] == 0
     for core in figures[1:]:
-        stretches = [s for s in host.schedule if s.pcpu == core["pcpu"]]
-        assert stretches[0].entity is not None and stretches[-1].entity is None  # a secondary ran, then nothing
-        assert core["idle_ticks"] == sum(s.end - s.start for s in stretches if s.entity is None) > 0
+        last = max(s.end for s in host.trace.segments if s.pcpu == core["pcpu"])  # a secondary ran here...
+        assert core["ticks"] > last  # ... and then nothing did
+        assert core["idle_ticks"] == core["ticks"] - busy(host, core["pcpu"]) > 0

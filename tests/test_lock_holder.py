@@ -64,11 +64,11 @@ spin:
     b       spin
 second:
 """ + POWER_OFF
-    host = Host(pcpus=1, scheduler=RoundRobin(slice_ticks=1_000_000))
+    host = Host(pcpus=1, scheduler=RoundRobin(slice_ticks=1_000_000, pcpus=1))
     lock_holder.paravirtual(VM.from_source(source, host=host, vcpus=2))
     result = host.run(max_insns=3_000_000).vms[0]
     assert result.reason is StopReason.POWERED_OFF and result.message.endswith("vCPU1")
-    first = host.schedule[0]
+    first = host.trace.segments[0]
     assert first.entity.vcpu == 0 and first.end - first.start < 100
 
 

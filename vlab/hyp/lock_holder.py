@@ -34,12 +34,13 @@ from typing import Callable
 from vlab.arch.esr import ExceptionClass
 from vlab.hyp import xen
 from vlab.hyp.handlers import handle_hvc
-from vlab.hyp.host import Host, Segment
+from vlab.hyp.host import Host
 from vlab.hyp.vm import MAX_VCPUS, VM, VmRunResult
 from vlab.machine.board import DEFAULT_TIMEOUT_S, StopReason
 from vlab.machine.loader import Image, image_from_file
 from vlab.sched import Scheduler
 from vlab.sched.round_robin import RoundRobin
+from vlab.sched.trace import Trace
 
 GUEST = Path(__file__).resolve().parent.parent / "guests" / "spinlock.S"
 # The guest's interface block, at these offsets from its first instruction (spinlock.S):
@@ -118,7 +119,7 @@ class VcpuSpin:
 
 @dataclass(frozen=True)
 class LockHolderRun:
-    """A run of the spinlock guest on a host: each vCPU's figures, the VM's result, the schedule."""
+    """A run of the spinlock guest on a host: each vCPU's figures, the VM's result, the host's trace."""
 
     pcpus: int
     yield_after: int | None
@@ -126,7 +127,7 @@ class LockHolderRun:
     vcpus: tuple[VcpuSpin, ...]
     result: VmRunResult
     verdict_ok: bool
-    schedule: tuple[Segment, ...]
+    trace: Trace
 
     @property
     def spin(self) -> int:
@@ -194,4 +195,4 @@ def measure(pcpus: int = 2, vcpus: int = 4, *, yield_after: int | None = None, c
                     for v in vm.vcpus)
     verdict = struct.unpack("<Q", vm.read_memory(block + VERDICT, 8))[0]
     return LockHolderRun(pcpus, yield_after, competitor, figures, result, verdict == VERDICT_OK,
-                         tuple(host.schedule))
+                         host.trace)
