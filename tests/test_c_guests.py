@@ -80,7 +80,17 @@ def test_exceptions_c_sees_architectural_syndromes_for_each_exception(elf):
         assert line in uart
 
 
-@pytest.mark.parametrize("name", builder.programs())
+def _needs_gic(name: str) -> bool:
+    return "gic.c" in {module.name for module in builder.linked_modules(builder.C_DIR / f"{name}.c")}
+
+
+# Issue 12, phase 1: the GIC is a model (vlab/machine/gic.py, tested against QEMU in test_gic_qemu.py)
+# that the board does not map yet. Strict: once it does, these pass and the marks must go.
+ON_THE_BOARD = [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="the board has no GIC yet (issue 12)"))
+                if _needs_gic(name) else name for name in builder.programs()]
+
+
+@pytest.mark.parametrize("name", ON_THE_BOARD)
 def test_c_guest_prints_the_same_on_qemu_and_on_vlab(elf, name):
     require_qemu()
     path = elf(name)

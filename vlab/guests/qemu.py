@@ -35,9 +35,19 @@ def qemu() -> str:
     return require_tool(QEMU, QEMU_PACKAGE, "to compare guests with QEMU")
 
 
-def run_on_qemu(elf: str | Path, timeout_s: float = 20.0) -> QemuRun:
-    """Boot ELF on QEMU's virt board like `-kernel ELF` and return its UART output."""
-    command = [qemu(), *MACHINE, *CONSOLE, "-kernel", str(elf)]
+def run_on_qemu(elf: str | Path, timeout_s: float = 20.0, cpus: int = 1, virtualization: bool = False,
+                trace: str | None = None) -> QemuRun:
+    """Boot ELF on QEMU's virt board like `-kernel ELF` and return its UART output.
+
+    `cpus` is `-smp`; `virtualization` boots at EL2 (`-M virt,virtualization=on`, where PSCI is
+    reached by SMC); `trace` enables QEMU trace events (e.g. "gic_*"), which land in stderr.
+    """
+    machine = list(MACHINE)
+    if virtualization:
+        machine[machine.index("virt")] = "virt,virtualization=on"
+    command = [qemu(), *machine, "-smp", str(cpus), *CONSOLE, "-kernel", str(elf)]
+    if trace is not None:
+        command += ["-trace", trace]
     try:
         done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as e:  # the guest did not power off: keep what it printed
