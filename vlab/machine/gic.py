@@ -211,6 +211,7 @@ class Distributor:
         self._shared = [Interrupt(targets=1 if cpus == 1 else 0) for _ in range(spis)]
         self._live: set[tuple[int, int]] = set()  # (CPU or _SHARED, INTID) of every pending or active interrupt
         self.on_change = on_change
+        self._batching, self._changed = False, False  # one notice per register access, not per interrupt
 
     # --- state, as devices and CPU interfaces see it --------------------------------------------
 
@@ -232,7 +233,12 @@ class Distributor:
             self._live.add(key)
         else:
             self._live.discard(key)
-        if self.on_change is not None:
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._batching:
+            self._changed = True
+        elif self.on_change is not None:
             self.on_change()
 
     def set_line(self, intid: int, level: bool, cpu: int = 0) -> None:
@@ -313,17 +319,22 @@ class Distributor:
 
     def write(self, cpu: int, offset: int, size: int, value: int) -> None:
         """A write by CPU `cpu`; what does not exist or is read-only ignores it."""
-        if offset == 0x000:
-            self.ctlr = value & (ENABLE_GRP0 | ENABLE_GRP1)
-            if self.on_change is not None:
-                self.on_change()
-        elif offset == 0xF00 and size == 4:
-            self._sgir(cpu, value)
-        elif (bank := self._bank(offset)) is not None:
-            mask = (1 << bank.bits) - 1
-            for i, intid in self._fields(bank, offset, size):
-                if self.exists(intid):
-                    bank.write(self, cpu, intid, (value >> (i * bank.bits)) & mask)
+        self._batching = True
+        try:
+            if offset == 0x000:
+                self.ctlr = value & (ENABLE_GRP0 | ENABLE_GRP1)
+                self._changed = True
+            elif offset == 0xF00 and size == 4:
+                self._sgir(cpu, value)
+            elif (bank := self._bank(offset)) is not None:
+                mask = (1 << bank.bits) - 1
+                for i, intid in self._fields(bank, offset, size):
+                    if self.exists(intid):
+                        bank.write(self, cpu, intid, (value >> (i * bank.bits)) & mask)
+        finally:
+            self._batching, changed, self._changed = False, self._changed, False
+        if changed:
+            self._notify()
 
     def _typer(self) -> int:
         """GICD_TYPER: ITLinesNumber [4:0] (32 INTIDs per line), CPUNumber [7:5], no Security Extensions."""

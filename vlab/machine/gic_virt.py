@@ -163,7 +163,7 @@ class _ListRegisterPort:
         if not self.interface.hcr & HCR_EN:
             return None
         best = None
-        for lr in map(ListRegister.decode, self.interface.lrs):
+        for lr in self.interface.list_registers():
             if lr.state is LrState.PENDING and groups >> lr.group & 1:
                 if best is None or lr.priority < best.priority:
                     best = Candidate(lr.vintid, lr.priority, lr.group, 0 if lr.hw else lr.cpuid)
@@ -171,8 +171,7 @@ class _ListRegisterPort:
 
     def acknowledge(self, chosen: Candidate) -> None:
         n = self._find(chosen.intid, chosen.source, LrState.PENDING)
-        lr = ListRegister.decode(self.interface.lrs[n])
-        self.interface.lrs[n] = replace(lr, state=LrState.ACTIVE).encode()
+        self.interface.set_list_register(n, replace(self.interface.list_register(n), state=LrState.ACTIVE))
 
     def deactivate(self, intid: int, source: int) -> bool:
         """Active -> invalid (pending and active -> pending); a HW interrupt is deactivated in the
@@ -182,14 +181,14 @@ class _ListRegisterPort:
             count = (self.interface.hcr >> HCR_EOICOUNT_SHIFT) + 1 & 0x1F
             self.interface.hcr = self.interface.hcr & ~(0x1F << HCR_EOICOUNT_SHIFT) | count << HCR_EOICOUNT_SHIFT
             return False
-        lr = ListRegister.decode(self.interface.lrs[n])
-        self.interface.lrs[n] = replace(lr, state=LrState(lr.state & ~LrState.ACTIVE)).encode()
+        lr = self.interface.list_register(n)
+        self.interface.set_list_register(n, replace(lr, state=LrState(lr.state & ~LrState.ACTIVE)))
         if lr.hw and self.interface.distributor is not None:
             self.interface.distributor.deactivate(self.interface.cpu, lr.physical)
         return True
 
     def _find(self, intid: int, source: int, *states: LrState) -> int | None:
-        for n, lr in enumerate(map(ListRegister.decode, self.interface.lrs)):
+        for n, lr in enumerate(self.interface.list_registers()):
             if lr.vintid == intid and lr.state in states and (intid not in SGIS or lr.hw or lr.cpuid == source):
                 return n
         return None
@@ -210,7 +209,8 @@ class VirtualCpuInterface(CpuInterface):
     def __init__(self, distributor: Distributor | None, cpu: int, on_signal: Callable[[int], None] | None = None):
         self.distributor, self.cpu = distributor, cpu  # the physical distributor: PPI 25, HW deactivation
         self.hcr = 0
-        self.lrs = [0] * LIST_REGISTERS
+        self.lrs = [0] * LIST_REGISTERS  # the registers as written
+        self._decoded = [ListRegister()] * LIST_REGISTERS  # and decoded, for the hardware's own use
         self.on_signal = on_signal
         self._signalled: str | None = None
         super().__init__(_ListRegisterPort(self), priority_bits=PRIORITY_BITS, group1_apart=False,
@@ -230,17 +230,29 @@ class VirtualCpuInterface(CpuInterface):
         """Load a vCPU's saved state onto this interface."""
         self.hcr = saved.hcr & HCR_MASK
         self.state = cpu_state_of(saved.vmcr, saved.apr)
-        self.lrs = [lr & ~(7 << 20) for lr in saved.lrs]  # bits [22:20] are reserved
+        for n, value in enumerate(saved.lrs):
+            self._write_list_register(n, value)
         self._refresh()
 
     # --- maintenance -----------------------------------------------------------------------------
 
     def list_registers(self) -> list[ListRegister]:
-        return [ListRegister.decode(v) for v in self.lrs]
+        return list(self._decoded)
+
+    def list_register(self, n: int) -> ListRegister:
+        return self._decoded[n]
+
+    def set_list_register(self, n: int, lr: ListRegister) -> None:
+        """The hardware updating a list register (the guest acknowledged or completed its interrupt)."""
+        self.lrs[n], self._decoded[n] = lr.encode(), lr
+
+    def _write_list_register(self, n: int, value: int) -> None:
+        value &= 0xFFFF_FFFF & ~(7 << 20)  # bits [22:20] are reserved
+        self.lrs[n], self._decoded[n] = value, ListRegister.decode(value)
 
     def misr(self) -> int:
         """GICH_MISR: which maintenance conditions hold now."""
-        lrs, hcr, ctlr = self.list_registers(), self.hcr, self.state.ctlr
+        lrs, hcr, ctlr = self._decoded, self.hcr, self.state.ctlr
         conditions = (
             (MISR_EOI, any(lr.eoi_signalled for lr in lrs)),
             (MISR_U, hcr & HCR_UIE and sum(lr.valid for lr in lrs) <= 1),
@@ -275,7 +287,7 @@ class VirtualCpuInterface(CpuInterface):
 
     def hyp_read(self, offset: int) -> int:
         """A 32-bit read of GICH at `offset`; unimplemented list registers and reserved offsets RAZ."""
-        lrs = self.list_registers()
+        lrs = self._decoded
         if 0x100 <= offset < 0x100 + 4 * LIST_REGISTERS:
             return self.lrs[(offset - 0x100) // 4]
         return {
@@ -295,7 +307,7 @@ class VirtualCpuInterface(CpuInterface):
         elif offset == 0xF0:
             self.state.active_priorities = value
         elif 0x100 <= offset < 0x100 + 4 * LIST_REGISTERS:
-            self.lrs[(offset - 0x100) // 4] = value & ~(7 << 20)
+            self._write_list_register((offset - 0x100) // 4, value)
         else:
             return
         self._refresh()
