@@ -8,6 +8,7 @@ delivered twice.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -83,14 +84,21 @@ class Host:
 # --- the paths, one by one ---------------------------------------------------------------------
 
 
-def test_the_virtual_timer_path_exits_once_and_the_guest_completes_it_without_exits():
-    host = Host(vcpus=1)
+def timer_fired(vcpus: int) -> Host:
+    """A host whose guest enabled its virtual timer (PPI 27, mapped to the physical one) on vCPU 0,
+    after the timer fired and the hypervisor injected it (one exit)."""
+    host = Host(vcpus=vcpus)
     host.vgic.map(27, 27)
     host.dist(0, GICD_ISENABLER, 1 << 27)
     host.dist(0, GICD_IPRIORITYR + 27, 0xA0, size=1)
     host.exits = 0
     host.gic.set_ppi(0, 27, True)  # the timer fires: a physical interrupt, taken by the hypervisor
     host.take_physical_interrupts()
+    return host
+
+
+def test_the_virtual_timer_path_exits_once_and_the_guest_completes_it_without_exits():
+    host = timer_fired(vcpus=1)
     assert host.exits == 1
     lr = host.interfaces[0].list_registers()[0]
     assert (lr.vintid, lr.state, lr.hw, lr.physical) == (27, LrState.PENDING, True, 27)
@@ -103,11 +111,7 @@ def test_the_virtual_timer_path_exits_once_and_the_guest_completes_it_without_ex
 
 
 def test_the_timer_cannot_fire_again_before_the_guest_completes_it():
-    host = Host(vcpus=1)
-    host.vgic.map(27, 27)
-    host.dist(0, GICD_ISENABLER, 1 << 27)
-    host.gic.set_ppi(0, 27, True)
-    host.take_physical_interrupts()
+    host = timer_fired(vcpus=1)
     iar = host.gicv(0, GICV_IAR)
     host.exits = 0
     host.take_physical_interrupts()  # the line is still high, but the physical interrupt is active
@@ -176,17 +180,24 @@ def test_a_descheduled_vcpu_keeps_its_active_and_pending_interrupts():
 
 
 def test_the_physical_active_state_of_a_mapped_interrupt_moves_with_its_vcpu():
-    host = Host(vcpus=2)
-    host.vgic.map(27, 27)
-    host.dist(0, GICD_ISENABLER, 1 << 27)
-    host.gic.set_ppi(0, 27, True)
-    host.take_physical_interrupts()
+    host = timer_fired(vcpus=2)
     host.gicv(0, GICV_IAR)
     host.switch_to(1)
     assert not host.gic.distributor.interrupt(0, 27).active  # vCPU 1's own timer may fire
     assert host.vgic.saved[0].physical_active == {27: True}
     host.switch_to(0)
     assert host.gic.distributor.interrupt(0, 27).active
+
+
+def test_hypervisor_mistakes_are_errors_that_say_what_is_wrong():
+    host = Host(vcpus=2)
+    with pytest.raises(ValueError, match="vCPU1 is not loaded"):
+        host.vgic.put(1)
+    with pytest.raises(ValueError, match="loaded there already"):
+        host.vgic.load(1, host.interfaces[0])
+    host.gic.cpu_interfaces[0].write(0x00, 4, 1)  # EOImode 0
+    with pytest.raises(ValueError, match="EOImode = 1"):
+        serve_physical_irq(host.gic.cpu_interfaces[0], host.vgic, 0)
 
 
 def test_the_world_switch_state_is_listed_for_the_course():

@@ -35,9 +35,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from vlab.machine.gic import FIRST_SPI, QEMU_VIRT_SPIS, SGIS, SPURIOUS, Candidate, CpuInterface, Distributor, Interrupt
+from vlab.machine.gic import (EOI_MODE, FIRST_SPI, QEMU_VIRT_SPIS, SGIS, SPURIOUS, Candidate, CpuInterface, Distributor,
+                              Interrupt)
 from vlab.machine.gic_virt import (HCR_EN, HCR_EOICOUNT_SHIFT, HCR_LRENPIE, HCR_UIE, LIST_REGISTERS, PRIORITY_BITS,
-                                   ListRegister, LrState, VirtualCpuInterface, VirtualInterfaceState, cpu_state_of)
+                                   ListRegister, LrState, VirtualCpuInterface, VirtualInterfaceState, cpu_state_of,
+                                   describe_list_registers)
 
 # What a world switch moves for the interrupt controller, per vCPU (printed by the course):
 WORLD_SWITCH_STATE = (
@@ -145,6 +147,8 @@ class VGic:
     def load(self, vcpu: int, interface: VirtualCpuInterface) -> None:
         """World switch in: flush the vCPU's interrupts into its saved registers and restore them
         onto `interface`, with the physical active state of its mapped interrupts."""
+        if vcpu in self.loaded or interface in self.loaded.values():
+            raise ValueError(f"vCPU{vcpu} cannot be loaded: it, or another vCPU, is loaded there already")
         saved = self.saved[vcpu]
         for pintid, active in saved.physical_active.items():
             interface.distributor.change(interface.cpu, pintid, active=active)
@@ -155,6 +159,8 @@ class VGic:
     def put(self, vcpu: int) -> SavedGic:
         """World switch out: save the vCPU's registers (leaving the interface empty), the physical
         active state of its mapped interrupts (leaving them inactive), and sync."""
+        if vcpu not in self.loaded:
+            raise ValueError(f"vCPU{vcpu} is not loaded on a physical CPU: there is nothing to save")
         interface = self.loaded.pop(vcpu)
         saved = self.saved[vcpu]
         saved.interface = interface.save()
@@ -278,8 +284,7 @@ class VGic:
     def describe(self, vcpu: int) -> str:
         """The vCPU's list registers (loaded or saved), for people to read."""
         interface = self.loaded.get(vcpu)
-        lrs = interface.lrs if interface is not None else self.saved[vcpu].interface.lrs
-        return "\n".join(f"GICH_LR{n}: {ListRegister.decode(v)}" for n, v in enumerate(lrs))
+        return describe_list_registers(interface.lrs if interface is not None else self.saved[vcpu].interface.lrs)
 
 
 def _lowest(bits: int) -> int:
@@ -292,6 +297,9 @@ def serve_physical_irq(gicc: CpuInterface, vgic: VGic, vcpu: int) -> int:
     mapped to the guest stays active until the guest completes the virtual one (HW list register),
     and is injected; any other -- the maintenance interrupt -- is deactivated and refreshes the
     list registers. Returns the INTID taken (1023: none)."""
+    if not gicc.state.ctlr & EOI_MODE:
+        raise ValueError("the host must run its CPU interface with GICC_CTLR.EOImode = 1: with 0, its EOI would "
+                         "deactivate an interrupt the guest has not completed yet")
     iar = gicc.acknowledge()
     intid = iar & 0x3FF
     if intid >= 1020:

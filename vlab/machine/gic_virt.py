@@ -48,6 +48,7 @@ GICH_BASE, GICH_SIZE = 0x0803_0000, 0x1000
 GICV_BASE, GICV_SIZE = 0x0804_0000, GICC_SIZE
 LIST_REGISTERS = 4
 PRIORITY_BITS = 5
+MIN_BPR = 7 - PRIORITY_BITS  # GICV_BPR cannot go lower: the group priority has at most 5 bits
 GICH_VTR = (PRIORITY_BITS - 1) << 29 | (PRIORITY_BITS - 1) << 26 | (LIST_REGISTERS - 1)  # 0x9000_0003
 GICH_VMCR_RESET = 2 << 21 | 3 << 18  # VMBP = 2, VMABP = 3: 0x004C_0000
 
@@ -141,6 +142,11 @@ class VirtualInterfaceState:
         return dict(zip(WORLD_SWITCH_REGISTERS, values))
 
 
+def describe_list_registers(lrs: list[int]) -> str:
+    """One line per list register, decoded."""
+    return "\n".join(f"GICH_LR{n}: {ListRegister.decode(value)}" for n, value in enumerate(lrs))
+
+
 def vmcr_of(cpu: CpuInterfaceState) -> int:
     """GICH_VMCR: VMPriMask [31:27], VMBP [23:21], VMABP [20:18], and GICV_CTLR's bits in [9:0]."""
     return (cpu.pmr >> 3) << 27 | (cpu.bpr & 7) << 21 | (cpu.abpr & 7) << 18 | (cpu.ctlr & CPU_CTLR_MASK)
@@ -148,8 +154,8 @@ def vmcr_of(cpu: CpuInterfaceState) -> int:
 
 def cpu_state_of(vmcr: int, apr: int) -> CpuInterfaceState:
     """The virtual CPU interface's registers from GICH_VMCR and GICH_APR (binary points kept in range)."""
-    return CpuInterfaceState(ctlr=vmcr & CPU_CTLR_MASK, pmr=(vmcr >> 27) << 3, bpr=max(vmcr >> 21 & 7, 2),
-                             abpr=max(vmcr >> 18 & 7, 3), active_priorities=apr & 0xFFFF_FFFF)
+    return CpuInterfaceState(ctlr=vmcr & CPU_CTLR_MASK, pmr=(vmcr >> 27) << 3, bpr=max(vmcr >> 21 & 7, MIN_BPR),
+                             abpr=max(vmcr >> 18 & 7, MIN_BPR + 1), active_priorities=apr & 0xFFFF_FFFF)
 
 
 class _ListRegisterPort:
@@ -163,7 +169,7 @@ class _ListRegisterPort:
         if not self.interface.hcr & HCR_EN:
             return None
         best = None
-        for lr in self.interface.list_registers():
+        for lr in self.interface._decoded:
             if lr.state is LrState.PENDING and groups >> lr.group & 1:
                 if best is None or lr.priority < best.priority:
                     best = Candidate(lr.vintid, lr.priority, lr.group, 0 if lr.hw else lr.cpuid)
@@ -188,7 +194,7 @@ class _ListRegisterPort:
         return True
 
     def _find(self, intid: int, source: int, *states: LrState) -> int | None:
-        for n, lr in enumerate(self.interface.list_registers()):
+        for n, lr in enumerate(self.interface._decoded):
             if lr.vintid == intid and lr.state in states and (intid not in SGIS or lr.hw or lr.cpuid == source):
                 return n
         return None
@@ -318,9 +324,8 @@ class VirtualCpuInterface(CpuInterface):
 
     def describe(self) -> str:
         """The list registers and the running priority, one line each, for people to read."""
-        lines = [f"GICH_LR{n}: {lr}" for n, lr in enumerate(self.list_registers())]
         rpr = self.running_priority()
-        return "\n".join(lines + [f"running priority: {'idle' if rpr > 0xFF else hex(rpr)}"])
+        return describe_list_registers(self.lrs) + f"\nrunning priority: {'idle' if rpr > 0xFF else hex(rpr)}"
 
 
 _GICH_REGISTERS = {0x00: "GICH_HCR", 0x04: "GICH_VTR", 0x08: "GICH_VMCR", 0x10: "GICH_MISR", 0x20: "GICH_EISR0",
