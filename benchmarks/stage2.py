@@ -77,7 +77,7 @@ def main() -> None:
         t_bare, insns = timed(bare)
         vm = VM.from_image(image, stage2="scattered", ram_size=RAM)
         t_vm, _ = timed(vm)
-        tlb, walks = vm.vcpus[0].tlb, vm.vcpus[0].walks
+        tlb, walks = vm.host.pcpus[0].tlb, vm.vcpus[0].walks
         lookups = tlb.hits + tlb.misses  # each one a miss of Unicorn's own TLB, answered by vlab
         print(f"    {pages:>5} pages   {insns / t_bare / 1e6:13.1f}   {insns / t_vm / 1e6:23.1f}   "
               f"{t_bare / t_vm:5.2f}   {lookups:>16,}   {walks:>5,}  ({lookups / t_vm:,.0f} TLB fills/s)")

@@ -13,8 +13,8 @@ What a handler can use:
     vcpu.x(n), vcpu.set_x(n, v)  the guest's registers (n = 31 is the zero register)
     vcpu.read_sysreg(name), vcpu.write_sysreg(name, value)   the vCPU's system registers
     vcpu.skip(exit)              the trapped instruction is done: continue after it
-    vcpu.vm.device_at(ipa)       the emulated device at an IPA (it has .base), or None
-    vcpu.vm.mmio(vcpu, device, offset, size, value, is_write)  perform a device access;
+    vcpu.platform.device_at(ipa) the emulated device at an IPA (it has .base), or None
+    vcpu.platform.mmio(device, offset, size, value, is_write)  perform a device access;
                                  returns the value read
 """
 

@@ -13,8 +13,8 @@ What a handler can use:
     vcpu.x(n), vcpu.set_x(n, v)  the guest's registers (n = 31 is the zero register)
     vcpu.read_sysreg(name), vcpu.write_sysreg(name, value)   the vCPU's system registers
     vcpu.skip(exit)              the trapped instruction is done: continue after it
-    vcpu.vm.device_at(ipa)       the emulated device at an IPA (it has .base), or None
-    vcpu.vm.mmio(vcpu, device, offset, size, value, is_write)  perform a device access;
+    vcpu.platform.device_at(ipa) the emulated device at an IPA (it has .base), or None
+    vcpu.platform.mmio(device, offset, size, value, is_write)  perform a device access;
                                  returns the value read
 """
 
@@ -54,14 +54,14 @@ def handle_uart_access(vcpu, exit):
     """
     ### BEGIN SOLUTION
     abort = DataAbort.from_iss(exit.syndrome.iss)
-    device = vcpu.vm.device_at(exit.ipa)
+    device = vcpu.platform.device_at(exit.ipa)
     offset = exit.ipa - device.base
     bits = 8 * abort.size
     if abort.wnr:
         value = vcpu.x(abort.srt) & ((1 << bits) - 1)
-        vcpu.vm.mmio(vcpu, device, offset, abort.size, value, True)
+        vcpu.platform.mmio(device, offset, abort.size, value, True)
     else:
-        value = vcpu.vm.mmio(vcpu, device, offset, abort.size, 0, False)
+        value = vcpu.platform.mmio(device, offset, abort.size, 0, False)
         if abort.sse and value >> (bits - 1) & 1:
             value -= 1 << bits
         vcpu.set_x(abort.srt, value & ((1 << 64) - 1 if abort.sf else 0xFFFF_FFFF))

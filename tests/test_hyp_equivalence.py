@@ -55,7 +55,7 @@ def test_differences_name_a_changed_register_and_the_first_changed_byte_of_ram(o
     vcpu = vm.vcpus[0]
     byte = vcpu.read_memory(RAM_BASE + offset, 1)[0]
     vcpu.write_memory(RAM_BASE + offset, bytes([byte ^ 0x5A]))
-    vcpu.cpu.set_x(7, vcpu.cpu.x(7) + 1)
+    vcpu.set_x(7, vcpu.x(7) + 1)
     found = differences(bare, vcpu)
     assert found == [f"x7: {bare.cpu.x(7):#x} != {bare.cpu.x(7) + 1:#x}",
                      f"RAM: 1 differing byte, the first at {RAM_BASE + offset:#x}"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 
 class ExceptionClass(IntEnum):
@@ -106,9 +107,9 @@ def _decode_imm16(iss: int) -> dict[str, int]:
 #   24  22 21 20 19  17 16  14 13  10 9   5 4  1 0
 #  [ res ][ Op0 ][ Op2 ][ Op1 ][ CRn ][ Rt ][ CRm][Dir]     Dir: 1 = read (MRS)
 
-@dataclass(frozen=True)
-class SysRegAccess:
-    """The ISS of a trapped system-register access, decoded."""
+class SysRegAccess(NamedTuple):
+    """The ISS of a trapped system-register access, decoded. (A named tuple: the exit path looks
+    accesses up in tables, and a tuple hashes in C where a frozen dataclass hashes in Python.)"""
 
     op0: int
     op1: int

@@ -9,7 +9,9 @@
 
 from vlab.arch.hcr import HCR
 from vlab.hyp.exits import Exit, TrapRecord
+from vlab.hyp.host import Host, HostRunResult
 from vlab.hyp.vcpu import VCpu, VCpuState
 from vlab.hyp.vm import SUPPORTED_TRAPS, VM, VmRunResult
 
-__all__ = ["HCR", "SUPPORTED_TRAPS", "VM", "VCpu", "VCpuState", "Exit", "TrapRecord", "VmRunResult"]
+__all__ = ["HCR", "SUPPORTED_TRAPS", "VM", "Host", "HostRunResult", "VCpu", "VCpuState", "Exit", "TrapRecord",
+           "VmRunResult"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vlab.arch.hcr import HCR
+from vlab.hyp.vcpu import VCpu
 from vlab.hyp.vm import VM
 from vlab.machine.board import Board, RunResult
 from vlab.machine.loader import Image, load
@@ -23,19 +24,20 @@ GUEST_VISIBLE_SYSREGS = (
 )
 
 
-def guest_state(machine: Board) -> dict[str, int]:
+def guest_state(machine: Board | VCpu) -> dict[str, int]:
     """The registers and guest-visible system registers of a board or a vCPU (RAM: see `ram_of`)."""
-    state = dict(machine.cpu.registers())
-    state.update({name: machine.cpu.read_sysreg(name) for name in GUEST_VISIBLE_SYSREGS})
+    core = machine.cpu if isinstance(machine, Board) else machine
+    state = dict(core.registers())
+    state.update({name: core.read_sysreg(name) for name in GUEST_VISIBLE_SYSREGS})
     return state
 
 
-def ram_of(machine: Board) -> bytes:
+def ram_of(machine: Board | VCpu) -> bytes:
     """The whole of a board's or a VM's RAM, as the guest sees it."""
     return machine.read_memory(machine.ram.base, machine.ram.size)
 
 
-def differences(bare: Board, virtual: Board) -> list[str]:
+def differences(bare: Board, virtual: Board | VCpu) -> list[str]:
     """'name: bare value != VM value' for every piece of guest-visible state that differs."""
     a, b = guest_state(bare), guest_state(virtual)
     found = [f"{name}: {_show(a[name])} != {_show(b[name])}" for name in a if a[name] != b[name]]

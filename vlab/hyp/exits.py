@@ -9,6 +9,7 @@ decoded, plus the instruction text for people to read.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from vlab.arch.esr import ExceptionClass, Syndrome
 from vlab.asm import disassemble_one
@@ -60,16 +61,23 @@ class Exit:
         return text
 
 
-@dataclass(frozen=True)
-class TrapRecord:
-    """A line of the trap log: when, which exit (None for an interrupt), what the hypervisor did."""
+# Where the hypervisor served an exit. KVM serves most exits in the kernel and returns to its
+# user-space loop only for what it cannot; vlab does the same inside Unicorn's hooks:
+IN_PLACE = "in place"  # served inside the hook: the emulator never stopped
+RUN_LOOP = "run loop"  # the vCPU's run returned to the hypervisor's loop (a world switch, a block, power-off...)
+
+
+class TrapRecord(NamedTuple):
+    """A line of the trap log: when, which exit (None for an interrupt), what the hypervisor did, where.
+    (A named tuple: one is made for every exit, and a frozen dataclass costs several times more.)"""
 
     tick: int
     vcpu: int
     kind: str  # the exception-class name, or "IRQ"
     exit: Exit | None
     action: str
+    served: str = RUN_LOOP  # IN_PLACE or RUN_LOOP
 
     def __str__(self) -> str:
         where = f"{self.exit.address:#x} {self.exit.instruction:<24}" if self.exit else f"{'':<35}"
-        return f"[{self.tick:>8}] vCPU{self.vcpu} {self.kind:<8} {where} -> {self.action}"
+        return f"[{self.tick:>8}] vCPU{self.vcpu} {self.kind:<10} {where} {self.served:<8} -> {self.action}"

@@ -2,7 +2,8 @@
 
 A handler emulates what the guest tried to do, moves the guest on (`vcpu.skip(exit)`
 after a trapped instruction), and returns one line saying what it did, for the trap
-log. `DEFAULT_HANDLERS` is the dispatch table a VM starts with; print it to see the
+log. It reaches the VM's devices, firmware and console through `vcpu.platform`.
+`DEFAULT_HANDLERS` is the dispatch table a VM starts with; print it to see the
 whole hypervisor at a glance.
 
 vlab's own hypercalls (HVC #0 with the function id in x0), in the SMCCC range for
@@ -14,15 +15,20 @@ vendor-specific hypervisor services (owner 6, fast calls):
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess
+from vlab.arch import ldst
 from vlab.arch.sysregs import BY_ENCODING, name_of
 from vlab.hyp.exits import Exit
-from vlab.hyp.vcpu import VCpu
 from vlab.machine import psci
+from vlab.machine.board import Device
 
-Handler = Callable[[VCpu, Exit], str]
+if TYPE_CHECKING:
+    from vlab.hyp.vcpu import VCpu
+    from vlab.hyp.vm import VM
+
+Handler = Callable[["VCpu", Exit], str]
 
 VLAB_PUTC = 0x8600_0001
 VLAB_WRITE = 0x8600_0002
@@ -49,7 +55,7 @@ def handle_sysreg(vcpu: VCpu, exit: Exit) -> str:
 
 
 def handle_wfx(vcpu: VCpu, exit: Exit) -> str:
-    """A trapped WFI: the vCPU gives up the core until its virtual timer fires."""
+    """A trapped WFI: the vCPU gives up its physical CPU until its virtual timer fires."""
     vcpu.skip(exit)
     return vcpu.wait_for_interrupt()
 
@@ -69,11 +75,12 @@ def hypercall(vcpu: VCpu, exit: Exit) -> str:
     """Serve the call whose function id is in x0; the result goes back in x0."""
     fid = vcpu.x(0) & 0xFFFF_FFFF
     if psci.is_psci(fid):
-        return vcpu.vm.psci(vcpu, fid)
+        return vcpu.platform.psci(fid)
     if fid == VLAB_PUTC:
-        vcpu.vm.uart.write(0, 1, vcpu.x(1) & 0xFF)
+        byte = vcpu.x(1) & 0xFF
+        vcpu.platform.console(bytes([byte]))
         vcpu.set_x(0, 0)
-        return f"VLAB_PUTC {chr(vcpu.x(1) & 0xFF)!r}"
+        return f"VLAB_PUTC {chr(byte)!r}"
     if fid == VLAB_WRITE:
         return _vlab_write(vcpu)
     vcpu.set_x(0, psci.PsciReturn.NOT_SUPPORTED & _U64)
@@ -82,55 +89,72 @@ def hypercall(vcpu: VCpu, exit: Exit) -> str:
 
 def _vlab_write(vcpu: VCpu) -> str:
     address, length = vcpu.x(1), vcpu.x(2)
-    ram = vcpu.ram
-    if length > VLAB_WRITE_MAX or not ram.contains(address, max(length, 1)):
+    if length > VLAB_WRITE_MAX or not vcpu.ram.contains(address, max(length, 1)):
         vcpu.set_x(0, psci.PsciReturn.INVALID_PARAMETERS & _U64)
         return f"VLAB_WRITE of {length} bytes at {address:#x}: not inside the VM's RAM, x0 = -2"
-    for byte in vcpu.read_memory(address, length):
-        vcpu.vm.uart.write(0, 1, byte)
+    vcpu.platform.console(vcpu.read_memory(address, length))
     vcpu.set_x(0, length)
     return f"VLAB_WRITE {length} bytes from {address:#x}"
 
 
 def handle_data_abort(vcpu: VCpu, exit: Exit) -> str:
-    """A stage-2 data abort: emulate the device at that IPA, or give the guest an external abort."""
+    """A stage-2 data abort: fix the VM's own RAM, emulate the device at that IPA, or give the guest
+    an external abort."""
     abort = DataAbort.from_iss(exit.syndrome.iss)
-    fixed = resolve_in_ram(vcpu, exit, abort.wnr)
+    fixed = vcpu.platform.resolve_stage2(exit.ipa, abort.wnr)
     if fixed:
-        return fixed
-    device = vcpu.vm.device_at(exit.ipa)
+        return fixed  # the guest re-executes the instruction under the new stage-2 entry
+    device = vcpu.platform.device_at(exit.ipa)
     if device is None:
         return inject_external_abort(vcpu, exit, f"no device at IPA {exit.ipa:#x}")
     if not abort.isv:
         return inject_external_abort(vcpu, exit, "ISV = 0: the access is not one a hypervisor can emulate "
                                                  "from the syndrome (a pair, writeback or SIMD)")
-    offset = exit.ipa - device.base
-    if abort.wnr:
-        value = vcpu.x(abort.srt) & ((1 << (8 * abort.size)) - 1)
-        vcpu.vm.mmio(vcpu, device, offset, abort.size, value, is_write=True)
-        action = f"{device.name}.{device.register_name(offset)} <- {value:#x}"
-    else:
-        value = vcpu.vm.mmio(vcpu, device, offset, abort.size, 0, is_write=False)
+    value, action = emulate_mmio(vcpu, device, exit, abort, vcpu.x(abort.srt))
+    if not abort.wnr:
         if abort.sse and value >> (8 * abort.size - 1) & 1:
             value -= 1 << (8 * abort.size)
         vcpu.set_x(abort.srt, value & (_U64 if abort.sf else 0xFFFF_FFFF))
-        action = f"{device.name}.{device.register_name(offset)} -> {value & _U64:#x} into x{abort.srt}"
     vcpu.skip(exit)
     return action
 
 
-def resolve_in_ram(vcpu: VCpu, exit: Exit, write: bool) -> str | None:
-    """A stage-2 fault on the VM's own RAM (demand paging, dirty tracking): fix the mapping and retry."""
-    memory = vcpu.vm.memory
-    action = memory.resolve(exit.ipa, write) if memory is not None else None
-    if action:
-        vcpu.flush_tlb()  # the guest re-executes the instruction under the new stage-2 entry
-    return action
+def emulate_mmio(vcpu: VCpu, device: Device, exit: Exit, abort: DataAbort, stored: int) -> tuple[int, str]:
+    """The device access an MMIO exit stands for: the value read (the access's `abort.size` bytes,
+    not yet extended into a register) or written (`stored`, cut to size), and the log line."""
+    offset = exit.ipa - device.base
+    where = f"{device.name}.{device.register_name(offset)}"
+    if abort.wnr:
+        value = stored & ((1 << (8 * abort.size)) - 1)
+        vcpu.platform.mmio(device, offset, abort.size, value, is_write=True)
+        return value, f"{where} <- {value:#x}"
+    value = vcpu.platform.mmio(device, offset, abort.size, 0, is_write=False)
+    return value, f"{where} -> {value:#x} into x{abort.srt}"
+
+
+def serve_mmio(vcpu: VCpu, exit: Exit, abort: DataAbort, stored: int) -> int:
+    """`handle_data_abort`'s device emulation, served in place from inside a device access: the
+    emulator then completes the load (extending the value into the register) or the store."""
+    value, action = emulate_mmio(vcpu, vcpu.platform.device_at(exit.ipa), exit, abort, stored)
+    vcpu.vm.record_in_place(vcpu, exit, action)
+    return value
+
+
+def mmio_syndrome(vm: VM, decoded: ldst.Access | None, ipa: int, el: int, is_write: bool) -> Syndrome:
+    """The ESR_EL2 of a guest access to an emulated device at `ipa`: a stage-2 translation fault at
+    the level the VM's tables miss, with the instruction syndrome when the access has one."""
+    fsc = FaultStatus.TRANSLATION_L0 + vm.stage2_miss_level(ipa)
+    if decoded is None:
+        return Syndrome(ExceptionClass.DABT_LOWER, DataAbort(fsc, wnr=is_write).iss)
+    return Syndrome(ExceptionClass.DABT_LOWER, DataAbort(
+        fsc, wnr=decoded.is_write, isv=True, sas=decoded.sas, sse=decoded.sign_extend, srt=decoded.rt,
+        sf=decoded.sixty_four, ar=decoded.acquire_release).iss)
 
 
 def handle_instruction_abort(vcpu: VCpu, exit: Exit) -> str:
     """The guest fetched an instruction from an IPA without RAM: page it in, or nothing can run there."""
-    return resolve_in_ram(vcpu, exit, write=False) or inject_external_abort(vcpu, exit, f"instruction fetch from IPA {exit.ipa:#x}, outside the VM's RAM")
+    return vcpu.platform.resolve_stage2(exit.ipa, False) or inject_external_abort(
+        vcpu, exit, f"instruction fetch from IPA {exit.ipa:#x}, outside the VM's RAM")
 
 
 def inject_external_abort(vcpu: VCpu, exit: Exit, why: str) -> str:
@@ -154,4 +178,3 @@ DEFAULT_HANDLERS: dict[ExceptionClass, Handler] = {
     ExceptionClass.DABT_LOWER: handle_data_abort,
     ExceptionClass.IABT_LOWER: handle_instruction_abort,
 }
-

@@ -1,45 +1,51 @@
-"""A virtual machine: guest RAM, emulated devices, vCPUs, trap controls -- and the run loop.
+"""A virtual machine: guest RAM, emulated devices, vCPUs, trap controls, and the dispatch table.
 
     vm = VM.from_file("vlab/guests/hello.S", traps=HCR.TVM | HCR.TWI)
     result = vm.run()            # result.uart, result.exits, vm.trap_log
 
-The run loop is the story of trap-and-emulate:
+A VM lives on a host (vlab.hyp.host): its vCPUs are saved contexts that the host's physical
+CPUs load and run. Alone (no `host=` given) it gets a host of its own with one physical CPU.
+Every exit goes through one table, `vm.handlers`, indexed by the exception class ESR_EL2
+reports:
 
-    run the vCPU natively until it exits
-      -> look up the handler for the exit's exception class (vm.handlers)
+    the guest runs natively until it exits
+      -> look up the handler for the exit's class
       -> the handler emulates what the guest tried, logs one line, moves the guest on
-      -> resume the guest
+      -> the guest resumes (in place, or after the run loop -- see vlab.hyp.pcpu)
 
-Innocuous instructions never leave the guest: no hook runs per instruction, so the
-guest runs at the bare machine's speed between exits (Popek and Goldberg's
-*efficiency*). What a guest can touch is what the VM gives it (*resource control*),
-and with the handlers below a guest behaves as on the bare board (*equivalence*).
+Innocuous instructions never leave the guest: no hook runs per instruction, so the guest runs
+at the bare machine's speed between exits (Popek and Goldberg's *efficiency*). What a guest can
+touch is what the VM gives it (*resource control*), and with the handlers below a guest behaves
+as on the bare board (*equivalence*).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlab.arch.hcr import HCR
-from vlab.hyp.exits import Exit, TrapRecord
+from vlab.hyp.exits import IN_PLACE, Exit, TrapRecord
 from vlab.hyp.handlers import DEFAULT_HANDLERS, Handler
 from vlab.hyp.memory import HostMemory, VmMemory, zeroed_host_buffer
+from vlab.hyp.platform import Platform
 from vlab.hyp.vcpu import VCpu, VCpuState
 from vlab.machine import psci
 from vlab.machine.board import (DEFAULT_MAX_INSNS, DEFAULT_RAM_SIZE, DEFAULT_TIMEOUT_S, RAM_BASE, Device,
-                                MmioAccess, RunResult, StopReason)
+                                MmioAccess, Region, RunResult, StopReason)
+from vlab.machine.cpu import GuestException
 from vlab.machine.loader import Image, image_from_file, image_from_program, load
 from vlab.machine.uart import PL011
+from vlab.mmu.tables import PAGE
 
 # The trap controls vlab can honour. TWE is missing on purpose: Unicorn executes WFE as a
 # NOP, so a guest's WFE can never trap -- vlab will not pretend that it did.
 SUPPORTED_TRAPS = HCR.TVM | HCR.TRVM | HCR.TID3 | HCR.TACR | HCR.TSC | HCR.TWI
-MAX_VCPUS = 4
-QUANTUM = 100_000  # instructions per turn when several vCPUs share the run loop
+MAX_VCPUS = 8
+_PERMANENT = (StopReason.POWERED_OFF, StopReason.RESET)
+_U64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class VmRunResult(RunResult):
     """A run of a VM: the boot vCPU's final state, plus what the hypervisor saw."""
 
     exits: dict[str, int] = field(default_factory=dict)  # exception-class name (or "IRQ") -> count
+    vcpus: tuple[dict, ...] = ()  # per vCPU: state, instructions, and what the scheduler gave it
 
     @property
     def trapped(self) -> int:
@@ -59,17 +66,22 @@ class VmRunResult(RunResult):
         return self.instructions - self.trapped
 
     def to_json(self) -> dict:
-        return super().to_json() | {"exits": dict(self.exits)}
+        return super().to_json() | {"exits": dict(self.exits), "sched": list(self.vcpus)}
 
 
 class VM:
     """A virtual machine shaped like vlab's bare board: RAM at 0x4000_0000, a PL011 at 0x0900_0000."""
 
     def __init__(self, traps: HCR = HCR(0), ram_size: int = DEFAULT_RAM_SIZE, vcpus: int = 1,
-                 trace_limit: int = 10_000, stage2: str | None = None, host: HostMemory | None = None,
-                 seed: int = 0, vmid: int = 1):
-        """A VM. With `stage2` ("contiguous", "scattered" or "demand") its RAM is host frames behind
-        stage-2 tables in `host` (a new host memory unless given: VMs may share one)."""
+                 trace_limit: int = 10_000, stage2: str | None = None, host=None, seed: int = 0,
+                 vmid: int | None = None, weight: int = 256, cap: int = 0):
+        """A VM on `host` (a vlab.hyp.host.Host; a HostMemory puts it on that memory's host; None: a
+        host of its own). With `stage2` ("contiguous", "scattered" or "demand") its RAM is host frames
+        behind stage-2 tables; without, its RAM is mapped as it is (one such VM per host). Alone, it
+        gets a host with one physical CPU per vCPU. `weight` and
+        `cap` are its vCPUs' scheduling share and ceiling (percent of one physical CPU, 0: none)."""
+        from vlab.hyp.host import Host  # the host module imports this one
+
         unsupported = HCR(traps) & ~SUPPORTED_TRAPS
         if unsupported:
             raise ValueError(f"vlab cannot honour HCR_EL2.{unsupported.name}: "
@@ -77,30 +89,50 @@ class VM:
                              + f"supported trap controls: {SUPPORTED_TRAPS.name}")
         if not 1 <= vcpus <= MAX_VCPUS:
             raise ValueError(f"a VM has 1 to {MAX_VCPUS} vCPUs, not {vcpus}")
+        if ram_size <= 0 or ram_size % PAGE:
+            raise ValueError(f"RAM size must be a positive multiple of 4 KiB, not {ram_size:#x}")
+        if isinstance(host, HostMemory):
+            host = Host.of(host)
+        # Alone, a VM gets a host with a physical CPU for each of its vCPUs.
+        self.host = host if host is not None else Host(vcpus, memory=2 * ram_size + 0x10_0000 if stage2 else None)
         self.traps = HCR(traps)
         self.ram_size = ram_size
+        self.trace_limit = trace_limit
+        self.index = self.host.admit(self, stage2, vmid)
         if stage2 is None:
-            # Guest RAM is one host buffer, mapped into every vCPU's core: they share memory, nothing else.
             self.memory = None
             self._ram, self.ram_address = zeroed_host_buffer(ram_size)
         else:
-            host = host or HostMemory(2 * ram_size + 0x10_0000)
-            self.memory = VmMemory(host, RAM_BASE, ram_size, stage2, seed, vmid)
+            self.memory = VmMemory(self.host.memory, RAM_BASE, ram_size, stage2, seed, self.vmid)
+            self.memory.on_change = self.stage2_changed
         self.uart = PL011()
         self.devices: list[Device] = [self.uart]
         self.handlers: dict = dict(DEFAULT_HANDLERS)
         self.exits: Counter[str] = Counter()
         self.trap_log: deque[TrapRecord] = deque(maxlen=trace_limit)
         self.mmio_trace: deque[MmioAccess] = deque(maxlen=trace_limit)
-        self.vcpus = [VCpu(self, i) for i in range(vcpus)]
+        self.sysreg_plans: dict = {}  # vlab.hyp.pcpu: what each system-register access means here
+        self._miss_levels: dict[int, int] = {}  # device page -> the stage-2 level its walk misses at
+        self.vcpus = [VCpu(self, i, self.host.new_context(), Platform(self, i), trace_limit, weight, cap)
+                      for i in range(vcpus)]
+        for vcpu in self.vcpus:
+            vcpu.vpidr = self.host.midr
+        self.running = False
         self.powered_off = False
+        self.started = False
+        self._stop: tuple[StopReason, str, VCpu | None, GuestException | None] | None = None
+
+    @property
+    def vmid(self) -> int:
+        """The VMID stage 2 tags this VM's TLB entries with (VTTBR_EL2[63:48])."""
+        return self.host.vmid_of(self)
 
     # --- making one -----------------------------------------------------------------
 
     @classmethod
     def from_image(cls, image: Image, **options) -> VM:
         vm = cls(**options)
-        load(vm.vcpus[0], image)
+        load(vm, image)
         return vm
 
     @classmethod
@@ -114,17 +146,88 @@ class VM:
 
         return cls.from_image(image_from_program(assemble(source, RAM_BASE)), **options)
 
+    # --- memory, as the loader and the hypervisor see it: by IPA ----------------------------
+
+    @property
+    def regions(self) -> list[Region]:
+        return [Region(d.name, d.base, d.size, "device") for d in self.devices] + [Region("ram", RAM_BASE,
+                                                                                           self.ram_size, "ram")]
+
+    @property
+    def ram(self) -> Region:
+        return self.regions[-1]
+
+    def region_at(self, address: int, length: int = 1) -> Region | None:
+        return next((r for r in self.regions if r.contains(address, length)), None)
+
+    def start_at(self, pc: int) -> None:
+        """Where the boot vCPU starts (the loader's entry point)."""
+        self.vcpus[0].pc = pc
+
+    def read_memory(self, ipa: int, size: int) -> bytes:
+        """Guest RAM by IPA."""
+        if not self.ram.contains(ipa, size):
+            raise ValueError(f"{size} bytes at {ipa:#x} are not in the VM's RAM")
+        if self.memory is not None:
+            return self.memory.read(ipa, size)
+        return bytes(self._ram[ipa - RAM_BASE:ipa - RAM_BASE + size])
+
+    def write_memory(self, ipa: int, data: bytes) -> None:
+        if not self.ram.contains(ipa, max(len(data), 1)):
+            raise ValueError(f"{len(data)} bytes at {ipa:#x} do not fit in the VM's RAM")
+        if self.memory is not None:
+            self.memory.write(ipa, bytes(data))
+        else:
+            self._ram[ipa - RAM_BASE:ipa - RAM_BASE + len(data)] = bytes(data)
+
+    def resolve_stage2(self, ipa: int | None, write: bool) -> str | None:
+        """Fix a stage-2 fault on RAM if it is ours to fix (demand paging, dirty tracking, copy-on-write)."""
+        return self.memory.resolve(ipa, write) if self.memory is not None and ipa is not None else None
+
+    def stage2_changed(self, ipa: int | None = None) -> None:
+        """Stage-2 entries changed (of one IPA page, or all): every TLB that may hold the old ones, on
+        every physical CPU, forgets them -- what TLBI IPAS2E1IS / VMALLS12E1IS broadcast on hardware."""
+        self._miss_levels.clear()
+        self.host.invalidate_stage2(self, ipa)
+
+    def translation_changed(self, vcpu: VCpu) -> None:
+        """The vCPU's translation registers changed: forget what its core cached under the old ones."""
+        if self.memory is not None:
+            self.host.invalidate_stage1(vcpu)
+
+    def stage2_miss_level(self, ipa: int) -> int:
+        """The level at which this VM's stage-2 tables find no entry for `ipa` (a device, or nothing).
+
+        Without tables, where tables mapping just the RAM would miss: vlab's stage-2 tables start at
+        level 1 (1 GiB entries), with 2 MiB entries at level 2 and the RAM's 4 KB pages at level 3."""
+        page = ipa & ~(PAGE - 1)
+        level = self._miss_levels.get(page)
+        if level is None:
+            if self.memory is not None:
+                fault = self.memory.translate(page).fault
+                level = fault.level if fault is not None else 3
+            else:
+                first, last = RAM_BASE, RAM_BASE + self.ram_size - 1
+                level = next((lvl for lvl, shift in ((1, 30), (2, 21))
+                              if not first >> shift <= page >> shift <= last >> shift), 3)
+            self._miss_levels[page] = level
+        return level
+
+    def device_at(self, ipa: int | None) -> Device | None:
+        return next((d for d in self.devices if ipa is not None and d.base <= ipa < d.base + d.size), None)
+
     # --- the hypervisor ---------------------------------------------------------------
 
     def set_handler(self, ec, handler: Handler) -> None:
         """Handle exits of exception class `ec` with `handler(vcpu, exit) -> str` (e.g. a student's)."""
         self.handlers[ec] = handler
 
-    def handle_exit(self, vcpu: VCpu, exit: Exit) -> None:
-        """Dispatch one exit by its exception class; a handler that fails is reported, not raised."""
-        handler = self.handlers.get(exit.ec)
-        # Logged at the time of the exit, before what its handler causes (a sleep, an IRQ).
-        position, tick = len(self.trap_log), vcpu.ticks()
+    def dispatch(self, vcpu: VCpu, exit: Exit, served: str) -> tuple:
+        """Run the handler of `exit`'s class, log it, and return what it asked for: (resume_at, effect).
+
+        A handler that fails stops the VM with a report instead of raising."""
+        handler = self.handlers.get(exit.syndrome.ec)
+        tick = vcpu.ticks()
         if handler is None:
             action = vcpu.inject(exit, exit.syndrome, "the hypervisor has no handler for this exit")
         else:
@@ -133,115 +236,103 @@ class VM:
             except Exception as e:  # noqa: BLE001 - a broken handler stops the VM with a report
                 action = f"handler {getattr(handler, '__name__', handler)} failed: {type(e).__name__}: {e}"
                 vcpu.halt(StopReason.ERROR, f"{action} (on {exit.describe()})")
-        self.record(vcpu, exit.ec.name, exit, str(action), position, tick)
-
-    def record(self, vcpu: VCpu, kind: str, exit: Exit | None, action: str,
-               position: int | None = None, tick: int | None = None) -> None:
-        """Count one exit (or injected interrupt) and log it, at `position` in the log if given."""
+        kind = exit.syndrome.ec.name
         self.exits[kind] += 1
-        record = TrapRecord(vcpu.ticks() if tick is None else tick, vcpu.index, kind, exit, action)
-        if position is None or len(self.trap_log) == self.trap_log.maxlen:
-            self.trap_log.append(record)
-        else:
-            self.trap_log.insert(position, record)
+        self.trap_log.append(TrapRecord(tick, vcpu.index, kind, exit, str(action), served))
+        return vcpu._take_outcome()
 
-    def device_at(self, ipa: int | None) -> Device | None:
-        return next((d for d in self.devices if ipa is not None and d.base <= ipa < d.base + d.size), None)
+    def record_in_place(self, vcpu: VCpu, exit: Exit, action: str) -> None:
+        """Count and log an exit vlab served in place without calling a handler (a device access)."""
+        self.record(vcpu, exit.syndrome.ec.name, exit, action, IN_PLACE)
 
-    def mmio(self, vcpu: VCpu, device: Device, offset: int, size: int, value: int, is_write: bool) -> int:
-        """Perform an emulated device access and trace it; returns the value read."""
-        if is_write:
-            device.write(offset, size, value)
-        else:
-            value = device.read(offset, size)
-        self.mmio_trace.append(MmioAccess(vcpu.ticks(), device.name, offset, device.register_name(offset),
-                                          size, value, is_write))
-        return value
+    def record(self, vcpu: VCpu, kind: str, exit: Exit | None, action: str, served: str) -> None:
+        """Count one exit (or injected interrupt) and log it."""
+        self.exits[kind] += 1
+        self.trap_log.append(TrapRecord(vcpu.ticks(), vcpu.index, kind, exit, action, served))
 
     def psci(self, vcpu: VCpu, fid: int) -> str:
         """The firmware interface, played by the hypervisor: power, and starting secondary vCPUs."""
         if fid == psci.PsciFunction.CPU_ON:
             return self._cpu_on(vcpu, vcpu.x(1), vcpu.x(2), vcpu.x(3))
-        # Every other function takes at most one argument, x1 (registers are read one call each).
-        ids = tuple(v.vmpidr & 0xFF_00FF_FFFF for v in self.vcpus if v.state is not VCpuState.OFF)
+        # Every other function takes at most one argument, x1 (registers are read one call each);
+        # only AFFINITY_INFO asks which vCPUs are on.
+        ids = tuple(v.vmpidr & 0xFF_00FF_FFFF for v in self.vcpus if v.state is not VCpuState.OFF) \
+            if fid == psci.PsciFunction.AFFINITY_INFO else ()
         outcome = psci.call(fid, (vcpu.x(1), 0, 0), ids)
         vcpu.set_x(0, outcome.x0)
         if fid == psci.PsciFunction.CPU_OFF:
-            vcpu.state = VCpuState.OFF
             vcpu.halt(StopReason.STOPPED, f"vCPU{vcpu.index} turned itself off (PSCI CPU_OFF)")
         elif outcome.power_off or outcome.reset:
-            self.powered_off = True
             reason = StopReason.RESET if outcome.reset else StopReason.POWERED_OFF
             vcpu.halt(reason, f"PSCI {outcome.function} from vCPU{vcpu.index}")
         return f"PSCI {outcome.function}: x0 = {outcome.x0:#x}"
 
     def _cpu_on(self, caller: VCpu, target: int, entry: int, context: int) -> str:
         index = target & 0xFF_00FF_FFFF
-        if index >= len(self.vcpus) or not caller.ram.contains(entry, 4):
-            caller.set_x(0, psci.PsciReturn.INVALID_PARAMETERS & 0xFFFF_FFFF_FFFF_FFFF)
-            return f"PSCI CPU_ON {target:#x} at {entry:#x}: INVALID_PARAMETERS"
+        if index >= len(self.vcpus):
+            caller.set_x(0, psci.PsciReturn.INVALID_PARAMETERS & _U64)
+            return f"PSCI CPU_ON {target:#x}: no such vCPU: INVALID_PARAMETERS"
+        if entry & 3 or not caller.ram.contains(entry, 4):
+            caller.set_x(0, psci.PsciReturn.INVALID_ADDRESS & _U64)
+            return f"PSCI CPU_ON vCPU{index} at {entry:#x}: not an instruction in the VM's RAM: INVALID_ADDRESS"
         vcpu = self.vcpus[index]
         if vcpu.state is not VCpuState.OFF:
-            caller.set_x(0, psci.PsciReturn.ALREADY_ON & 0xFFFF_FFFF_FFFF_FFFF)
+            caller.set_x(0, psci.PsciReturn.ALREADY_ON & _U64)
             return f"PSCI CPU_ON vCPU{index}: ALREADY_ON"
-        vcpu.cpu.pc, vcpu.state = entry, VCpuState.RUNNING
+        vcpu.pc = entry
         vcpu.set_x(0, context)
         caller.set_x(0, psci.PsciReturn.SUCCESS)
-        caller.halt(StopReason.STOPPED, f"vCPU{index} started")  # back to the run loop, to share the core
+        self.host.power_on(vcpu)
         return f"PSCI CPU_ON vCPU{index} at {entry:#x} with x0 = {context:#x}"
+
+    def halt(self, vcpu: VCpu, reason: StopReason, message: str) -> None:
+        """A handler ended the run: this vCPU's alone (CPU_OFF), or the VM's."""
+        if reason is StopReason.STOPPED:
+            self.host.power_down(vcpu)
+            if all(v.state is VCpuState.OFF for v in self.vcpus):
+                self.stop(StopReason.IDLE, "every vCPU has turned itself off", vcpu)
+            return
+        self.stop(reason, message, vcpu)
+
+    def stop(self, reason: StopReason, message: str, vcpu: VCpu | None = None,
+             exception: GuestException | None = None) -> None:
+        """The VM's run ends (the first reason given wins); power-off and reset are for good."""
+        if not self.running:
+            return
+        self.running = False
+        self._stop = (reason, message, vcpu, exception)
+        if reason in _PERMANENT:
+            self.powered_off = True
+        self.host.vm_stopped(self)
 
     # --- running --------------------------------------------------------------------
 
     def run(self, max_insns: int = DEFAULT_MAX_INSNS, timeout_s: float = DEFAULT_TIMEOUT_S) -> VmRunResult:
-        """Run the vCPUs in turn until the VM powers off, all are idle, or a limit is reached.
-
-        `max_insns` counts the instructions of all vCPUs together.
-        """
-        deadline = time.monotonic() + timeout_s
-        budget = max_insns
-        last: RunResult | None = None
-        while True:
-            runnable = [v for v in self.vcpus if v.state is VCpuState.RUNNING]
-            if not runnable:
-                return self._finish(last or self.vcpus[0]._result(StopReason.IDLE, "no vCPU is running"))
-            for vcpu in runnable:
-                left_s = deadline - time.monotonic()
-                if budget <= 0 or left_s <= 0:
-                    return self._finish(self._limit(vcpu, max_insns, timeout_s, budget))
-                turn = budget if len(runnable) == 1 else min(budget, QUANTUM)
-                before = vcpu.cpu.instructions
-                last = vcpu.run(max_insns=turn, timeout_s=left_s)
-                budget -= vcpu.cpu.instructions - before
-                if last.reason in (StopReason.POWERED_OFF, StopReason.RESET):
-                    self.powered_off = True  # also when EL3 firmware did it: an SMC the VM let through
-                if self.powered_off or last.reason in (StopReason.EXCEPTION, StopReason.ERROR, StopReason.TIMEOUT):
-                    return self._finish(last)
-                if last.reason is StopReason.IDLE:
-                    vcpu.state = VCpuState.IDLE
-
-    def _limit(self, vcpu: VCpu, max_insns: int, timeout_s: float, budget: int) -> RunResult:
-        if budget <= 0:
-            return vcpu._result(StopReason.BUDGET, f"instruction budget of {max_insns:,} spent")
-        return vcpu._result(StopReason.TIMEOUT, f"wall-clock guard of {timeout_s:g} s reached")
-
-    def _finish(self, last: RunResult) -> VmRunResult:
-        fields = {f.name: getattr(last, f.name) for f in dataclasses.fields(RunResult)}
-        fields["instructions"] = sum(v.cpu.instructions for v in self.vcpus)
-        return VmRunResult(**fields, exits=dict(self.exits))
+        """Run this VM on its host until it powers off, goes idle, or a limit is reached; other VMs on
+        the host wait. `max_insns` counts the instructions of all its vCPUs together."""
+        return self.host.run(max_insns, timeout_s, vms=[self]).vms[0]
 
     def step(self) -> RunResult:
         """One instruction (or one exit, or one exception) of the boot vCPU."""
-        return self.vcpus[0].step()
+        return self.host.step(self)
+
+    def result(self) -> VmRunResult:
+        """How the VM's last run ended: the boot vCPU's registers, the exits, each vCPU's figures."""
+        reason, message, _, exception = self._stop or (StopReason.STOPPED, "not run yet", None, None)
+        boot = self.vcpus[0]
+        base = RunResult(reason, message, self.uart.text, sum(v.instructions for v in self.vcpus),
+                         boot.pc, boot.el, boot.registers(), exception)
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(RunResult)}
+        return VmRunResult(**fields, exits=dict(self.exits), vcpus=self.host.vcpu_figures(self))
 
 
 def share_identical_pages(*vms: VM) -> int:
-    """Content-based page sharing between VMs on one host memory; returns the host frames freed."""
+    """Content-based page sharing between VMs on one host; returns the host frames freed."""
     from vlab.hyp.memory import share_identical_pages as share
 
-    if any(vm.memory is None for vm in vms) or len({id(vm.memory.host) for vm in vms}) != 1:
-        raise ValueError("page sharing needs VMs with stage 2 on one host memory (VM(stage2=..., host=...))")
+    if any(vm.memory is None for vm in vms) or len({id(vm.host) for vm in vms}) != 1:
+        raise ValueError("page sharing needs VMs with stage 2 on one host (VM(stage2=..., host=...))")
     freed = share([vm.memory for vm in vms])
     for vm in vms:
-        for vcpu in vm.vcpus:
-            vcpu.flush_tlb()  # their cached translations may still allow writes to what is now shared
+        vm.stage2_changed()  # their cached translations may still allow writes to what is now shared
     return freed

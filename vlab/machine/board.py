@@ -24,10 +24,10 @@ from typing import Callable, Protocol
 from unicorn import UC_PROT_EXEC, UC_PROT_READ
 
 from vlab.arch.esr import ExceptionClass, Syndrome, SysRegAccess
-from vlab.arch.sysregs import name_of
 from vlab.machine import psci
-from vlab.machine.cpu import CPU, CpuStop, GuestException, StopKind, Vector, Watchdog
-from vlab.machine.timer import GenericTimer, el0_may_access
+from vlab.machine.cpu import CPU, CpuStop, GuestException, StopKind, Watchdog
+from vlab.machine.entry import ExceptionEntry, ExceptionTaken
+from vlab.machine.timer import GenericTimer, serve_timer
 from vlab.machine.uart import PL011
 
 FLASH_BASE, FLASH_SIZE = 0x0000_0000, 0x0800_0000
@@ -35,7 +35,6 @@ RAM_BASE, DEFAULT_RAM_SIZE = 0x4000_0000, 0x0800_0000
 DEFAULT_MAX_INSNS = 50_000_000
 DEFAULT_TIMEOUT_S = 20.0
 _IRQ_POLL = 1_000  # while an interrupt is pending but masked, look again this often
-_EXCEPTION_LOOP = 8  # the same exception this many times in a row, with no progress: stop
 
 
 class Device(Protocol):
@@ -74,22 +73,6 @@ class MmioAccess:
     def __str__(self) -> str:
         arrow = "<-" if self.is_write else "->"
         return f"[{self.tick:>8}] {self.device}.{self.register} {arrow} {self.value:#x} ({self.size} bytes)"
-
-
-@dataclass(frozen=True)
-class ExceptionTaken:
-    """An exception the hardware delivered to the guest kernel."""
-
-    tick: int
-    vector: Vector
-    from_el: int
-    vector_address: int
-    return_address: int
-    syndrome: Syndrome | None
-
-    def __str__(self) -> str:
-        what = self.syndrome.describe() if self.syndrome else self.vector.name
-        return f"[{self.tick:>8}] EL{self.from_el} -> EL1 {self.vector.name} at {self.vector_address:#x}: {what}"
 
 
 class StopReason(enum.Enum):
@@ -142,11 +125,9 @@ class Board:
         self.idle_ticks = 0
         self.timer = GenericTimer(lambda: self.cpu.clock() + self.idle_ticks)
         self.mmio_trace: deque[MmioAccess] = deque(maxlen=trace_limit)
-        self.exceptions_taken: deque[ExceptionTaken] = deque(maxlen=trace_limit)
+        self.entry = ExceptionEntry(trace_limit)
         self.powered_off = False
         self._off_reason: StopReason | None = None
-        self._vector_entered_at: int | None = None  # clock at the last exception entry
-        self._repeats: tuple[tuple[int, int, int | None] | None, int] = (None, 0)  # (exception, times in a row)
         self.regions = self._map_memory(ram_size)
         self.cpu.sysreg_handler = self._on_sysreg
 
@@ -162,6 +143,11 @@ class Board:
             Region("ram", RAM_BASE, ram_size, "ram"),
         ]
 
+    @property
+    def exceptions_taken(self) -> deque[ExceptionTaken]:
+        """The exceptions the guest kernel took, oldest first."""
+        return self.entry.taken
+
     # --- memory ----------------------------------------------------------------
 
     @property
@@ -170,6 +156,10 @@ class Board:
 
     def region_at(self, address: int, length: int = 1) -> Region | None:
         return next((r for r in self.regions if r.contains(address, length)), None)
+
+    def start_at(self, pc: int) -> None:
+        """Where the CPU starts (the loader's entry point)."""
+        self.cpu.pc = pc
 
     def write_memory(self, address: int, data: bytes) -> None:
         """Write bytes into flash or RAM (the loader's path: flash is writable from outside)."""
@@ -212,18 +202,7 @@ class Board:
     # --- firmware and timer, reached through traps -------------------------------
 
     def _on_sysreg(self, cpu: CPU, access: SysRegAccess, value: int) -> bool:
-        name = name_of(access.encoding)
-        if name.startswith("CNT") and cpu.el == 0 and not el0_may_access(name, cpu.read_sysreg("CNTKCTL_EL1")):
-            pc = cpu.pc  # the kernel has not opened this timer register to EL0: trap to EL1
-            cpu.trap(GuestException(Syndrome(ExceptionClass.SYS64, access.iss), pc, pc, 0,
-                                    detail=f"{name} at EL0 with CNTKCTL_EL1 not allowing it"))
-            return True
-        handled, result = self.timer.handle(access, value)
-        if handled and access.is_read:
-            cpu.set_x(access.rt, result)
-        elif handled and self.timer.next_deadline() is not None:
-            cpu.request_stop()  # the timer was reprogrammed: the run loop recomputes its slice
-        return handled
+        return serve_timer(cpu, self.timer, access, value)
 
     # --- running ---------------------------------------------------------------
 
@@ -248,7 +227,7 @@ class Board:
         if self.powered_off:
             return self._result(self._off_reason or StopReason.POWERED_OFF, "the machine is already off")
         end = self.cpu.instructions + max_insns
-        with Watchdog(self.cpu, timeout_s) as watchdog:
+        with Watchdog(self.cpu.uc.emu_stop, timeout_s) as watchdog:
             while True:
                 left = end - self.cpu.instructions
                 if left <= 0:
@@ -317,46 +296,12 @@ class Board:
 
     def _deliver(self, exc: GuestException) -> RunResult | None:
         """Enter the guest kernel's vector, unless it has none or its handler itself faults."""
-        if self.cpu.read_sysreg("VBAR_EL1") == 0:
-            return self._result(StopReason.EXCEPTION, self._explain(exc) + "; the guest has no vector table "
-                                "(VBAR_EL1 = 0) to handle it", exc)
-        vbar = self.cpu.read_sysreg("VBAR_EL1")
-        if self._vector_entered_at == self.cpu.instructions:
-            return self._result(StopReason.EXCEPTION, self._explain(exc) + "; it happened at the exception "
-                                "vector itself before any instruction completed: the vector table "
-                                f"(VBAR_EL1 = {vbar:#x}) is broken", exc)
-        if (times := self._count_repeats(exc, vbar)) >= _EXCEPTION_LOOP:
-            return self._result(StopReason.EXCEPTION, self._explain(exc) + f"; the same exception was taken "
-                                f"{times} times in a row without progress: the handler (VBAR_EL1 = {vbar:#x}) "
-                                "faults itself or returns to the faulting instruction without fixing its "
-                                "cause -- an exception loop", exc)
-        self._enter(Vector.SYNC, exc.syndrome, exc.return_address, exc.far)
-        return None
-
-    def _count_repeats(self, exc: GuestException, vbar: int) -> int:
-        """How many times in a row this exception has now been raised without progress.
-
-        No progress: the instruction did not complete (a fault whose handler returns
-        to it, or faults itself), or it sits in the vector table. A user program
-        that calls the same SVC in a loop makes progress, and is never counted.
-        """
-        stuck = exc.return_address == exc.address or vbar <= exc.address < vbar + 0x800
-        key = (exc.address, exc.syndrome.esr, exc.far)
-        last, times = self._repeats
-        times = times + 1 if stuck and key == last else 1
-        self._repeats = (key if stuck else None, times)
-        return times
-
-    def _enter(self, vector: Vector, syndrome: Syndrome | None, return_address: int, far: int | None = None) -> None:
-        from_el = self.cpu.el
-        address = self.cpu.take_exception(vector, syndrome, return_address, far)
-        self._vector_entered_at = self.cpu.instructions
-        self.exceptions_taken.append(ExceptionTaken(self.ticks(), vector, from_el, address, return_address, syndrome))
+        problem = self.entry.deliver(self.cpu, exc, self.cpu.instructions, self.ticks())
+        return None if problem is None else self._result(StopReason.EXCEPTION, problem, exc)
 
     def _take_pending_irq(self) -> bool:
         if self.timer.asserted() and not self.cpu.irqs_masked():
-            self._repeats = (None, 0)  # an interrupt in between: not a loop of one exception
-            self._enter(Vector.IRQ, None, self.cpu.pc)
+            self.entry.interrupt(self.cpu, self.cpu.instructions, self.ticks())
             return True
         return False
 
@@ -375,25 +320,6 @@ class Board:
 
     # --- reporting ---------------------------------------------------------------
 
-    def _explain(self, exc: GuestException) -> str:
-        from vlab.asm import disassemble_one  # local: the assembler is only needed for reports
-
-        word = self.cpu.read_word(exc.address)
-        insn = disassemble_one(word.to_bytes(4, "little"), exc.address).text if word is not None else "(no memory)"
-        text = f"EL{exc.el} {exc.syndrome.describe()} at {exc.address:#x} `{insn}`"
-        if exc.far is not None:
-            text += f" FAR={exc.far:#x}"
-        if exc.detail:
-            text += f" ({exc.detail})"
-        if _near_zero(self.cpu.sp) and (exc.far is None and "sp" in insn or exc.far is not None and _near_zero(exc.far)):
-            text += "; SP is near 0: did the guest set up its stack pointer?"
-        return text
-
     def _result(self, reason: StopReason, message: str, exc: GuestException | None = None) -> RunResult:
         cpu = self.cpu
         return RunResult(reason, message, self.uart.text, cpu.instructions, cpu.pc, cpu.el, cpu.registers(), exc)
-
-
-def _near_zero(address: int) -> bool:
-    """Within 4 KiB of address 0, on either side (a push from SP = 0 wraps to 0xffff...)."""
-    return min(address, 2**64 - address) < 0x1000

@@ -38,8 +38,11 @@ _UNTIL = 0xFFFF_FFFF_FFFF_FFFC  # "never": we stop on budgets and events, not on
 
 # Unicorn's (QEMU's) exception numbers, as the UC_HOOK_INTR callback reports them
 _EXCP_UDEF, _EXCP_SWI, _EXCP_PREFETCH_ABORT, _EXCP_DATA_ABORT, _EXCP_BKPT, _EXCP_HVC, _EXCP_SMC = 1, 2, 3, 4, 7, 11, 13
+EXCP_HVC, EXCP_SMC = _EXCP_HVC, _EXCP_SMC
 
 _X = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
+# The register a system-register hook names (Unicorn's id for Rt) -> Rt; XZR is 31.
+_RT = {reg: n for n, reg in enumerate(_X)} | {A.UC_ARM64_REG_XZR: 31}
 _WFI = 0xD503207F
 
 PSTATE_DAIF = 0xF << 6
@@ -100,6 +103,10 @@ class CpuStop:
 # level allowed to execute it. It returns True when it emulated the access (for a read
 # it has put the result in register Rt), False to let the hardware perform it.
 SysRegHandler = Callable[["CPU", SysRegAccess, int], bool]
+# An exception handler: called with Unicorn's exception number for every exception it raises,
+# before the run stops for it. It returns True when it served the exception in place (the guest
+# goes on, no stop); CPU.decode_exception(number) says what the exception is.
+ExceptionHandler = Callable[["CPU", int], bool]
 
 
 class Watchdog:
@@ -114,9 +121,10 @@ class Watchdog:
 
     _RESTOP_S = 0.01  # keep stopping: a stop that lands between two slices is forgotten
 
-    def __init__(self, cpu: CPU, seconds: float):
+    def __init__(self, stop: Callable[[], None], seconds: float):
+        """`stop()` stops whatever engine is running (Unicorn's emu_stop is safe from another thread)."""
         self.fired = False
-        self._cpu, self._seconds = cpu, seconds
+        self._stop, self._seconds = stop, seconds
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="vlab-watchdog", daemon=True)
 
@@ -133,7 +141,7 @@ class Watchdog:
             return
         self.fired = True
         while True:
-            self._cpu.uc.emu_stop()  # safe from another thread: it is what Unicorn's timeout does
+            self._stop()
             if self._done.wait(self._RESTOP_S):
                 return
 
@@ -154,6 +162,8 @@ class CPU:
         self._cp_ref = ctypes.byref(self._cp)
         self.instructions = 0  # retired since power-on: the guest's clock
         self.sysreg_handler: SysRegHandler | None = None
+        self.exception_handler: ExceptionHandler | None = None
+        self._accesses: dict[tuple, tuple[SysRegAccess, int]] = {}  # see _on_sysreg
         # Set when vlab translates addresses itself (a VM with stage 2): guest VA -> the core's physical address.
         self.translate_for_reads: Callable[[int], int | None] | None = None
         self._counter = InstructionCounter(self.uc)
@@ -163,6 +173,7 @@ class CPU:
         self._stop_requested = False
         self._trapped_at: int | None = None  # the counter when trap() was called in this run
         self._make_fault: Callable[[int], GuestException] | None = None  # set by fault()
+        self._rollback = None  # set by abort_current(): the state to restore once the run stops
         self._running = False  # inside emu_start: the live counter is part of the clock
         # SCR_EL3.HCE: without it HVC is UNDEFINED. RW (bit 10): EL2 and below are AArch64.
         self.write_sysreg("SCR_EL3", (1 << 8) | (1 << 10) | 1)
@@ -172,8 +183,11 @@ class CPU:
         self.write_sysreg("HCR_EL2", 1 << 31)
         self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_memory_fault)
-        for insn in (A.UC_ARM64_INS_MRS, A.UC_ARM64_INS_MSR, A.UC_ARM64_INS_SYS, A.UC_ARM64_INS_SYSL):
-            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, None, 1, 0, insn)
+        # One hook per kind of instruction, so the direction is known without reading the
+        # instruction: MRS and SYSL read into Rt, MSR and SYS write from it.
+        for insn, is_read in ((A.UC_ARM64_INS_MRS, True), (A.UC_ARM64_INS_MSR, False),
+                              (A.UC_ARM64_INS_SYS, False), (A.UC_ARM64_INS_SYSL, True)):
+            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, is_read, 1, 0, insn)
 
     # --- registers -------------------------------------------------------------
 
@@ -220,7 +234,7 @@ class CPU:
     @property
     def el(self) -> int:
         """The current exception level, PSTATE.EL."""
-        return (self.pstate >> 2) & 3
+        return (self._read64(A.UC_ARM64_REG_PSTATE) >> 2) & 3
 
     def registers(self) -> dict[str, int]:
         """x0..x30, sp, pc, pstate: the state a test or a widget shows."""
@@ -293,6 +307,25 @@ class CPU:
         self._trapped_at = self._counter.started()
         self.request_stop()
 
+    def stop_within(self, instructions: int) -> None:
+        """From a hook: end the current run once at most `instructions` more have retired, the
+        current one included (e.g. a timer was armed to fire sooner than the run was going to
+        last: `clock()` then reaches the deadline exactly). Never lengthens a run."""
+        self._counter.limit_to(self._counter.started() - 1 + max(instructions, 1))
+
+    def abort_current(self, exception: GuestException) -> None:
+        """From a device callback: the current instruction must not complete. Its registers are put
+        back as they were before it (the device saw nothing), and it raises `exception` instead.
+
+        Inside the callback the registers are still the instruction's inputs (Unicorn writes the
+        loaded value and any writeback after the access), so a snapshot taken now is the state
+        before it; the run restores it once the emulator has stopped.
+        """
+        self._rollback = self.uc.context_save()
+        self._exception = exception
+        self._trapped_at = self._counter.started()
+        self.request_stop()
+
     def report_hook_error(self, message: str) -> None:
         """From any hook: vlab itself failed; the run stops with this message (never a raise into Unicorn)."""
         self._hook_error = self._hook_error or message
@@ -321,8 +354,11 @@ class CPU:
             self._hook_error = self._hook_error or f"{type(e).__name__}: {e}"
         finally:
             self._running = False
+        if self._rollback is not None:
+            self.uc.context_restore(self._rollback)
+            self._rollback = None
         started = self._counter.started()
-        stop = self._classify(started, max_insns, error)
+        stop = self._classify(started, self._counter.limit(), error)
         self.instructions += stop.retired
         return stop
 
@@ -368,10 +404,16 @@ class CPU:
 
     def _on_interrupt(self, uc: Uc, intno: int, _user) -> None:
         try:
+            if self.exception_handler is not None and self.exception_handler(self, intno):
+                return  # served in place: the guest goes on without leaving the emulator
             self._exception = self._decode_interrupt(intno)
         except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
-            self._hook_error = f"decoding exception {intno}: {type(e).__name__}: {e}"
+            self._hook_error = f"exception {intno}: {type(e).__name__}: {e}"
         uc.emu_stop()
+
+    def decode_exception(self, intno: int) -> GuestException:
+        """What Unicorn's exception number `intno`, just raised, is in the architecture's terms."""
+        return self._decode_interrupt(intno)
 
     def _decode_interrupt(self, intno: int) -> GuestException:
         pc, el = self.pc, self.el
@@ -427,16 +469,21 @@ class CPU:
         return GuestException(Syndrome(ec, DataAbort(FaultStatus.SYNC_EXTERNAL, wnr=write).iss), pc, pc, el,
                               far=address, detail=detail)
 
-    def _on_sysreg(self, uc: Uc, reg: int, cp, _user) -> bool:
+    def _on_sysreg(self, uc: Uc, reg: int, cp, is_read: bool) -> bool:
         try:
             if self.sysreg_handler is None:
                 return False
-            encoding = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
-            known = sysregs.BY_ENCODING.get(encoding)
-            if known is not None and known.min_el > self.el:
+            # The access, decoded once per register, Rt and direction: this hook runs for every
+            # MRS/MSR the guest executes, and an exit served in place must stay cheap.
+            key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2, reg, is_read)
+            known = self._accesses.get(key)
+            if known is None:
+                reg_info = sysregs.BY_ENCODING.get(key[:5])
+                known = self._accesses[key] = (SysRegAccess(*key[:5], rt=_RT[reg], is_read=is_read),
+                                               0 if reg_info is None else reg_info.min_el)
+            access, min_el = known
+            if min_el and (min_el > 1 or self.el == 0):
                 return False  # UNDEFINED at this level: the hardware raises it, not us
-            word = self.read_word(self.pc) or 0
-            access = SysRegAccess(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2, rt=word & 0x1F, is_read=bool(word >> 21 & 1))
             return self.sysreg_handler(self, access, cp.val)
         except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
             self._hook_error = f"system-register trap handler failed: {type(e).__name__}: {e}"

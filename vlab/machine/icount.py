@@ -54,8 +54,18 @@ class InstructionCounter:
     def __init__(self, uc: Uc):
         address = ctypes.cast(uc._uch, ctypes.c_void_p).value + counter_offset()
         self._word = ctypes.c_uint64.from_address(address)
+        self._limit = ctypes.c_uint64.from_address(address + 8)
         self._uc = uc  # keep the engine (and so the address) alive as long as we are
 
     def started(self) -> int:
         """Instructions started by the current (or last) emu_start, including one that faulted."""
         return self._word.value
+
+    def limit(self) -> int:
+        """The `count` the current (or last) emu_start stops after, as lowered by `limit_to`."""
+        return self._limit.value
+
+    def limit_to(self, count: int) -> None:
+        """Lower the current emu_start's `count` to `count` (no higher than it was): Unicorn stops
+        once the counter passes it. The count (`uc->emu_count`) is the word after the counter."""
+        self._limit.value = min(self._limit.value, count)

@@ -103,4 +103,4 @@ def load(board: Board, image: Image) -> None:
         board.write_memory(seg.address, seg.data + bytes(seg.size - len(seg.data)))
     if board.region_at(image.entry) is None:
         raise LoadError(f"entry point {image.entry:#x} is outside the board's memory")
-    board.cpu.pc = image.entry
+    board.start_at(image.entry)

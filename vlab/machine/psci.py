@@ -29,6 +29,7 @@ class PsciReturn(IntEnum):
     INVALID_PARAMETERS = -2
     DENIED = -3
     ALREADY_ON = -4
+    INVALID_ADDRESS = -9
 
 
 VERSION_1_1 = 0x0001_0001

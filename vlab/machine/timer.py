@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from vlab.arch.esr import SysRegAccess
+from vlab.arch.esr import ExceptionClass, Syndrome, SysRegAccess
 from vlab.arch.sysregs import name_of
+from vlab.machine.cpu import GuestException
 
 FREQUENCY_HZ = 62_500_000
 CTL_ENABLE, CTL_IMASK, CTL_ISTATUS = 1, 2, 4
@@ -117,3 +118,27 @@ class GenericTimer:
         if (d := self.physical.deadline()) is not None:
             deadlines.append(d)
         return min(deadlines, default=None)
+
+
+def serve_timer(cpu, timer: GenericTimer, access: SysRegAccess, value: int) -> bool:
+    """A system-register hook's timer part, for a core (`cpu`, a vlab.machine.cpu.CPU) whose timer is
+    `timer`: True when `access` was a timer register, now emulated.
+
+    EL0 reaches the timer only where CNTKCTL_EL1 allows it, else the access traps to EL1. A write
+    that arms the timer sooner than the current run was going to last shortens the run, so that
+    the interrupt is taken on time without stopping the guest for every write.
+    """
+    name = name_of(access.encoding)
+    if not name.startswith("CNT"):
+        return False
+    if cpu.el == 0 and not el0_may_access(name, cpu.read_sysreg("CNTKCTL_EL1")):
+        pc = cpu.pc  # the kernel has not opened this timer register to EL0: trap to EL1
+        cpu.trap(GuestException(Syndrome(ExceptionClass.SYS64, access.iss), pc, pc, 0,
+                                detail=f"{name} at EL0 with CNTKCTL_EL1 not allowing it"))
+        return True
+    handled, result = timer.handle(access, value)
+    if handled and access.is_read:
+        cpu.set_x(access.rt, result)
+    elif handled and (deadline := timer.next_deadline()) is not None:
+        cpu.stop_within(deadline - timer.ticks())
+    return handled

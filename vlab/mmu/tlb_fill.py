@@ -17,6 +17,7 @@ a board whose MMU vlab walks, and each vCPU of a VM with stage 2 (there with vla
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Iterable
 
 from unicorn import UC_CTL_IO_WRITE, UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE, UC_TLB_VIRTUAL
@@ -26,7 +27,8 @@ from vlab.arch.esr import DataAbort, ExceptionClass, Syndrome
 from vlab.machine.cpu import CPU, GuestException
 from vlab.mmu.descriptors import Leaf
 from vlab.mmu.faults import Access, Fault, FaultKind
-from vlab.mmu.memory import PhysicalMemory
+from vlab.mmu import fast_walk
+from vlab.mmu.memory import BufferMemory, PhysicalMemory
 from vlab.mmu.tlb import TLB, Entry
 from vlab.mmu.walk import Regime, nested_walk, permission_problem
 
@@ -148,10 +150,39 @@ class GuestTranslation:
     """
 
     def __init__(self, cpu: CPU, memory: PhysicalMemory, stage2: Regime | None, vttbr: int,
-                 base: int = 0, tlb: TLB | None = None, vmid: int = 0):
+                 base: int = 0, tlb: TLB | None = None, vmid: int = 0, sees_every_write: bool = False):
+        """`sees_every_write`: the owner tells `forget_stage1()` whenever SCTLR_EL1, TCR_EL1 or
+        TTBR0_EL1 change (a hypervisor that traps their writes), so they need not be read at each miss."""
         self.cpu, self.memory, self.stage2, self.vttbr = cpu, memory, stage2, vttbr
         self.base, self.tlb, self.vmid = base, tlb, vmid
         self.walks = 0
+        # A stage-2 fault the walk met, offered to the hypervisor before it becomes an abort:
+        # on_stage2_fault(fault, access, va) -> True (fixed: walk again), (address, UC_PROT bits)
+        # (the answer, e.g. an emulated device's window), or None (abort).
+        self.on_stage2_fault: Callable[[Fault, Access, int], object] | None = None
+        self._regimes: dict[int, Regime] = {}  # TCR_EL1 value -> the stage 1 it configures
+        self._fast = isinstance(memory, BufferMemory)
+        self._keep_stage1 = sees_every_write
+        self._stage1: tuple | Fault | None = None  # (stage 1, TTBR, ASID), or the fault every access gets
+        self._stage2_caches: dict[int, dict] = {}  # VMID -> IPA page -> (PA page, leaf): the walk cache
+
+    def switch(self, stage2: Regime, vttbr: int, vmid: int) -> None:
+        """Translate for another VM from now on: its stage-2 tables and VMID (a world switch)."""
+        self.stage2, self.vttbr, self.vmid = stage2, vttbr, vmid
+        self._stage1 = None
+
+    def forget_stage1(self) -> None:
+        """The guest's translation registers changed (or another vCPU is loaded)."""
+        self._stage1 = None
+
+    def forget_stage2(self, vmid: int, ipa: int | None = None) -> None:
+        """Stage-2 tables of `vmid` changed (for the page of `ipa`, or anywhere): drop what the walk cache holds."""
+        cache = self._stage2_caches.get(vmid)
+        if cache is not None:
+            if ipa is None:
+                cache.clear()
+            else:
+                cache.pop(ipa >> 12, None)
 
     def __call__(self, va: int, access: Access):
         return self._translate(va, access, self.tlb)
@@ -160,28 +191,63 @@ class GuestTranslation:
         """The same translation, the TLB model neither asked, filled nor counted: for vlab's own reads."""
         return self._translate(va, access, None)
 
+    def _stage1_state(self, va: int):
+        """(stage 1 or None, TTBR0_EL1's table, its ASID), or the Fault an unusable configuration gives."""
+        state = self._stage1 if self._keep_stage1 else None
+        if state is None:
+            cpu = self.cpu
+            state = (None, 0, 0)
+            if cpu.read_sysreg("SCTLR_EL1") & 1:
+                tcr = cpu.read_sysreg("TCR_EL1")
+                stage1 = self._regimes.get(tcr)
+                if stage1 is None:
+                    try:
+                        stage1 = self._regimes[tcr] = Regime.from_tcr(tcr)
+                    except ValueError as e:  # a translation fault at level 0 for every address
+                        stage1 = Fault(FaultKind.TRANSLATION, 1, 0, 0, f"TCR_EL1 cannot be walked: {e}")
+                ttbr_el1 = cpu.read_sysreg("TTBR0_EL1")
+                state = (stage1, ttbr_el1 & ((1 << 48) - 2), ttbr_el1 >> 48)  # BADDR (CnP dropped), ASID
+            self._stage1 = state
+        if isinstance(state[0], Fault):
+            return replace(state[0], address=va)
+        if state[0] is not None and va >> 63:
+            return Fault(FaultKind.TRANSLATION, 1, 0, va, "vlab walks only the lower half of the address space "
+                                                          "(TTBR0_EL1)")
+        return state
+
     def _translate(self, va: int, access: Access, tlb: TLB | None):
         cpu = self.cpu
-        el0, stage1, ttbr, asid = cpu.el == 0, None, 0, 0
-        if cpu.read_sysreg("SCTLR_EL1") & 1:
-            problem = "vlab walks only the lower half of the address space (TTBR0_EL1)" if va >> 63 else ""
-            try:
-                stage1 = Regime.from_tcr(cpu.read_sysreg("TCR_EL1"))
-            except ValueError as e:
-                problem = problem or f"TCR_EL1 cannot be walked: {e}"
-            if problem:  # an unusable configuration: a translation fault at level 0
-                return abort(cpu, Fault(FaultKind.TRANSLATION, 1, 0, va, problem), access, va)
-            ttbr_el1 = cpu.read_sysreg("TTBR0_EL1")
-            ttbr, asid = ttbr_el1 & ((1 << 48) - 2), ttbr_el1 >> 48  # BADDR (CnP dropped), ASID
+        el0 = cpu.el == 0
+        state = self._stage1_state(va)
+        if isinstance(state, Fault):
+            return abort(cpu, state, access, va)
+        stage1, ttbr, asid = state
+        bit = 4 if access is Access.FETCH else 2 if access is Access.WRITE else 1  # UC_PROT; enums hash slowly
         if tlb is not None:
             entry = tlb.lookup(self.vmid, asid, va)
             if entry is not None:
                 perms = entry.perms_el0 if el0 else entry.perms_el1
-                if perms & _PROT[access]:
+                if perms & bit:
                     return self.base + (entry.pa_page << 12 | va & 0xFFF), perms
                 # not allowed: walk again, so the fault is reported exactly as the tables say
             self.walks += 1
-        t = nested_walk(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, access, el0)
+        cache = self._stage2_caches.setdefault(self.vmid, {}) if self.stage2 is not None else None
+        while True:
+            if self._fast:  # the walk in integers, for translations that succeed
+                found = fast_walk.translate(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, bit, el0, cache)
+                if found is not None:
+                    pa, perms_el1, perms_el0, ipa, global_ = found
+                    if tlb is not None:
+                        tlb.insert(self.vmid, asid, va, Entry(pa >> 12, ipa >> 12, perms_el1, perms_el0, global_))
+                    return self.base + pa, perms_el0 if el0 else perms_el1
+            t = nested_walk(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, access, el0)
+            if t.fault is None or t.fault.stage != 2 or tlb is None or self.on_stage2_fault is None:
+                break
+            answer = self.on_stage2_fault(t.fault, access, va)
+            if answer is not True:
+                if answer is not None:
+                    return answer
+                break
         if t.fault is not None:
             return abort(cpu, t.fault, access, va)
         if tlb is None:

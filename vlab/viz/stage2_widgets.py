@@ -117,12 +117,12 @@ class TlbWidget(LiveView):
         vm = VM.from_image(image_from_program(working_set_program(pages, self.rounds)), stage2="scattered",
                            ram_size=ram)
         vm.run()
-        self.vcpu = vm.vcpus[0]
+        self.vcpu, self.tlb = vm.vcpus[0], vm.host.pcpus[0].tlb  # the TLB is the physical CPU's
         self.refresh()
 
     @property
     def counts(self) -> dict[str, int]:
-        tlb = self.vcpu.tlb
+        tlb = self.tlb
         return {"accesses": self.pages * self.rounds, "Unicorn TLB misses": tlb.hits + tlb.misses,
                 "vlab TLB hits": tlb.hits, "walks": self.vcpu.walks}
 

@@ -1,0 +1,432 @@
+"""The host: the physical machine a hypervisor shares among its VMs.
+
+    host = Host(pcpus=2, scheduler=Credit())
+    a = VM.from_file("vlab/guests/hello.S", host=host, stage2="contiguous")
+    b = VM.from_file("vlab/guests/paging.S", host=host, stage2="scattered", vcpus=2)
+    result = host.run()          # result.vms[i], result.pcpus, host.schedule
+
+A `Host` owns host physical memory (one buffer; VMs get frames of it through stage 2), its
+physical CPUs (each one Unicorn engine: vlab.hyp.pcpu), its VMs, the host clock and a scheduler
+(vlab.sched). The run loop is the hypervisor's, on every core:
+
+    the core furthest behind in host time goes next
+      -> wake the blocked vCPUs whose timer has fired
+      -> if the scheduler's decision for this core has run out (or its vCPU blocked, stopped,
+         yielded, or a woken vCPU preempts it): ask the scheduler, and world-switch to its choice
+      -> run that vCPU natively until the next event: the end of its slice, its timer, a wake-up
+         elsewhere, or a lockstep quantum (so that cores advance together)
+      -> what the run returned is finished by the core (vlab.hyp.pcpu): exits for the loop
+
+Host time counts guest instructions (one tick each, 62.5 MHz as the board's counter), plus idle
+time and the cost charged for each world switch, so a run is deterministic: the same VMs on the
+same host always give the same schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vlab.hyp.memory import HostMemory
+from vlab.hyp.pcpu import PhysicalCpu
+from vlab.hyp.vcpu import VCpu, VCpuState
+from vlab.machine import psci
+from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, RunResult, StopReason
+from vlab.machine.cpu import CPU, Watchdog
+from vlab.sched import Entity, Scheduler
+from vlab.sched.round_robin import RoundRobin
+
+MAX_PCPUS = 64
+DEFAULT_HOST_MEMORY = 0x1000_0000  # 256 MiB
+DEFAULT_LOCKSTEP = 50_000  # with several cores: how far one may run ahead of the others (0.8 ms)
+IRQ_POLL = 1_000  # while a vCPU's interrupt is pending but masked, look again this often
+_U64 = (1 << 64) - 1
+
+
+@dataclass
+class Segment:
+    """A stretch of host time during which `entity` ran on physical CPU `pcpu` (None: it idled)."""
+
+    pcpu: int
+    entity: Entity | None
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class HostRunResult:
+    """A run of the host: each VM's result (in the order of `vms`), each core's figures."""
+
+    vms: list
+    pcpus: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"vms": [vm.to_json() for vm in self.vms], "pcpus": self.pcpus}
+
+
+class Host:
+    """A physical machine with `pcpus` cores and `memory` bytes (or a HostMemory) of host RAM."""
+
+    def __init__(self, pcpus: int = 1, memory: int | HostMemory | None = None, scheduler: Scheduler | None = None,
+                 switch_cost: int = 0, lockstep: int = DEFAULT_LOCKSTEP):
+        """`switch_cost`: host ticks charged to a core for each world switch; `lockstep`: with
+        several cores, the most host ticks one runs ahead of the others."""
+        if not 1 <= pcpus <= MAX_PCPUS:
+            raise ValueError(f"a host has 1 to {MAX_PCPUS} physical CPUs, not {pcpus}")
+        if switch_cost < 0 or lockstep <= 0:
+            raise ValueError("the world-switch cost must be >= 0 ticks and the lockstep quantum > 0 ticks")
+        self._memory = memory if isinstance(memory, HostMemory) else None
+        self._memory_size = DEFAULT_HOST_MEMORY if memory is None or self._memory else memory
+        if self._memory is not None:
+            self._memory._host = self
+        self.scheduler = scheduler or RoundRobin()
+        self.switch_cost, self.lockstep = switch_cost, lockstep
+        self.vms: list = []
+        self._vmids: dict[int, int] = {}  # VM index -> VMID
+        self._cores = pcpus
+        self.pcpus: list[PhysicalCpu] = []  # made at the first run, when the memory map is known
+        self.scratch = CPU()  # where a saved vCPU's registers are read and written
+        self._reset = self.scratch.uc.context_save()  # a core's state at reset: every vCPU starts so
+        self.midr = self.scratch.read_sysreg("MIDR_EL1")
+        self.schedule: list[Segment] = []  # what ran where, when: the Gantt chart
+        self.wakes: list[tuple[Entity, int]] = []  # when each vCPU became runnable
+        self._open: list[Segment | None] = []  # each core's current segment
+        self._decision: list[tuple[Entity | None, int] | None] = []
+        self._resched: list[bool] = []
+        self._blocked: list[VCpu] = []
+        self._watchdog: Watchdog | None = None
+
+    @classmethod
+    def of(cls, memory: HostMemory) -> Host:
+        """The host that owns `memory` (one is made for it the first time)."""
+        return getattr(memory, "_host", None) or cls(memory=memory)
+
+    @property
+    def memory(self) -> HostMemory:
+        """Host physical memory, from which stage-2 VMs get their frames (made when first needed)."""
+        if self._memory is None:
+            self._memory = HostMemory(self._memory_size)
+            self._memory._host = self
+        return self._memory
+
+    # --- VMs and their vCPUs ------------------------------------------------------------------
+
+    def admit(self, vm, stage2: str | None, vmid: int | None) -> int:
+        """Take `vm` onto this host; its index. A VM without stage-2 tables uses its RAM at the
+        guest's own addresses, which only one VM of a host can do."""
+        if stage2 is None and self.vms or any(v.memory is None for v in self.vms):
+            raise ValueError("only a VM alone on its host can run without stage-2 tables: give every VM on a "
+                             "shared host a stage-2 layout, e.g. VM(stage2='contiguous', host=host)")
+        vmid = len(self.vms) + 1 if vmid is None else vmid
+        if not 1 <= vmid < 1 << 16 or vmid in self._vmids.values():
+            raise ValueError(f"VMID {vmid} is taken or out of range (1..65535): each VM on a host needs its own")
+        index = len(self.vms)
+        self.vms.append(vm)
+        self._vmids[index] = vmid
+        return index
+
+    def vmid_of(self, vm) -> int:
+        return self._vmids[vm.index]
+
+    def new_context(self):
+        """A saved core in its reset state: what a new vCPU starts as."""
+        self.scratch.uc.context_restore(self._reset)
+        return self.scratch.uc.context_save()
+
+    def inspect(self, vcpu: VCpu) -> CPU:
+        """The scratch core with `vcpu`'s saved state on it, to read (and write back) its registers."""
+        self.scratch.uc.context_restore(vcpu.context)
+        return self.scratch
+
+    def pcpu_of(self, vcpu: VCpu) -> PhysicalCpu | None:
+        return next((p for p in self.pcpus if p.current is vcpu), None)
+
+    # --- what the cores tell the loop -----------------------------------------------------------
+
+    def power_on(self, vcpu: VCpu) -> None:
+        """PSCI CPU_ON: the vCPU becomes runnable, now."""
+        vcpu.state = VCpuState.RUNNABLE
+        self._wake(vcpu, self._now())
+
+    def power_down(self, vcpu: VCpu) -> None:
+        """PSCI CPU_OFF: the vCPU stops being runnable until CPU_ON starts it again."""
+        vcpu.state = VCpuState.OFF
+        self.scheduler.sleep(vcpu.entity, self._now())
+
+    def block(self, vcpu: VCpu) -> None:
+        """A trapped WFI: the vCPU sleeps until its timer fires (or an event, once there are any)."""
+        if vcpu.timer.asserted():
+            return  # its interrupt is already there: WFI does not wait
+        vcpu.state = VCpuState.BLOCKED
+        vcpu.wake_at = vcpu.timer.next_deadline()
+        self._blocked.append(vcpu)
+        self.scheduler.sleep(vcpu.entity, self._now())
+        self._check_idle(vcpu.vm)
+
+    def yield_(self, vcpu: VCpu) -> None:
+        """A paravirtual yield: the scheduler picks again on the vCPU's core."""
+        self.scheduler.yield_(vcpu.entity, self._now())
+        pcpu = self.pcpu_of(vcpu)
+        if pcpu is not None:
+            self._resched[pcpu.index] = True
+
+    def vm_stopped(self, vm) -> None:
+        """The VM's run ended: its vCPUs leave the scheduler's queues."""
+        now = self._now()
+        for vcpu in vm.vcpus:
+            if vcpu.state is not VCpuState.OFF:
+                self.scheduler.sleep(vcpu.entity, now)
+        for pcpu in self.pcpus:
+            if pcpu.current is not None and pcpu.current.vm is vm:
+                self._resched[pcpu.index] = True
+
+    def firmware_call(self, vcpu: VCpu):
+        """An SMC the hypervisor does not trap reaches the machine's own firmware (EL3) -- PSCI for
+        the physical machine, not for the VM. None when served; a function to run in the loop when
+        it powered the machine off, which stops every VM on the host."""
+        cpu = vcpu._cpu
+        fid = cpu.x(0) & 0xFFFF_FFFF
+        if not psci.is_psci(fid):
+            cpu.set_x(0, psci.PsciReturn.NOT_SUPPORTED & _U64)
+            return None
+        outcome = psci.call(fid, (cpu.x(1), cpu.x(2), cpu.x(3)), tuple(range(len(self.pcpus))))
+        cpu.set_x(0, outcome.x0)
+        if not (outcome.power_off or outcome.reset):
+            return None
+        reason = StopReason.RESET if outcome.reset else StopReason.POWERED_OFF
+        message = (f"PSCI {outcome.function} called at {cpu.pc - 4:#x} through an SMC the hypervisor does not "
+                   f"trap (HCR_EL2.TSC): the machine's firmware powered the host off")
+        return lambda: [vm.stop(reason, message, vcpu) for vm in self.vms if vm.running]
+
+    def invalidate_stage2(self, vm, ipa: int | None) -> None:
+        """A change to `vm`'s stage-2 tables reaches every core: each forgets what it cached through
+        them (for `ipa`'s page, or all), as TLBI IPAS2E1IS / VMALLS12E1IS broadcast on hardware."""
+        if vm.memory is not None:
+            for pcpu in self.pcpus:
+                pcpu.forget_stage2(vm.memory.vmid, ipa)
+
+    def invalidate_stage1(self, vcpu: VCpu) -> None:
+        pcpu = self.pcpu_of(vcpu)
+        if pcpu is not None:
+            pcpu.forget_stage1(vcpu.vm.memory.vmid)
+
+    # --- running ----------------------------------------------------------------------------------
+
+    def run(self, max_insns: int = DEFAULT_MAX_INSNS, timeout_s: float = DEFAULT_TIMEOUT_S,
+            vms: list | None = None) -> HostRunResult:
+        """Run `vms` (default: all of this host's) until each has stopped: powered off, idle, or a limit.
+        `max_insns` bounds each VM (all its vCPUs together), so one that never stops cannot keep the
+        others from finishing; `timeout_s` is a wall-clock guard over the whole run."""
+        if max_insns <= 0:
+            raise ValueError(f"an instruction budget must be positive, not {max_insns}")
+        chosen = list(self.vms if vms is None else vms)
+        self._start(chosen, max_insns)
+        self._watchdog = Watchdog(self._stop_cores, timeout_s)
+        with self._watchdog as watchdog:
+            while any(vm.running for vm in chosen):
+                if watchdog.fired:
+                    for vm in chosen:
+                        vm.stop(StopReason.TIMEOUT, f"wall-clock guard of {timeout_s:g} s reached")
+                    break
+                self._step(chosen)
+        self._finish(chosen)
+        return HostRunResult([vm.result() for vm in chosen], self.pcpu_figures())
+
+    def step(self, vm) -> RunResult:
+        """One instruction (or one exit, or one exception) of `vm`'s boot vCPU, on core 0."""
+        if vm.powered_off:
+            return vm.result()
+        self._start([vm], 1)
+        pcpu, vcpu = self.pcpus[0], vm.vcpus[0]
+        self._switch(pcpu, vcpu)
+        before = vcpu.instructions
+        pcpu.run(1)
+        if vm.running:
+            stepped = "stepped one instruction" if vcpu.instructions > before else "stepped into an exception"
+            vm.stop(StopReason.STOPPED, stepped)
+        self._finish([vm])
+        return vm.result()
+
+    def _start(self, vms: list, max_insns: int) -> None:
+        if not self.pcpus:
+            self._make_cores()
+        self._prepare_devices()
+        for vm in vms:
+            if vm.powered_off:
+                continue
+            vm.running, vm._stop = True, None
+            vm.budget, vm.budget_end = max_insns, sum(v.instructions for v in vm.vcpus) + max_insns
+            if not vm.started:
+                vm.started = True
+                for vcpu in vm.vcpus:
+                    vcpu.timer.offset = self._now()  # CNTVOFF_EL2: the guest's counter starts at 0
+                    vcpu._saved_at = self._now()
+                    self.scheduler.add(vcpu.entity)
+                self._wake(vm.vcpus[0], self._now())
+            else:
+                for vcpu in vm.vcpus:
+                    if vcpu.state is VCpuState.RUNNABLE:
+                        self.scheduler.wake(vcpu.entity, self._now())
+        for i in range(len(self.pcpus)):
+            self._decision[i] = None
+
+    def _make_cores(self) -> None:
+        identity = self.vms[0] if len(self.vms) == 1 and self.vms[0].memory is None else None
+        self.pcpus = [PhysicalCpu(self, i) for i in range(self._cores)]
+        for pcpu in self.pcpus:
+            pcpu.map_memory(identity)
+        self._open = [None] * self._cores
+        self._decision = [None] * self._cores
+        self._resched = [False] * self._cores
+
+    def _prepare_devices(self) -> None:
+        """Map the device windows whose accesses are served in place. A VM whose data-abort handler
+        is not vlab's own sees every device access as an exit in the loop, so then none is mapped."""
+        from vlab.hyp.handlers import DEFAULT_HANDLERS  # the dispatch table the in-place path stands for
+        from vlab.arch.esr import ExceptionClass
+
+        windows = sorted({(d.base, d.size) for vm in self.vms for d in vm.devices
+                          if vm.handlers.get(ExceptionClass.DABT_LOWER)
+                          is DEFAULT_HANDLERS[ExceptionClass.DABT_LOWER]})
+        for pcpu in self.pcpus:
+            pcpu.map_devices(windows)
+
+    def _finish(self, vms: list) -> None:
+        """After a run: close the schedule's open segments; the vCPUs stay where they are."""
+        for i, segment in enumerate(self._open):
+            if segment is not None:
+                self._open[i] = None
+        now = self._now()
+        for vm in vms:
+            for vcpu in vm.vcpus:
+                if vcpu.state is VCpuState.RUNNABLE:
+                    self.scheduler.sleep(vcpu.entity, now)  # a later run wakes what is still runnable
+
+    def _now(self) -> int:
+        """The host clock: how far every core has got."""
+        return min((p.now() for p in self.pcpus), default=0)
+
+    def _stop_cores(self) -> None:
+        for pcpu in self.pcpus:
+            pcpu.cpu.uc.emu_stop()
+
+    def _wake(self, vcpu: VCpu, now: int) -> None:
+        self.wakes.append((vcpu.entity, now))
+        preempt = self.scheduler.wake(vcpu.entity, now)
+        if preempt is not None:
+            self._resched[preempt] = True
+        for i, decision in enumerate(self._decision):
+            if decision is not None and decision[0] is None:
+                self._resched[i] = True  # an idle core looks again at once
+
+    def _wake_due(self, now: int) -> None:
+        due = [v for v in self._blocked if v.wake_at is not None and v.wake_at <= now]
+        for vcpu in due:
+            self._blocked.remove(vcpu)
+            vcpu.state, at, vcpu.wake_at = VCpuState.RUNNABLE, vcpu.wake_at, None
+            if vcpu.vm.running:
+                self._wake(vcpu, at)
+
+    def _next_wake(self) -> int | None:
+        return min((v.wake_at for v in self._blocked if v.wake_at is not None and v.vm.running), default=None)
+
+    def _check_idle(self, vm) -> None:
+        """A VM none of whose vCPUs can ever run again is idle: no runnable vCPU, no timer to wake one."""
+        waiting = [v for v in vm.vcpus if v.state is not VCpuState.OFF]
+        if all(v.state is VCpuState.BLOCKED and v.wake_at is None or v.in_wfi and v.wake_at is None
+               for v in waiting):
+            vcpu = next(iter(waiting), None)
+            where = f" at {vcpu.pc - 4:#x}" if vcpu is not None and vcpu.in_wfi else ""
+            vm.stop(StopReason.IDLE, f"WFI{where} with no timer or interrupt that could wake a vCPU"
+                    if waiting else "no vCPU is running", vcpu)
+
+    def _switch(self, pcpu: PhysicalCpu, vcpu: VCpu | None) -> None:
+        pcpu.load(vcpu)
+
+    def _step(self, vms: list) -> None:
+        pcpu = min(self.pcpus, key=lambda p: (p.now(), p.index))
+        now = pcpu.now()
+        self._wake_due(now)
+        i = pcpu.index
+        decision = self._decision[i]
+        running = decision[0] if decision is not None else None
+        vcpu = self._vcpu_of(running)
+        if decision is None or now >= decision[1] or self._resched[i] or vcpu is not None and not self._runs(vcpu):
+            self._resched[i] = False
+            current = running if vcpu is not None and self._runs(vcpu) else None
+            chosen = self.scheduler.pick(i, now, current)
+            vcpu = self._vcpu_of(chosen.entity)
+            if vcpu is not None and not self._runs(vcpu):
+                raise RuntimeError(f"the {self.scheduler.name} scheduler picked {chosen.entity.name}, "
+                                   "which cannot run now")
+            self._decision[i] = decision = (chosen.entity, max(chosen.until, now + 1))
+            if vcpu is not None and vcpu is not pcpu.current:
+                holder = self.pcpu_of(vcpu)
+                if holder is not None:
+                    raise RuntimeError(f"the {self.scheduler.name} scheduler picked {chosen.entity.name} for "
+                                       f"pCPU{i} while it runs on pCPU{holder.index}")
+                pcpu.load(vcpu)
+        limit = decision[1]
+        if len(self.pcpus) > 1:
+            limit = min(limit, now + self.lockstep)
+        wake = self._next_wake()
+        if wake is not None and wake > now:
+            limit = min(limit, wake)
+        if vcpu is None:
+            self._account(pcpu, None, now, limit)
+            pcpu.idle_ticks += limit - now
+            if wake is None and all(p.current is None or not self._runs(p.current) for p in self.pcpus):
+                for vm in vms:
+                    if vm.running:
+                        self._check_idle(vm)
+            return
+        vm = vcpu.vm
+        deadline = vcpu.timer.next_deadline()
+        if deadline is not None:
+            limit = min(limit, deadline if deadline > now else now + IRQ_POLL)
+        budget = vm.budget_end - sum(v.instructions for v in vm.vcpus)
+        limit = min(limit, now + max(budget, 0))
+        if budget <= 0:
+            vm.stop(StopReason.BUDGET, f"instruction budget of {vm.budget:,} spent", vcpu)
+            return
+        pcpu.take_pending_irq(vcpu)
+        pcpu.run(max(limit - now, 1))
+        end = pcpu.now()
+        self._account(pcpu, vcpu.entity, now, end)
+        self.scheduler.charge(vcpu.entity, i, end - now, end)
+        if vm.running and sum(v.instructions for v in vm.vcpus) >= vm.budget_end:
+            vm.stop(StopReason.BUDGET, f"instruction budget of {vm.budget:,} spent", vcpu)
+        if vcpu.in_wfi and vm.running:
+            self._check_idle(vm)
+
+    def _runs(self, vcpu: VCpu) -> bool:
+        return vcpu.state is VCpuState.RUNNABLE and vcpu.vm.running
+
+    def _vcpu_of(self, entity: Entity | None) -> VCpu | None:
+        return None if entity is None else self.vms[entity.vm].vcpus[entity.vcpu]
+
+    def _account(self, pcpu: PhysicalCpu, entity: Entity | None, start: int, end: int) -> None:
+        """Extend the core's current stretch of the schedule, or open a new one."""
+        if end <= start:
+            return
+        segment = self._open[pcpu.index]
+        if segment is not None and segment.entity == entity and segment.end == start:
+            segment.end = end
+            return
+        segment = Segment(pcpu.index, entity, start, end)
+        self._open[pcpu.index] = segment
+        self.schedule.append(segment)
+
+    # --- figures ----------------------------------------------------------------------------------
+
+    def vcpu_figures(self, vm) -> tuple[dict, ...]:
+        """Per vCPU of `vm`: its state, instructions, host ticks on a core, world switches into it."""
+        ran: dict[int, int] = {}
+        for s in self.schedule:
+            if s.entity is not None and s.entity.vm == vm.index:
+                ran[s.entity.vcpu] = ran.get(s.entity.vcpu, 0) + s.end - s.start
+        return tuple({"vcpu": v.index, "state": v.state.value, "instructions": v.instructions,
+                      "cpu_ticks": ran.get(v.index, 0), "walks": v.walks} for v in vm.vcpus)
+
+    def pcpu_figures(self) -> list[dict]:
+        return [{"pcpu": p.index, "ticks": p.now(), "idle_ticks": p.idle_ticks, "switch_ticks": p.switch_ticks,
+                 "world_switches": p.switches} for p in self.pcpus]
