@@ -80,17 +80,7 @@ def test_exceptions_c_sees_architectural_syndromes_for_each_exception(elf):
         assert line in uart
 
 
-def _needs_gic(name: str) -> bool:
-    return "gic.c" in {module.name for module in builder.linked_modules(builder.C_DIR / f"{name}.c")}
-
-
-# Issue 12, phase 1: the GIC is a model (vlab/machine/gic.py, tested against QEMU in test_gic_qemu.py)
-# that the board does not map yet. Strict: once it does, these pass and the marks must go.
-ON_THE_BOARD = [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="the board has no GIC yet (issue 12)"))
-                if _needs_gic(name) else name for name in builder.programs()]
-
-
-@pytest.mark.parametrize("name", ON_THE_BOARD)
+@pytest.mark.parametrize("name", builder.programs())
 def test_c_guest_prints_the_same_on_qemu_and_on_vlab(elf, name):
     require_qemu()
     path = elf(name)
@@ -111,7 +101,7 @@ def test_demo_assembly_guest_built_by_gnu_as_prints_the_same_on_qemu_and_on_vlab
     assert run_on_vlab(path)[:2] == (GUESTS[name].expected_uart, SELF_CHECK_OK)
 
 
-def test_guests_that_need_vlabs_direct_timer_interrupt_still_build_with_gnu_as_and_run(elf):
+def test_guests_that_call_psci_through_smc_still_build_with_gnu_as_and_run(elf):
     for name in (n for n, g in GUESTS.items() if not g.runs_on_qemu):
         assert run_on_vlab(elf(GUESTS[name].path))[:2] == (GUESTS[name].expected_uart, SELF_CHECK_OK)
 

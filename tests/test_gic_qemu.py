@@ -1,10 +1,10 @@
-"""QEMU as the oracle for the GIC: the C guests' output on `qemu-system-aarch64 -M virt`, and vlab's
-GIC model replaying QEMU's own trace of every GIC access, register by register (tests/gic_replay.py).
+"""QEMU as the oracle for the GIC: the C guests' output on `qemu-system-aarch64 -M virt`, vlab's GIC
+model replaying QEMU's own trace of every GIC access, register by register (tests/gic_replay.py),
+and the same guests in VMs.
 
 The guests (vlab/guests/c/gic_*.c) check themselves and print what they saw: the expected texts
 below are what QEMU 7.2 prints, and each line is also what the GICv2 architecture says (the guests'
-own checks). On vlab's board and in a VM they must print the same (issue 12, phase 2: the board
-does not map the GIC yet, see test_c_guests.py).
+own checks). On vlab's board (test_c_guests.py) and in a VM (below) they print the same.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from gic_replay import parse, replay  # tests/gic_replay.py
 from vlab.errors import ToolError
 from vlab.guests import build as builder
 from vlab.guests import qemu as oracle
+from vlab.hyp import HCR, VM, Host
+from vlab.machine.board import Board, StopReason
+from vlab.machine.loader import image_from_file, load
 
 GIC_TIMER_TEXT = """\
 GIC: 288 interrupt IDs, GICC_IIDR 0x0002043b
@@ -37,15 +40,11 @@ all checks passed
 
 GIC_SMP_4_TEXT = """\
 4 CPU(s), says GICD_TYPER; CPU 0 is MPIDR_EL1 0x80000000
-CPU 1: PSCI CPU_ON returned 0; it sees GICD_ITARGETSR0 = 0x02020202, and waits in WFI
-CPU 2: PSCI CPU_ON returned 0; it sees GICD_ITARGETSR0 = 0x04040404, and waits in WFI
-CPU 3: PSCI CPU_ON returned 0; it sees GICD_ITARGETSR0 = 0x08080808, and waits in WFI
+""" + "".join(f"CPU {n}: PSCI CPU_ON returned 0; it sees GICD_ITARGETSR0 = 0x{0x01010101 << n:08x}, says SGI 4 from "
+              f"CPU {n}, and waits in WFI\n" for n in (1, 2, 3)) + """\
 PSCI CPU_ON for CPU 4, which does not exist: -2
-SGI 1 to CPU 1: it woke with GICC_IAR 0x001, and answered: SGI 3 from CPU 1
-SGI 1 to CPU 2: it woke with GICC_IAR 0x001, and answered: SGI 3 from CPU 2
-SGI 1 to CPU 3: it woke with GICC_IAR 0x001, and answered: SGI 3 from CPU 3
-SGI 2 to all other CPUs; the answers, as CPU 0 acknowledges them: SGI 3 from CPU 1, SGI 3 from CPU 2, \
-SGI 3 from CPU 3
+""" + "".join(f"SGI 1 to CPU {n}: it woke with GICC_IAR 0x001, and answered: SGI 3 from CPU {n}\n" for n in (1, 2, 3)) + """\
+SGI 2 to all other CPUs; answers came from CPUs 1 2 3
 SGI 2 to the CPUs that do not exist: GICC_HPPIR 0x3ff
 all checks passed
 """
@@ -133,3 +132,40 @@ def test_a_guest_naming_a_module_that_does_not_exist_is_an_error(tmp_path):
     program.write_text("// links: gic.c nowhere.S\nint main(void) { return 0; }\n")
     with pytest.raises(ToolError, match="nowhere.S"):
         builder.sources(program)
+
+
+# --- the same guests in a VM: the distributor's accesses exit, the CPU interface's do not ------------------
+
+VM_RUNS = [("gic_timer", 1, None), ("gic_sgi", 1, None), ("gic_smp", 1, None), ("gic_smp", 4, None),
+           ("gic_smp", 4, "one physical CPU"), ("gic_timer", 1, "scattered")]
+
+
+@pytest.mark.parametrize("traps", [HCR(0), HCR.TWI], ids=["no traps", "TWI"])
+@pytest.mark.parametrize("name, cpus, how", VM_RUNS, ids=[f"{n}-{c}cpu-{h or 'alone'}" for n, c, h in VM_RUNS])
+def test_gic_guests_print_in_a_vm_what_they_print_on_qemu(elf, name, cpus, how, traps):
+    path = elf(name)
+    on_qemu = oracle.run_on_qemu(path, cpus=cpus)
+    options = {"traps": traps, "vcpus": cpus}
+    if how == "one physical CPU":
+        options.update(host=Host(pcpus=1), stage2="contiguous")
+    elif how == "scattered":
+        options.update(stage2="scattered")
+    result = VM.from_file(path, **options).run(max_insns=20_000_000, timeout_s=60)
+    assert result.reason is StopReason.POWERED_OFF, result.message
+    assert result.uart == on_qemu.uart
+    assert result.exits["DABT_LOWER"] > 0  # the distributor: emulated, an exit per access
+    served = result.without_exits  # the CPU interface: the hardware's GICV, no exit
+    assert served["GICV_CTLR"] == cpus and served.get("GICV_IAR", 0) >= served.get("GICV_EOIR", 0)
+    if name == "gic_timer":
+        assert result.exits["IRQ"] == 5  # each tick: the physical PPI 27, taken by the hypervisor
+
+
+def test_on_the_board_the_timer_and_the_sgis_go_through_the_gic_with_nothing_in_between(elf):
+    board = Board()
+    load(board, image_from_file(elf("gic_timer")))
+    result = board.run(max_insns=2_000_000)
+    assert result.uart == GIC_TIMER_TEXT
+    irqs = [e for e in board.exceptions_taken if e.vector.name == "IRQ"]
+    assert len(irqs) == 5
+    reads = [a for a in board.mmio_trace if a.register == "GICC_IAR"]
+    assert [a.value for a in reads] == [27] * 5

@@ -32,13 +32,13 @@ from vlab.hyp.vcpu import VCpu, VCpuState
 from vlab.machine import psci
 from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, RunResult, StopReason
 from vlab.machine.cpu import CPU, Watchdog
+from vlab.machine.gic import EOI_MODE, GIC, MAINTENANCE_PPI, MAX_CPUS, VIRTUAL_TIMER_PPI
 from vlab.sched import Entity, Scheduler
 from vlab.sched.round_robin import RoundRobin
 
-MAX_PCPUS = 64
+MAX_PCPUS = MAX_CPUS  # its interrupt controller, a GICv2, has 8 CPU interfaces at most
 DEFAULT_HOST_MEMORY = 0x1000_0000  # 256 MiB
 DEFAULT_LOCKSTEP = 50_000  # with several cores: how far one may run ahead of the others (0.8 ms)
-IRQ_POLL = 1_000  # while a vCPU's interrupt is pending but masked, look again this often
 _U64 = (1 << 64) - 1
 
 
@@ -71,7 +71,7 @@ class Host:
         """`switch_cost`: host ticks charged to a core for each world switch; `lockstep`: with
         several cores, the most host ticks one runs ahead of the others."""
         if not 1 <= pcpus <= MAX_PCPUS:
-            raise ValueError(f"a host has 1 to {MAX_PCPUS} physical CPUs, not {pcpus}")
+            raise ValueError(f"a host has 1 to {MAX_PCPUS} physical CPUs (its GICv2 serves {MAX_PCPUS}), not {pcpus}")
         if switch_cost < 0 or lockstep <= 0:
             raise ValueError("the world-switch cost must be >= 0 ticks and the lockstep quantum > 0 ticks")
         self._memory = memory if isinstance(memory, HostMemory) else None
@@ -84,6 +84,7 @@ class Host:
         self._vmids: dict[int, int] = {}  # VM index -> VMID
         self._cores = pcpus
         self.pcpus: list[PhysicalCpu] = []  # made at the first run, when the memory map is known
+        self.gic: GIC | None = None  # the host's own interrupt controller, made with the cores
         self.scratch = CPU()  # where a saved vCPU's registers are read and written
         self._reset = self.scratch.uc.context_save()  # a core's state at reset: every vCPU starts so
         self.midr = self.scratch.read_sysreg("MIDR_EL1")
@@ -153,14 +154,26 @@ class Host:
         self.scheduler.sleep(vcpu.entity, self._now())
 
     def block(self, vcpu: VCpu) -> None:
-        """A trapped WFI: the vCPU sleeps until its timer fires (or an event, once there are any)."""
-        if vcpu.timer.asserted():
-            return  # its interrupt is already there: WFI does not wait
+        """A trapped WFI: the vCPU sleeps until an interrupt it would take -- its timer firing, an
+        SGI from another vCPU (`interrupt_arrived`)."""
+        pcpu = self.pcpu_of(vcpu)
+        if pcpu is not None:
+            pcpu.serve_physical_interrupts(vcpu)  # the timer may have fired just now
+        if vcpu.vm.vgic.wants_to_run(vcpu.index):
+            return  # an interrupt is already there: WFI does not wait
         vcpu.state = VCpuState.BLOCKED
-        vcpu.wake_at = vcpu.timer.next_deadline()
+        vcpu.wake_at = vcpu.wake_deadline()
         self._blocked.append(vcpu)
         self.scheduler.sleep(vcpu.entity, self._now())
         self._check_idle(vcpu.vm)
+
+    def interrupt_arrived(self, vcpu: VCpu) -> None:
+        """`vcpu` can now take an interrupt (an SGI another vCPU sent): if it sleeps in WFI, it wakes
+        -- through the scheduler when it had given up its core, at once when it holds one."""
+        if vcpu in self._blocked:
+            self._unblock(vcpu, self._now())
+        elif vcpu.in_wfi:
+            vcpu.wake_at = vcpu.ticks()
 
     def yield_(self, vcpu: VCpu) -> None:
         """A paravirtual yield: the scheduler picks again on the vCPU's core."""
@@ -271,12 +284,26 @@ class Host:
 
     def _make_cores(self) -> None:
         identity = self.vms[0] if len(self.vms) == 1 and self.vms[0].memory is None else None
+        self.gic = self._make_gic()
         self.pcpus = [PhysicalCpu(self, i) for i in range(self._cores)]
         for pcpu in self.pcpus:
             pcpu.map_memory(identity)
         self._open = [None] * self._cores
         self._decision = [None] * self._cores
         self._resched = [False] * self._cores
+
+    def _make_gic(self) -> GIC:
+        """The host's GICv2, programmed as KVM's host programs its own: forwarding on; on each core
+        the virtual timer's PPI and the maintenance interrupt enabled; each CPU interface with
+        EOImode = 1, so that an interrupt handed to a guest stays active until the guest completes it."""
+        gic = GIC(self._cores, on_signal=lambda cpu: self.pcpus[cpu].cpu.interrupt_pending())
+        for cpu in range(self._cores):
+            distributor, interface = gic.devices(cpu)
+            distributor.write(0x000, 4, 1)  # GICD_CTLR
+            distributor.write(0x100, 4, 1 << VIRTUAL_TIMER_PPI | 1 << MAINTENANCE_PPI)  # GICD_ISENABLER0
+            interface.write(0x004, 4, 0xFF)  # GICC_PMR
+            interface.write(0x000, 4, 1 | EOI_MODE)  # GICC_CTLR
+        return gic
 
     def _prepare_devices(self) -> None:
         """Map the device windows whose accesses are served in place. A VM whose data-abort handler
@@ -321,10 +348,22 @@ class Host:
     def _wake_due(self, now: int) -> None:
         due = [v for v in self._blocked if v.wake_at is not None and v.wake_at <= now]
         for vcpu in due:
-            self._blocked.remove(vcpu)
-            vcpu.state, at, vcpu.wake_at = VCpuState.RUNNABLE, vcpu.wake_at, None
-            if vcpu.vm.running:
-                self._wake(vcpu, at)
+            self._unblock(vcpu, vcpu.wake_at)
+
+    def _unblock(self, vcpu: VCpu, at: int) -> None:
+        """A blocked vCPU becomes runnable at host tick `at`. If its core still runs it -- it blocked,
+        and another core's step woke it before that core asked the scheduler again -- it goes on
+        there: that core asks again, and the scheduler is not told of a second runnable copy."""
+        self._blocked.remove(vcpu)
+        vcpu.state, vcpu.wake_at = VCpuState.RUNNABLE, None
+        if not vcpu.vm.running:
+            return
+        holder = next((i for i, d in enumerate(self._decision) if d is not None and d[0] == vcpu.entity), None)
+        if holder is None:
+            self._wake(vcpu, at)
+        else:
+            self.wakes.append((vcpu.entity, at))
+            self._resched[holder] = True
 
     def _next_wake(self) -> int | None:
         return min((v.wake_at for v in self._blocked if v.wake_at is not None and v.vm.running), default=None)
@@ -361,9 +400,11 @@ class Host:
             self._decision[i] = decision = (chosen.entity, max(chosen.until, now + 1))
             if vcpu is not None and vcpu is not pcpu.current:
                 holder = self.pcpu_of(vcpu)
-                if holder is not None:
+                if holder is not None and self._decision[holder.index][0] == chosen.entity:
                     raise RuntimeError(f"the {self.scheduler.name} scheduler picked {chosen.entity.name} for "
                                        f"pCPU{i} while it runs on pCPU{holder.index}")
+                if holder is not None:
+                    holder.load(None)  # left loaded on a core that went idle when it blocked: it moves
                 pcpu.load(vcpu)
         limit = decision[1]
         if len(self.pcpus) > 1:
@@ -380,9 +421,9 @@ class Host:
                         self._check_idle(vm)
             return
         vm = vcpu.vm
-        deadline = vcpu.timer.next_deadline()
+        deadline = vcpu.timer.next_deadline(after=now)
         if deadline is not None:
-            limit = min(limit, deadline if deadline > now else now + IRQ_POLL)
+            limit = min(limit, deadline)
         budget = vm.budget_end - sum(v.instructions for v in vm.vcpus)
         limit = min(limit, now + max(budget, 0))
         if budget <= 0:

@@ -35,21 +35,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from vlab.machine.gic import (EOI_MODE, FIRST_SPI, QEMU_VIRT_SPIS, SGIS, SPURIOUS, Candidate, CpuInterface, Distributor,
-                              Interrupt)
+from vlab.machine.gic import (EOI_MODE, FIRST_SPI, GICD_BASE, GICD_SIZE, QEMU_VIRT_SPIS, SGIS, SPURIOUS, Candidate,
+                              CpuInterface, Distributor, Interrupt)
 from vlab.machine.gic_virt import (HCR_EN, HCR_EOICOUNT_SHIFT, HCR_LRENPIE, HCR_UIE, LIST_REGISTERS, PRIORITY_BITS,
                                    ListRegister, LrState, VirtualCpuInterface, VirtualInterfaceState, cpu_state_of,
                                    describe_list_registers)
-
-# What a world switch moves for the interrupt controller, per vCPU (printed by the course):
-WORLD_SWITCH_STATE = (
-    ("GICH_HCR, GICH_VMCR, GICH_APR, GICH_LR0-3",
-     "the vCPU's virtual CPU interface: its list registers, its GICV_CTLR/PMR/BPR, its active priorities"),
-    ("GICD_ISACTIVER0 bits of mapped PPIs", "the physical active state of the interrupts behind HW list registers "
-     "(the virtual timer's PPI 27), which the guest has not completed yet"),
-    ("the VM's distributor", "nothing moves: it is the hypervisor's own memory, one per VM"),
-)
-
 
 @dataclass
 class SavedGic:
@@ -82,13 +72,16 @@ class _Fixed:
 class VGic:
     """One VM's virtual GIC for `vcpus` vCPUs (`list_registers` per physical CPU, 4 on QEMU's GIC)."""
 
-    def __init__(self, vcpus: int, spis: int = QEMU_VIRT_SPIS, list_registers: int = LIST_REGISTERS):
+    def __init__(self, vcpus: int, spis: int = QEMU_VIRT_SPIS, list_registers: int = LIST_REGISTERS,
+                 on_wake: Callable[[int], None] | None = None):
+        """`on_wake(vcpu)` is called when a vCPU becomes able to take an interrupt it could not take
+        before (an SGI, a device's line): the scheduler wakes it if it sleeps in WFI."""
         self.distributor = Distributor(vcpus, spis)  # the VM's: software, never a physical device
         self.list_registers = list_registers
         self.saved = [SavedGic() for _ in range(vcpus)]
         self.loaded: dict[int, VirtualCpuInterface] = {}  # vCPU -> the interface it runs on
         self.mapped: dict[int, int] = {}  # vINTID -> pINTID, for HW list registers
-        self.woken: set[int] = set()  # vCPUs that became able to take an interrupt (for the scheduler)
+        self.on_wake = on_wake
         self._queued: list[list[_Queued | None]] = [[None] * list_registers for _ in range(vcpus)]
         self._active_source: dict[tuple[int, int], int] = {}  # (vCPU, SGI) -> the source the guest took
 
@@ -104,7 +97,9 @@ class VGic:
 
     def set_line(self, vcpu: int, intid: int, level: bool) -> None:
         """A virtual device drives its line: a PPI of `vcpu`, or an SPI."""
-        self._changing(lambda: self.distributor.set_line(intid, level, vcpu))
+        d = self.distributor
+        if d.exists(intid) and 0 <= vcpu < self.vcpus and d.interrupt(vcpu, intid).line != bool(level):
+            self._changing(lambda: d.set_line(intid, level, vcpu))
 
     def inject(self, vcpu: int, intid: int) -> None:
         """Make PPI or SPI `intid` pending for `vcpu` as a latch: the host took the physical interrupt
@@ -125,6 +120,10 @@ class VGic:
     def register_name(self, offset: int) -> str:
         return self.distributor.register_name(offset)
 
+    def frame(self, vcpu: int) -> DistributorExits:
+        """The distributor as vCPU `vcpu`'s accesses reach it (each one an exit), as a device."""
+        return DistributorExits(self, vcpu)
+
     def refresh(self) -> None:
         """Sync and flush the loaded vCPUs in place (after a maintenance interrupt)."""
         self._changing(lambda: None)
@@ -132,7 +131,7 @@ class VGic:
     def _changing(self, change: Callable[[], None]) -> None:
         """Apply a change to the distributor with every loaded vCPU's list registers folded in, then
         refill them; note who can now take an interrupt it could not take before."""
-        before = {v for v in range(self.vcpus) if self.wants_to_run(v)}
+        before = {v for v in range(self.vcpus) if self.wants_to_run(v)} if self.on_wake else set()
         states = {vcpu: interface.save() for vcpu, interface in self.loaded.items()}
         for vcpu, state in states.items():
             self.sync(vcpu, state)
@@ -140,7 +139,10 @@ class VGic:
         for vcpu, state in states.items():
             self.flush(vcpu, state)
             self.loaded[vcpu].restore(state)
-        self.woken |= {v for v in range(self.vcpus) if v not in before and self.wants_to_run(v)}
+        if self.on_wake is not None:
+            for v in range(self.vcpus):
+                if v not in before and self.wants_to_run(v):
+                    self.on_wake(v)
 
     # --- the world switch -----------------------------------------------------------------------
 
@@ -272,19 +274,54 @@ class VGic:
             return interface.signal() is not None
         pending = [(self._irq(vcpu, i).priority, i) for i in self._visible(vcpu)
                    if self._deliverable(self._irq(vcpu, i)) and not self._irq(vcpu, i).active]
-        if not pending:
+        return bool(pending) and self._would_signal(vcpu, min(pending)[1])
+
+    def could_wake(self, vcpu: int, intid: int) -> bool:
+        """Whether `intid`, were it to become pending now, would be signalled to the vCPU (what lets
+        a timer that fires wake it from WFI): enabled, not active, past its masks."""
+        irq = self._irq(vcpu, intid)
+        if not irq.enabled or irq.active or not self.distributor.ctlr >> irq.group & 1:
             return False
-        priority, intid = min(pending)
-        view = CpuInterface(_Fixed(Candidate(intid, priority, self._irq(vcpu, intid).group)), PRIORITY_BITS,
-                            group1_apart=False)
-        saved = self.saved[vcpu].interface
-        view.state = cpu_state_of(saved.vmcr, saved.apr)
+        return self._would_signal(vcpu, intid)
+
+    def _would_signal(self, vcpu: int, intid: int) -> bool:
+        """Asked of the vCPU's virtual CPU interface as its registers stand (loaded or saved)."""
+        irq = self._irq(vcpu, intid)
+        view = CpuInterface(_Fixed(Candidate(intid, irq.priority, irq.group)), PRIORITY_BITS, group1_apart=False)
+        interface = self.loaded.get(vcpu)
+        if interface is not None:
+            view.state = interface.state
+        else:
+            saved = self.saved[vcpu].interface
+            view.state = cpu_state_of(saved.vmcr, saved.apr)
         return view.signal() is not None
 
     def describe(self, vcpu: int) -> str:
         """The vCPU's list registers (loaded or saved), for people to read."""
         interface = self.loaded.get(vcpu)
         return describe_list_registers(interface.lrs if interface is not None else self.saved[vcpu].interface.lrs)
+
+
+class DistributorExits:
+    """The VM's GICD frame for one vCPU's exits: a device for the hypervisor's MMIO emulation."""
+
+    name, base, size = "gicd", GICD_BASE, GICD_SIZE
+
+    def __init__(self, vgic: VGic, vcpu: int):
+        self.vgic, self.vcpu = vgic, vcpu
+
+    def read(self, offset: int, size: int) -> int:
+        return self.vgic.distributor_access(self.vcpu, offset, size, 0, False)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.vgic.distributor_access(self.vcpu, offset, size, value, True)
+
+    def register_name(self, offset: int) -> str:
+        return self.vgic.register_name(offset)
+
+    def for_vcpu(self, index: int) -> DistributorExits:
+        """The same frame as vCPU `index` reaches it (its own SGIs' and PPIs' registers)."""
+        return self.vgic.frame(index)
 
 
 def _lowest(bits: int) -> int:

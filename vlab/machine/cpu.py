@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from unicorn import (
-    UC_ARCH_ARM64, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR,
+    UC_ARCH_ARM64, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
     UC_HOOK_MEM_INVALID, UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT,
     UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_PROT_ALL, UC_QUERY_TIMEOUT, Uc, UcError,
 )
@@ -174,6 +174,8 @@ class CPU:
         self._trapped_at: int | None = None  # the counter when trap() was called in this run
         self._make_fault: Callable[[int], GuestException] | None = None  # set by fault()
         self._rollback = None  # set by abort_current(): the state to restore once the run stops
+        self._watch_unmask = False  # set by stop_when_unmasked(): for the next run only
+        self._unmasked_at: int | None = None  # the counter when that watch saw PSTATE.I clear
         self._running = False  # inside emu_start: the live counter is part of the clock
         # SCR_EL3.HCE: without it HVC is UNDEFINED. RW (bit 10): EL2 and below are AArch64.
         self.write_sysreg("SCR_EL3", (1 << 8) | (1 << 10) | 1)
@@ -313,6 +315,14 @@ class CPU:
         last: `clock()` then reaches the deadline exactly). Never lengthens a run."""
         self._counter.limit_to(self._counter.started() - 1 + max(instructions, 1))
 
+    def interrupt_pending(self) -> None:
+        """From any hook (a device callback, a system-register access): an interrupt line rose, so
+        end the run once the current instruction has retired -- the loop then takes the interrupt
+        before the next one. (Unlike request_stop() from a device callback, which leaves PC on the
+        access, so that the access would be made again.) Outside a run, nothing to do."""
+        if self._running:
+            self.stop_within(1)
+
     def abort_current(self, exception: GuestException) -> None:
         """From a device callback: the current instruction must not complete. Its registers are put
         back as they were before it (the device saw nothing), and it raises `exception` instead.
@@ -340,11 +350,27 @@ class CPU:
         self._make_fault = make
         self._trapped_at = self._counter.started()  # counted as for trap(): this instruction did not retire
 
+    def stop_when_unmasked(self) -> None:
+        """For the next run only: stop before the first instruction that would run with IRQs
+        unmasked (PSTATE.I clear), so that an interrupt waiting while they were masked is taken
+        there, as the hardware takes it. Unicorn gives no notice of `msr daifclr` or of an ERET
+        that unmasks, so this watches every instruction: use it only while an interrupt waits."""
+        self._watch_unmask = True
+
+    def _on_code(self, uc: Uc, address: int, size: int, _user) -> None:
+        if not self._read64(A.UC_ARM64_REG_PSTATE) & PSTATE_I:
+            self._unmasked_at = self._counter.started()  # this instruction was counted, not executed
+            uc.emu_stop()
+
     def run(self, max_insns: int, timeout_us: int = 0) -> CpuStop:
         """Execute from PC until an event, at most max_insns instructions (> 0)."""
         self._exception = self._memory_fault = self._hook_error = self._trapped_at = self._make_fault = None
-        self._stop_requested = False
+        self._stop_requested, self._unmasked_at = False, None
         error: UcError | None = None
+        watch = None
+        if self._watch_unmask:
+            watch = self.uc.hook_add(UC_HOOK_CODE, self._on_code)
+            self.uc.ctl_flush_tb()  # code translated before the hook existed would not call it
         self._running = True
         try:
             self.uc.emu_start(self.pc, _UNTIL, timeout=timeout_us, count=max_insns)
@@ -354,6 +380,10 @@ class CPU:
             self._hook_error = self._hook_error or f"{type(e).__name__}: {e}"
         finally:
             self._running = False
+            if watch is not None:
+                self.uc.hook_del(watch)
+                self.uc.ctl_flush_tb()  # and code translated with it would go on paying for it
+                self._watch_unmask = False
         if self._rollback is not None:
             self.uc.context_restore(self._rollback)
             self._rollback = None
@@ -384,6 +414,8 @@ class CPU:
                 last_started = self._trapped_at if self._trapped_at is not None else started
                 return CpuStop(StopKind.EXCEPTION, last_started - 1, exc)
             return CpuStop(StopKind.EXCEPTION, started, exc)
+        if self._unmasked_at is not None:
+            return CpuStop(StopKind.REQUESTED, self._unmasked_at - 1)  # stopped before that instruction
         if started > max_insns:
             return CpuStop(StopKind.BUDGET, max_insns)
         if self.uc.query(UC_QUERY_TIMEOUT):

@@ -658,6 +658,25 @@ class GIC:
     def irq_pending(self, cpu: int) -> bool:
         return self.signal(cpu) == "IRQ"
 
+    def why_silent(self, cpu: int, intid: int) -> str:
+        """In words, why `intid` does not interrupt CPU `cpu` now (for a guest stuck in WFI)."""
+        d, c = self.distributor, self.cpu_interfaces[cpu].state
+        irq = d.interrupt(cpu, intid)
+        group = f"Group {irq.group}"
+        reasons = (
+            (not d.ctlr >> irq.group & 1, f"the distributor does not forward {group} (GICD_CTLR = {d.ctlr:#x})"),
+            (not irq.enabled, f"INTID {intid} is disabled (GICD_ISENABLER{intid // 32} bit {intid % 32})"),
+            (irq.active, f"INTID {intid} is still active: it was acknowledged and never completed (GICC_EOIR)"),
+            (not irq.pending, f"INTID {intid} is not pending"),
+            (not c.ctlr >> irq.group & 1, f"the CPU interface does not signal {group} (GICC_CTLR = {c.ctlr:#x})"),
+            (irq.priority >= c.pmr, f"its priority {irq.priority:#x} is not below GICC_PMR = {c.pmr:#x}"),
+        )
+        found = next((why for holds, why in reasons if holds), None)
+        if found is not None:
+            return found
+        running = self.cpu_interfaces[cpu].running_priority()
+        return f"the running priority {running:#x} (an interrupt being handled) is not above its priority {irq.priority:#x}"
+
     def _refresh(self) -> None:
         for cpu in range(self.cpus):
             now = self.cpu_interfaces[cpu].signal()

@@ -110,14 +110,15 @@ class GenericTimer:
     def asserted(self) -> list[Timer]:
         return [t for t in (self.virtual, self.physical) if t.asserted()]
 
-    def next_deadline(self) -> int | None:
-        """The earliest board tick at which a timer interrupt will rise, or None."""
+    def next_deadline(self, after: int | None = None) -> int | None:
+        """The earliest board tick at which a timer interrupt will rise (one that has not, when
+        `after` -- a tick -- is given: strictly later than it), or None."""
         deadlines = []
         if (d := self.virtual.deadline()) is not None:
             deadlines.append(d + self.offset)
         if (d := self.physical.deadline()) is not None:
             deadlines.append(d)
-        return min(deadlines, default=None)
+        return min((d for d in deadlines if after is None or d > after), default=None)
 
 
 def serve_timer(cpu, timer: GenericTimer, access: SysRegAccess, value: int) -> bool:
