@@ -35,3 +35,25 @@ HYPERCALL = (
     PublishedCost("hypercall", "KVM x86", 1_300, DALL_2016, "recalled"),
     PublishedCost("hypercall", "Xen x86", 1_228, DALL_2016, "recalled"),
 )
+
+ADAMS_AGESEN_2006 = ('K. Adams and O. Agesen, "A Comparison of Software and Hardware Techniques for x86 '
+                     'Virtualization", ASPLOS 2006')
+
+# x86 micro-operations natively, under VMware's binary translator ("software VMM") and under first-generation
+# VT-x ("hardware VMM"): Adams & Agesen's microbenchmarks, as secondary sources quote them. First-generation
+# VT-x exits were expensive, so binary translation often won.
+X86_VIRTUALIZATION = (
+    PublishedCost("in (port I/O)", "bare hardware", 3_209, ADAMS_AGESEN_2006, "quoted"),
+    PublishedCost("in (port I/O)", "hardware VMM (VT-x)", 15_826, ADAMS_AGESEN_2006, "quoted"),
+    PublishedCost("call/ret", "bare hardware", 11, ADAMS_AGESEN_2006, "quoted"),
+    PublishedCost("call/ret", "software VMM (binary translation)", 51, ADAMS_AGESEN_2006, "quoted"),
+    PublishedCost("call/ret", "hardware VMM (VT-x)", 11, ADAMS_AGESEN_2006, "quoted"),
+    PublishedCost("page fault", "bare hardware", 1_093, ADAMS_AGESEN_2006, "quoted"),
+    PublishedCost("page fault", "software VMM (binary translation)", 3_927, ADAMS_AGESEN_2006, "quoted"),
+    PublishedCost("page fault", "hardware VMM (VT-x)", 11_242, ADAMS_AGESEN_2006, "quoted"),
+    PublishedCost("divide by zero", "bare hardware", 889, ADAMS_AGESEN_2006, "quoted"),
+    PublishedCost("divide by zero", "software VMM (binary translation)", 3_223, ADAMS_AGESEN_2006, "quoted"),
+    PublishedCost("divide by zero", "hardware VMM (VT-x)", 1_014, ADAMS_AGESEN_2006, "quoted"),
+    PublishedCost("page-table entry store", "software VMM (binary translation)", 391, ADAMS_AGESEN_2006, "quoted"),
+    PublishedCost("page-table entry store", "hardware VMM (VT-x)", 12_733, ADAMS_AGESEN_2006, "quoted"),
+)

@@ -250,7 +250,7 @@ class Host:
             return vm.result()
         self._start([vm], 1)
         pcpu, vcpu = self.pcpus[0], vm.vcpus[0]
-        self._switch(pcpu, vcpu)
+        pcpu.load(vcpu)
         before = vcpu.instructions
         pcpu.run(1)
         if vm.running:
@@ -378,44 +378,23 @@ class Host:
             vm.stop(StopReason.IDLE, f"WFI{where} with no timer or interrupt that could wake a vCPU"
                     if waiting else "no vCPU is running", vcpu)
 
-    def _switch(self, pcpu: PhysicalCpu, vcpu: VCpu | None) -> None:
-        pcpu.load(vcpu)
-
     def _step(self, vms: list) -> None:
-        pcpu = min(self.pcpus, key=lambda p: (p.now(), p.index))
+        """One turn of the loop: the core furthest behind runs (or idles) until its next event."""
+        pcpus = self.pcpus
+        pcpu = pcpus[0] if len(pcpus) == 1 else min(pcpus, key=_furthest_behind)
         now = pcpu.now()
-        self._wake_due(now)
-        i = pcpu.index
-        decision = self._decision[i]
-        running = decision[0] if decision is not None else None
-        vcpu = self._vcpu_of(running)
-        if decision is None or now >= decision[1] or self._resched[i] or vcpu is not None and not self._runs(vcpu):
-            self._resched[i] = False
-            current = running if vcpu is not None and self._runs(vcpu) else None
-            chosen = self.scheduler.pick(i, now, current)
-            vcpu = self._vcpu_of(chosen.entity)
-            if vcpu is not None and not self._runs(vcpu):
-                raise RuntimeError(f"the {self.scheduler.name} scheduler picked {chosen.entity.name}, "
-                                   "which cannot run now")
-            self._decision[i] = decision = (chosen.entity, max(chosen.until, now + 1))
-            if vcpu is not None and vcpu is not pcpu.current:
-                holder = self.pcpu_of(vcpu)
-                if holder is not None and self._decision[holder.index][0] == chosen.entity:
-                    raise RuntimeError(f"the {self.scheduler.name} scheduler picked {chosen.entity.name} for "
-                                       f"pCPU{i} while it runs on pCPU{holder.index}")
-                if holder is not None:
-                    holder.load(None)  # left loaded on a core that went idle when it blocked: it moves
-                pcpu.load(vcpu)
-        limit = decision[1]
-        if len(self.pcpus) > 1:
+        if self._blocked:
+            self._wake_due(now)
+        vcpu, limit = self._decide(pcpu, now)
+        if len(pcpus) > 1:
             limit = min(limit, now + self.lockstep)
-        wake = self._next_wake()
+        wake = self._next_wake() if self._blocked else None
         if wake is not None and wake > now:
             limit = min(limit, wake)
         if vcpu is None:
             self._account(pcpu, None, now, limit)
             pcpu.idle_ticks += limit - now
-            if wake is None and all(p.current is None or not self._runs(p.current) for p in self.pcpus):
+            if wake is None and all(p.current is None or not self._runs(p.current) for p in pcpus):
                 for vm in vms:
                     if vm.running:
                         self._check_idle(vm)
@@ -424,20 +403,47 @@ class Host:
         deadline = vcpu.timer.next_deadline(after=now)
         if deadline is not None:
             limit = min(limit, deadline)
-        budget = vm.budget_end - sum(v.instructions for v in vm.vcpus)
-        limit = min(limit, now + max(budget, 0))
-        if budget <= 0:
+        retired = sum(v.instructions for v in vm.vcpus)
+        if retired >= vm.budget_end:
             vm.stop(StopReason.BUDGET, f"instruction budget of {vm.budget:,} spent", vcpu)
             return
+        limit = min(limit, now + vm.budget_end - retired)
         pcpu.take_pending_irq(vcpu)
         pcpu.run(max(limit - now, 1))
         end = pcpu.now()
         self._account(pcpu, vcpu.entity, now, end)
-        self.scheduler.charge(vcpu.entity, i, end - now, end)
+        self.scheduler.charge(vcpu.entity, pcpu.index, end - now, end)
         if vm.running and sum(v.instructions for v in vm.vcpus) >= vm.budget_end:
             vm.stop(StopReason.BUDGET, f"instruction budget of {vm.budget:,} spent", vcpu)
         if vcpu.in_wfi and vm.running:
             self._check_idle(vm)
+
+    def _decide(self, pcpu: PhysicalCpu, now: int) -> tuple[VCpu | None, int]:
+        """What `pcpu` runs now and until when: the scheduler's last decision while it holds, else a
+        new one -- and the world switch to its choice."""
+        i = pcpu.index
+        decision = self._decision[i]
+        if decision is not None and now < decision[1] and not self._resched[i]:
+            vcpu = self._vcpu_of(decision[0])
+            if vcpu is None or self._runs(vcpu):
+                return vcpu, decision[1]
+        self._resched[i] = False
+        running = self._vcpu_of(decision[0]) if decision is not None else None
+        current = decision[0] if running is not None and self._runs(running) else None
+        chosen = self.scheduler.pick(i, now, current)
+        vcpu = self._vcpu_of(chosen.entity)
+        if vcpu is not None and not self._runs(vcpu):
+            raise RuntimeError(f"the {self.scheduler.name} scheduler picked {chosen.entity.name}, which cannot run now")
+        self._decision[i] = (chosen.entity, max(chosen.until, now + 1))
+        if vcpu is not None and vcpu is not pcpu.current:
+            holder = self.pcpu_of(vcpu)
+            if holder is not None and self._decision[holder.index][0] == chosen.entity:
+                raise RuntimeError(f"the {self.scheduler.name} scheduler picked {chosen.entity.name} for pCPU{i} "
+                                   f"while it runs on pCPU{holder.index}")
+            if holder is not None:
+                holder.load(None)  # left loaded on a core that went idle when it blocked: it moves
+            pcpu.load(vcpu)
+        return vcpu, self._decision[i][1]
 
     def _runs(self, vcpu: VCpu) -> bool:
         return vcpu.state is VCpuState.RUNNABLE and vcpu.vm.running
@@ -471,3 +477,7 @@ class Host:
     def pcpu_figures(self) -> list[dict]:
         return [{"pcpu": p.index, "ticks": p.now(), "idle_ticks": p.idle_ticks, "switch_ticks": p.switch_ticks,
                  "world_switches": p.switches} for p in self.pcpus]
+
+
+def _furthest_behind(pcpu: PhysicalCpu) -> tuple[int, int]:
+    return pcpu.now(), pcpu.index

@@ -16,6 +16,7 @@ import ctypes
 import hashlib
 import mmap
 import random
+from typing import Callable
 
 from vlab.mmu.descriptors import Leaf
 from vlab.mmu.memory import BufferMemory
@@ -67,6 +68,9 @@ class VmMemory:
         self._write_protected: set[int] = set()
         self.shared: set[int] = set()  # IPA pages mapped read-only onto a frame shared with others
         self.demand_faults = 0
+        # Told the IPA page (or None: many) whenever a stage-2 entry that was valid changes, so that
+        # every TLB that may hold the old one can forget it (the VM broadcasts it to all cores).
+        self.on_change: Callable[[int | None], None] | None = None
         self._claim(self.tables.tables, "stage-2 table")
         if layout != "demand":
             pages = list(range(ram_base, ram_base + ram_size, PAGE))
@@ -85,11 +89,14 @@ class VmMemory:
         for frame in frames:
             self.host.owner[frame] = f"vm{self.vmid} {what}"
 
-    def _map(self, ipa: int, frame: int, writable: bool = True) -> None:
+    def _map(self, ipa: int, frame: int, writable: bool = True, notify: bool = True) -> None:
         before = len(self.tables.tables)
+        replaced = notify and self.on_change is not None and self.tables.page(ipa) is not None
         self.tables.set_page(ipa, Leaf(frame, 3, 2, attr=0b1111, ap=S2_READ | (S2_WRITE if writable else 0)))
         self._claim([frame], "RAM")
         self._claim(self.tables.tables[before:], "stage-2 table")
+        if replaced:
+            self.on_change(ipa)
 
     def in_ram(self, ipa: int | None) -> bool:
         return ipa is not None and self.ram_base <= ipa < self.ram_base + self.ram_size
@@ -163,8 +170,10 @@ class VmMemory:
         """Make every RAM page read-only at stage 2 and forget what was dirty (a migration round starts)."""
         self.dirty.clear()
         for ipa, frame in self.mapping():
-            self._map(ipa, frame, writable=False)
+            self._map(ipa, frame, writable=False, notify=False)
             self._write_protected.add(ipa)
+        if self.on_change is not None:
+            self.on_change(None)  # every translation cached before now may still allow writes
 
     # --- the loader's and the debugger's view: memory by IPA ------------------------------------
 

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
     from vlab.hyp.vm import VM
 
 TLB_ENTRIES = 1024  # vlab's TLB model of this core, entries tagged by VMID and ASID
+# The exits this core can serve without stopping the emulator (the aborts only with vlab's own
+# handlers, which stand for what KVM serves in the kernel); any exit may still need the loop.
+SERVED_IN_PLACE = (ExceptionClass.SYS64, ExceptionClass.HVC64, ExceptionClass.SMC64,
+                   ExceptionClass.DABT_LOWER, ExceptionClass.IABT_LOWER)
 STUCK_EXITS = 8  # the same trapped instruction exiting this many times in a row: the handler is broken
 
 # What a system-register access means to the hypervisor, decided once per VM and access:
@@ -337,6 +341,7 @@ class PhysicalCpu:
     def _defer(self, exit: Exit, outcome: tuple) -> None:
         """From a hook: the exit was dispatched, but what its handler asked for needs the loop."""
         vcpu = self.current
+        vcpu.vm.served_by_loop()
         self._pending = lambda: self._finish(vcpu, exit, outcome)
 
     # --- exits served in place: system registers --------------------------------------------------

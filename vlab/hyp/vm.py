@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlab.arch.hcr import HCR
-from vlab.hyp.exits import IN_PLACE, Exit, TrapRecord
+from vlab.hyp.exits import IN_PLACE, RUN_LOOP, Exit, TrapRecord
 from vlab.hyp.handlers import DEFAULT_HANDLERS, Handler
 from vlab.hyp.memory import HostMemory, VmMemory, zeroed_host_buffer
 from vlab.hyp.platform import Platform
@@ -251,6 +251,12 @@ class VM:
         self.exits[kind] += 1
         self.trap_log.append(TrapRecord(tick, vcpu.index, kind, exit, str(action), served))
         return vcpu._take_outcome()
+
+    def served_by_loop(self) -> None:
+        """The exit just logged as served in place needed the run loop after all (its handler
+        blocked, injected, halted...): the log says so."""
+        last = self.trap_log[-1]
+        self.trap_log[-1] = last._replace(served=RUN_LOOP)
 
     def record_in_place(self, vcpu: VCpu, exit: Exit, action: str) -> None:
         """Count and log an exit vlab served in place without calling a handler (a device access)."""

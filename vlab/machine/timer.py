@@ -127,7 +127,8 @@ def serve_timer(cpu, timer: GenericTimer, access: SysRegAccess, value: int) -> b
 
     EL0 reaches the timer only where CNTKCTL_EL1 allows it, else the access traps to EL1. A write
     that arms the timer sooner than the current run was going to last shortens the run, so that
-    the interrupt is taken on time without stopping the guest for every write.
+    its line rises on time without stopping the guest for every write. (A timer already due is
+    the GIC's business: the caller drives the line, and the GIC stops the run if that signals.)
     """
     name = name_of(access.encoding)
     if not name.startswith("CNT"):
@@ -140,6 +141,6 @@ def serve_timer(cpu, timer: GenericTimer, access: SysRegAccess, value: int) -> b
     handled, result = timer.handle(access, value)
     if handled and access.is_read:
         cpu.set_x(access.rt, result)
-    elif handled and (deadline := timer.next_deadline()) is not None:
+    elif handled and (deadline := timer.next_deadline(after=timer.ticks())) is not None:
         cpu.stop_within(deadline - timer.ticks())
     return handled

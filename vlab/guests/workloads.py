@@ -1,0 +1,106 @@
+"""Guests for experiments on a shared host: each counts its own progress in its RAM.
+
+A scheduler's promise is about guests making progress, so these guests count theirs where the
+hypervisor -- and a notebook -- can read it afterwards (`progress(vm)`), in guest memory, as the
+guest itself sees it:
+
+    spinner()        computes forever: +1 every SPIN_ROUND instructions
+    sleeper(period)  works a little, then sleeps in WFI until its timer fires `period` ticks later
+                     (with HCR_EL2.TWI the vCPU gives its physical CPU back while it sleeps)
+    crasher(after)   spins, then executes an undefined instruction with no vector table to take it
+
+Every vCPU a guest starts (PSCI CPU_ON with `vcpus` > 1) counts in its own word.
+"""
+
+from __future__ import annotations
+
+from vlab.asm import Program, assemble
+from vlab.machine.board import RAM_BASE
+
+PROGRESS = RAM_BASE + 0xF000  # vCPU n's counter: the 64-bit word at PROGRESS + 8 * n
+SPIN_ROUND = 1_000  # instructions per count of a spinner (the loop below is 4 instructions)
+
+
+def _program(body: str, vcpus: int) -> Program:
+    """`body` on every vCPU: the boot vCPU starts the others with PSCI CPU_ON, each with x19 = its counter."""
+    return assemble(f"""    mov x20, #1
+start_others:
+    cmp x20, #{vcpus}
+    b.ge run
+    ldr x0, =0xc4000003
+    mov x1, x20
+    adr x2, secondary
+    mov x3, x20
+    hvc #0
+    add x20, x20, #1
+    b start_others
+secondary:
+    mov x20, x0
+    b counter
+run:
+    mov x20, #0
+counter:
+    ldr x19, ={PROGRESS:#x}
+    add x19, x19, x20, lsl #3
+{body}""")
+
+
+def spinner(vcpus: int = 1) -> Program:
+    """Computes forever, counting one every SPIN_ROUND instructions."""
+    return _program(f"""forever:
+    ldr x1, ={SPIN_ROUND // 4}
+spin:
+    add x2, x2, #1
+    eor x3, x3, x2
+    subs x1, x1, #1
+    b.ne spin
+    ldr x4, [x19]
+    add x4, x4, #1
+    str x4, [x19]
+    b forever
+""", vcpus)
+
+
+def sleeper(period: int, work: int = 2_000, vcpus: int = 1) -> Program:
+    """Does `work` instructions of work, then sleeps until `period` ticks after it started; counts rounds."""
+    return _program(f"""    msr daifset, #2              // the timer wakes WFI; no interrupt handler is needed
+forever:
+    mrs x5, cntvct_el0
+    ldr x6, ={period}
+    add x5, x5, x6
+    msr cntv_cval_el0, x5        // wake at the start of the next period
+    mov x6, #1
+    msr cntv_ctl_el0, x6
+    ldr x1, ={max(work // 3, 1)}
+work:
+    add x2, x2, #1
+    subs x1, x1, #1
+    b.ne work
+    ldr x4, [x19]
+    add x4, x4, #1
+    str x4, [x19]
+sleep:
+    wfi
+    mrs x6, cntv_ctl_el0
+    tbz x6, #2, sleep            // ISTATUS: sleep again until the timer has fired
+    b forever
+""", vcpus)
+
+
+def crasher(after: int = 100_000) -> Program:
+    """Spins `after` instructions, counting, then executes an undefined instruction."""
+    return _program(f"""    ldr x1, ={max(after // 4, 1)}
+spin:
+    add x2, x2, #1
+    eor x3, x3, x2
+    subs x1, x1, #1
+    b.ne spin
+    mov x4, #1
+    str x4, [x19]
+    udf #0
+""", 1)
+
+
+def progress(vm, vcpu: int = 0) -> int:
+    """How far vCPU `vcpu` of `vm` has counted, read from its RAM."""
+    return int.from_bytes(vm.read_memory(PROGRESS + 8 * vcpu, 8), "little")
