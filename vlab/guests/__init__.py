@@ -70,8 +70,16 @@ GUESTS = {
               "sensitive: identity, MAIR, TCR, PSCI and the timer all checked out\n", runs_on_qemu=False),
         Guest("paging", "a kernel that builds its own stage-1 tables, turns the MMU on and reads through an alias",
               "paging: the MMU is on, and the alias reads what was stored\n"),
+        Guest("ticks", "a kernel taking the virtual timer's interrupt through the GIC three times (IAR, EOIR)",
+              "ticks: three virtual timer interrupts, each acknowledged as INTID 27 and completed\n"),
+        # With two CPUs (a VM with vcpus=2, QEMU -smp 2) it prints IPI_TEXT instead.
+        Guest("ipi", "CPU 0 wakes CPU 1 from WFI with an SGI (on one CPU, it says there is no other)",
+              "ipi: one CPU, no other to interrupt\n"),
     )
 }
+
+
+IPI_TEXT = "ipi: CPU 1 woke from WFI on SGI 2 from CPU 0, and answered with SGI 3\n"  # ipi.S with two CPUs
 
 
 def path(name: str) -> Path:

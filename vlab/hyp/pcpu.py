@@ -27,7 +27,7 @@ from vlab.hyp.exits import IN_PLACE, RUN_LOOP, Exit
 from vlab.hyp.memory import HOST_BASE
 from vlab.hyp.vcpu import Block, Halt, Inject, VCpu, VCpuState, Yield
 from vlab.hyp.vgic import serve_physical_irq
-from vlab.machine.board import RAM_BASE, StopReason
+from vlab.machine.board import RAM_BASE, MmioAccess, StopReason
 from vlab.machine.cpu import CPU, EXCP_HVC, EXCP_SMC, GuestException, StopKind
 from vlab.machine.gic import GICC_BASE, GICC_SIZE, MAINTENANCE_PPI, PHYSICAL_TIMER_PPI, VIRTUAL_TIMER_PPI
 from vlab.machine.gic_virt import GICV_BASE, GICV_SIZE, VirtualCpuInterface
@@ -487,22 +487,27 @@ class PhysicalCpu:
                     exc.far, exc.ipa)
 
     def _gicv_read(self, uc, offset: int, size: int, _user) -> int:
-        try:
-            value = self.gicv.read(offset, size)
-            self.current.vm.gicv_accesses[self.gicv.register_name(offset)] += 1
-            return value
-        except Exception as e:  # noqa: BLE001 - a bug in vlab's GIC stops the run with a report
-            self.cpu.report_hook_error(f"GICV failed on a read at +{offset:#x}: {type(e).__name__}: {e}")
-            return 0
+        return self._gicv(offset, size, 0, False)
 
     def _gicv_write(self, uc, offset: int, size: int, value: int, _user) -> None:
+        self._gicv(offset, size, value, True)
+
+    def _gicv(self, offset: int, size: int, value: int, is_write: bool) -> int:
         """The guest's access to its GIC CPU interface: the virtual CPU interface serves it from the
-        list registers, in hardware -- no exit."""
+        list registers, in hardware -- no exit. Counted and traced for the course, apart from exits."""
         try:
-            self.gicv.write(offset, size, value)
-            self.current.vm.gicv_accesses[self.gicv.register_name(offset)] += 1
-        except Exception as e:  # noqa: BLE001
-            self.cpu.report_hook_error(f"GICV failed on a write at +{offset:#x}: {type(e).__name__}: {e}")
+            if is_write:
+                self.gicv.write(offset, size, value)
+            else:
+                value = self.gicv.read(offset, size)
+            vcpu = self.current
+            name = self.gicv.register_name(offset)
+            vcpu.vm.gicv_accesses[name] += 1
+            vcpu.vm.gicv_trace.append(MmioAccess(self.now(), "gicv", offset, name, size, value, is_write))
+            return value
+        except Exception as e:  # noqa: BLE001 - a bug in vlab's GIC stops the run with a report
+            self.cpu.report_hook_error(f"GICV failed at +{offset:#x}: {type(e).__name__}: {e}")
+            return 0
 
     def _mmio_read(self, uc, offset: int, size: int, base: int) -> int:
         return self._mmio(base, offset, size, 0, False)

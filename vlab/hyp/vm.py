@@ -117,6 +117,7 @@ class VM:
         self.vgic = VGic(vcpus, on_wake=lambda index: self.host.interrupt_arrived(self.vcpus[index]))
         self.vgic.map(VIRTUAL_TIMER_PPI, VIRTUAL_TIMER_PPI)  # the virtual timer, through a HW list register
         self.gicv_accesses: Counter[str] = Counter()  # GICV register name -> accesses, no exit
+        self.gicv_trace: deque[MmioAccess] = deque(maxlen=trace_limit)  # those accesses, in order
         self.devices: list[Device] = [self.uart, self.vgic.frame(0)]
         self.handlers: dict = dict(DEFAULT_HANDLERS)
         self.exits: Counter[str] = Counter()

@@ -16,6 +16,7 @@ exceptions and syndromes.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import enum
 import threading
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysR
 from vlab.machine.icount import InstructionCounter
 
 _UNTIL = 0xFFFF_FFFF_FFFF_FFFC  # "never": we stop on budgets and events, not on an address
+UNMASK_STEPS = 32  # while an interrupt waits for PSTATE.I to clear: single steps, before a hook watches
 
 # Unicorn's (QEMU's) exception numbers, as the UC_HOOK_INTR callback reports them
 _EXCP_UDEF, _EXCP_SWI, _EXCP_PREFETCH_ABORT, _EXCP_DATA_ABORT, _EXCP_BKPT, _EXCP_HVC, _EXCP_SMC = 1, 2, 3, 4, 7, 11, 13
@@ -354,22 +356,41 @@ class CPU:
         """For the next run only: stop before the first instruction that would run with IRQs
         unmasked (PSTATE.I clear), so that an interrupt waiting while they were masked is taken
         there, as the hardware takes it. Unicorn gives no notice of `msr daifclr` or of an ERET
-        that unmasks, so this watches every instruction: use it only while an interrupt waits."""
+        that unmasks, so this looks at every instruction: use it only while an interrupt waits."""
         self._watch_unmask = True
+
+    def run(self, max_insns: int, timeout_us: int = 0) -> CpuStop:
+        """Execute from PC until an event, at most max_insns instructions (> 0)."""
+        if not self._watch_unmask:
+            return self._run(max_insns, timeout_us)
+        self._watch_unmask = False
+        # A handler usually unmasks within a few instructions (ERET): step through those, one
+        # emu_start each. Past that, a hook on every instruction watches -- it needs the
+        # emulator's translated code flushed, which costs more than a few steps.
+        retired = 0
+        for _ in range(UNMASK_STEPS):
+            if not self.irqs_masked():
+                return CpuStop(StopKind.REQUESTED, retired)
+            stop = self._run(1, timeout_us)
+            retired += stop.retired
+            if stop.kind is not StopKind.BUDGET or retired >= max_insns:
+                return dataclasses.replace(stop, retired=retired)
+        stop = self._run(max_insns - retired, timeout_us, watch=True)
+        return dataclasses.replace(stop, retired=retired + stop.retired)
 
     def _on_code(self, uc: Uc, address: int, size: int, _user) -> None:
         if not self._read64(A.UC_ARM64_REG_PSTATE) & PSTATE_I:
             self._unmasked_at = self._counter.started()  # this instruction was counted, not executed
             uc.emu_stop()
 
-    def run(self, max_insns: int, timeout_us: int = 0) -> CpuStop:
-        """Execute from PC until an event, at most max_insns instructions (> 0)."""
+    def _run(self, max_insns: int, timeout_us: int, watch: bool = False) -> CpuStop:
+        """One emu_start: until an event or max_insns; `watch`: also until PSTATE.I clears."""
         self._exception = self._memory_fault = self._hook_error = self._trapped_at = self._make_fault = None
         self._stop_requested, self._unmasked_at = False, None
         error: UcError | None = None
-        watch = None
-        if self._watch_unmask:
-            watch = self.uc.hook_add(UC_HOOK_CODE, self._on_code)
+        hook = None
+        if watch:
+            hook = self.uc.hook_add(UC_HOOK_CODE, self._on_code)
             self.uc.ctl_flush_tb()  # code translated before the hook existed would not call it
         self._running = True
         try:
@@ -380,10 +401,9 @@ class CPU:
             self._hook_error = self._hook_error or f"{type(e).__name__}: {e}"
         finally:
             self._running = False
-            if watch is not None:
-                self.uc.hook_del(watch)
+            if hook is not None:
+                self.uc.hook_del(hook)
                 self.uc.ctl_flush_tb()  # and code translated with it would go on paying for it
-                self._watch_unmask = False
         if self._rollback is not None:
             self.uc.context_restore(self._rollback)
             self._rollback = None
