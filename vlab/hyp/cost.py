@@ -21,16 +21,19 @@ OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
 OPERATIONS = {
     "MRS SCTLR_EL1 (TRVM)": ("    mrs x5, sctlr_el1\n", HCR.TRVM),
     "HVC PSCI_VERSION": ("    ldr x0, =0x84000000\n    hvc #0\n", HCR(0)),
-    "WFI + timer wake-up (TWI)": ("    mov x6, #1\n    msr cntv_tval_el0, x6\n    msr cntv_ctl_el0, x6\n    wfi\n",
-                                  HCR.TWI),
+    # The timer's interrupt wakes the WFI through the (virtual) GIC; the guest acknowledges and
+    # completes it (GICV_IAR, GICV_EOIR: no exits), so that the next tick can wake it again.
+    "WFI + timer wake-up (TWI)": ("    mov x6, #1\n    msr cntv_tval_el0, x6\n    msr cntv_ctl_el0, x6\n    wfi\n"
+                                  "    ldr w5, [x10, #0xc]\n    str w5, [x10, #0x10]\n", HCR.TWI),
     "MMIO read of UARTFR": ("    ldr w5, [x9, #0x18]\n", HCR(0)),
 }
 
 
 def loop_program(body: str, iterations: int) -> Program:
-    """`body` run `iterations` times (IRQs masked, x9 = the UART), then, at `done`, power off."""
-    return assemble(f"    msr daifset, #2\n    ldr x9, =0x09000000\n    ldr x1, ={iterations}\nloop:\n{body}"
-                    f"    subs x1, x1, #1\n    b.ne loop\ndone:\n{OFF}")
+    """`body` run `iterations` times (IRQs masked, the GIC on, x9 = the UART, x10 = the GIC's CPU
+    interface), then, at `done`, power off."""
+    return assemble(f"    msr daifset, #2\n{GIC_TIMER_ON}    ldr x9, =0x09000000\n    ldr x10, =0x08010000\n"
+                    f"    ldr x1, ={iterations}\nloop:\n{body}    subs x1, x1, #1\n    b.ne loop\ndone:\n{OFF}")
 
 
 def time_to_power_off(machine) -> tuple[float, RunResult]:

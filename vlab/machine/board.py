@@ -219,8 +219,8 @@ class Board:
         self.cpu.uc.mmio_map(device.base, device.size, read, None, write, None)
 
     def _trace(self, device: Device, offset: int, size: int, value: int, is_write: bool) -> None:
-        self.mmio_trace.append(MmioAccess(self.cpu.clock(), device.name, offset, device.register_name(offset),
-                                          size, value, is_write))
+        self.mmio_trace.append(MmioAccess(self.timer.ticks(), device.name, offset, device.register_name(offset),
+                                          size, value, is_write))  # the guest's clock, idle time included
 
     # --- firmware and timer, reached through traps -------------------------------
 
