@@ -82,6 +82,7 @@ class VGic:
         self.loaded: dict[int, VirtualCpuInterface] = {}  # vCPU -> the interface it runs on
         self.mapped: dict[int, int] = {}  # vINTID -> pINTID, for HW list registers
         self.on_wake = on_wake
+        self.encode: Callable[[ListRegister], int] = ListRegister.encode  # what flush writes (an exercise's)
         self._queued: list[list[_Queued | None]] = [[None] * list_registers for _ in range(vcpus)]
         self._active_source: dict[tuple[int, int], int] = {}  # (vCPU, SGI) -> the source the guest took
 
@@ -183,7 +184,7 @@ class VGic:
         for n in range(self.list_registers):
             if n < len(chosen):
                 lr, queued[n] = self._take(vcpu, *chosen[n])
-                state.lrs[n] = lr.encode()
+                state.lrs[n] = self.encode(lr)
             else:
                 state.lrs[n], queued[n] = 0, None
         underflow = HCR_UIE if len(chosen) > self.list_registers else 0
