@@ -165,6 +165,7 @@ class Host:
         pcpu = self.pcpu_of(vcpu)
         if pcpu is not None:
             pcpu.serve_physical_interrupts(vcpu)  # the timer may have fired just now
+            vcpu.vm.vgic.resample(vcpu.index)  # or been reprogrammed before its interrupt was taken
         if vcpu.vm.vgic.wants_to_run(vcpu.index):
             return  # an interrupt is already there: WFI does not wait
         vcpu.state = VCpuState.BLOCKED

@@ -199,6 +199,7 @@ class PhysicalCpu:
         enters it, no exit -- if GICV signals one and PSTATE.I does not mask it."""
         self.timer_lines(vcpu)  # time may have passed since the last run (idle, blocked)
         self.serve_physical_interrupts(vcpu)
+        vcpu.vm.vgic.resample(vcpu.index)
         if self.gicv.signal() != "IRQ":
             return
         if self.cpu.irqs_masked():
@@ -245,6 +246,7 @@ class PhysicalCpu:
             self._finish(vcpu, exit, vcpu.vm.dispatch(vcpu, exit, RUN_LOOP))
             return
         self.serve_physical_interrupts(vcpu)
+        vcpu.vm.vgic.resample(vcpu.index)
         if self.gicv.signal() is not None:
             return  # an interrupt is already there: WFI does not wait
         vcpu.in_wfi, vcpu.wake_at = True, vcpu.wake_deadline()

@@ -132,6 +132,8 @@ class VGic:
     def _changing(self, change: Callable[[], None]) -> None:
         """Apply a change to the distributor with every loaded vCPU's list registers folded in, then
         refill them; note who can now take an interrupt it could not take before."""
+        for vcpu in self.loaded:
+            self.resample(vcpu)
         before = {v for v in range(self.vcpus) if self.wants_to_run(v)} if self.on_wake else set()
         states = {vcpu: interface.save() for vcpu, interface in self.loaded.items()}
         for vcpu, state in states.items():
@@ -144,6 +146,24 @@ class VGic:
             for v in range(self.vcpus):
                 if v not in before and self.wants_to_run(v):
                     self.on_wake(v)
+
+    def resample(self, vcpu: int) -> None:
+        """A mapped interrupt is level-sensitive (the virtual timer's): one still only pending in a
+        list register while its physical line has dropped -- the guest reprogrammed its timer
+        without taking the interrupt -- is withdrawn (GICH_LRn = 0) and its physical interrupt
+        deactivated, as KVM does when it folds the list registers at an exit. Else a guest that
+        polls its timer with IRQs masked would find a stale interrupt waking every WFI."""
+        interface = self.loaded.get(vcpu)
+        if interface is None or not self.mapped or interface.distributor is None:
+            return
+        for n, queued in enumerate(self._queued[vcpu]):
+            pintid = None if queued is None else self.mapped.get(queued.intid)
+            if pintid is None or interface.list_register(n).state is not LrState.PENDING:
+                continue
+            if not interface.distributor.interrupt(interface.cpu, pintid).line:
+                interface.hyp_write(0x100 + 4 * n, 0)
+                self._queued[vcpu][n] = None
+                interface.distributor.change(interface.cpu, pintid, active=False)
 
     # --- the world switch -----------------------------------------------------------------------
 
@@ -164,6 +184,7 @@ class VGic:
         active state of its mapped interrupts (leaving them inactive), and sync."""
         if vcpu not in self.loaded:
             raise ValueError(f"vCPU{vcpu} is not loaded on a physical CPU: there is nothing to save")
+        self.resample(vcpu)
         interface = self.loaded.pop(vcpu)
         saved = self.saved[vcpu]
         saved.interface = interface.save()
