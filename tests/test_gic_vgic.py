@@ -121,6 +121,24 @@ def test_the_timer_cannot_fire_again_before_the_guest_completes_it():
     assert host.exits == 1 and host.interfaces[0].list_registers()[0].state is LrState.PENDING
 
 
+def test_a_timer_interrupt_withdrawn_before_the_guest_took_it_leaves_nothing_behind():
+    # The guest reprograms its timer with IRQs masked, never acknowledging the interrupt (a polling
+    # guest): on the board its level-sensitive PPI stops being pending; in a VM the hypervisor
+    # withdraws the list register and deactivates the physical PPI at its next look (as KVM does).
+    host = timer_fired(vcpus=1)
+    host.gic.set_ppi(0, 27, False)
+    host.vgic.resample(0)
+    assert not host.interfaces[0].list_registers()[0].valid and host.interfaces[0].signal() is None
+    assert not host.gic.distributor.interrupt(0, 27).active
+    host.gic.set_ppi(0, 27, True)  # and the next expiry comes through again
+    host.take_physical_interrupts()
+    assert host.exits == 2 and host.interfaces[0].list_registers()[0].state is LrState.PENDING
+    host.gicv(0, GICV_IAR)  # once acknowledged, a falling line does not withdraw it
+    host.gic.set_ppi(0, 27, False)
+    host.vgic.resample(0)
+    assert host.interfaces[0].list_registers()[0].state is LrState.ACTIVE
+
+
 def test_an_ipi_is_an_exit_and_wakes_its_target_through_the_scheduler():
     host = Host(vcpus=2)
     host.dist(1, GICD_IPRIORITYR + 5, 0x40, size=1)
@@ -292,3 +310,21 @@ def test_no_interrupt_is_lost_or_delivered_twice_through_list_registers_and_worl
                 break
             complete(vcpu)
         assert not stacks[vcpu] and bd[vcpu][0].read(GICD_ISPENDR, 4) == 0
+
+
+@pytest.mark.parametrize("traps", ["board", 0, "TWI"])
+def test_a_guest_polling_its_timer_with_irqs_masked_sleeps_each_period_as_on_the_board(traps):
+    from vlab.arch.hcr import HCR
+    from vlab.guests import workloads
+    from vlab.hyp import VM
+    from vlab.machine.board import Board
+    from vlab.machine.loader import image_from_program, load
+
+    image = image_from_program(workloads.sleeper(period=5_000, work=2_000))
+    if traps == "board":
+        machine = Board()
+        load(machine, image)
+    else:
+        machine = VM.from_image(image, traps=HCR.TWI if traps else HCR(0))
+    machine.run(max_insns=100_000, timeout_s=30)
+    assert workloads.progress(machine) == 49  # a round per 5,000 ticks: never a WFI woken by a stale interrupt
