@@ -203,7 +203,7 @@ class PhysicalCpu:
         if self.gicv.signal() != "IRQ":
             return
         if self.cpu.irqs_masked():
-            self.cpu.stop_when_unmasked()  # taken where the guest unmasks IRQs
+            self.cpu.stop_when_unmasked(lambda: self.gicv.signal() == "IRQ")  # taken where the guest unmasks IRQs
             return
         vcpu.entry.interrupt(self.cpu, vcpu.instructions, self.now())
 

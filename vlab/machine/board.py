@@ -273,7 +273,7 @@ class Board:
                 if watchdog.fired:
                     return self._result(StopReason.TIMEOUT, f"wall-clock guard of {timeout_s:g} s reached")
                 if self.gic.signal(0) and self.cpu.irqs_masked():
-                    self.cpu.stop_when_unmasked()  # an interrupt waits: take it where PSTATE.I clears
+                    self.cpu.stop_when_unmasked(lambda: bool(self.gic.signal(0)))  # take it where PSTATE.I clears
                 stop = self.cpu.run(self._slice(left))
                 self._timer_lines()
                 if progress is not None:

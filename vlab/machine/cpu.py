@@ -176,7 +176,7 @@ class CPU:
         self._trapped_at: int | None = None  # the counter when trap() was called in this run
         self._make_fault: Callable[[int], GuestException] | None = None  # set by fault()
         self._rollback = None  # set by abort_current(): the state to restore once the run stops
-        self._watch_unmask = False  # set by stop_when_unmasked(): for the next run only
+        self._watch_unmask: Callable[[], bool] | None = None  # set by stop_when_unmasked(): the next run only
         self._unmasked_at: int | None = None  # the counter when that watch saw PSTATE.I clear
         self._running = False  # inside emu_start: the live counter is part of the clock
         # SCR_EL3.HCE: without it HVC is UNDEFINED. RW (bit 10): EL2 and below are AArch64.
@@ -352,25 +352,32 @@ class CPU:
         self._make_fault = make
         self._trapped_at = self._counter.started()  # counted as for trap(): this instruction did not retire
 
-    def stop_when_unmasked(self) -> None:
+    def stop_when_unmasked(self, waiting: Callable[[], bool]) -> None:
         """For the next run only: stop before the first instruction that would run with IRQs
         unmasked (PSTATE.I clear), so that an interrupt waiting while they were masked is taken
         there, as the hardware takes it. Unicorn gives no notice of `msr daifclr` or of an ERET
-        that unmasks, so this looks at every instruction: use it only while an interrupt waits."""
-        self._watch_unmask = True
+        that unmasks, so this looks at every instruction: use it only while an interrupt waits.
+        `waiting()` says whether it still does: once the handler acknowledged it (or its device
+        withdrew it), the run goes on unwatched."""
+        self._watch_unmask = waiting
 
     def run(self, max_insns: int, timeout_us: int = 0) -> CpuStop:
         """Execute from PC until an event, at most max_insns instructions (> 0)."""
-        if not self._watch_unmask:
+        waiting = self._watch_unmask
+        if waiting is None:
             return self._run(max_insns, timeout_us)
-        self._watch_unmask = False
-        # A handler usually unmasks within a few instructions (ERET): step through those, one
-        # emu_start each. Past that, a hook on every instruction watches -- it needs the
-        # emulator's translated code flushed, which costs more than a few steps.
+        self._watch_unmask = None
+        # A handler usually acknowledges its interrupt, or unmasks, within a few instructions
+        # (its GICC_IAR read, its ERET): step through those, one emu_start each. Past that, a hook
+        # on every instruction watches -- it needs the emulator's translated code flushed, which
+        # costs more than a few steps.
         retired = 0
         for _ in range(UNMASK_STEPS):
             if not self.irqs_masked():
                 return CpuStop(StopKind.REQUESTED, retired)
+            if not waiting():
+                stop = self._run(max_insns - retired, timeout_us)
+                return dataclasses.replace(stop, retired=retired + stop.retired)
             stop = self._run(1, timeout_us)
             retired += stop.retired
             if stop.kind is not StopKind.BUDGET or retired >= max_insns:
