@@ -328,3 +328,28 @@ def test_a_guest_polling_its_timer_with_irqs_masked_sleeps_each_period_as_on_the
         machine = VM.from_image(image, traps=HCR.TWI if traps else HCR(0))
     machine.run(max_insns=100_000, timeout_s=30)
     assert workloads.progress(machine) == 49  # a round per 5,000 ticks: never a WFI woken by a stale interrupt
+
+
+def test_a_virtual_interrupt_costs_two_starts_of_the_emulator(monkeypatch):
+    # One run ends at the guest's WFI; the hypervisor takes the physical interrupt, fills a list
+    # register and enters the guest's vector; one step executes its GICV_IAR read, after which no
+    # interrupt waits for PSTATE.I and the rest runs unwatched, to the next WFI.
+    from vlab.hyp import VM
+    from vlab.hyp.cost import interrupt_loop_program
+    from vlab.machine.cpu import CPU
+    from vlab.machine.loader import image_from_program
+
+    starts, original = [0], CPU._run
+
+    def counted(self, *args, **kwargs):
+        starts[0] += 1
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(CPU, "_run", counted)
+    counts = []
+    for n in (10, 110):
+        starts[0] = 0
+        vm = VM.from_image(image_from_program(interrupt_loop_program(n)))
+        assert vm.run(max_insns=1_000_000).reason.value == "powered_off"
+        assert vm.exits["IRQ"] == vm.gicv_accesses["GICV_EOIR"] == n
+        counts.append(starts[0])
+    assert (counts[1] - counts[0]) / 100 == 2
