@@ -368,6 +368,7 @@ def test_a_listing_tiles_the_program_and_each_data_row_assembles_back_to_its_byt
 def _every_diagram():
     from vlab.hyp import VM
     from vlab.viz.levels import BARE_BOARD, IN_A_VM
+    from vlab.viz.interrupt_widget import InterruptWidget
     from vlab.viz.run_loop import run_loop_diagram
 
     for ram_size in (0x10_0000, 0x0800_0000, 0x4000_0000):
@@ -376,6 +377,8 @@ def _every_diagram():
         for here in (None, BARE_BOARD, IN_A_VM):
             yield f"levels EL{el}", levels_diagram(el, here)
     yield "run loop", run_loop_diagram(VM())
+    for where in ("board", "VM"):
+        yield f"interrupt path, {where}", InterruptWidget(where=where).path.diagram()
 
 
 def test_every_picture_the_course_draws_is_at_most_1000_pt_wide():

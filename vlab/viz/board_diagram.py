@@ -131,9 +131,11 @@ def board_diagram(board: Board) -> Diagram:
     # The interrupt wires: the timer's outputs into the GIC, the GIC's IRQ line into the CPU.
     g.edge("timer", "region_gicd", label=f"PPI {VIRTUAL_TIMER_PPI}, PPI {PHYSICAL_TIMER_PPI}", color="#a0522d")
     g.edge("region_gicc", "cpu", label="IRQ", color="#a0522d")
+    # What QEMU virt has besides, in the regions' column (names only: the text lists what each is).
+    g.node("absent", "QEMU virt also has, not modelled here:\\l" +
+           "".join(f"{address(base)}  {name}\\l" for base, name, _ in NOT_MODELLED), shape="note", fillcolor="#f5f5f5")
+    g.edge("bus", "absent", style="dotted", arrowhead="none")
     absent = not_modelled()
-    g.node("absent", "QEMU virt also has (not modelled here):\n" + absent.replace("\n", "\\l") + "\\l",
-           shape="note", fillcolor="#f5f5f5")
     text = (f"CPU (+ generic timer, {FREQUENCY_HZ / 1e6:g} MHz, through system registers; its interrupts "
             f"reach the CPU through the GIC) on a bus to:\n")
     return Diagram(g, text + str(table) + "\n\nQEMU virt also has, not modelled here:\n" + absent)

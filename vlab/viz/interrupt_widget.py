@@ -24,6 +24,13 @@ TICKS = 3  # ticks.S takes three
 GUEST_RAM = 0x40_0000
 
 
+def _check(where: str, tick: int) -> None:
+    if where not in ("board", "VM"):
+        raise ValueError(f"an interrupt runs on the 'board' or in a 'VM', not {where!r}")
+    if not 1 <= tick <= TICKS:
+        raise ValueError(f"ticks.S takes {TICKS} interrupts: tick 1 to {TICKS}, not {tick}")
+
+
 class InterruptWidget(LiveView):
     """ticks.S on the board or in a VM (with or without TWI): the path of its `tick`-th interrupt."""
 
@@ -32,17 +39,16 @@ class InterruptWidget(LiveView):
         self.run()
 
     def set(self, where: str | None = None, twi: bool | None = None, tick: int | None = None) -> InterruptPath:
-        """Change what is shown (any of the three) and run again."""
-        self.where = self.where if where is None else where
+        """Change what is shown (any of the three) and run again; a choice refused changes nothing."""
+        where = self.where if where is None else where
+        tick = self.tick if tick is None else tick
+        _check(where, tick)
+        self.where, self.tick = where, tick
         self.twi = self.twi if twi is None else twi
-        self.tick = self.tick if tick is None else tick
         return self.run()
 
     def run(self) -> InterruptPath:
-        if self.where not in ("board", "VM"):
-            raise ValueError(f"an interrupt runs on the 'board' or in a 'VM', not {self.where!r}")
-        if not 1 <= self.tick <= TICKS:
-            raise ValueError(f"ticks.S takes {TICKS} interrupts: tick 1 to {TICKS}, not {self.tick}")
+        _check(self.where, self.tick)
         image = GUESTS["ticks"].image()
         if self.where == "board":
             machine = Board(ram_size=GUEST_RAM)
