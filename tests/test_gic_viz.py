@@ -49,7 +49,7 @@ def test_in_a_vm_the_timer_exits_once_and_the_guest_acknowledges_and_completes_w
         assert [s.cost for s in path.steps] == [HARDWARE, EXIT, HARDWARE, NO_EXIT, NO_EXIT]
         ticks = [s.tick for s in path.steps]
         assert ticks == sorted(ticks)
-        assert "GICH_LR" in path.steps[1].what and "(HW)" in path.steps[1].what
+        assert "GICH_LR0 = 0x" in path.steps[1].what and "virtual IRQ 27, HW" in path.steps[1].what
         assert "GICV_IAR = 27" in path.steps[3].what and "GICV_EOIR = 27" in path.steps[4].what
     path = vm_path(vm)
     assert path.exits == dict(vm.exits) and path.without_exits == dict(vm.gicv_accesses)

@@ -562,7 +562,7 @@ def _physical_irq_action(intid: int, lrs_before: list[int], gicv: VirtualCpuInte
     if intid == VIRTUAL_TIMER_PPI:
         changed = [n for n, (a, b) in enumerate(zip(lrs_before, gicv.lrs)) if a != b]
         where = f"GICH_LR{changed[0]} = {gicv.lrs[changed[0]]:#010x}" if changed else "a list register"
-        return f"physical PPI 27 (the virtual timer): virtual IRQ 27 injected through {where} (HW)"
+        return f"virtual timer (PPI 27) -> {where} (HW)"
     if intid == MAINTENANCE_PPI:
         return "maintenance interrupt (PPI 25): list registers synced and refilled"
     return f"physical interrupt {intid}"

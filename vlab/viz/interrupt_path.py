@@ -14,6 +14,7 @@ so the ticks, the INTIDs and the list register shown are what happened, not a sc
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 
 import graphviz
@@ -95,6 +96,12 @@ def _wrap(text: str, width: int = 28) -> str:
     return "\n".join(lines + [line])
 
 
+def _list_register(action: str) -> str:
+    """"GICH_LRn = value" from the trap log's line for the physical interrupt."""
+    found = re.search(r"GICH_LR\d+ = 0x[0-9a-f]+", action)
+    return found.group(0) if found else "a list register"
+
+
 def _irq_entries(taken) -> list[ExceptionTaken]:
     return [e for e in taken if e.vector.name == "IRQ"]
 
@@ -138,8 +145,8 @@ def vm_path(vm, n: int = 0, vcpu: int = 0) -> InterruptPath:
     steps = [
         Step(exit.tick, "timer, GIC", f"the virtual timer fires: physical PPI {VIRTUAL_TIMER_PPI}, which goes "
                                      "to the hypervisor (HCR_EL2.IMO)", HARDWARE),
-        Step(exit.tick, "hypervisor", "takes it (GICC_IAR, priority drop, it stays active); "
-                                      + exit.action.split(": ", 1)[-1], EXIT),
+        Step(exit.tick, "hypervisor", "takes it (GICC_IAR; priority dropped, it stays active) and writes "
+                                      f"{_list_register(exit.action)}: virtual IRQ 27, HW", EXIT),
         Step(entry.tick, "guest", f"takes the virtual IRQ at VBAR_EL1 + {entry.vector_address & 0x7FF:#x}", HARDWARE),
     ]
     if iar is not None:
