@@ -543,7 +543,7 @@ class PhysicalCpu:
         abort = DataAbort.from_iss(exit.syndrome.iss)
         if decoded is None or not (1 << decoded.sas == size or 1 << decoded.sas == 8 and size == 4):
             abort = None
-        device = vcpu.vm.device_at(ipa)
+        device = vcpu.platform.device_at(ipa)  # a banked device (GICD) as this vCPU sees it
         return exit, abort, device, f"{device.name}.{device.register_name(ipa - device.base)}"
 
     def _mmio(self, base: int, offset: int, size: int, value: int, is_write: bool) -> int:
