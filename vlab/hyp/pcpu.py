@@ -519,7 +519,7 @@ class PhysicalCpu:
             vcpu = self.current
             name = self.gicv.register_name(offset)
             vcpu.vm.gicv_accesses[name] += 1
-            vcpu.vm.gicv_trace.append(MmioAccess(self.now(), "gicv", offset, name, size, value, is_write))
+            vcpu.vm.gicv_trace.append(MmioAccess(vcpu.ticks(), "gicv", offset, name, size, value, is_write))
             return value
         except Exception as e:  # noqa: BLE001 - a bug in vlab's GIC stops the run with a report
             self.cpu.report_hook_error(f"GICV failed at +{offset:#x}: {type(e).__name__}: {e}")

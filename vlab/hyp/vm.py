@@ -176,6 +176,14 @@ class VM:
         """Where the boot vCPU starts (the loader's entry point)."""
         self.vcpus[0].pc = pc
 
+    def device_accesses(self) -> list[MmioAccess]:
+        """Every device access the guest made, in order, as it addressed them: the exits
+        (`mmio_trace`) and the GIC CPU interface's accesses the hardware served (`gicv_trace`, named
+        GICC_* as at the guest's GICC address) -- what a bare board's `mmio_trace` lists."""
+        served = (a._replace(device="gicc", register="GICC_" + a.register.removeprefix("GICV_"))
+                  for a in self.gicv_trace)
+        return sorted([*self.mmio_trace, *served], key=lambda a: a.tick)
+
     def read_memory(self, ipa: int, size: int) -> bytes:
         """Guest RAM by IPA."""
         if not self.ram.contains(ipa, size):
