@@ -126,13 +126,23 @@ class ListRegisterAnswer:
             if not needed:
                 break
         if observed["reason"] != case.expected["reason"]:
-            return Verdict(False, f"{case.label}: the guest did not end as on the bare machine "
-                                  f"({case.expected['reason']}): {clean(observed['message'])}",
-                           first_hint(self.mistakes, case, observed))
-        why = differences(observed, case.expected) if "mmio" in case.expected else (
-            "" if observed["uart"] == case.expected["uart"] else
-            f"UART output: expected {show(case.expected['uart'])}, got {show(observed['uart'])}")
-        return Verdict(False, f"{case.label}: {why}", first_hint(self.mistakes, case, observed)) if why else None
+            why = (f"the guest did not end as on the bare machine ({case.expected['reason']}): "
+                   f"{clean(observed['message'])}")
+        elif "mmio" in case.expected:
+            why = differences(observed, case.expected)
+        else:
+            why = "" if observed["uart"] == case.expected["uart"] else (
+                f"UART output: expected {show(case.expected['uart'])}, got {show(observed['uart'])}")
+        return Verdict(False, f"{case.label}: {why}", self._hint(case, observed, asked)) if why else None
+
+    def _hint(self, case: Case, observed: dict, asked: dict) -> str:
+        """The mistake in the first list register the answer got wrong, else what the guest shows."""
+        wrong = next((args for args, value in asked.items() if value != architecture_value(*args)), None)
+        if wrong is not None:
+            hint = first_hint(self.mistakes, _field_case(*wrong), asked[wrong])
+            if hint:
+                return hint
+        return first_hint(self.mistakes, case, observed)
 
     @staticmethod
     def _run(case: Case, values: dict | None, deadline: float) -> tuple[dict, list[tuple]]:
@@ -184,6 +194,11 @@ def _hardware(case: Case, got) -> str | None:
         return "HW (bit 31) is set exactly when a physical interrupt stands behind the virtual one"
 
 
+def _group(case: Case, got) -> str | None:
+    if isinstance(case.expected, int) and type(got) is int and (got ^ case.expected) >> 30 & 1:
+        return "the group goes in bit 30 (Grp1): 0 for group 0, 1 for group 1"
+
+
 def _software(case: Case, got) -> str | None:
     if isinstance(case.expected, int) and type(got) is int and (got ^ case.expected) & 0xF_FC00:
         if case.args[4] is not None:
@@ -223,7 +238,7 @@ LIST_REGISTER = Exercise(
                "the request for an EOI maintenance interrupt. The hypervisor writes every list register with it."),
     points=4,
     module=MODULE,
-    kind=ListRegisterAnswer((_not_an_int, _hardware, _state, _priority, _software, _timer_never_again)),
+    kind=ListRegisterAnswer((_not_an_int, _hardware, _group, _state, _priority, _software, _timer_never_again)),
     tests=(
         Test("the fields, one at a time", lambda rng: [_field_case(*args) for args in CHOSEN],
              hint="state in bits [29:28]; the priority's top five bits (priority >> 3) in [27:23]"),
