@@ -114,8 +114,6 @@ again:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="main's host loop: a VM's second run() straight after a budget stop spins "
-                   "until the wall-clock guard (since 8cbf67a, the sched branch meeting the core)")
 @pytest.mark.parametrize("layout", ["contiguous", "scattered", "demand"])
 def test_a_guest_writing_in_a_loop_while_write_protected_is_seen_through_translations_cached_before(layout):
     vm = VM.from_source(LOOP_WRITER, stage2=layout, ram_size=RAM)

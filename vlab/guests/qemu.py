@@ -51,7 +51,7 @@ def run_on_qemu(elf: str | Path, timeout_s: float = 20.0, virtio_console: bool =
                 virtualization: bool = False, trace: str | None = None) -> QemuRun:
     """Boot ELF on QEMU's virt board like `-kernel ELF` and return its UART (and virtio console) output.
 
-    `cpus` is `-smp`; `virtualization` boots at EL2 (`-M virt,virtualization=on`, where PSCI is
+    `cpus` is `-smp` (the boot CPU starts alone; PSCI CPU_ON, through HVC, starts the others); `virtualization` boots at EL2 (`-M virt,virtualization=on`, where PSCI is
     reached by SMC); `trace` enables QEMU trace events (e.g. "gic_*"), which land in stderr.
     """
     machine = list(MACHINE)

@@ -421,7 +421,8 @@ class PhysicalCpu:
         va = cpu.x(access.rt)
         kind = Access.WRITE if access.op2 & 1 else Access.READ
         if not cpu.read_sysreg("SCTLR_EL1") & 1:
-            cpu.write_sysreg("PAR_EL1", va & ((1 << 48) - 1) & ~0xFFF)  # MMU off: the VA is the address
+            # MMU off: the VA is the address; bit 11 is RES1, NS (bit 9) set as for every non-secure guest.
+            cpu.write_sysreg("PAR_EL1", va & ((1 << 48) - 1) & ~0xFFF | 1 << 11 | 1 << 9)
             return
         try:
             stage1 = Regime.from_tcr(cpu.read_sysreg("TCR_EL1"))
