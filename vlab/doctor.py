@@ -135,6 +135,10 @@ def report(checks: list[Check]) -> bool:
     width = max(len(c.name) for c in checks)
     for check in checks:
         print(check.line(width))
+    from vlab.viz.board_diagram import not_modelled  # the board's own list (vlab.machine.board.NOT_MODELLED)
+
+    print("\nQEMU's virt board also has these, which vlab's board does not model (a guest touching them "
+          "gets an external abort):\n  " + not_modelled().replace("\n", "\n  "))
     failed = [c.name for c in checks if c.required and not c.ok]
     warned = [c.name for c in checks if not c.required and not c.ok]
     if failed:
