@@ -165,3 +165,17 @@ def test_a_push_with_sp_0_faults_at_once_in_every_vm_exactly_as_on_the_board(sta
     assert result.exception.syndrome.esr == bare.exception.syndrome.esr == expected
     assert result.exception.far == bare.exception.far == 0xFFFF_FFFF_FFFF_FFF0
     assert "stack pointer" in result.message
+
+
+@pytest.mark.parametrize("source", ["    mov x1, #0\n    str x0, [x1]\n",     # SP is still 0, but not used
+                                    "    mov x1, #8\n    ldr x0, [x1, #8]\n",
+                                    "    ldr x1, =0x40100000\n    mov sp, x1\n    mov x2, #0\n    str x0, [x2]\n"])
+def test_a_wild_pointer_that_is_not_sp_gets_no_stack_pointer_hint(source):
+    result = run(source)
+    assert result.reason is StopReason.EXCEPTION
+    assert "stack pointer" not in result.message
+
+
+@pytest.mark.parametrize("line", ["stp x29, x30, [sp, #-16]!", "stp x0, x1, [sp, #16]", "str w0, [sp]"])
+def test_an_access_through_an_unset_sp_gets_the_stack_pointer_hint(line):
+    assert "stack pointer" in run(f"    {line}\n").message

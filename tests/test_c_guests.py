@@ -101,7 +101,7 @@ def test_demo_assembly_guest_built_by_gnu_as_prints_the_same_on_qemu_and_on_vlab
     assert run_on_vlab(path)[:2] == (GUESTS[name].expected_uart, SELF_CHECK_OK)
 
 
-def test_guests_that_need_vlabs_direct_timer_interrupt_still_build_with_gnu_as_and_run(elf):
+def test_guests_that_call_psci_through_smc_still_build_with_gnu_as_and_run(elf):
     for name in (n for n, g in GUESTS.items() if not g.runs_on_qemu):
         assert run_on_vlab(elf(GUESTS[name].path))[:2] == (GUESTS[name].expected_uart, SELF_CHECK_OK)
 

@@ -10,7 +10,8 @@ from vlab import course_site
 # What each chapter's main widget shows in its snapshot (nbconvert rewrites attributes: match around them).
 SNAPSHOT_SHOWS = {"01_physical_machine": ">Step</button>",
                   "02_trap_and_emulate": "sensitive.S with traps",
-                  "03_stage2": "guest VA <input"}
+                  "03_stage2": "guest VA <input",
+                  "04_interrupts": "interrupt 1 of 3"}
 
 
 @pytest.mark.timeout(900)

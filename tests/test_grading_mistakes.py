@@ -135,6 +135,21 @@ MISTAKES = [
                                                            "random tables with blocks, cleared access flags and "
                                                            "reserved entries", "random IPAs in a contiguous VM"},
      "keep the offset", ""),
+    ("ch04.list_register", "(priority >> 3 & 0x1F) << 23", "(priority & 0x1F) << 23",
+     {"the fields, one at a time", "random fields"}, "priority >> 3", "expected 0x9a006c1b, got 0x90006c1b"),
+    ("ch04.list_register", "return value | 1 << 31 | (physical & 0x3FF) << 10", "return value | (physical & 0x3FF) << 10",
+     {"the fields, one at a time", "ticks.S in a VM: the virtual timer through your list registers",
+      "ticks.S with WFI trapped, its RAM scattered", "random fields"}, "HW (bit 31)",
+     "no timer or interrupt that could wake"),
+    ("ch04.list_register", "(source & 7) << 10", "(source & 7) << 9",
+     {"the fields, one at a time", "ipi.S on two vCPUs: an SGI from the other vCPU", "random fields"},
+     "bits [12:10] name an SGI's source CPU", "ipi.S in a VM on 2 vCPUs: UART output"),
+    ("ch04.list_register", "int(bool(eoi)) << 19", "0", {"the fields, one at a time", "random fields"},
+     "bit 19 asks for an EOI", "expected 0x18080803, got 0x18000803"),
+    ("ch04.list_register", '"pending": 0b01, "active": 0b10', '"pending": 0b10, "active": 0b01', "*",
+     "bits [29:28]", "got 0xaa006c1b"),
+    ("ch04.list_register", "(group & 1) << 30", "0", {"the fields, one at a time", "random fields"}, "bit 30",
+     "expected 0x61000028, got 0x21000028"),
 ]
 
 

@@ -9,6 +9,7 @@ import pytest
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess
 from vlab.arch.hcr import HCR
 from vlab.arch.sysregs import lookup
+from vlab.guests import GIC_TIMER_ON
 from vlab.hyp import SUPPORTED_TRAPS, VM, VCpuState
 from vlab.hyp.handlers import VLAB_PUTC, VLAB_WRITE
 from vlab.machine.board import RAM_BASE, StopReason
@@ -150,7 +151,7 @@ def test_smc_goes_to_the_firmware_unless_tsc_traps_it_to_the_hypervisor():
     assert r1.instructions == r2.instructions
 
 
-WFI_WITH_TIMER = f"""
+WFI_WITH_TIMER = GIC_TIMER_ON + f"""
     msr daifset, #2             // IRQs masked: WFI still wakes when the timer fires
     mov x1, #500
     msr cntv_tval_el0, x1
@@ -176,8 +177,15 @@ def test_a_wfi_nothing_can_wake_leaves_the_vm_idle():
     assert result.reason is StopReason.IDLE
 
 
+def test_a_wfi_with_the_timers_interrupt_disabled_in_the_vgic_leaves_the_vm_idle_as_on_the_board():
+    source = WFI_WITH_TIMER.replace("ldr w3, =0x8000000", "mov w3, #0")  # PPI 27 not enabled
+    for traps in (HCR(0), HCR.TWI):
+        result = vm_for(source, traps).run(max_insns=1000)
+        assert result.reason is StopReason.IDLE, result.message
+
+
 def test_the_virtual_timer_interrupt_is_injected_into_the_guest():
-    source = f"""    adr x0, irq_vectors
+    source = GIC_TIMER_ON + f"""    adr x0, irq_vectors
     msr vbar_el1, x0
     mov x1, #300
     msr cntv_tval_el0, x1
@@ -196,13 +204,14 @@ irq_vectors:
     vm = VM.from_source(source)
     result = vm.run(max_insns=10_000)
     assert result.registers["x9"] == 0x1ED and result.exits["IRQ"] == 1
-    assert "virtual IRQ injected" in [r for r in vm.trap_log if r.kind == "IRQ"][0].action
+    assert "GICH_LR0 = 0x9" in [r for r in vm.trap_log if r.kind == "IRQ"][0].action
+    assert result.without_exits == {"GICV_PMR": 1, "GICV_CTLR": 1}  # its GIC CPU interface: no exits
 
 
 # --- resource control: the guest gets architectural answers, the host carries on ------------------
 
 def test_an_access_to_no_device_is_an_external_abort_the_guest_kernel_sees():
-    vm = vm_for(f"    ldr x1, =0x08000000\n    ldr w2, [x1]\n    b .\n{RECORDING_VECTORS}")
+    vm = vm_for(f"    ldr x1, =0x09030000\n    ldr w2, [x1]\n    b .\n{RECORDING_VECTORS}")  # QEMU's GPIO: not modelled
     result = vm.run(max_insns=1000)
     assert result.reason is StopReason.POWERED_OFF
     syndrome = Syndrome.from_esr(result.registers["x20"])
@@ -210,7 +219,7 @@ def test_an_access_to_no_device_is_an_external_abort_the_guest_kernel_sees():
     assert DataAbort.from_iss(syndrome.iss).dfsc == FaultStatus.SYNC_EXTERNAL
     [exit] = exits_of(vm, "DABT_LOWER")  # the hypervisor saw it first, found no device, and injected it
     assert exit.instruction == "ldr w2, [x1]"
-    assert result.registers["x21"] == 0x0800_0000 and result.registers["x22"] == exit.address
+    assert result.registers["x21"] == 0x0903_0000 and result.registers["x22"] == exit.address
 
 
 def test_an_unknown_system_register_is_an_undefined_instruction_for_the_guest():

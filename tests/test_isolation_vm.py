@@ -1,7 +1,4 @@
-"""What a VM itself answers, as the hardware and the firmware interface define it (issue 19, items 5 and 8).
-
-AT S1E1R with the MMU off in stage-2 VMs is xfail: its fix is the host core's (vlab/hyp/pcpu.py answers AT).
-"""
+"""What a VM itself answers, as the hardware and the firmware interface define it (issue 19, items 5 and 8)."""
 
 from __future__ import annotations
 
@@ -17,15 +14,12 @@ from vlab.machine.loader import image_from_program
 OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
 CPU_ON, CPU_OFF = 0xC400_0003, 0x8400_0002
 INVALID_ADDRESS = 2**64 - 9  # PSCI (Arm DEN 0022) INVALID_ADDRESS, -9, in x0
-HOST_CORE = pytest.mark.xfail(strict=True, reason="fixed by the host core, issue 11: its AT with the MMU off "
-                              "leaves out PAR_EL1.NS and the RES1 bit 11")
 
 
 def on_board(source: str):
     return run_on("board", image_from_program(assemble(source)))
 
 
-@HOST_CORE
 @pytest.mark.parametrize("layout", ["contiguous", "scattered", "demand"])
 def test_at_with_the_mmu_off_gives_par_el1_as_the_board_does(layout):
     # MMU off: the VA is the address; PAR_EL1 holds PA[47:12] = 0x40001, NS (bit 9) and bit 11 (RES1).

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from machines import run_on
 from vlab.asm import assemble
+from vlab.guests import GIC_TIMER_ON
 from vlab.guests.mmu import MMU_ON
 from vlab.machine.board import Board, StopReason
 from vlab.machine.loader import image_from_program, load
@@ -149,6 +150,7 @@ ARM_AT_1000 = """
     mov sp, x0
     adr x0, vectors
     msr vbar_el1, x0
+""" + GIC_TIMER_ON + """
     mov x1, #1000
     msr cntv_cval_el0, x1
     mov x1, #1
@@ -198,6 +200,16 @@ def test_wfi_with_nothing_to_wake_it_stops_idle():
     result = board.run(max_insns=1000)
     assert result.reason is StopReason.IDLE
     assert "0x40000004" in result.message and "WFI" in result.message
+
+
+def test_the_timer_reaches_the_core_only_through_the_gic_and_a_stuck_wfi_says_what_is_missing():
+    board = Board()
+    load(board, image_from_program(assemble("    mov x1, #100\n    msr cntv_tval_el0, x1\n    mov x1, #1\n"
+                                            "    msr cntv_ctl_el0, x1\n    wfi\n    b .\n")))
+    result = board.run(max_insns=1000)
+    assert result.reason is StopReason.IDLE and not board.exceptions_taken
+    assert "the virtual timer fired, but the distributor does not forward Group 0" in result.message
+    assert board.gic.distributor.interrupt(0, 27).pending  # the line is high: the GIC holds it back
 
 
 def test_wfi_with_the_timer_masked_by_imask_stops_idle():

@@ -22,7 +22,8 @@ from vlab.viz.machine_widget import MachineWidget
 
 SVC64 = 0x15  # ESR_ELx.EC for SVC executed in AArch64 state (Arm ARM D17.2.37)
 LOWER_EL_AARCH64_SYNC = 0x400  # vector offset: synchronous exception from a lower EL using AArch64
-QEMU_VIRT_BASES = {"flash": 0x0000_0000, "uart": 0x0900_0000, "ram": 0x4000_0000}  # QEMU hw/arm/virt.c memmap
+QEMU_VIRT_BASES = {"flash": 0x0000_0000, "gicd": 0x0800_0000, "gicc": 0x0801_0000, "uart": 0x0900_0000,
+                   "ram": 0x4000_0000}  # QEMU hw/arm/virt.c memmap
 
 
 def _numbers_in(text: str) -> set[int]:
@@ -54,6 +55,14 @@ def test_memory_map_lists_the_qemu_virt_regions_in_address_order():
     uart = next(r for r in rows if r.name == "uart")
     assert uart.device == "PL011" and uart.kind == "device"
     assert "0x0900_0000" in str(memory_map(Board())) and "<table>" in memory_map(Board())._repr_html_()
+    assert next(r for r in rows if r.name == "gicd").device == "GICv2 distributor"
+
+
+def test_board_diagram_lists_what_qemu_virt_has_that_vlab_does_not_model():
+    text = board_diagram(Board()).text
+    for name, base in (("PL031", 0x0901_0000), ("virtio-mmio", 0x0A00_0000), ("GICv2m", 0x0802_0000)):
+        assert name in text and base in _numbers_in(text)
+    assert "PPI 27" in board_diagram(Board()).source  # the timer's wire into the GIC
 
 
 def test_sizes_and_addresses_are_written_the_way_the_course_writes_them():
@@ -359,6 +368,7 @@ def test_a_listing_tiles_the_program_and_each_data_row_assembles_back_to_its_byt
 def _every_diagram():
     from vlab.hyp import VM
     from vlab.viz.levels import BARE_BOARD, IN_A_VM
+    from vlab.viz.interrupt_widget import InterruptWidget
     from vlab.viz.run_loop import run_loop_diagram
 
     for ram_size in (0x10_0000, 0x0800_0000, 0x4000_0000):
@@ -367,6 +377,8 @@ def _every_diagram():
         for here in (None, BARE_BOARD, IN_A_VM):
             yield f"levels EL{el}", levels_diagram(el, here)
     yield "run loop", run_loop_diagram(VM())
+    for where in ("board", "VM"):
+        yield f"interrupt path, {where}", InterruptWidget(where=where).path.diagram()
 
 
 def test_every_picture_the_course_draws_is_at_most_1000_pt_wide():

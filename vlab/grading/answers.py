@@ -32,6 +32,8 @@ ANSWERS: dict[str, tuple[str, ...]] = {
                                       "vlab.grading.specs.ch03.reference_decode"),
     "ch03.stage2_translate": ("vlab.mmu.walk.walk", "vlab.hyp.memory.VmMemory.translate",
                               "vlab.grading.specs.ch03.reference_translate"),
+    "ch04.list_register": ("vlab.machine.gic_virt.ListRegister.encode", "vlab.hyp.vgic.VGic.flush",
+                           "vlab.grading.specs.ch04.architecture_value"),
     "ch08.stop_and_copy": ("vlab.grading.specs.ch08.holds", "vlab.grading.specs.ch08.judge"),
     "ch08.balance": ("vlab.grading.specs.ch08.best_placement",),
 }

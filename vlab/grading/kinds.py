@@ -216,7 +216,7 @@ class HandlerAnswer:
         result = vm.run(max_insns=1_000_000, timeout_s=max(0.05, deadline - time.monotonic()))
         if exchange.fatal is not None:
             raise exchange.fatal
-        observed = observation(vm.vcpus[0], result, vm.mmio_trace) | {"exits": exchange.exits}
+        observed = observation(vm.vcpus[0], result, vm.device_accesses()) | {"exits": exchange.exits}
         return exchange, observed, vm.exits.get(ec.name, 0)
 
 

@@ -3,7 +3,8 @@
 A C guest is its own `NAME.c` (plus `NAME.S` when it needs assembly), linked
 with the runtime every guest shares: `start.S` (stack, .bss, FPU, then main and
 PSCI SYSTEM_OFF), `lib.c` (PL011 console, printf) and `link.ld` (load address
-0x4008_0000). The result is an ELF that `qemu-system-aarch64 -M virt -kernel`
+0x4008_0000) -- and with the shared modules it names on a line of its own
+`// links: gic.c irq.S` (the GIC driver and the interrupt vectors, say). The result is an ELF that `qemu-system-aarch64 -M virt -kernel`
 and vlab's loader both boot. Builds are cached by the hash of everything that
 goes into them, so a test suite builds each program once.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -50,9 +52,23 @@ def compiler() -> str:
     return require_tool(COMPILER, COMPILER_PACKAGE, "to build C guests")
 
 
+LINKS = re.compile(r"^// links:(.*)$", re.MULTILINE)
+MAIN = re.compile(r"^int main\(void\)", re.MULTILINE)
+
+
 def programs() -> list[str]:
     """The names of the C guests shipped with vlab that run on the default board (every NAME.c with a main)."""
-    return sorted(p.stem for p in C_DIR.glob("*.c") if p.name not in RUNTIME and p.stem not in DEVICE_GUESTS)
+    return sorted(p.stem for p in C_DIR.glob("*.c")
+                  if p.name not in RUNTIME and p.stem not in DEVICE_GUESTS and MAIN.search(p.read_text()))
+
+
+def linked_modules(main: Path) -> list[Path]:
+    """The shared modules of vlab/guests/c/ that a guest names on its `// links: ...` lines."""
+    names = [name for line in LINKS.findall(main.read_text()) for name in line.split()]
+    missing = [name for name in names if not (C_DIR / name).is_file()]
+    if missing:
+        raise ToolError(f"{main.name} links {', '.join(missing)}, which vlab/guests/c/ does not have")
+    return [C_DIR / name for name in names]
 
 
 def sources(program: str | Path) -> list[Path]:
@@ -68,7 +84,7 @@ def sources(program: str | Path) -> list[Path]:
     if main.suffix == ".S":
         return [main, C_DIR / LINKER_SCRIPT]
     own = [main] + ([main.with_suffix(".S")] if main.with_suffix(".S").is_file() else [])
-    return own + [C_DIR / name for name in RUNTIME] + sorted(C_DIR.glob("*.h")) + [C_DIR / LINKER_SCRIPT]
+    return own + linked_modules(main) + [C_DIR / name for name in RUNTIME] + sorted(C_DIR.glob("*.h")) + [C_DIR / LINKER_SCRIPT]
 
 
 def default_cache_dir() -> Path:

@@ -47,12 +47,21 @@ def qemu() -> str:
     return require_tool(QEMU, QEMU_PACKAGE, "to compare guests with QEMU")
 
 
-def run_on_qemu(elf: str | Path, timeout_s: float = 20.0, virtio_console: bool = False) -> QemuRun:
-    """Boot ELF on QEMU's virt board like `-kernel ELF` and return its UART (and virtio console) output."""
+def run_on_qemu(elf: str | Path, timeout_s: float = 20.0, virtio_console: bool = False, cpus: int = 1,
+                virtualization: bool = False, trace: str | None = None) -> QemuRun:
+    """Boot ELF on QEMU's virt board like `-kernel ELF` and return its UART (and virtio console) output.
+
+    `cpus` is `-smp` (the boot CPU starts alone; PSCI CPU_ON, through HVC, starts the others); `virtualization` boots at EL2 (`-M virt,virtualization=on`, where PSCI is
+    reached by SMC); `trace` enables QEMU trace events (e.g. "gic_*"), which land in stderr.
+    """
+    machine = list(MACHINE)
+    if virtualization:
+        machine[machine.index("virt")] = "virt,virtualization=on"
     with tempfile.TemporaryDirectory(prefix="vlab-qemu-") as scratch:
         out = Path(scratch) / "virtio-console"
         devices = [*VIRTIO_CONSOLE, "-chardev", f"file,id=c0,path={out}", "-device", "virtconsole,chardev=c0"]
-        command = [qemu(), *MACHINE, *CONSOLE, *(devices if virtio_console else ()), "-kernel", str(elf)]
+        command = [qemu(), *machine, "-smp", str(cpus), *CONSOLE, *(devices if virtio_console else ()),
+                   *(("-trace", trace) if trace is not None else ()), "-kernel", str(elf)]
         try:
             done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as e:  # the guest did not power off: keep what it printed

@@ -4,7 +4,8 @@
 // and memory features (ID_AA64MMFR0_EL1), writes and reads back its memory attributes
 // (MAIR_EL1) and translation control (TCR_EL1), reads its implementation-defined control
 // (ACTLR_EL1), asks the firmware for its PSCI version through HVC and through SMC,
-// sleeps in WFI until its virtual timer interrupts it, and prints through the
+// turns the GIC on, sleeps in WFI until its virtual timer interrupts it (PPI 27, through the
+// GIC: acknowledged with GICC_IAR, completed with GICC_EOIR), and prints through the
 // PL011. Run it on the bare board and in a VM under any trap controls: it must print the
 // same and end with the same self-check, x19 = 0x600d.
 _start:
@@ -40,6 +41,17 @@ _start:
     smc     #0
     cmp     x0, x1
     b.ne    fail
+
+    ldr     x1, =0x08000000        // the GIC distributor
+    mov     w2, #1
+    str     w2, [x1]               // GICD_CTLR, forward interrupts
+    mov     w2, #(1 << 27)
+    str     w2, [x1, #0x100]       // GICD_ISENABLER0, PPI 27 (the virtual timer)
+    ldr     x1, =0x08010000        // this CPU's GIC interface
+    mov     w2, #0xff
+    str     w2, [x1, #4]           // GICC_PMR, every priority gets through
+    mov     w2, #1
+    str     w2, [x1]               // GICC_CTLR, signal interrupts to the CPU
 
     mov     x23, #0                // the IRQ handler sets this
     mov     x1, #1000
@@ -90,6 +102,9 @@ vectors:
     .balign 0x200
     b       .                      // current EL with SP_ELx: synchronous (unexpected)
     .balign 0x80
-    mov     x23, #1                // current EL with SP_ELx: IRQ -- the timer
-    msr     cntv_ctl_el0, xzr      // quiet it, or it would fire again at once
+    mov     x23, #1                // current EL with SP_ELx, IRQ -- the timer
+    ldr     x2, =0x08010000
+    ldr     w3, [x2, #0xc]         // GICC_IAR, acknowledge it (INTID 27)
+    msr     cntv_ctl_el0, xzr      // quiet the timer, or its line would stay high
+    str     w3, [x2, #0x10]        // GICC_EOIR, complete it
     eret

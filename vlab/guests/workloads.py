@@ -19,6 +19,7 @@ Every vCPU a guest starts (PSCI CPU_ON with `vcpus` > 1) counts in its own word.
 from __future__ import annotations
 
 from vlab.asm import Program, assemble
+from vlab.guests import GIC_TIMER_ON
 from vlab.machine.board import RAM_BASE
 
 PROGRESS = RAM_BASE + 0xF000  # vCPU n's counter: the 64-bit word at PROGRESS + 8 * n
@@ -67,8 +68,10 @@ spin:
 
 def sleeper(period: int, work: int = 2_000, vcpus: int = 1) -> Program:
     """Does `work` instructions of work, then sleeps until `period` ticks after it started; counts rounds."""
-    return _program(f"""    msr daifset, #2              // the timer wakes WFI; no interrupt handler is needed
-forever:
+    # The timer's interrupt, through the GIC, wakes WFI; masked, it needs no handler and is never
+    # acknowledged: reprogramming the timer lowers its level again.
+    return _program(f"""    msr daifset, #2
+{GIC_TIMER_ON}forever:
     mrs x5, cntvct_el0
     ldr x6, ={period}
     add x5, x5, x6

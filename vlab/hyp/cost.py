@@ -11,6 +11,7 @@ import time
 
 from vlab.arch.hcr import HCR
 from vlab.asm import Program, assemble
+from vlab.guests import GIC_TIMER_ON
 from vlab.hyp.vm import VM
 from vlab.machine.board import RunResult, StopReason
 from vlab.machine.loader import image_from_program
@@ -20,16 +21,19 @@ OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
 OPERATIONS = {
     "MRS SCTLR_EL1 (TRVM)": ("    mrs x5, sctlr_el1\n", HCR.TRVM),
     "HVC PSCI_VERSION": ("    ldr x0, =0x84000000\n    hvc #0\n", HCR(0)),
-    "WFI + timer wake-up (TWI)": ("    mov x6, #1\n    msr cntv_tval_el0, x6\n    msr cntv_ctl_el0, x6\n    wfi\n",
-                                  HCR.TWI),
+    # The timer's interrupt wakes the WFI through the (virtual) GIC; the guest acknowledges and
+    # completes it (GICV_IAR, GICV_EOIR: no exits), so that the next tick can wake it again.
+    "WFI + timer wake-up (TWI)": ("    mov x6, #1\n    msr cntv_tval_el0, x6\n    msr cntv_ctl_el0, x6\n    wfi\n"
+                                  "    ldr w5, [x10, #0xc]\n    str w5, [x10, #0x10]\n", HCR.TWI),
     "MMIO read of UARTFR": ("    ldr w5, [x9, #0x18]\n", HCR(0)),
 }
 
 
 def loop_program(body: str, iterations: int) -> Program:
-    """`body` run `iterations` times (IRQs masked, x9 = the UART), then, at `done`, power off."""
-    return assemble(f"    msr daifset, #2\n    ldr x9, =0x09000000\n    ldr x1, ={iterations}\nloop:\n{body}"
-                    f"    subs x1, x1, #1\n    b.ne loop\ndone:\n{OFF}")
+    """`body` run `iterations` times (IRQs masked, the GIC on, x9 = the UART, x10 = the GIC's CPU
+    interface), then, at `done`, power off."""
+    return assemble(f"    msr daifset, #2\n{GIC_TIMER_ON}    ldr x9, =0x09000000\n    ldr x10, =0x08010000\n"
+                    f"    ldr x1, ={iterations}\nloop:\n{body}    subs x1, x1, #1\n    b.ne loop\ndone:\n{OFF}")
 
 
 def time_to_power_off(machine) -> tuple[float, RunResult]:
@@ -54,6 +58,47 @@ def microseconds_per_exit(body: str, traps: HCR, iterations: int = 2_000) -> flo
     """The cost of one exit of the kind `body` causes under `traps`, in microseconds."""
     baseline = run_seconds(loop_program("    nop\n", iterations))
     return (run_seconds(loop_program(body, iterations), traps) - baseline) / iterations * 1e6
+
+
+def interrupt_loop_program(iterations: int, armed: bool = True) -> Program:
+    """A guest taking the virtual timer's interrupt `iterations` times: arm the timer, sleep in
+    WFI, and in the IRQ handler acknowledge (GICC_IAR), quiet the timer and complete (GICC_EOIR).
+    `armed=False`: the same loop, its timer never enabled and no WFI -- the baseline to subtract."""
+    arm = "    msr cntv_ctl_el0, x7\n    msr daifclr, #2\nsleep:\n    wfi\n    cbz x5, sleep\n    msr daifset, #2\n" \
+        if armed else "    msr cntv_ctl_el0, xzr\n    mov x5, #1\n"
+    return assemble(f"""    adr x0, vectors
+    msr vbar_el1, x0
+{GIC_TIMER_ON}
+    ldr x9, =0x08010000
+    ldr x1, ={iterations}
+    mov x7, #1
+loop:
+    mov x5, #0
+    mov x6, #10
+    msr cntv_tval_el0, x6
+{arm}    subs x1, x1, #1
+    b.ne loop
+done:
+{OFF}
+    .balign 0x800
+vectors:
+    b .
+    .balign 0x200
+    b .
+    .balign 0x80
+    ldr w8, [x9, #0xc]
+    msr cntv_ctl_el0, xzr
+    str w8, [x9, #0x10]
+    mov x5, #1
+    eret
+""")
+
+
+def microseconds_per_virtual_interrupt(iterations: int = 2_000) -> float:
+    """In a VM: from the virtual timer firing to the guest's EOI, in microseconds -- the physical
+    interrupt's exit, the list register, the guest's vector, IAR and EOIR (those two without exits)."""
+    baseline = run_seconds(interrupt_loop_program(iterations, armed=False))
+    return (run_seconds(interrupt_loop_program(iterations)) - baseline) / iterations * 1e6
 
 
 def world_switch_microseconds(switches: int = 2_000) -> float:

@@ -27,23 +27,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from vlab.hyp.memory import HostMemory
+from vlab.hyp.memory import HostMemory, frames_needed
 from vlab.hyp.pcpu import PhysicalCpu
 from vlab.hyp.vcpu import VCpu, VCpuState
 from vlab.machine import psci
-from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, RunResult, StopReason
+from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, RAM_BASE, RunResult, StopReason
 from vlab.machine.cpu import CPU, Watchdog
+from vlab.machine.gic import EOI_MODE, GIC, MAINTENANCE_PPI, MAX_CPUS, VIRTUAL_TIMER_PPI
 from vlab.machine.timer import FREQUENCY_HZ
+from vlab.mmu.tables import PAGE
 from vlab.sched import Entity, Scheduler
 from vlab.sched.metrics import RunFigures, run_figures
 from vlab.sched.recorder import Recorder
 from vlab.sched.registry import make_policy
 from vlab.sched.trace import Trace, ran_ticks
 
-MAX_PCPUS = 64
+MAX_PCPUS = MAX_CPUS  # its interrupt controller, a GICv2, has 8 CPU interfaces at most
 DEFAULT_HOST_MEMORY = 0x1000_0000  # 256 MiB
 DEFAULT_LOCKSTEP = 50_000  # with several cores: how far one may run ahead of the others (0.8 ms)
-IRQ_POLL = 1_000  # while a vCPU's interrupt is pending but masked, look again this often
 _U64 = (1 << 64) - 1
 
 
@@ -67,7 +68,7 @@ class Host:
         `switch_cost`: host ticks charged to a core for each world switch; `lockstep`: with several
         cores, the most host ticks one runs ahead of the others."""
         if not 1 <= pcpus <= MAX_PCPUS:
-            raise ValueError(f"a host has 1 to {MAX_PCPUS} physical CPUs, not {pcpus}")
+            raise ValueError(f"a host has 1 to {MAX_PCPUS} physical CPUs (its GICv2 serves {MAX_PCPUS}), not {pcpus}")
         policy = scheduler or make_policy("rr", pcpus)
         if policy.pcpus != pcpus:
             raise ValueError(f"the {policy.name} policy was made for {policy.pcpus} physical CPUs; this host has "
@@ -85,6 +86,7 @@ class Host:
         self._vmids: dict[int, int] = {}  # VM index -> VMID
         self._cores = pcpus
         self.pcpus: list[PhysicalCpu] = []  # made at the first run, when the memory map is known
+        self.gic: GIC | None = None  # the host's own interrupt controller, made with the cores
         self.scratch = CPU()  # where a saved vCPU's registers are read and written
         self._reset = self.scratch.uc.context_save()  # a core's state at reset: every vCPU starts so
         self.midr = self.scratch.read_sysreg("MIDR_EL1")
@@ -122,6 +124,8 @@ class Host:
         if stage2 is None and self.vms or any(v.memory is None for v in self.vms):
             raise ValueError("only a VM alone on its host can run without stage-2 tables: give every VM on a "
                              "shared host a stage-2 layout, e.g. VM(stage2='contiguous', host=host)")
+        if stage2 is not None:
+            self._check_room(vm.ram_size, frames_needed(RAM_BASE, vm.ram_size, stage2))
         vmid = len(self.vms) + 1 if vmid is None else vmid
         if not 1 <= vmid < 1 << 16 or vmid in self._vmids.values():
             raise ValueError(f"VMID {vmid} is taken or out of range (1..65535): each VM on a host needs its own")
@@ -129,6 +133,15 @@ class Host:
         self.vms.append(vm)
         self._vmids[index] = vmid
         return index
+
+    def _check_room(self, ram_size: int, needed: int) -> None:
+        """Refuse a VM whose memory would not fit in the host's free frames, before any is taken."""
+        frames = self.memory.frames
+        if needed > frames.free:
+            raise ValueError(f"a VM with {_size(ram_size)} of RAM needs {needed:,} host frames of 4 KiB (its RAM "
+                             f"and stage-2 tables), but only {frames.free:,} of the host's {frames.size // PAGE:,} "
+                             f"frames ({_size(frames.size)}) are free: give the host more memory (Host(memory=...)), "
+                             "the VM less RAM (ram_size=...), or demand paging (stage2='demand')")
 
     def vmid_of(self, vm) -> int:
         return self._vmids[vm.index]
@@ -190,15 +203,28 @@ class Host:
         self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
 
     def block(self, vcpu: VCpu) -> None:
-        """A trapped WFI: the vCPU sleeps until its timer fires (or an event, once there are any)."""
-        if vcpu.timer.asserted():
-            return  # its interrupt is already there: WFI does not wait
+        """A trapped WFI: the vCPU sleeps until an interrupt it would take -- its timer firing, an
+        SGI from another vCPU (`interrupt_arrived`)."""
+        pcpu = self.pcpu_of(vcpu)
+        if pcpu is not None:
+            pcpu.serve_physical_interrupts(vcpu)  # the timer may have fired just now
+            vcpu.vm.vgic.resample(vcpu.index)  # or been reprogrammed before its interrupt was taken
+        if vcpu.vm.vgic.wants_to_run(vcpu.index):
+            return  # an interrupt is already there: WFI does not wait
         vcpu.state = VCpuState.BLOCKED
-        vcpu.wake_at = vcpu.timer.next_deadline()
+        vcpu.wake_at = vcpu.wake_deadline()
         self._blocked.append(vcpu)
         self._leaves_core(vcpu)
         self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
         self._check_idle(vcpu.vm)
+
+    def interrupt_arrived(self, vcpu: VCpu) -> None:
+        """`vcpu` can now take an interrupt (an SGI another vCPU sent): if it sleeps in WFI, it wakes
+        -- through the scheduler when it had given up its core, at once when it holds one."""
+        if vcpu in self._blocked:
+            self._unblock(vcpu)
+        elif vcpu.in_wfi:
+            vcpu.wake_at = vcpu.ticks()
 
     def yield_(self, vcpu: VCpu) -> None:
         """A paravirtual yield: the scheduler picks again on the vCPU's core."""
@@ -334,11 +360,25 @@ class Host:
 
     def _make_cores(self) -> None:
         identity = self.vms[0] if len(self.vms) == 1 and self.vms[0].memory is None else None
+        self.gic = self._make_gic()
         self.pcpus = [PhysicalCpu(self, i) for i in range(self._cores)]
         for pcpu in self.pcpus:
             pcpu.map_memory(identity)
         self._decision = [None] * self._cores
         self._resched = [False] * self._cores
+
+    def _make_gic(self) -> GIC:
+        """The host's GICv2, programmed as KVM's host programs its own: forwarding on; on each core
+        the virtual timer's PPI and the maintenance interrupt enabled; each CPU interface with
+        EOImode = 1, so that an interrupt handed to a guest stays active until the guest completes it."""
+        gic = GIC(self._cores, on_signal=lambda cpu: self.pcpus[cpu].cpu.interrupt_pending())
+        for cpu in range(self._cores):
+            distributor, interface = gic.devices(cpu)
+            distributor.write(0x000, 4, 1)  # GICD_CTLR
+            distributor.write(0x100, 4, 1 << VIRTUAL_TIMER_PPI | 1 << MAINTENANCE_PPI)  # GICD_ISENABLER0
+            interface.write(0x004, 4, 0xFF)  # GICC_PMR
+            interface.write(0x000, 4, 1 | EOI_MODE)  # GICC_CTLR
+        return gic
 
     def _prepare_devices(self) -> None:
         """Map the device windows whose accesses are served in place. A VM whose data-abort handler
@@ -355,7 +395,11 @@ class Host:
     def _finish(self, vms: list) -> None:
         """After a run (every VM of which has stopped, so its vCPUs have left the scheduler's queues:
         a later run wakes what is still runnable): the trace ends, for now, where the core that got
-        furthest stopped."""
+        furthest stopped. Each core stops what it ran, and asks the policy, as the contract wants after
+        a sleep, so that the policy knows nothing runs there when a later run wakes its vCPUs again."""
+        for i, decision in enumerate(self._decision):
+            if decision is not None and decision[0] is not None:
+                self._decision[i] = (self.scheduler.pick(i, self.pcpus[i].now(), None).entity, 0)
         self.trace.finish(max(p.now() for p in self.pcpus))
 
     def _now(self) -> int:
@@ -377,10 +421,16 @@ class Host:
     def _wake_due(self, now: int) -> None:
         due = [v for v in self._blocked if v.wake_at is not None and v.wake_at <= now]
         for vcpu in due:
-            self._blocked.remove(vcpu)
-            vcpu.state, at, vcpu.wake_at = VCpuState.RUNNABLE, vcpu.wake_at, None
-            if vcpu.vm.running:
-                self._wake(vcpu, at)
+            self._unblock(vcpu, vcpu.wake_at)
+
+    def _unblock(self, vcpu: VCpu, at: int | None = None) -> None:
+        """A blocked vCPU becomes runnable: at host tick `at` (its timer's deadline), or -- woken by
+        an interrupt another core's vCPU sent during its run -- told to the scheduler after that
+        stretch has been charged, as sleeps are."""
+        self._blocked.remove(vcpu)
+        vcpu.state, vcpu.wake_at = VCpuState.RUNNABLE, None
+        if vcpu.vm.running:
+            self._tell(lambda now: self._wake(vcpu, now if at is None else at))
 
     def _next_wake(self) -> int | None:
         return min((v.wake_at for v in self._blocked if v.wake_at is not None and v.vm.running), default=None)
@@ -419,9 +469,9 @@ class Host:
                         self._check_idle(vm)
             return
         vm = vcpu.vm
-        deadline = vcpu.timer.next_deadline()
+        deadline = vcpu.timer.next_deadline(after=now)
         if deadline is not None:
-            limit = min(limit, deadline if deadline > start else start + IRQ_POLL)
+            limit = min(limit, deadline)
         retired = sum(v.instructions for v in vm.vcpus)
         if retired >= vm.budget_end:
             vm.stop(StopReason.BUDGET, f"instruction budget of {vm.budget:,} spent", vcpu)
@@ -495,6 +545,11 @@ class Host:
     def pcpu_figures(self) -> list[dict]:
         return [{"pcpu": p.index, "ticks": p.now(), "idle_ticks": p.idle_ticks, "switch_ticks": p.switch_ticks,
                  "world_switches": p.switches} for p in self.pcpus]
+
+
+def _size(n: int) -> str:
+    """Bytes as MiB, or KiB when that is not a whole number of MiB."""
+    return f"{n >> 20:,} MiB" if n % (1 << 20) == 0 else f"{n >> 10:,} KiB"
 
 
 def _furthest_behind(pcpu: PhysicalCpu) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from typing import Callable
 from vlab.mmu.descriptors import OA_MASK, Leaf
 from vlab.mmu.memory import BufferMemory
 from vlab.mmu.tables import PAGE, FrameAllocator, TableBuilder
-from vlab.mmu.walk import Access, Regime, Translation, walk
+from vlab.mmu.walk import LEVEL_SHIFT, Access, Regime, Translation, walk
 
 # Where host physical memory appears in each core's (Unicorn's) physical address map.
 HOST_BASE = 0x80_0000_0000
@@ -56,6 +56,22 @@ class HostMemory:
         self.sharers: dict[int, int] = {}  # frame -> how many VM pages map it copy-on-write
 
 
+def frames_needed(ram_base: int, ram_size: int, layout: str) -> int:
+    """The host frames a VM's memory takes when it is made: its stage-2 root table and, unless its
+    RAM is demand-paged (then each page takes a frame when the guest first touches it), the RAM and
+    the tables below the root that map it."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown RAM layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    regime = Regime.stage2(VTCR_T0SZ, VTCR_SL0)
+    if layout == "demand":
+        return regime.concatenated
+    last = ram_base + ram_size - 1
+    # a table at level L maps one (L-1)-level entry's span: count the spans the RAM touches
+    tables = sum((last >> LEVEL_SHIFT[level - 1]) - (ram_base >> LEVEL_SHIFT[level - 1]) + 1
+                 for level in range(regime.start_level + 1, 4))
+    return regime.concatenated + tables + ram_size // PAGE
+
+
 class VmMemory:
     """One VM's RAM: `ram_size` bytes of IPA space at `ram_base`, backed by host frames via stage 2.
 
@@ -68,8 +84,7 @@ class VmMemory:
 
     def __init__(self, host: HostMemory, ram_base: int, ram_size: int, layout: str = "contiguous",
                  seed: int = 0, vmid: int = 1):
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown RAM layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        frames_needed(ram_base, ram_size, layout)  # refuses an unknown layout
         self.host, self.ram_base, self.ram_size, self.layout, self.vmid = host, ram_base, ram_size, layout, vmid
         self.regime = Regime.stage2(VTCR_T0SZ, VTCR_SL0)
         self.tables = TableBuilder(host.memory, self.regime, host.frames)

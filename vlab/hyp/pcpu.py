@@ -26,8 +26,11 @@ from vlab.hyp import handlers
 from vlab.hyp.exits import IN_PLACE, RUN_LOOP, Exit
 from vlab.hyp.memory import HOST_BASE
 from vlab.hyp.vcpu import Block, Halt, Inject, VCpu, VCpuState, Yield
-from vlab.machine.board import RAM_BASE, StopReason
+from vlab.hyp.vgic import serve_physical_irq
+from vlab.machine.board import RAM_BASE, MmioAccess, StopReason
 from vlab.machine.cpu import CPU, EXCP_HVC, EXCP_SMC, GuestException, StopKind
+from vlab.machine.gic import GICC_BASE, GICC_SIZE, MAINTENANCE_PPI, PHYSICAL_TIMER_PPI, VIRTUAL_TIMER_PPI
+from vlab.machine.gic_virt import GICV_BASE, GICV_SIZE, VirtualCpuInterface
 from vlab.machine.timer import serve_timer
 from vlab.mmu import tlb_fill
 from vlab.mmu.faults import Access, Fault, FaultKind
@@ -59,6 +62,11 @@ class PhysicalCpu:
         self.cpu.sysreg_handler = self._on_sysreg
         self.cpu.exception_handler = self._on_exception
         self.current: VCpu | None = None  # loaded (its state is in the engine), running or not
+        # This core's part of the host's GIC: its CPU interface (the hypervisor's), and its virtual
+        # CPU interface, whose list registers hold the loaded vCPU's interrupts. A virtual IRQ
+        # rising stops the engine, so that the guest takes it at the next instruction.
+        self.gicc = host.gic.cpu_interfaces[index]
+        self.gicv = VirtualCpuInterface(host.gic.distributor, index, on_signal=lambda _cpu: self.cpu.interrupt_pending())
         self.idle_ticks = 0  # host ticks with no vCPU to run, or waiting in a guest's WFI
         self.switch_ticks = 0  # host ticks charged for world switches
         self.switches = 0
@@ -82,9 +90,13 @@ class PhysicalCpu:
     def map_memory(self, identity: VM | None) -> None:
         """Map what this core's physical address space holds: host memory (stage-2 VMs) or the one
         VM whose RAM needs no stage-2 tables, at its own address."""
+        uc = self.cpu.uc
         if identity is not None:
             self.cpu.map_host_buffer(RAM_BASE, identity.ram_size, identity.ram_address)
+            # No stage-2 tables to put the GICV frame at the guest's GICC address: it is mapped there.
+            uc.mmio_map(GICC_BASE, GICC_SIZE, self._gicv_read, None, self._gicv_write, None)
             return
+        uc.mmio_map(GICV_BASE, GICV_SIZE, self._gicv_read, None, self._gicv_write, None)
         memory = self.host.memory
         self.cpu.map_host_buffer(HOST_BASE, memory.size, memory.address)
         self._translation = tlb_fill.GuestTranslation(self.cpu, memory.memory, None, 0, HOST_BASE, self.tlb,
@@ -114,13 +126,17 @@ class PhysicalCpu:
         uc = self.cpu.uc
         if old is not None:
             uc.context_update(old.context)
+            old.vm.vgic.put(old.index)  # its list registers, and the physical timer PPI's active state
             old._cpu, old._saved_at, old._now = None, self.now(), old._saved_time
         self.current = vcpu
         if vcpu is None:
+            self.host.gic.set_ppi(self.index, VIRTUAL_TIMER_PPI, False)
             return
         uc.context_restore(vcpu.context)
         self.cpu.note_context_restored()
         vcpu._cpu, vcpu._now = self.cpu, self.now
+        vcpu.vm.vgic.load(vcpu.index, self.gicv)
+        self.timer_lines(vcpu)
         vm = vcpu.vm
         if self._translation is not None:
             memory = vm.memory
@@ -167,6 +183,7 @@ class PhysicalCpu:
         walks = self._translation.walks if self._translation is not None else 0
         stop = self.cpu.run(ticks)
         vcpu.instructions += stop.retired
+        self.timer_lines(vcpu)
         if self._translation is not None:
             vcpu.walks += self._translation.walks - walks
         kind = stop.kind
@@ -182,21 +199,46 @@ class PhysicalCpu:
             self.take_pending_irq(vcpu)
 
     def take_pending_irq(self, vcpu: VCpu) -> None:
-        """The virtual timer's interrupt, if it fired and the guest has IRQs unmasked: the hypervisor
-        injects it, and the guest takes it at its IRQ vector."""
-        if not self.cpu.irqs_masked() and vcpu.timer.asserted():
-            vcpu.entry.interrupt(self.cpu, vcpu.instructions, self.now())
-            vcpu.vm.record(vcpu, "IRQ", None, "virtual timer fired: virtual IRQ injected at "
-                           f"VBAR_EL1+{self.cpu.pc - self.cpu.read_sysreg('VBAR_EL1'):#x}", RUN_LOOP)
+        """Before the guest goes on: the physical interrupts that came in (each an exit to the
+        hypervisor), then the virtual IRQ, which the guest takes at its IRQ vector -- the hardware
+        enters it, no exit -- if GICV signals one and PSTATE.I does not mask it."""
+        self.timer_lines(vcpu)  # time may have passed since the last run (idle, blocked)
+        self.serve_physical_interrupts(vcpu)
+        vcpu.vm.vgic.resample(vcpu.index)
+        if self.gicv.signal() != "IRQ":
+            return
+        if self.cpu.irqs_masked():
+            self.cpu.stop_when_unmasked(lambda: self.gicv.signal() == "IRQ")  # taken where the guest unmasks IRQs
+            return
+        vcpu.entry.interrupt(self.cpu, vcpu.instructions, self.now())
+
+    def serve_physical_interrupts(self, vcpu: VCpu) -> None:
+        """Physical IRQs for this core while `vcpu` runs go to the hypervisor (HCR_EL2.IMO): one exit
+        each. The virtual timer's PPI becomes a virtual IRQ in a list register; the maintenance
+        interrupt refreshes the list registers."""
+        while self.host.gic.signal(self.index) == "IRQ":
+            lrs = list(self.gicv.lrs)
+            intid = serve_physical_irq(self.gicc, vcpu.vm.vgic, vcpu.index)
+            vcpu.vm.record(vcpu, "IRQ", None, _physical_irq_action(intid, lrs, self.gicv), RUN_LOOP)
+
+    def timer_lines(self, vcpu: VCpu) -> None:
+        """The loaded vCPU's timers drive this core's timer inputs: the virtual timer the physical
+        PPI 27 (the hypervisor hands it to the guest), the EL1 physical timer -- emulated by the
+        hypervisor -- the virtual PPI 30 directly."""
+        self.host.gic.set_ppi(self.index, VIRTUAL_TIMER_PPI, vcpu.timer.virtual.asserted())
+        vcpu.vm.vgic.set_line(vcpu.index, PHYSICAL_TIMER_PPI, vcpu.timer.physical.asserted())
 
     def _wait_in_wfi(self, vcpu: VCpu, ticks: int) -> None:
-        """A WFI the hypervisor does not trap: the core sleeps in the guest until its timer fires."""
-        now = self.now()
-        wait = ticks if vcpu.wake_at is None else max(0, min(ticks, vcpu.wake_at - now))
-        self.idle_ticks += wait
-        if vcpu.wake_at is not None and self.now() >= vcpu.wake_at:
-            vcpu.in_wfi, vcpu.wake_at = False, None
-            self.take_pending_irq(vcpu)  # with IRQs masked, WFI still wakes: execution goes on
+        """A WFI the hypervisor does not trap: the core sleeps in the guest until its timer fires or
+        an interrupt arrives (the WFI then completes, whether PSTATE.I masks the IRQ or not)."""
+        if self.gicv.signal() is None:
+            now = self.now()
+            wait = ticks if vcpu.wake_at is None else max(0, min(ticks, vcpu.wake_at - now))
+            self.idle_ticks += wait
+            if vcpu.wake_at is None or self.now() < vcpu.wake_at:
+                return
+        vcpu.in_wfi, vcpu.wake_at = False, None
+        self.take_pending_irq(vcpu)
 
     def _on_wfi(self, vcpu: VCpu) -> None:
         cpu = self.cpu
@@ -208,9 +250,11 @@ class PhysicalCpu:
             exit = self._exit(vcpu, Syndrome(ExceptionClass.WFX, 0), cpu.pc, cpu.el, trapped=True)
             self._finish(vcpu, exit, vcpu.vm.dispatch(vcpu, exit, RUN_LOOP))
             return
-        if vcpu.timer.asserted():
-            return  # the interrupt is already there: WFI does not wait
-        vcpu.in_wfi, vcpu.wake_at = True, vcpu.timer.next_deadline()
+        self.serve_physical_interrupts(vcpu)
+        vcpu.vm.vgic.resample(vcpu.index)
+        if self.gicv.signal() is not None:
+            return  # an interrupt is already there: WFI does not wait
+        vcpu.in_wfi, vcpu.wake_at = True, vcpu.wake_deadline()
 
     def _on_stop(self, vcpu: VCpu, exc: GuestException) -> None:
         """The run stopped on an exception: an exit served in place that the loop must finish, an
@@ -323,7 +367,10 @@ class PhysicalCpu:
         if plan is None:
             plan = vm.sysreg_plans[access] = _plan(vm, access)
         if plan is NATIVE:
-            return serve_timer(cpu, vcpu.timer, access, value)
+            handled = serve_timer(cpu, vcpu.timer, access, value)
+            if handled and not access.is_read:
+                self.timer_lines(vcpu)  # a reprogrammed timer raises or lowers its line at once
+            return handled
         if plan is TRAP:
             return self._trap_sysreg(cpu, vcpu, access)
         if plan is IDENTITY:
@@ -374,7 +421,8 @@ class PhysicalCpu:
         va = cpu.x(access.rt)
         kind = Access.WRITE if access.op2 & 1 else Access.READ
         if not cpu.read_sysreg("SCTLR_EL1") & 1:
-            cpu.write_sysreg("PAR_EL1", va & ((1 << 48) - 1) & ~0xFFF)  # MMU off: the VA is the address
+            # MMU off: the VA is the address; bit 11 is RES1, NS (bit 9) set as for every non-secure guest.
+            cpu.write_sysreg("PAR_EL1", va & ((1 << 48) - 1) & ~0xFFF | 1 << 11 | 1 << 9)
             return
         try:
             stage1 = Regime.from_tcr(cpu.read_sysreg("TCR_EL1"))
@@ -444,6 +492,8 @@ class PhysicalCpu:
                 return True  # fixed: the access is retried at once
             self._defer(exit, outcome)
             return None
+        if access is not Access.FETCH and not fault.s1ptw and GICC_BASE <= fault.ipa < GICC_BASE + GICC_SIZE:
+            return GICV_BASE + fault.ipa - GICC_BASE, 3  # stage 2 maps the GICV frame at the guest's GICC address
         if access is not Access.FETCH and not fault.s1ptw and vm.device_at(fault.ipa) is not None:
             return fault.ipa, 3  # read and write, never execute: devices are not code
         return None
@@ -452,6 +502,29 @@ class PhysicalCpu:
         exc = tlb_fill.abort(self.cpu, fault, access, va)(self.cpu.pc)  # PC is exact inside the fill hook
         return Exit(exc.syndrome, exc.address, exc.address, self.cpu.read_word(exc.address), vcpu.index, exc.el,
                     exc.far, exc.ipa)
+
+    def _gicv_read(self, uc, offset: int, size: int, _user) -> int:
+        return self._gicv(offset, size, 0, False)
+
+    def _gicv_write(self, uc, offset: int, size: int, value: int, _user) -> None:
+        self._gicv(offset, size, value, True)
+
+    def _gicv(self, offset: int, size: int, value: int, is_write: bool) -> int:
+        """The guest's access to its GIC CPU interface: the virtual CPU interface serves it from the
+        list registers, in hardware -- no exit. Counted and traced for the course, apart from exits."""
+        try:
+            if is_write:
+                self.gicv.write(offset, size, value)
+            else:
+                value = self.gicv.read(offset, size)
+            vcpu = self.current
+            name = self.gicv.register_name(offset)
+            vcpu.vm.gicv_accesses[name] += 1
+            vcpu.vm.gicv_trace.append(MmioAccess(vcpu.ticks(), "gicv", offset, name, size, value, is_write))
+            return value
+        except Exception as e:  # noqa: BLE001 - a bug in vlab's GIC stops the run with a report
+            self.cpu.report_hook_error(f"GICV failed at +{offset:#x}: {type(e).__name__}: {e}")
+            return 0
 
     def _mmio_read(self, uc, offset: int, size: int, base: int) -> int:
         return self._mmio(base, offset, size, 0, False)
@@ -471,7 +544,7 @@ class PhysicalCpu:
         abort = DataAbort.from_iss(exit.syndrome.iss)
         if decoded is None or not (1 << decoded.sas == size or 1 << decoded.sas == 8 and size == 4):
             abort = None
-        device = vcpu.vm.device_at(ipa)
+        device = vcpu.platform.device_at(ipa)  # a banked device (GICD) as this vCPU sees it
         return exit, abort, device, f"{device.name}.{device.register_name(ipa - device.base)}"
 
     def _mmio(self, base: int, offset: int, size: int, value: int, is_write: bool) -> int:
@@ -513,6 +586,17 @@ class PhysicalCpu:
         except Exception as e:  # noqa: BLE001 - a device bug stops the run with a report
             cpu.report_hook_error(f"emulated device at {base:#x} failed at +{offset:#x}: {type(e).__name__}: {e}")
             return 0
+
+
+def _physical_irq_action(intid: int, lrs_before: list[int], gicv: VirtualCpuInterface) -> str:
+    """The trap log's line for a physical interrupt the hypervisor took."""
+    if intid == VIRTUAL_TIMER_PPI:
+        changed = [n for n, (a, b) in enumerate(zip(lrs_before, gicv.lrs)) if a != b]
+        where = f"GICH_LR{changed[0]} = {gicv.lrs[changed[0]]:#010x}" if changed else "a list register"
+        return f"virtual timer (PPI 27) -> {where} (HW)"
+    if intid == MAINTENANCE_PPI:
+        return "maintenance interrupt (PPI 25): list registers synced and refilled"
+    return f"physical interrupt {intid}"
 
 
 def _plan(vm: VM, access: SysRegAccess) -> int:

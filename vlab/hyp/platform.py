@@ -32,8 +32,11 @@ class Platform:
         return self._vm.vcpus[self._index]
 
     def device_at(self, ipa: int | None) -> Device | None:
-        """The emulated device whose registers cover `ipa`, or None."""
-        return self._vm.device_at(ipa)
+        """The emulated device whose registers cover `ipa`, or None. A device with registers banked
+        per CPU (the GIC distributor's SGIs and PPIs) answers with this vCPU's own view."""
+        device = self._vm.device_at(ipa)
+        banked = getattr(device, "for_vcpu", None)
+        return banked(self._index) if banked is not None else device
 
     def mmio(self, device: Device, offset: int, size: int, value: int, is_write: bool) -> int:
         """Perform a `size`-byte access at `offset` in `device` and trace it; returns the value read

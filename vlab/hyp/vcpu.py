@@ -31,6 +31,7 @@ from vlab.arch.esr import ExceptionClass, Syndrome
 from vlab.machine.board import Region, StopReason
 from vlab.machine.cpu import CPU, GuestException, context_from_bytes
 from vlab.machine.entry import ExceptionEntry
+from vlab.machine.gic import PHYSICAL_TIMER_PPI, VIRTUAL_TIMER_PPI
 from vlab.machine.timer import GenericTimer
 from vlab.sched import Entity
 
@@ -185,6 +186,17 @@ class VCpu:
         """The host clock as this vCPU sees it: its physical CPU's while it runs."""
         return self._now()
 
+    def wake_deadline(self) -> int | None:
+        """The host tick at which one of its timers will fire with an interrupt the guest would
+        take (vlab.hyp.vgic): what ends a WFI, unless an SGI comes first. None: no timer will."""
+        now, timer, vgic = self.ticks(), self.timer, self.vm.vgic
+        deadlines = []
+        if (d := timer.virtual.deadline()) is not None and vgic.could_wake(self.index, VIRTUAL_TIMER_PPI):
+            deadlines.append(d + timer.offset)
+        if (d := timer.physical.deadline()) is not None and vgic.could_wake(self.index, PHYSICAL_TIMER_PPI):
+            deadlines.append(d)
+        return min((d for d in deadlines if d > now), default=None)
+
     def _saved_time(self) -> int:
         return self._saved_at
 
@@ -208,9 +220,9 @@ class VCpu:
     def wait_for_interrupt(self) -> str:
         """Give up the physical CPU until this vCPU's timer fires or an event wakes it."""
         self._effect = Block()
-        deadline = self.timer.next_deadline()
+        deadline = self.wake_deadline()
         if deadline is None:
-            return "the vCPU blocks; no timer is armed: only an event can wake it"
+            return "the vCPU blocks; no timer will wake it: only an interrupt from another vCPU can"
         return f"the vCPU blocks until its timer fires at tick {deadline}"
 
     def yield_cpu(self) -> str:

@@ -32,10 +32,12 @@ from vlab.hyp.handlers import DEFAULT_HANDLERS, Handler
 from vlab.hyp.memory import HostMemory, VmMemory, zeroed_host_buffer
 from vlab.hyp.platform import Platform
 from vlab.hyp.vcpu import VCpu, VCpuState
+from vlab.hyp.vgic import VGic
 from vlab.machine import psci
 from vlab.machine.board import (DEFAULT_MAX_INSNS, DEFAULT_RAM_SIZE, DEFAULT_TIMEOUT_S, RAM_BASE, Device,
                                 MmioAccess, Region, RunResult, StopReason)
 from vlab.machine.cpu import GuestException
+from vlab.machine.gic import VIRTUAL_TIMER_PPI
 from vlab.machine.loader import Image, image_from_file, image_from_program, load
 from vlab.machine.uart import PL011
 from vlab.mmu.tables import PAGE
@@ -54,6 +56,9 @@ class VmRunResult(RunResult):
 
     exits: dict[str, int] = field(default_factory=dict)  # exception-class name (or "IRQ") -> count
     vcpus: tuple[dict, ...] = ()  # per vCPU: state, instructions, and what the scheduler gave it
+    # guest accesses to its GIC CPU interface (GICC_IAR, EOIR...) that the hardware's GICV served:
+    # each would be an exit without the virtualization extensions
+    without_exits: dict[str, int] = field(default_factory=dict)
 
     @property
     def trapped(self) -> int:
@@ -66,7 +71,8 @@ class VmRunResult(RunResult):
         return self.instructions - self.trapped
 
     def to_json(self) -> dict:
-        return super().to_json() | {"exits": dict(self.exits), "vcpus": list(self.vcpus)}
+        return super().to_json() | {"exits": dict(self.exits), "vcpus": list(self.vcpus),
+                                    "without_exits": dict(self.without_exits)}
 
 
 class VM:
@@ -106,7 +112,13 @@ class VM:
             self.memory = VmMemory(self.host.memory, RAM_BASE, ram_size, stage2, seed, self.vmid)
             self.memory.on_change = self.stage2_changed
         self.uart = PL011()
-        self.devices: list[Device] = [self.uart]
+        # The GIC: its distributor emulated by the hypervisor (an exit per access); its CPU interface
+        # is the hardware's GICV, which stage 2 maps at the guest's GICC address (no exits).
+        self.vgic = VGic(vcpus, on_wake=lambda index: self.host.interrupt_arrived(self.vcpus[index]))
+        self.vgic.map(VIRTUAL_TIMER_PPI, VIRTUAL_TIMER_PPI)  # the virtual timer, through a HW list register
+        self.gicv_accesses: Counter[str] = Counter()  # GICV register name -> accesses, no exit
+        self.gicv_trace: deque[MmioAccess] = deque(maxlen=trace_limit)  # those accesses, in order
+        self.devices: list[Device] = [self.uart, self.vgic.frame(0)]
         self.handlers: dict = dict(DEFAULT_HANDLERS)
         self.exits: Counter[str] = Counter()
         self.trap_log: deque[TrapRecord] = deque(maxlen=trace_limit)
@@ -163,6 +175,14 @@ class VM:
     def start_at(self, pc: int) -> None:
         """Where the boot vCPU starts (the loader's entry point)."""
         self.vcpus[0].pc = pc
+
+    def device_accesses(self) -> list[MmioAccess]:
+        """Every device access the guest made, in order, as it addressed them: the exits
+        (`mmio_trace`) and the GIC CPU interface's accesses the hardware served (`gicv_trace`, named
+        GICC_* as at the guest's GICC address) -- what a bare board's `mmio_trace` lists."""
+        served = (a._replace(device="gicc", register="GICC_" + a.register.removeprefix("GICV_"))
+                  for a in self.gicv_trace)
+        return sorted([*self.mmio_trace, *served], key=lambda a: a.tick)
 
     def read_memory(self, ipa: int, size: int) -> bytes:
         """Guest RAM by IPA."""
@@ -338,7 +358,8 @@ class VM:
         base = RunResult(reason, message, self.uart.text, sum(v.instructions for v in self.vcpus),
                          boot.pc, boot.el, boot.registers(), exception)
         fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(RunResult)}
-        return VmRunResult(**fields, exits=dict(self.exits), vcpus=self.host.vcpu_figures(self))
+        return VmRunResult(**fields, exits=dict(self.exits), vcpus=self.host.vcpu_figures(self),
+                           without_exits=dict(self.gicv_accesses))
 
 
 def share_identical_pages(*vms: VM) -> int:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vlab.machine.gic_virt import WORLD_SWITCH_REGISTERS
+
 
 @dataclass(frozen=True)
 class StateGroup:
@@ -47,6 +49,11 @@ STATE: tuple[StateGroup, ...] = (
                "the guest's timer keeps counting and firing while it is not running"),
     StateGroup("EL2 settings for the incoming vCPU", ("HCR_EL2", "VTTBR_EL2", "VPIDR_EL2", "VMPIDR_EL2"), 64,
                "its VM's trap controls, stage-2 tables and VMID, the identity it reads"),
+    # vlab.hyp.vgic: the VM's distributor stays where it is, in the hypervisor's memory
+    StateGroup("GIC virtual CPU interface", WORLD_SWITCH_REGISTERS, 32,
+               "the interrupts it has in flight (list registers), its GICV_CTLR/PMR/BPR, its active priorities"),
+    StateGroup("physical interrupt state", ("GICD_ISACTIVER0[27]",), 1,
+               "the virtual timer's PPI, still active until the guest completes the virtual one"),
 )
 
 # Arm, "Learn the architecture - AArch64 virtualization": the minimum a switch between a VM and

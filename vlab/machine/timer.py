@@ -110,14 +110,15 @@ class GenericTimer:
     def asserted(self) -> list[Timer]:
         return [t for t in (self.virtual, self.physical) if t.asserted()]
 
-    def next_deadline(self) -> int | None:
-        """The earliest board tick at which a timer interrupt will rise, or None."""
+    def next_deadline(self, after: int | None = None) -> int | None:
+        """The earliest board tick at which a timer interrupt will rise (one that has not, when
+        `after` -- a tick -- is given: strictly later than it), or None."""
         deadlines = []
         if (d := self.virtual.deadline()) is not None:
             deadlines.append(d + self.offset)
         if (d := self.physical.deadline()) is not None:
             deadlines.append(d)
-        return min(deadlines, default=None)
+        return min((d for d in deadlines if after is None or d > after), default=None)
 
 
 def serve_timer(cpu, timer: GenericTimer, access: SysRegAccess, value: int) -> bool:
@@ -126,7 +127,8 @@ def serve_timer(cpu, timer: GenericTimer, access: SysRegAccess, value: int) -> b
 
     EL0 reaches the timer only where CNTKCTL_EL1 allows it, else the access traps to EL1. A write
     that arms the timer sooner than the current run was going to last shortens the run, so that
-    the interrupt is taken on time without stopping the guest for every write.
+    its line rises on time without stopping the guest for every write. (A timer already due is
+    the GIC's business: the caller drives the line, and the GIC stops the run if that signals.)
     """
     name = name_of(access.encoding)
     if not name.startswith("CNT"):
@@ -139,8 +141,6 @@ def serve_timer(cpu, timer: GenericTimer, access: SysRegAccess, value: int) -> b
     handled, result = timer.handle(access, value)
     if handled and access.is_read:
         cpu.set_x(access.rt, result)
-    elif handled and (deadline := timer.next_deadline()) is not None:
-        left = deadline - timer.ticks()
-        if left > 0 or not cpu.irqs_masked():  # masked and already due: the run loop polls for it
-            cpu.stop_within(left)
+    elif handled and (deadline := timer.next_deadline(after=timer.ticks())) is not None:
+        cpu.stop_within(deadline - timer.ticks())
     return handled

@@ -1,13 +1,14 @@
 """The physical machine as a picture and as a table, both read off a live `Board`.
 
-    +-----+      +---------------------------------------------+
-    | CPU |======| bus: flash 0x0000_0000 | UART 0x0900_0000 | RAM 0x4000_0000 |
-    +-----+      +---------------------------------------------+
-       |
-    generic timer (system registers, not on the bus)
+    +-----+      +-----------------------------------------------------------------------+
+    | CPU |======| bus: flash 0x0000_0000 | GIC 0x0800_0000 | UART 0x0900_0000 | RAM 0x4000_0000 |
+    +-----+      +-----------------------------------------------------------------------+
+     |   ^ IRQ from the GIC
+    generic timer (system registers, not on the bus) --PPI 27, PPI 30--> GIC
 
 Every address and size shown comes from `board.regions`, so a board built
 with a different RAM size draws a different picture; nothing is typed in here.
+What QEMU's `virt` board has and vlab's does not model is listed beside it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 
 import graphviz
 
-from vlab.machine.board import Board
+from vlab.machine.board import NOT_MODELLED, Board
+from vlab.machine.gic import GICC_BASE, GICD_BASE, PHYSICAL_TIMER_PPI, VIRTUAL_TIMER_PPI
 from vlab.machine.timer import FREQUENCY_HZ
 from vlab.viz.diagram import Diagram
 
@@ -83,9 +85,15 @@ class MemoryMap:
                 f"</thead><tbody>{cells}</tbody></table>")
 
 
-def _devices(board: Board) -> dict[int, object]:
+def _devices(board: Board) -> dict[int, str]:
     """The board's MMIO device models, by base address."""
-    return {board.uart.base: board.uart}
+    return {board.uart.base: type(board.uart).__name__, GICD_BASE: "GICv2 distributor",
+            GICC_BASE: "GICv2 CPU interface"}
+
+
+def not_modelled() -> str:
+    """What QEMU's virt board has at addresses where vlab's has nothing, one line each."""
+    return "\n".join(f"{address(base)}  {name}: {what}" for base, name, what in NOT_MODELLED)
 
 
 def memory_map(board: Board) -> MemoryMap:
@@ -93,7 +101,7 @@ def memory_map(board: Board) -> MemoryMap:
     devices = _devices(board)
     rows = []
     for r in sorted(board.regions, key=lambda region: region.base):
-        device = type(devices[r.base]).__name__ if r.kind == "device" and r.base in devices else ""
+        device = devices[r.base] if r.kind == "device" and r.base in devices else ""
         rows.append(MapRow(r.name, r.base, r.base + r.size - 1, r.size, r.kind, _KIND_ACCESS[r.kind], device))
     return MemoryMap(tuple(rows))
 
@@ -120,5 +128,14 @@ def board_diagram(board: Board) -> Diagram:
     for row in table.rows:
         g.node(f"region_{row.name}", _region_label(row), fillcolor=_KIND_COLOUR[row.kind])
         g.edge("bus", f"region_{row.name}", label=address(row.base))
-    text = f"CPU (+ generic timer, {FREQUENCY_HZ / 1e6:g} MHz, through system registers) on a bus to:\n"
-    return Diagram(g, text + str(table))
+    # The interrupt wires: the timer's outputs into the GIC, the GIC's IRQ line into the CPU.
+    g.edge("timer", "region_gicd", label=f"PPI {VIRTUAL_TIMER_PPI}, PPI {PHYSICAL_TIMER_PPI}", color="#a0522d")
+    g.edge("region_gicc", "cpu", label="IRQ", color="#a0522d")
+    # What QEMU virt has besides, in the regions' column (names only: the text lists what each is).
+    g.node("absent", "QEMU virt also has, not modelled here:\\l" +
+           "".join(f"{address(base)}  {name}\\l" for base, name, _ in NOT_MODELLED), shape="note", fillcolor="#f5f5f5")
+    g.edge("bus", "absent", style="dotted", arrowhead="none")
+    absent = not_modelled()
+    text = (f"CPU (+ generic timer, {FREQUENCY_HZ / 1e6:g} MHz, through system registers; its interrupts "
+            f"reach the CPU through the GIC) on a bus to:\n")
+    return Diagram(g, text + str(table) + "\n\nQEMU virt also has, not modelled here:\n" + absent)

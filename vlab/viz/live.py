@@ -2,7 +2,8 @@
 
 A subclass defines `summary()` (one line), `text()` (the whole view as plain text), `_build_controls()` (an object
 with the ipywidgets `.box`, built on first use so ipywidgets is imported only then) and
-`refresh()` (redraw the controls from the current state; nothing to do before they exist).
+`refresh()` (redraw the controls from the current state; nothing to do before they exist -- by
+default the controls' own `show()`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ class LiveView:
         raise NotImplementedError
 
     def refresh(self) -> None:
-        raise NotImplementedError
+        """Redraw the controls from the current state: their `show()`, once they exist."""
+        if self._ui is not None:
+            self._ui.show()
 
     def _repr_pretty_(self, printer, cycle: bool) -> None:
         printer.text(self.text())
