@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from migration_twins import alone, state_of
 
 from vlab.arch.hcr import HCR
@@ -15,11 +18,13 @@ from vlab.hyp import VM, Host, migration, snapshot, stream
 from vlab.hyp.link import Link
 from vlab.hyp.migration_experiment import migrate_guest
 from vlab.machine.board import StopReason
+from vlab.machine.gic import Distributor
 from vlab.machine.loader import image_from_file, image_from_program
 from vlab.machine.timer import FREQUENCY_HZ
 from vlab.sched.registry import POLICIES, make_policy
 
 FAST = Link(10_000, 0.01)  # 10 Gbit/s: pre-copy of a small guest completes well before it ends
+INSTANT = Link(100_000, 0)  # a round of one page takes 21 ticks: a guest of a few hundred instructions is still there
 TICKS_PER_MS = FREQUENCY_HZ // 1000
 
 
@@ -137,6 +142,62 @@ def test_state_restored_into_a_vm_of_another_shape_is_refused():
     other = VM(stage2="demand", ram_size=0x20_0000, host=Host())
     with pytest.raises(MigrationError, match="vCPU"):
         snapshot.restore(other, data)
+
+
+# --- the interrupt controller travels with the guest ---------------------------------------------------
+
+@st.composite
+def distributors(draw):
+    """A virtual distributor after random changes to its interrupts, as guests and devices make them."""
+    d = Distributor(draw(st.integers(1, 4)), spis=64)
+    d.ctlr = draw(st.integers(0, 3))
+    for _ in range(draw(st.integers(0, 30))):
+        intid = draw(st.integers(0, d.lines - 1))
+        fields = draw(st.fixed_dictionaries({}, optional={
+            "enabled": st.booleans(), "latched": st.booleans(), "active": st.booleans(), "line": st.booleans(),
+            "priority": st.integers(0, 255), "group": st.integers(0, 1), "edge": st.booleans(),
+            "targets": st.integers(0, 255), "sources": st.integers(0, 255)}))
+        d.change(draw(st.integers(0, d.cpus - 1)), intid, **fields)
+    return d
+
+
+@given(distributors())
+def test_a_distributor_restored_from_its_state_is_the_same_interrupt_by_interrupt(original):
+    copy = Distributor(original.cpus, spis=64)
+    copy.restore(json.loads(json.dumps(original.state())))  # as plain data on the wire
+    assert copy.ctlr == original.ctlr
+    for cpu in range(original.cpus):
+        assert copy.live(cpu) == original.live(cpu)
+        assert all(copy.interrupt(cpu, i) == original.interrupt(cpu, i) for i in range(original.lines))
+
+
+def test_a_vgic_read_while_its_vcpu_is_loaded_is_what_a_world_switch_out_leaves_and_disturbs_nothing():
+    vm = started(image_from_file(GUESTS["ticks"].path), 29)  # the timer's interrupt pending and active in GICH_LR0
+    interface = vm.vgic.loaded[0]
+    lrs, live = list(interface.lrs), vm.vgic.distributor.live(0)
+    assert any(lrs)
+    state = vm.vgic.state()
+    assert (interface.lrs, vm.vgic.distributor.live(0), vm.vgic.loaded) == (lrs, live, {0: interface})
+    vm.host.pcpus[0].load(None)  # the world switch out: vgic.put
+    assert vm.vgic.state() == state and not any(vm.vgic.saved[0].interface.lrs)
+
+
+@pytest.mark.parametrize("post_copy", [False, True], ids=["pre-copy", "post-copy"])
+@pytest.mark.parametrize("traps", [HCR(0), HCR.TWI], ids=["wfi", "twi"])
+@pytest.mark.parametrize("guest, vcpus, points", [
+    ("ticks", 1, (0, 28, 29, 150, 300, 550)),  # 28, 29: the timer's interrupt pending, then active, in GICH_LR0
+    # 0, 3: an SGI waiting for a vCPU in WFI; 21: CPU 1 just started; 25-54, with TWI: a vCPU blocked and woken
+    # by the other's SGI within one round (the host once passed it to the policy as still running there)
+    ("ipi", 2, (0, 3, 21, 25, 41, 54, 300, 480)),
+])
+def test_guests_that_program_the_gic_migrated_anywhere_print_what_they_print_alone(guest, vcpus, points, traps,
+                                                                                   post_copy):
+    image = image_from_file(GUESTS[guest].path)
+    _, left = alone(image, 100_000, vcpus=vcpus, pcpus=vcpus, traps=traps)
+    for at in points:
+        run = migrate_guest(image, at, INSTANT, post_copy=post_copy, vcpus=vcpus, traps=traps, max_insns=100_000)
+        assert run.migration.completed, at
+        assert (run.result.reason, run.uart, run.result.registers["x19"]) == (left.reason, left.uart, 0x600D), at
 
 
 # --- pre-copy -----------------------------------------------------------------------------------------

@@ -163,8 +163,9 @@ class Host:
         """Go on running `vm`, whose vCPUs ran on another host until `counters` (each one's CNTVCT_EL0
         when it stopped): a live migration's arrival. Each virtual counter continues from there, so
         the guest does not see the time it was paused (as QEMU keeps it by default); the vCPUs keep
-        the states they arrived in, a blocked one waits here for its timer, and the next run wakes
-        the runnable ones."""
+        the states they arrived in, one in WFI waits here for its timer -- or wakes at once, when an
+        interrupt it would take arrived with it (an SGI sent just before the pause) -- and the next
+        run wakes the runnable ones."""
         if vm.started or vm.host is not self:
             raise ValueError("only a VM of this host that has not run here yet can be taken over")
         now = self._now()
@@ -172,9 +173,13 @@ class Host:
             vcpu.timer.offset = now - counter  # CNTVOFF_EL2
             vcpu._saved_at = now
             self.scheduler.add(vcpu.entity)
-            if vcpu.state is VCpuState.BLOCKED or vcpu.in_wfi:
-                vcpu.wake_at = vcpu.timer.next_deadline()
-            if vcpu.state is VCpuState.BLOCKED:
+            if vcpu.state is not VCpuState.BLOCKED and not vcpu.in_wfi:
+                continue
+            woken = vm.vgic.wants_to_run(vcpu.index)
+            vcpu.wake_at = now if woken and vcpu.in_wfi else vcpu.wake_deadline()
+            if vcpu.state is VCpuState.BLOCKED and woken:
+                vcpu.state, vcpu.wake_at = VCpuState.RUNNABLE, None
+            elif vcpu.state is VCpuState.BLOCKED:
                 self._blocked.append(vcpu)
         vm.started = True
 

@@ -482,6 +482,10 @@ class PhysicalCpu:
         vcpu = self.current
         vm = vcpu.vm
         ec = ExceptionClass.IABT_LOWER if access is Access.FETCH else ExceptionClass.DABT_LOWER
+        if access is not Access.FETCH and not fault.s1ptw and GICC_BASE <= fault.ipa < GICC_BASE + GICC_SIZE:
+            # Stage 2 maps the GICV frame at the guest's GICC address, whoever handles the VM's aborts
+            # (post-copy's, an exercise's): no exit.
+            return GICV_BASE + fault.ipa - GICC_BASE, 3
         handler = vm.handlers.get(ec)
         if handler is not handlers.DEFAULT_HANDLERS[ec]:
             return None  # a handler of someone else's sees the whole exit, in the loop
@@ -492,8 +496,6 @@ class PhysicalCpu:
                 return True  # fixed: the access is retried at once
             self._defer(exit, outcome)
             return None
-        if access is not Access.FETCH and not fault.s1ptw and GICC_BASE <= fault.ipa < GICC_BASE + GICC_SIZE:
-            return GICV_BASE + fault.ipa - GICC_BASE, 3  # stage 2 maps the GICV frame at the guest's GICC address
         if access is not Access.FETCH and not fault.s1ptw and vm.device_at(fault.ipa) is not None:
             return fault.ipa, 3  # read and write, never execute: devices are not code
         return None
