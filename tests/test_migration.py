@@ -61,6 +61,21 @@ def test_a_vm_paused_between_runs_goes_on_where_it_stopped_under_every_policy(po
     assert result.reason is StopReason.POWERED_OFF and result.uart == GUESTS["hello"].expected_uart
 
 
+@pytest.mark.parametrize("policy", sorted(set(POLICIES) - {"arinc653", "cosched"}))
+def test_a_vcpu_blocked_and_woken_by_an_sgi_within_a_short_run_is_given_to_one_core_under_every_policy(policy):
+    """ipi.S with WFI trapped, run 21 ticks at a time (a pre-copy round's): a vCPU that blocks and is woken
+    by the other vCPU's SGI before its core picks again was passed to the policy as that core's current
+    vCPU, so it was queued twice and given to both cores (a RuntimeError from the host)."""
+    expected = "ipi: CPU 1 woke from WFI on SGI 2 from CPU 0, and answered with SGI 3\n"
+    for at in (25, 31, 43, 50):
+        vm = VM.from_file(GUESTS["ipi"].path, host=Host(2, scheduler=make_policy(policy, 2)), stage2="demand",
+                          vcpus=2, traps=HCR.TWI)
+        vm.run(max_insns=at)
+        while (result := vm.host.run(duration=21, timeout_s=10).vms[0]).reason is StopReason.STOPPED:
+            pass
+        assert (result.reason, result.uart) == (StopReason.POWERED_OFF, expected), at
+
+
 # --- the link and the stream -------------------------------------------------------------------------
 
 def test_the_link_takes_the_latency_once_and_eight_bits_per_byte_at_its_bandwidth():

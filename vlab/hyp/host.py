@@ -92,6 +92,7 @@ class Host:
         self.midr = self.scratch.read_sysreg("MIDR_EL1")
         self._decision: list[tuple[Entity | None, int] | None] = []
         self._resched: list[bool] = []
+        self._slept: list[bool] = []  # per core: its vCPU slept since the policy picked it
         self._blocked: list[VCpu] = []
         self._watchdog: Watchdog | None = None
         self._in_run = False  # a core is running a vCPU: tell the scheduler what it did after its charge
@@ -204,8 +205,7 @@ class Host:
     def power_down(self, vcpu: VCpu) -> None:
         """PSCI CPU_OFF: the vCPU stops being runnable until CPU_ON starts it again."""
         vcpu.state = VCpuState.OFF
-        self._leaves_core(vcpu)
-        self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
+        self._sleeps(vcpu)
 
     def block(self, vcpu: VCpu) -> None:
         """A trapped WFI: the vCPU sleeps until an interrupt it would take -- its timer firing, an
@@ -219,8 +219,7 @@ class Host:
         vcpu.state = VCpuState.BLOCKED
         vcpu.wake_at = vcpu.wake_deadline()
         self._blocked.append(vcpu)
-        self._leaves_core(vcpu)
-        self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
+        self._sleeps(vcpu)
         self._check_idle(vcpu.vm)
 
     def interrupt_arrived(self, vcpu: VCpu) -> None:
@@ -240,14 +239,23 @@ class Host:
         """The VM's run ended: its vCPUs leave the scheduler's queues."""
         for vcpu in vm.vcpus:
             if vcpu.state is not VCpuState.OFF:
-                self._leaves_core(vcpu)
-                self._tell(lambda now, vcpu=vcpu: self.scheduler.sleep(vcpu.entity, now))
+                self._sleeps(vcpu)
 
     def _leaves_core(self, vcpu: VCpu) -> None:
         """The vCPU stops running where it runs: that core asks the scheduler again."""
         pcpu = self.pcpu_of(vcpu)
         if pcpu is not None:
             self._resched[pcpu.index] = True
+
+    def _sleeps(self, vcpu: VCpu) -> None:
+        """The vCPU sleeps: it leaves its core, and the policy hears of it. Woken before that core picks
+        again (an SGI from another core), it is queued by the policy, no longer the core's current
+        vCPU: passed as current, it would be queued twice, and given to two cores."""
+        pcpu = self.pcpu_of(vcpu)
+        self._leaves_core(vcpu)
+        if pcpu is not None:
+            self._slept[pcpu.index] = True
+        self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
 
     def _tell(self, notify: Callable[[int], None]) -> None:
         """Tell the scheduler something about a vCPU: at once, or -- when it happened while a core ran
@@ -371,6 +379,7 @@ class Host:
             pcpu.map_memory(identity)
         self._decision = [None] * self._cores
         self._resched = [False] * self._cores
+        self._slept = [False] * self._cores
 
     def _make_gic(self) -> GIC:
         """The host's GICv2, programmed as KVM's host programs its own: forwarding on; on each core
@@ -510,6 +519,8 @@ class Host:
         self._resched[i] = False
         running = self._vcpu_of(decision[0]) if decision is not None else None
         current = decision[0] if running is pcpu.current and running is not None and self._runs(running) else None
+        if self._slept[i]:
+            current, self._slept[i] = None, False  # it slept since it was picked: the policy knows it runs nowhere
         chosen = self.scheduler.pick(i, now, current)
         vcpu = self._vcpu_of(chosen.entity)
         if vcpu is not None and not self._runs(vcpu):
