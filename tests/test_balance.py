@@ -29,7 +29,8 @@ def test_a_workload_uses_the_share_it_asks_for_phase_by_phase():
 def test_a_vm_wanting_more_than_its_host_has_runs_late():
     crowded = Cluster([Workload(n, (0.8,)) for n in "abc"], hosts=1, pcpus=2).run(2)
     assert crowded.late > 0 and all(e.utilisation["h0"] > 0.97 for e in crowded.epochs)
-    assert sum(crowded.epochs[-1].loads.values()) == pytest.approx(2, abs=0.03)  # it got all the host had
+    # it got all the host had, but for what its world switches and the timer's exits cost the host
+    assert 0.97 * 2 < sum(crowded.epochs[-1].loads.values()) <= 2
 
 
 def test_without_a_policy_nothing_moves_and_every_host_stays_on():

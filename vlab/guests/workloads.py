@@ -149,8 +149,9 @@ def phased(work: list[int], period: int, phase: int, resident: int = 1) -> Progr
     has begun counts as late (the word after its counter) and the next starts at once: the guest
     wanted more CPU than it got."""
     table = "\n".join(f"    .quad {max(w, 1)}" for w in work)
-    return _program(f"""    msr daifset, #2              // the timer wakes WFI; no interrupt handler is needed
-    ldr x23, ={BUFFER:#x}
+    # As the sleeper's: the timer's interrupt, through the GIC, wakes WFI; masked, it needs no handler.
+    return _program(f"""    msr daifset, #2
+{GIC_TIMER_ON}    ldr x23, ={BUFFER:#x}
     ldr x1, ={max(resident, 1)}
 touch:
     str x1, [x23]
