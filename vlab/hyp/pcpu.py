@@ -457,7 +457,7 @@ class PhysicalCpu:
             if split is not None and split[0] == pc and split[1] == offset:
                 self._split = None  # the second half of an 8-byte access Unicorn makes as two 4-byte ones
                 if is_write:
-                    handlers.serve_mmio(vcpu, split[3], split[4], split[2] | value << 32)
+                    vcpu.vm.serve_mmio(vcpu, split[3], split[4], split[2] | value << 32)
                 return 0 if is_write else split[2]
             word = cpu.read_word(pc) or 0
             decoded = ldst.decode(word)
@@ -466,13 +466,13 @@ class PhysicalCpu:
             exit = Exit(handlers.mmio_syndrome(vcpu.vm, decoded, ipa, el, is_write), pc, pc, word,
                         vcpu.index, el, ipa, ipa)
             if decoded is not None and 1 << decoded.sas == size:
-                return handlers.serve_mmio(vcpu, exit, DataAbort.from_iss(exit.syndrome.iss), value)
+                return vcpu.vm.serve_mmio(vcpu, exit, DataAbort.from_iss(exit.syndrome.iss), value)
             if decoded is not None and 1 << decoded.sas == 8 and size == 4:
                 abort = DataAbort.from_iss(exit.syndrome.iss)
                 if is_write:  # the low half: the device sees the whole store with the high half
                     self._split = (pc, offset + 4, value, exit, abort)
                     return 0
-                loaded = handlers.serve_mmio(vcpu, exit, abort, 0)
+                loaded = vcpu.vm.serve_mmio(vcpu, exit, abort, 0)
                 self._split = (pc, offset + 4, loaded >> 32)
                 return loaded & 0xFFFF_FFFF
             # ISV = 0 (a pair, writeback, SIMD): not an access a hypervisor can emulate from the
