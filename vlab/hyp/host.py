@@ -159,16 +159,27 @@ class Host:
         self._leaves_core(vcpu)
         self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
 
-    def block(self, vcpu: VCpu) -> None:
-        """A trapped WFI: the vCPU sleeps until its timer fires (or an event, once there are any)."""
-        if vcpu.timer.asserted():
+    def block(self, vcpu: VCpu, until: int | None = None) -> None:
+        """A trapped WFI: the vCPU sleeps until its timer fires (or an event, once there are any).
+        With `until`, it waits for an event from another VM instead (`wake`), whatever its timer
+        does, and at host tick `until` at the latest: a vCPU waiting for another VM's answer."""
+        if until is None and vcpu.timer.asserted():
             return  # its interrupt is already there: WFI does not wait
         vcpu.state = VCpuState.BLOCKED
-        vcpu.wake_at = vcpu.timer.next_deadline()
+        vcpu.wake_at = vcpu.timer.next_deadline() if until is None else until
         self._blocked.append(vcpu)
         self._leaves_core(vcpu)
         self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
         self._check_idle(vcpu.vm)
+
+    def wake(self, vcpu: VCpu) -> None:
+        """An event for `vcpu` from another VM (a request to serve, an answer to its request): if it
+        sleeps, it becomes runnable -- told to the scheduler after the current stretch is charged."""
+        if vcpu in self._blocked:
+            self._blocked.remove(vcpu)
+            vcpu.state, vcpu.wake_at = VCpuState.RUNNABLE, None
+            if vcpu.vm.running:
+                self._tell(lambda now: self._wake(vcpu, now))
 
     def yield_(self, vcpu: VCpu) -> None:
         """A paravirtual yield: the scheduler picks again on the vCPU's core."""

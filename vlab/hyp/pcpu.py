@@ -248,7 +248,7 @@ class PhysicalCpu:
         elif isinstance(effect, Halt):
             vcpu.vm.halt(vcpu, effect.reason, effect.message)
         elif isinstance(effect, Block):
-            self.host.block(vcpu)
+            self.host.block(vcpu, effect.until)
         elif isinstance(effect, Yield):
             self.host.yield_(vcpu)
 
