@@ -85,6 +85,9 @@ class Host:
         self._vmids: dict[int, int] = {}  # VM index -> VMID
         self._cores = pcpus
         self.pcpus: list[PhysicalCpu] = []  # made at the first run, when the memory map is known
+        # Devices on the host's own bus, at physical addresses every core maps: a VM given one by
+        # passthrough reaches it through stage 2 with no exit (vlab.hyp.assign).
+        self.bus: list = []
         self.scratch = CPU()  # where a saved vCPU's registers are read and written
         self._reset = self.scratch.uc.context_save()  # a core's state at reset: every vCPU starts so
         self.midr = self.scratch.read_sysreg("MIDR_EL1")
@@ -332,6 +335,7 @@ class Host:
                           is DEFAULT_HANDLERS[ExceptionClass.DABT_LOWER]})
         for pcpu in self.pcpus:
             pcpu.map_devices(windows)
+            pcpu.map_bus(self.bus)
 
     def _finish(self, vms: list) -> None:
         """After a run (every VM of which has stopped, so its vCPUs have left the scheduler's queues:

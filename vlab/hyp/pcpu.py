@@ -65,6 +65,7 @@ class PhysicalCpu:
         self._last_ran: dict[int, int] = {}  # VM index -> its vCPU that last ran here (KVM's last_vcpu_ran)
         self._translation: tlb_fill.GuestTranslation | None = None  # with stage 2 (virtual-TLB mode)
         self._windows: list[tuple[int, int]] = []  # device windows mapped for exits served in place
+        self._bus: set[int] = set()  # physical addresses of the host's devices mapped on this core
         self._pending: Callable[[], None] | None = None  # what an exit served in place left to the loop
         self._exits: dict[tuple, Exit] = {}  # exits of instructions that always make the same one
         self._split: tuple | None = None  # the first half of an 8-byte device access, awaiting the second
@@ -100,6 +101,17 @@ class PhysicalCpu:
             if (base, size) not in self._windows:
                 uc.mmio_map(base, size, self._mmio_read, base, self._mmio_write, base)
         self._windows = list(windows)
+
+    def map_bus(self, devices) -> None:
+        """Map the host's own devices (each with `.pa` and `.device`) at their physical addresses, their
+        registers reached directly -- the bus, no hypervisor code on the way (passthrough)."""
+        for entry in devices:
+            if entry.pa not in self._bus:
+                device = entry.device
+                self.cpu.uc.mmio_map(HOST_BASE + entry.pa, device.size,
+                                     lambda _uc, offset, size, d: d.read(offset, size), device,
+                                     lambda _uc, offset, size, value, d: d.write(offset, size, value), device)
+                self._bus.add(entry.pa)
 
     # --- the world switch -----------------------------------------------------------------------
 
