@@ -14,6 +14,7 @@ cycles of vlab.hyp.cycle_model.
 
 from __future__ import annotations
 
+import statistics
 import time
 
 from vlab.arch.hcr import HCR
@@ -75,9 +76,11 @@ def run_seconds(hyp: str, body: str, iterations: int, traps: HCR = HCR(0), in_ke
     return elapsed
 
 
-def microseconds_per_exit(hyp: str, exit_type: str, iterations: int = 2_000, in_kernel: bool = False) -> float:
-    """One exit of `exit_type` under `hyp` ("none" or a structure), in microseconds, measured now."""
+def microseconds_per_exit(hyp: str, exit_type: str, iterations: int = 2_000, in_kernel: bool = False,
+                          repeats: int = 1) -> float:
+    """One exit of `exit_type` under `hyp` ("none" or a structure), in microseconds, measured now:
+    the median of `repeats` pairs of runs, each pair back to back so that load falls on both."""
     body, traps = EXIT_TYPES[exit_type]
-    with_op = run_seconds(hyp, body, iterations, traps, in_kernel)
-    with_nop = run_seconds(hyp, "    nop\n", iterations, HCR(0), in_kernel)
-    return (with_op - with_nop) / iterations * 1e6
+    pairs = [(run_seconds(hyp, body, iterations, traps, in_kernel), run_seconds(hyp, "    nop\n", iterations, HCR(0),
+                                                                                in_kernel)) for _ in range(repeats)]
+    return statistics.median((op - nop) / iterations * 1e6 for op, nop in pairs)
