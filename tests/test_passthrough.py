@@ -110,3 +110,63 @@ def test_passthrough_needs_stage2_and_a_free_address():
         passthrough(second_uart("two"), a)
     with pytest.raises(AssignmentError, match="4 KB pages"):
         passthrough(second_uart("three"), a, ipa=0x0905_0100)
+
+
+# --- DMA: the SMMU translates a device's accesses through its VM's stage 2 ---------------------------
+
+def smmu_host():
+    from vlab.hyp.smmu import Smmu
+
+    host = Host(memory=0x40_0000)
+    a = VM(host=host, stage2="scattered", ram_size=GUEST_RAM, seed=1)
+    b = VM(host=host, stage2="scattered", ram_size=GUEST_RAM, seed=2)
+    return host, a, b, Smmu(host)
+
+
+def test_dma_through_the_smmu_lands_in_the_vms_own_frames_even_across_scattered_pages():
+    _, a, b, smmu = smmu_host()
+    smmu.attach(1, a)
+    before = b.read_memory(b.ram.base, b.ram.size)
+    assert smmu.dma_write(1, 0x4000_1FF8, b"brake: 42 bar") and a.read_memory(0x4000_1FF8, 13) == b"brake: 42 bar"
+    assert smmu.dma_read(1, 0x4000_1FF8, 13) == b"brake: 42 bar"
+    assert b.read_memory(b.ram.base, b.ram.size) == before and smmu.events == []
+
+
+def test_dma_outside_the_vm_is_an_smmu_event_and_writes_nothing():
+    from vlab.hyp.smmu import C_BAD_STREAMID, F_PERMISSION, F_TRANSLATION
+
+    _, a, b, smmu = smmu_host()
+    smmu.attach(1, a)
+    frame_of_b = b.memory.frame_of(b.ram.base)
+    before = b.read_memory(b.ram.base, 16)
+    assert not smmu.dma_write(1, frame_of_b, b"X" * 16)  # b's host frame, as an IPA of a: not a's
+    assert not smmu.dma_write(1, a.ram.base + a.ram.size - 4, b"X" * 16)  # runs off a's RAM
+    assert [e.number for e in smmu.events] == [F_TRANSLATION, F_TRANSLATION]
+    assert b.read_memory(b.ram.base, 16) == before
+    a.memory.write_protect()
+    assert not smmu.dma_write(1, a.ram.base, b"X") and smmu.events[-1].number == F_PERMISSION
+    assert not smmu.dma_write(5, a.ram.base, b"X") and smmu.events[-1].number == C_BAD_STREAMID
+
+
+def test_without_translation_a_devices_dma_overwrites_another_vms_ram():
+    _, _, b, smmu = smmu_host()
+    smmu.bypass(2)
+    assert smmu.dma_write(2, b.memory.frame_of(b.ram.base), b"OVERWRITTEN")
+    assert b.read_memory(b.ram.base, 11) == b"OVERWRITTEN"  # why passthrough needs the SMMU
+
+
+def test_the_smmu_needs_the_vms_stage2():
+    from vlab.hyp.smmu import Smmu
+
+    _, (alone,) = two_vms(stage2=None)
+    with pytest.raises(ValueError, match="no stage-2 tables"):
+        Smmu(alone.host).attach(1, alone)
+
+
+def test_the_server_gives_its_database_a_disk_alone_and_its_web_servers_a_shared_card():
+    from vlab.hyp.scenarios import server
+
+    s = server(count=16)
+    exits = {name: vm.exits.get("DABT_LOWER", 0) for name, vm in s.vms.items()}
+    assert exits == {"db": 0, "web1": 32, "web2": 32}
+    assert s.devices["disk"].text == "D" * 16 and sorted(s.devices["nic"].text) == sorted("W" * 16 + "X" * 16)
