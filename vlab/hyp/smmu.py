@@ -27,6 +27,8 @@ from vlab.mmu.faults import Access, FaultKind
 from vlab.mmu.tables import PAGE
 
 C_BAD_STREAMID, F_TRANSLATION, F_ADDR_SIZE, F_ACCESS, F_PERMISSION = 0x02, 0x10, 0x11, 0x12, 0x13
+EVENT_NAMES = {C_BAD_STREAMID: "C_BAD_STREAMID", F_TRANSLATION: "F_TRANSLATION", F_ADDR_SIZE: "F_ADDR_SIZE",
+               F_ACCESS: "F_ACCESS", F_PERMISSION: "F_PERMISSION"}
 _EVENT_OF_FAULT = {FaultKind.TRANSLATION: F_TRANSLATION, FaultKind.ADDRESS_SIZE: F_ADDR_SIZE,
                    FaultKind.ACCESS_FLAG: F_ACCESS, FaultKind.PERMISSION: F_PERMISSION}
 BYPASS = "bypass"
@@ -40,6 +42,9 @@ class Event:
     stream: int
     address: int
     what: str
+
+    def __str__(self) -> str:
+        return f"{EVENT_NAMES[self.number]} ({self.number:#04x}) from StreamID {self.stream} at {self.address:#x}: {self.what}"
 
 
 class Smmu:
