@@ -32,6 +32,8 @@ ANSWERS: dict[str, tuple[str, ...]] = {
                                       "vlab.grading.specs.ch03.reference_decode"),
     "ch03.stage2_translate": ("vlab.mmu.walk.walk", "vlab.hyp.memory.VmMemory.translate",
                               "vlab.grading.specs.ch03.reference_translate"),
+    "ch06.predicted_cycles": ("vlab.hyp.cycle_model.cycles", "vlab.grading.specs.ch06.priced"),
+    "ch06.plan_devices": ("vlab.grading.specs.ch06.reference_plan",),
 }
 
 
