@@ -1,7 +1,10 @@
 """Demo guests shipped with vlab, each ending in a self-check the tests assert on.
 
 `path(name)` gives the source file; `GUESTS` says what each one must print and
-leave behind (x19 = 0x600d means the guest's own check passed).
+leave behind (x19 = 0x600d means the guest's own check passed). Not among them, because
+they are for experiments on a shared host rather than for one VM: spinlock.S (several
+vCPUs counting what they waste spinning on one lock, run by vlab.hyp.lock_holder) and
+the workloads of vlab.guests.workloads.
 """
 
 from __future__ import annotations

@@ -47,12 +47,14 @@ def qemu() -> str:
     return require_tool(QEMU, QEMU_PACKAGE, "to compare guests with QEMU")
 
 
-def run_on_qemu(elf: str | Path, timeout_s: float = 20.0, virtio_console: bool = False) -> QemuRun:
-    """Boot ELF on QEMU's virt board like `-kernel ELF` and return its UART (and virtio console) output."""
+def run_on_qemu(elf: str | Path, timeout_s: float = 20.0, virtio_console: bool = False, cpus: int = 1) -> QemuRun:
+    """Boot ELF on QEMU's virt board like `-kernel ELF` (with `-smp CPUS`) and return its UART (and
+    virtio console) output. The boot CPU starts alone; PSCI CPU_ON (through HVC) starts the others."""
     with tempfile.TemporaryDirectory(prefix="vlab-qemu-") as scratch:
         out = Path(scratch) / "virtio-console"
         devices = [*VIRTIO_CONSOLE, "-chardev", f"file,id=c0,path={out}", "-device", "virtconsole,chardev=c0"]
-        command = [qemu(), *MACHINE, *CONSOLE, *(devices if virtio_console else ()), "-kernel", str(elf)]
+        command = [qemu(), *MACHINE, "-smp", str(cpus), *CONSOLE, *(devices if virtio_console else ()),
+                   "-kernel", str(elf)]
         try:
             done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as e:  # the guest did not power off: keep what it printed

@@ -27,13 +27,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from vlab.hyp.memory import HostMemory
+from vlab.hyp.memory import HostMemory, frames_needed
 from vlab.hyp.pcpu import PhysicalCpu
 from vlab.hyp.vcpu import VCpu, VCpuState
 from vlab.machine import psci
-from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, RunResult, StopReason
+from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, RAM_BASE, RunResult, StopReason
 from vlab.machine.cpu import CPU, Watchdog
 from vlab.machine.timer import FREQUENCY_HZ
+from vlab.mmu.tables import PAGE
 from vlab.sched import Entity, Scheduler
 from vlab.sched.metrics import RunFigures, run_figures
 from vlab.sched.recorder import Recorder
@@ -125,6 +126,8 @@ class Host:
         if stage2 is None and self.vms or any(v.memory is None for v in self.vms):
             raise ValueError("only a VM alone on its host can run without stage-2 tables: give every VM on a "
                              "shared host a stage-2 layout, e.g. VM(stage2='contiguous', host=host)")
+        if stage2 is not None:
+            self._check_room(vm.ram_size, frames_needed(RAM_BASE, vm.ram_size, stage2))
         vmid = len(self.vms) + 1 if vmid is None else vmid
         if not 1 <= vmid < 1 << 16 or vmid in self._vmids.values():
             raise ValueError(f"VMID {vmid} is taken or out of range (1..65535): each VM on a host needs its own")
@@ -132,6 +135,15 @@ class Host:
         self.vms.append(vm)
         self._vmids[index] = vmid
         return index
+
+    def _check_room(self, ram_size: int, needed: int) -> None:
+        """Refuse a VM whose memory would not fit in the host's free frames, before any is taken."""
+        frames = self.memory.frames
+        if needed > frames.free:
+            raise ValueError(f"a VM with {_size(ram_size)} of RAM needs {needed:,} host frames of 4 KiB (its RAM "
+                             f"and stage-2 tables), but only {frames.free:,} of the host's {frames.size // PAGE:,} "
+                             f"frames ({_size(frames.size)}) are free: give the host more memory (Host(memory=...)), "
+                             "the VM less RAM (ram_size=...), or demand paging (stage2='demand')")
 
     def vmid_of(self, vm) -> int:
         return self._vmids[vm.index]
@@ -340,7 +352,11 @@ class Host:
     def _finish(self, vms: list) -> None:
         """After a run (every VM of which has stopped, so its vCPUs have left the scheduler's queues:
         a later run wakes what is still runnable): the trace ends, for now, where the core that got
-        furthest stopped."""
+        furthest stopped. Each core stops what it ran, and asks the policy, as the contract wants after
+        a sleep, so that the policy knows nothing runs there when a later run wakes its vCPUs again."""
+        for i, decision in enumerate(self._decision):
+            if decision is not None and decision[0] is not None:
+                self._decision[i] = (self.scheduler.pick(i, self.pcpus[i].now(), None).entity, 0)
         self.trace.finish(max(p.now() for p in self.pcpus))
 
     def _now(self) -> int:
@@ -480,6 +496,11 @@ class Host:
     def pcpu_figures(self) -> list[dict]:
         return [{"pcpu": p.index, "ticks": p.now(), "idle_ticks": p.idle_ticks, "switch_ticks": p.switch_ticks,
                  "world_switches": p.switches} for p in self.pcpus]
+
+
+def _size(n: int) -> str:
+    """Bytes as MiB, or KiB when that is not a whole number of MiB."""
+    return f"{n >> 20:,} MiB" if n % (1 << 20) == 0 else f"{n >> 10:,} KiB"
 
 
 def _furthest_behind(pcpu: PhysicalCpu) -> tuple[int, int]:

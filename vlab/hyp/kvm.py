@@ -75,12 +75,13 @@ class Kvm(Structure):
         self.record(vcpu, exit, self.KERNEL_PATH)
         return outcome
 
-    def serve_mmio(self, inner: Callable, vcpu: VCpu, exit: Exit, abort: DataAbort, stored: int) -> int:
+    def serve_mmio(self, inner: Callable, vcpu: VCpu, exit: Exit, abort: DataAbort, stored: int, device=None,
+                   where: str | None = None) -> int:
         token = self._enter(vcpu)
         try:
-            device = vcpu.platform.device_at(exit.ipa)
+            device = device or vcpu.platform.device_at(exit.ipa)
             if device.name in self.in_kernel:
-                value, path = inner(vcpu, exit, abort, stored), self.IN_KERNEL_DEVICE
+                value, path = inner(vcpu, exit, abort, stored, device, where), self.IN_KERNEL_DEVICE
             else:
                 value, path = self._vmm_round_trip(vcpu, token[0], exit, abort, stored, device), self.VMM_PATH
         finally:

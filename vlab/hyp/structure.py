@@ -174,13 +174,15 @@ class Structure:
             raise ValueError(f"VM {vm.index} already runs under this {self.name} hypervisor")
         dispatch, serve_mmio = vm.dispatch, vm.serve_mmio
         vm.dispatch = lambda vcpu, exit, served: self.dispatch(dispatch, vcpu, exit, served)
-        vm.serve_mmio = lambda vcpu, exit, abort, stored: self.serve_mmio(serve_mmio, vcpu, exit, abort, stored)
+        vm.serve_mmio = lambda vcpu, exit, abort, stored, device=None, where=None: self.serve_mmio(
+            serve_mmio, vcpu, exit, abort, stored, device, where)
         self.vms.append(vm)
 
     def dispatch(self, inner: Callable, vcpu: VCpu, exit: Exit, served: str) -> tuple:
         raise NotImplementedError
 
-    def serve_mmio(self, inner: Callable, vcpu: VCpu, exit: Exit, abort, stored: int) -> int:
+    def serve_mmio(self, inner: Callable, vcpu: VCpu, exit: Exit, abort, stored: int, device=None,
+                   where: str | None = None) -> int:
         raise NotImplementedError
 
     def record(self, vcpu: VCpu, exit: Exit, path: Path) -> None:

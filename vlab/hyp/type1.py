@@ -157,10 +157,11 @@ class Xen(Structure):
         self.record(vcpu, exit, DOM0_PATH if self._forwarded else HYPERVISOR_PATH)
         return outcome
 
-    def serve_mmio(self, inner: Callable, vcpu: VCpu, exit: Exit, abort: DataAbort, stored: int) -> int:
+    def serve_mmio(self, inner: Callable, vcpu: VCpu, exit: Exit, abort: DataAbort, stored: int, device=None,
+                   where: str | None = None) -> int:
         cpu, frame = self._enter(vcpu)
         try:
-            value = inner(vcpu, exit, abort, stored)
+            value = inner(vcpu, exit, abort, stored, device, where)
         finally:
             self._leave(vcpu, cpu, frame)
         self.record(vcpu, exit, HYPERVISOR_PATH)

@@ -5,7 +5,7 @@
 One row per physical CPU, time from left to right in host ticks (and milliseconds of guest time
 at the board's 62.5 MHz counter); each stretch a vCPU ran is a bar in its VM's colour, labelled
 when it is wide enough; a world switch is a thin dark bar where it cost time; idle time is blank.
-The picture is at most 960 points wide, for a projector.
+The picture is 720 points (960 px) wide and shrinks to fit a narrower pane, for a projector.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from vlab.machine.timer import FREQUENCY_HZ
 
-WIDTH, ROW, LEFT, TOP = 960, 30, 70, 24  # points
+WIDTH, ROW, LEFT, TOP = 720, 30, 64, 24  # points: 960 px, inside a 1280 x 800 slide
 COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac")
 TEXT_COLUMNS = 96
@@ -50,7 +50,7 @@ def gantt(segments, pcpus: int, start: int = 0, end: int | None = None, names: d
 
     height = TOP + ROW * pcpus + 30
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}pt" height="{height}pt" '
-             f'viewBox="0 0 {WIDTH} {height}" font-family="Helvetica, Arial, sans-serif" font-size="11">']
+             f'viewBox="0 0 {WIDTH} {height}" style="max-width:100%;height:auto" font-family="Helvetica, Arial, sans-serif" font-size="11">']
     for p in range(pcpus):
         y = TOP + ROW * p
         parts.append(f'<text x="4" y="{y + ROW / 2 + 4}">pCPU{p}</text>')
