@@ -226,3 +226,13 @@ def test_an_unknown_hyp_value_is_a_clear_error():
 def test_hyp_without_virt_is_refused():
     done = vlab("run", str(GUESTS["hello"].path), "--hyp", "vhe")
     assert done.returncode == 2 and "--hyp" in done.stderr and "--virt" in done.stderr
+
+
+def test_several_guests_under_type1_are_reported_by_their_host_index_dom0_left_out():
+    done = vlab("run", str(GUESTS["hello"].path), str(GUESTS["paging"].path), "--virt", "--hyp", "type1", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert [vm["uart"] for vm in out["vms"]] == [GUESTS["hello"].expected_uart, GUESTS["paging"].expected_uart]
+    assert all(vm["hyp"]["exits"]["DABT_LOWER"]["paths"][0]["route"] == "dom0" for vm in out["vms"])
+    text = vlab("run", str(GUESTS["hello"].path), str(GUESTS["paging"].path), "--virt", "--hyp", "type1")
+    assert "== vm1: " in text.stdout and "== vm2: " in text.stdout and "== vm0: " not in text.stdout  # vm0: dom0

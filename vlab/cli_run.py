@@ -89,7 +89,7 @@ def run_command(args: argparse.Namespace) -> int:
     hyp = [{"structure": structure.name, "exits": structure.summary(vm)} if structure else None for vm in vms]
     if len(vms) == 1:
         return _report_one(args, results[0], _sched_of(host, vms[0]), hyp[0], structure and structure.text(vms[0]))
-    return _report_host(args, host, result.pcpus, results, hyp)
+    return _report_host(args, host, result.pcpus, vms, results, hyp)
 
 
 def _refused(args: argparse.Namespace) -> str:
@@ -187,19 +187,19 @@ def _print_text(result, virt: bool, heading: str = "") -> None:
         print(f"exits: {exits}", file=sys.stderr)
 
 
-def _report_host(args: argparse.Namespace, host, pcpus: list, results: list, hyp: list) -> int:
+def _report_host(args: argparse.Namespace, host, pcpus: list, vms: list, results: list, hyp: list) -> int:
     figures = host.figures()
     if args.json:
-        vms = []
+        report = []
         for file, vm_result, paths in zip(args.files, results, hyp):
             full = vm_result.to_json()
-            vms.append({"file": file, "uart": full["uart"], "stop": full["stop"], "message": full["message"],
-                        "instructions": full["instructions"], "exits": full["exits"], "vcpus": full["vcpus"]}
-                       | ({"hyp": paths} if paths else {}))
-        print(json.dumps({"vms": vms, "pcpus": pcpus, "sched": {"policy": host.policy.name, **figures.as_dict()}}))
+            report.append({"file": file, "uart": full["uart"], "stop": full["stop"], "message": full["message"],
+                           "instructions": full["instructions"], "exits": full["exits"], "vcpus": full["vcpus"]}
+                          | ({"hyp": paths} if paths else {}))
+        print(json.dumps({"vms": report, "pcpus": pcpus, "sched": {"policy": host.policy.name, **figures.as_dict()}}))
     else:
-        for i, (file, vm_result) in enumerate(zip(args.files, results)):
-            _print_text(vm_result, virt=True, heading=f"== vm{i}: {file} ==")
+        for vm, file, vm_result in zip(vms, args.files, results):  # vm.index: as the figures below name it
+            _print_text(vm_result, virt=True, heading=f"== vm{vm.index}: {file} ==")
         print(f"== {host.policy.name} on {len(host.pcpus)} physical CPU(s) ==", file=sys.stderr)
         print(figures.table(), file=sys.stderr)
     return 0 if all(r.reason.value in ("powered_off", "idle") for r in results) else 1
