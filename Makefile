@@ -97,6 +97,7 @@ bench: install
 	$(BIN)/python benchmarks/stage2.py
 	$(BIN)/python benchmarks/course.py
 	$(BIN)/python benchmarks/grading.py
+	$(BIN)/python benchmarks/types.py
 
 exercises: install
 	$(BIN)/vlab exercises

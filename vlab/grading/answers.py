@@ -34,6 +34,8 @@ ANSWERS: dict[str, tuple[str, ...]] = {
                               "vlab.grading.specs.ch03.reference_translate"),
     "ch04.list_register": ("vlab.machine.gic_virt.ListRegister.encode", "vlab.hyp.vgic.VGic.flush",
                            "vlab.grading.specs.ch04.architecture_value"),
+    "ch06.predicted_cycles": ("vlab.hyp.cycle_model.cycles", "vlab.grading.specs.ch06.priced"),
+    "ch06.plan_devices": ("vlab.grading.specs.ch06.reference_plan",),
 }
 
 

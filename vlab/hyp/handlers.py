@@ -112,11 +112,17 @@ def handle_data_abort(vcpu: VCpu, exit: Exit) -> str:
                                                  "from the syndrome (a pair, writeback or SIMD)")
     value, action = emulate_mmio(vcpu, device, exit, abort, vcpu.x(abort.srt))
     if not abort.wnr:
-        if abort.sse and value >> (8 * abort.size - 1) & 1:
-            value -= 1 << (8 * abort.size)
-        vcpu.set_x(abort.srt, value & (_U64 if abort.sf else 0xFFFF_FFFF))
+        write_loaded_value(vcpu, abort, value)
     vcpu.skip(exit)
     return action
+
+
+def write_loaded_value(vcpu: VCpu, abort: DataAbort, value: int) -> None:
+    """An emulated load completes: the device's `value` (`abort.size` bytes) goes into the load's
+    register, sign- or zero-extended as the syndrome says (SSE, SF)."""
+    if abort.sse and value >> (8 * abort.size - 1) & 1:
+        value -= 1 << (8 * abort.size)
+    vcpu.set_x(abort.srt, value & (_U64 if abort.sf else 0xFFFF_FFFF))
 
 
 def emulate_mmio(vcpu: VCpu, device: Device, exit: Exit, abort: DataAbort, stored: int,

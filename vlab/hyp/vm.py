@@ -28,7 +28,7 @@ from pathlib import Path
 
 from vlab.arch.hcr import HCR
 from vlab.hyp.exits import IN_PLACE, RUN_LOOP, Exit, TrapRecord
-from vlab.hyp.handlers import DEFAULT_HANDLERS, Handler
+from vlab.hyp.handlers import DEFAULT_HANDLERS, Handler, serve_mmio
 from vlab.hyp.memory import HostMemory, VmMemory, zeroed_host_buffer
 from vlab.hyp.platform import Platform
 from vlab.hyp.vcpu import VCpu, VCpuState
@@ -120,6 +120,9 @@ class VM:
         self.gicv_trace: deque[MmioAccess] = deque(maxlen=trace_limit)  # those accesses, in order
         self.devices: list[Device] = [self.uart, self.vgic.frame(0)]
         self.handlers: dict = dict(DEFAULT_HANDLERS)
+        # An access to an emulated device served in place (vlab.hyp.pcpu), and every other exit
+        # (`dispatch`): a hypervisor structure (vlab.hyp.structure) wraps both on this VM.
+        self.serve_mmio = serve_mmio
         self.exits: Counter[str] = Counter()
         self.trap_log: deque[TrapRecord] = deque(maxlen=trace_limit)
         self.mmio_trace: deque[MmioAccess] = deque(maxlen=trace_limit)
