@@ -20,7 +20,8 @@ from vlab.viz.machine_widget import MachineWidget
 
 SVC64 = 0x15  # ESR_ELx.EC for SVC executed in AArch64 state (Arm ARM D17.2.37)
 LOWER_EL_AARCH64_SYNC = 0x400  # vector offset: synchronous exception from a lower EL using AArch64
-QEMU_VIRT_BASES = {"flash": 0x0000_0000, "uart": 0x0900_0000, "ram": 0x4000_0000}  # QEMU hw/arm/virt.c memmap
+QEMU_VIRT_BASES = {"flash": 0x0000_0000, "uart": 0x0900_0000, "virtio": 0x0a00_0000,  # QEMU hw/arm/virt.c memmap
+                   "ram": 0x4000_0000}
 
 
 def _numbers_in(text: str) -> set[int]:
@@ -51,6 +52,7 @@ def test_memory_map_lists_the_qemu_virt_regions_in_address_order():
     assert {r.name: r.base for r in rows} == QEMU_VIRT_BASES
     uart = next(r for r in rows if r.name == "uart")
     assert uart.device == "PL011" and uart.kind == "device"
+    assert next(r for r in rows if r.name == "virtio").device == "VirtioMmioBus"
     assert "0x0900_0000" in str(memory_map(Board())) and "<table>" in memory_map(Board())._repr_html_()
 
 

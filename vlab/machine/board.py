@@ -2,6 +2,7 @@
 
     0x0000_0000  flash (ROM, 128 MiB)       read and execute only
     0x0900_0000  PL011 UART                 the console
+    0x0a00_0000  virtio-mmio, 32 transports a virtio console on the last one (vlab.machine.virtio_mmio)
     0x4000_0000  RAM (128 MiB by default)   where guests are loaded
 
 The CPU runs guest code natively until something happens that the hardware
@@ -11,6 +12,7 @@ The CPU runs guest code natively until something happens that the hardware
                                    anything else        -> enter the guest kernel's vector
                  -> WFI?           a timer will fire   -> sleep until it does
                                    nothing can wake it -> stop: idle
+                 -> a device that polls its queues      -> let it look now
                  -> budget spent, wall clock exceeded  -> stop
 """
 
@@ -27,14 +29,18 @@ from vlab.arch.esr import ExceptionClass, Syndrome, SysRegAccess
 from vlab.machine import psci
 from vlab.machine.cpu import CPU, CpuStop, GuestException, StopKind, Watchdog
 from vlab.machine.entry import ExceptionEntry, ExceptionTaken
+from vlab.machine.guest_memory import GuestMemory
 from vlab.machine.timer import GenericTimer, serve_timer
 from vlab.machine.uart import PL011
+from vlab.machine.virtio_console import VirtioConsole
+from vlab.machine.virtio_mmio import VirtioMmioBus
 
 FLASH_BASE, FLASH_SIZE = 0x0000_0000, 0x0800_0000
 RAM_BASE, DEFAULT_RAM_SIZE = 0x4000_0000, 0x0800_0000
 DEFAULT_MAX_INSNS = 50_000_000
 DEFAULT_TIMEOUT_S = 20.0
 _IRQ_POLL = 1_000  # while an interrupt is pending but masked, look again this often
+VIRTIO_POLL = 1_000  # a virtio device that polls its queues (instead of waiting for a notify) looks this often
 
 
 class Device(Protocol):
@@ -98,12 +104,13 @@ class RunResult:
     el: int
     registers: dict[str, int] = field(repr=False)
     exception: GuestException | None = None
+    virtio_console: str = ""  # what the guest sent through the virtio console
 
     def to_json(self) -> dict:
         """The `vlab run --json` object."""
         out = {
-            "uart": self.uart, "stop": self.reason.value, "message": self.message,
-            "instructions": self.instructions, "el": self.el, "registers": self.registers,
+            "uart": self.uart, "virtio_console": self.virtio_console, "stop": self.reason.value,
+            "message": self.message, "instructions": self.instructions, "el": self.el, "registers": self.registers,
         }
         if self.exception is not None:
             out["exception"] = {
@@ -115,13 +122,22 @@ class RunResult:
 
 
 class Board:
-    """A QEMU `virt`-compatible machine with one CPU, flash, RAM, a PL011 and a generic timer."""
+    """A QEMU `virt`-compatible machine with one CPU, flash, RAM, a PL011, a virtio console and a
+    generic timer. With `virtio_polls` the virtio console polls its queues and asks the driver for
+    no notifications."""
 
-    def __init__(self, ram_size: int = DEFAULT_RAM_SIZE, trace_limit: int = 10_000, uart: PL011 | None = None):
+    def __init__(self, ram_size: int = DEFAULT_RAM_SIZE, trace_limit: int = 10_000, uart: PL011 | None = None,
+                 virtio_polls: bool = False):
         if ram_size <= 0 or ram_size % 0x1000:
             raise ValueError(f"RAM size must be a positive multiple of 4 KiB, not {ram_size:#x}")
         self.cpu = CPU()
         self.uart = uart or PL011()
+        # QEMU virt's transports, with `-device virtio-serial-device -device virtconsole` on the last.
+        # interrupt=: the transports' GIC lines (INTID 48 + n) go there once the board has a GIC.
+        self.virtio_console = VirtioConsole()
+        self.virtio = VirtioMmioBus(GuestMemory(RAM_BASE, ram_size, self.read_memory, self.write_memory),
+                                    [self.virtio_console], device_polls=virtio_polls)
+        self.devices: list[Device] = [self.uart, self.virtio]
         self.idle_ticks = 0
         self.timer = GenericTimer(lambda: self.cpu.clock() + self.idle_ticks)
         self.mmio_trace: deque[MmioAccess] = deque(maxlen=trace_limit)
@@ -136,12 +152,11 @@ class Board:
         uc = self.cpu.uc
         uc.mem_map(FLASH_BASE, FLASH_SIZE, UC_PROT_READ | UC_PROT_EXEC)
         uc.mem_map(RAM_BASE, ram_size)
-        self._map_device(self.uart)
-        return [
-            Region("flash", FLASH_BASE, FLASH_SIZE, "rom"),
-            Region("uart", self.uart.base, self.uart.size, "device"),
-            Region("ram", RAM_BASE, ram_size, "ram"),
-        ]
+        for device in self.devices:
+            self._map_device(device)
+        return [Region("flash", FLASH_BASE, FLASH_SIZE, "rom"),
+                *(Region(d.name, d.base, d.size, "device") for d in self.devices),
+                Region("ram", RAM_BASE, ram_size, "ram")]
 
     @property
     def exceptions_taken(self) -> deque[ExceptionTaken]:
@@ -237,6 +252,8 @@ class Board:
                 if watchdog.fired:
                     return self._result(StopReason.TIMEOUT, f"wall-clock guard of {timeout_s:g} s reached")
                 stop = self.cpu.run(self._slice(left))
+                if self.virtio.device_polls:
+                    self.virtio.poll()
                 if progress is not None:
                     progress(self.cpu.instructions)
                 if watchdog.fired and stop.kind is not StopKind.EXCEPTION:
@@ -248,7 +265,10 @@ class Board:
                     return self._result(StopReason.STOPPED, "stepped into an exception")
 
     def _slice(self, left: int) -> int:
-        """Run no further than the next timer interrupt, so it is taken on time."""
+        """Run no further than the next timer interrupt, so it is taken on time (and, with a
+        polling device, than its next look at its queues)."""
+        if self.virtio.device_polls:
+            left = min(left, VIRTIO_POLL)
         next_irq = self.timer.next_deadline()
         if next_irq is None:
             return left
@@ -322,4 +342,5 @@ class Board:
 
     def _result(self, reason: StopReason, message: str, exc: GuestException | None = None) -> RunResult:
         cpu = self.cpu
-        return RunResult(reason, message, self.uart.text, cpu.instructions, cpu.pc, cpu.el, cpu.registers(), exc)
+        return RunResult(reason, message, self.uart.text, cpu.instructions, cpu.pc, cpu.el, cpu.registers(), exc,
+                         self.virtio_console.text)

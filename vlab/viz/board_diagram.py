@@ -85,7 +85,7 @@ class MemoryMap:
 
 def _devices(board: Board) -> dict[int, object]:
     """The board's MMIO device models, by base address."""
-    return {board.uart.base: board.uart}
+    return {device.base: device for device in board.devices}
 
 
 def memory_map(board: Board) -> MemoryMap:
