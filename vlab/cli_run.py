@@ -1,7 +1,7 @@
 """`vlab run FILE`: run a guest on the bare board and print what it printed.
 
     vlab run hello.S                  # UART output, then a one-line stop report on stderr
-    vlab run prog.elf --json          # one JSON object: uart, stop, instructions, registers, ...
+    vlab run prog.elf --json          # one JSON object: uart, virtio_console, stop, instructions, registers, ...
     vlab run kernel.bin --max-insns 1000000
     vlab run hello.S --virt --trap TVM,TWI   # inside a VM; the JSON adds `exits` (class -> count)
 """
@@ -16,6 +16,8 @@ from vlab.arch.hcr import HCR
 from vlab.errors import VlabError
 from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, Board
 from vlab.machine.loader import image_from_file, load
+
+VIRTIO_HEADING = "--- virtio console ---"  # in text mode, between the UART's output and the virtio console's
 
 
 def add_parser(subparsers) -> None:
@@ -61,12 +63,20 @@ def run_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json()))
     else:
-        sys.stdout.write(result.uart)
-        if result.uart and not result.uart.endswith("\n"):
-            sys.stdout.write("\n")
+        _print_output(result.uart)
+        if result.virtio_console:
+            print(VIRTIO_HEADING)
+            _print_output(result.virtio_console)
         print(f"[{result.reason.value}] {result.message} after {result.instructions:,} instructions, "
               f"PC={result.pc:#x} EL{result.el}", file=sys.stderr)
         if args.virt:
             exits = ", ".join(f"{kind} {n}" for kind, n in sorted(result.exits.items())) or "none"
             print(f"exits: {exits}", file=sys.stderr)
     return 0 if result.reason.value in ("powered_off", "idle") else 1
+
+
+def _print_output(text: str) -> None:
+    """What the guest printed, ending with a newline whether or not the guest ended its last line."""
+    sys.stdout.write(text)
+    if text and not text.endswith("\n"):
+        sys.stdout.write("\n")
