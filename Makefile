@@ -92,6 +92,7 @@ bench: install
 	$(BIN)/python benchmarks/traps.py
 	$(BIN)/python benchmarks/stage2.py
 	$(BIN)/python benchmarks/course.py
+	$(BIN)/python benchmarks/pv_vs_full.py
 
 exercises: install
 	$(BIN)/vlab exercises
