@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from vlab.errors import AssemblyError
 from vlab.guests import build as builder
 from vlab.guests import qemu as oracle
-from vlab.guests.para_or_full import FULL, PARAVIRT, SOURCE, SWITCHES, Build, preprocess
+from vlab.guests.para_or_full import FULL, PARAVIRT, SOURCE, SWITCHES, Build, preprocess, routine
 from vlab.hyp import HCR, SUPPORTED_TRAPS, VM, Host
 from vlab.hyp.para_vs_full import KVM_TRAPS, run_in_vm, run_on_board, steps
 from vlab.machine.board import Board, StopReason
@@ -240,3 +240,11 @@ def test_the_full_and_virtio_builds_assembled_by_gnu_as_print_the_same_on_qemu(t
     on_qemu = oracle.run_on_qemu(elf, timeout_s=30)
     assert on_qemu.powered_off, on_qemu.stderr
     assert on_qemu.uart + on_qemu.virtio_console == run_on_board(build).printed == run_in_vm(build).printed
+
+
+def test_a_routine_of_a_build_reads_from_its_label_to_its_ret():
+    assert routine(FULL.source(), "console_write").splitlines()[-1].strip() == "ret"
+    assert "UARTFR" in routine(FULL.source(), "console_write")
+    assert "hvc     #0xea1" in routine(PARAVIRT.source(), "console_write")
+    with pytest.raises(KeyError, match="no routine"):
+        routine(FULL.source(), "nowhere")

@@ -158,6 +158,16 @@ class Build:
         return f"{switches}; batches of {self.batch} line{'s' * (self.batch != 1)}"
 
 
+def routine(source: str, label: str) -> str:
+    """One routine of a build's source, to read: from `label:` to its first `ret` (blank lines dropped)."""
+    lines = source.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"{label}:")), None)
+    if start is None:
+        raise KeyError(f"no routine {label!r} in this source")
+    end = next(i for i in range(start, len(lines)) if lines[i].split("//")[0].strip() == "ret")
+    return "\n".join(line for line in lines[start:end + 1] if line.strip())
+
+
 _PARAVIRT = ("PV_CONSOLE", "PV_IDENTITY", "PV_SCHED")
 FULL = Build()
 PARAVIRT = Build(frozenset({"PARAVIRT"}))

@@ -239,7 +239,7 @@ OFFER_BUFFER = Exercise(
 def serve_with(console_io):
     """An HVC handler that gives Xen's console_io (x16 = 18) to the student's function; the rest
     goes to vlab's own Xen and PSCI handlers."""
-    def handler(vcpu, exit):
+    def your_console_io(vcpu, exit):
         if xen.is_xen_hypercall(exit) and vcpu.x(16) == xen.HYPERVISOR_console_io:
             result = console_io(vcpu, vcpu.platform.console)
             if not isinstance(result, int):
@@ -247,7 +247,7 @@ def serve_with(console_io):
             vcpu.set_x(0, result & U64)
             return f"student's console_io -> {result}"
         return handle_hvc(vcpu, exit)
-    return handler
+    return your_console_io
 
 
 def console_io_guest(calls: list[tuple[int, int, str]]) -> str:
