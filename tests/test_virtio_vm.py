@@ -26,6 +26,35 @@ DATA = "hello"
 OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
 
 
+def set_up_queue(queue: int, size: int, desc: str) -> str:
+    """Reset the device behind x9, agree on VERSION_1 and make `queue` ready: `size` entries, the
+    descriptor table where the instruction `desc` puts x10, the rings at `avail` and `used`."""
+    return f"""
+    str     wzr, [x9, #0x070]          // Status = 0: reset (what a device that asked for one needs)
+    mov     w10, #3
+    str     w10, [x9, #0x070]          // ACKNOWLEDGE | DRIVER
+    mov     w10, #1
+    str     w10, [x9, #0x024]
+    str     w10, [x9, #0x020]          // VIRTIO_F_VERSION_1
+    mov     w10, #11
+    str     w10, [x9, #0x070]          // FEATURES_OK
+    mov     w10, #{queue}
+    str     w10, [x9, #0x030]          // QueueSel
+    mov     w10, #{size}
+    str     w10, [x9, #0x038]          // QueueSize
+    {desc}
+    str     w10, [x9, #0x080]
+    lsr     x10, x10, #32
+    str     w10, [x9, #0x084]
+    adr     x10, avail
+    str     w10, [x9, #0x090]
+    adr     x10, used
+    str     w10, [x9, #0x0a0]
+    mov     w10, #1
+    str     w10, [x9, #0x044]          // QueueReady
+"""
+
+
 def driver(size: int = 4, addr: str = "=text", length: int = len(DATA), flags: int = 0, following: int = 0,
            second: tuple[int, int, int] | None = None, driver_ok_first: bool = True, rings: str = "",
            queue: int = 1, retry: bool = False) -> str:
@@ -44,31 +73,7 @@ def driver(size: int = 4, addr: str = "=text", length: int = len(DATA), flags: i
     mov     w12, #{second[1]}
     strh    w12, [x11, #30]
 """
-    setup = f"""
-    ldr     x9, ={CONSOLE:#x}
-    str     wzr, [x9, #0x070]          // reset
-    mov     w10, #3
-    str     w10, [x9, #0x070]          // ACKNOWLEDGE | DRIVER
-    mov     w10, #1
-    str     w10, [x9, #0x024]
-    str     w10, [x9, #0x020]          // VIRTIO_F_VERSION_1
-    mov     w10, #11
-    str     w10, [x9, #0x070]          // FEATURES_OK
-    mov     w10, #{queue}
-    str     w10, [x9, #0x030]          // QueueSel
-    mov     w10, #{size}
-    str     w10, [x9, #0x038]          // QueueSize
-    {rings or "adr x10, desc"}
-    str     w10, [x9, #0x080]
-    lsr     x10, x10, #32
-    str     w10, [x9, #0x084]
-    adr     x10, avail
-    str     w10, [x9, #0x090]
-    adr     x10, used
-    str     w10, [x9, #0x0a0]
-    mov     w10, #1
-    str     w10, [x9, #0x044]          // QueueReady
-"""
+    setup = f"    ldr     x9, ={CONSOLE:#x}\n" + set_up_queue(queue, size, rings or "adr x10, desc")
     offer = f"""
     adr     x11, desc
     ldr     x12, {addr}
@@ -119,28 +124,7 @@ zero:
     add     x12, x12, #8
     cmp     x12, #0x70             // the descriptors and both rings, not the text or the literals after it
     b.lo    zero
-    str     wzr, [x9, #0x070]          // Status = 0: the reset the device asked for
-    mov     w10, #3
-    str     w10, [x9, #0x070]
-    mov     w10, #1
-    str     w10, [x9, #0x024]
-    str     w10, [x9, #0x020]
-    mov     w10, #11
-    str     w10, [x9, #0x070]
-    mov     w10, #1
-    str     w10, [x9, #0x030]
-    mov     w10, #4
-    str     w10, [x9, #0x038]
-    adr     x10, desc
-    str     w10, [x9, #0x080]
-    str     wzr, [x9, #0x084]
-    adr     x10, avail
-    str     w10, [x9, #0x090]
-    adr     x10, used
-    str     w10, [x9, #0x0a0]
-    mov     w10, #1
-    str     w10, [x9, #0x044]
-    mov     w10, #15
+""" + set_up_queue(1, 4, "adr x10, desc") + """    mov     w10, #15
     str     w10, [x9, #0x070]
     adr     x11, desc
     adr     x12, text
