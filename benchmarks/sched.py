@@ -6,7 +6,7 @@
     outgoing context, restore the incoming one, switch stage 2, flush Unicorn's untagged TLB).
     Target <= 10 us.
 (2) Slices per second for 64 vCPUs (16 VMs of 4 vCPUs, each spinning on a register loop) on 4
-    physical CPUs, with a short slice so that the scheduler runs often.
+    physical CPUs under Xen's credit scheduler, with a short slice so that it runs often.
 (3) The hypervisor's overhead as a fraction of the time guests run: the wall time of (2) against
     the time the same instructions take on the bare board, measured just before.
 """
@@ -25,7 +25,7 @@ from vlab.hyp import VM, Host  # noqa: E402
 from vlab.hyp.cost import OFF, time_to_power_off  # noqa: E402
 from vlab.machine.board import Board  # noqa: E402
 from vlab.machine.loader import image_from_program, load  # noqa: E402
-from vlab.sched.round_robin import RoundRobin  # noqa: E402
+from vlab.sched.registry import make_policy  # noqa: E402
 
 SPIN = "    ldr x1, ={n}\nloop:\n    add x0, x0, #1\n    subs x1, x1, #1\n    b.ne loop\n"
 
@@ -59,14 +59,14 @@ worker:
 {SPIN.format(n=iterations)}    ldr x0, =0x84000002
     hvc #0
 """)
-    host = Host(pcpus=4, scheduler=RoundRobin(slice_ticks))
+    host = Host(pcpus=4, scheduler=make_policy("credit", pcpus=4, slice_ticks=slice_ticks))
     image = image_from_program(smp)
     for _ in range(16):
         VM.from_image(image, host=host, stage2="contiguous", ram_size=0x10_0000, vcpus=4)
     start = time.perf_counter()
     result = host.run(max_insns=2**62, timeout_s=3600)
     elapsed = time.perf_counter() - start
-    decisions = len(host.schedule)
+    decisions = len(host.trace.segments)
     return elapsed, decisions, sum(vm.instructions for vm in result.vms)
 
 

@@ -2,6 +2,7 @@
 snapshot of each widget, readable offline (nothing fetched from elsewhere)."""
 
 import pytest
+from pictures import MAX_WIDTH_PT, svg_sizes_pt
 from servers import fetched_from_elsewhere
 
 from vlab import course_site
@@ -23,7 +24,10 @@ def test_the_site_has_every_chapter_with_its_diagrams_and_widget_snapshots(tmp_p
         assert "Traceback" not in html
         assert not fetched_from_elsewhere(html), "fetches from elsewhere"
         assert "application/vnd.jupyter.widget-view+json" not in html, f"{chapter.stem}: a widget left blank"
+        too_wide = [w for w, _ in svg_sizes_pt(html) if w > MAX_WIDTH_PT]  # diagrams and widget pictures alike
+        assert not too_wide, f"{chapter.stem}: pictures wider than {MAX_WIDTH_PT} pt: {too_wide}"
     for chapter, shows in SNAPSHOT_SHOWS.items():
         html = (tmp_path / f"{chapter}.html").read_text()
         assert html.count('data-mime-type="image/svg+xml"') >= 1, f"{chapter}: no diagram on the page"
+        assert svg_sizes_pt(html), f"{chapter}: no graphviz picture found to measure"
         assert 'vlab-widget-snapshot"' in html and shows in html, f"{chapter}: no widget snapshot"

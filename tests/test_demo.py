@@ -21,6 +21,8 @@ from vlab.viz.live import LiveView
 ROOT = Path(__file__).resolve().parent.parent
 # A JSON string in the page, escapes included: Voilà embeds each output's mime bundle as JSON.
 TEXT_PLAIN = re.compile(r'"text/plain": ("(?:[^"\\]|\\.)*")')
+# Each output Voila embeds in the page, as a JSON object.
+CELL_OUTPUT = re.compile(r'<script type="application/vnd.voila.cell-output\+json">(.*?)</script>', re.S)
 
 
 def test_every_chapter_has_a_dashboard():
@@ -90,6 +92,15 @@ def test_a_chapter_is_served_as_slides_with_live_widgets_and_nothing_fetched_els
     assert {u.rsplit("/", 1)[1] for u in stylesheets} == {"reveal.css", "vlab.css"}
     for url in stylesheets:  # served by Voila from vlab's template
         assert urllib.request.urlopen(f"{slides_server}{url}", timeout=30).status == 200
+
+
+@pytest.mark.timeout(300)
+def test_the_slides_mark_the_chapters_own_outputs_trusted_so_their_diagrams_show(slides_server):
+    page = urllib.request.urlopen(slides_server, timeout=240).read().decode()
+    outputs = [json.loads(o) for o in CELL_OUTPUT.findall(page)]
+    assert any("image/svg+xml" in o.get("data", {}) for o in outputs)  # the chapter's diagrams
+    # untrusted, JupyterLab's renderer shows an SVG as "Cannot display an untrusted SVG"
+    assert all(o.get("trusted") is True for o in outputs), [o for o in outputs if not o.get("trusted")][:1]
 
 
 def test_an_unknown_slideshow_is_refused_with_the_list():

@@ -1,12 +1,15 @@
 """The trap-controls widget and the run-loop diagram: what they show follows the VM's real behaviour."""
 
+import html
+import re
+
 import pytest
 
 from vlab.arch.esr import ExceptionClass
 from vlab.guests import GUESTS
 from vlab.hyp import HCR, SUPPORTED_TRAPS, VM
 from vlab.viz.run_loop import run_loop_diagram
-from vlab.viz.trap_widget import TrapWidget
+from vlab.viz.trap_widget import LOG_LINES, LOG_PANE_LINES, TrapWidget
 
 
 def test_without_traps_only_device_accesses_and_hypercalls_exit():
@@ -76,3 +79,60 @@ def test_run_loop_diagram_is_drawn_from_the_dispatch_table():
     assert "my_handler" in diagram.text and "my_handler" in diagram.source
     for ec in vm.handlers:
         assert ec.name in diagram.text
+
+
+def _cells(html_text: str, tag: str = "td") -> list[list[str]]:
+    """The text of the cells of each table row that has `tag` cells (td: data, th: headings)."""
+    rows = (re.findall(rf"<{tag}[^>]*>(.*?)</{tag}>", row) for row in re.findall(r"<tr>(.*?)</tr>", html_text))
+    return [row for row in rows if row]
+
+
+def test_the_exits_pane_puts_each_class_and_its_count_on_one_line():
+    t = TrapWidget("sensitive", SUPPORTED_TRAPS)
+    t.widget
+    pane = t.controls.panes["exits"].value
+    rows = _cells(pane)
+    assert {kind: int(count.replace(",", "")) for kind, count in rows} == t.result.exits
+    assert pane.count("white-space:nowrap") == 2 * len(rows)  # neither a name nor a count may wrap
+
+
+def test_the_trap_log_pane_is_a_table_of_columns_that_do_not_wrap_in_a_pane_that_scrolls():
+    t = TrapWidget("sensitive", SUPPORTED_TRAPS)
+    t.widget
+    pane = t.controls.panes["log"].value
+    assert "overflow:auto" in pane and "max-height" in pane
+    assert _cells(pane, "th") == [["tick", "vCPU", "class", "address", "instruction", "served", "action"]]
+    rows = _cells(pane)
+    log = list(t.vm.trap_log)
+    assert len(rows) == min(len(log), LOG_PANE_LINES)
+    for row, record in zip(rows, log):
+        assert html.unescape(row[2]) == record.kind and row[5] == record.served and html.unescape(row[6]) == record.action
+        if record.exit is not None:
+            assert row[3] == f"{record.exit.address:#x}" and html.unescape(row[4]) == record.exit.instruction
+        else:
+            assert row[3] == row[4] == ""  # an interrupt: no instruction caused it
+    assert pane.count("white-space:nowrap") == 7 * (len(rows) + 1)
+
+
+def test_the_text_trap_log_lines_up_its_columns_under_their_headings():
+    t = TrapWidget("sensitive", SUPPORTED_TRAPS)
+    lines = t.log_text().splitlines()
+    heading, rows = lines[0], lines[1:-1]
+    starts = [heading.index(h) for h in ("class", "address", "instruction", "served", "action")]
+    for line, record in zip(rows, t.vm.trap_log):
+        assert line[starts[0]:].startswith(record.kind) and line[starts[4]:] == record.action
+        assert line[starts[3]:].startswith(record.served)
+        if record.exit is not None:
+            assert line[starts[1]:].startswith(f"{record.exit.address:#x}")
+            assert line[starts[2]:].startswith(record.exit.instruction)
+    assert lines[-1].strip() == f"... {len(t.vm.trap_log) - LOG_LINES:,} more"
+
+
+def test_one_more_trap_log_column_is_one_more_entry_in_the_column_table(monkeypatch):
+    from vlab.viz import trap_widget
+
+    vmid = trap_widget.LogColumn("VM", lambda r: "vm1")
+    monkeypatch.setattr(trap_widget, "LOG_COLUMNS", (*trap_widget.LOG_COLUMNS, vmid))
+    t = TrapWidget("sensitive", HCR.TWI)
+    assert t.log_text().splitlines()[0].endswith("VM") and t.log_text().splitlines()[1].endswith("vm1")
+    assert _cells(t.log_html(), "th")[0][-1] == "VM"

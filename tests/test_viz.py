@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import graphviz
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from IPython.lib.pretty import pretty
+from pictures import MAX_WIDTH_PT, diagram_size_pt
 
 from vlab.asm import disassemble_one
 from vlab.guests import GUESTS
 from vlab.machine.board import Board, StopReason
 from vlab.viz.board_diagram import address, board_diagram, memory_map, size
-from vlab.viz.levels import board_levels, levels_diagram
+from vlab.viz.levels import board_levels, levels_diagram, levels_text
 from vlab.viz.machine_view import PState
 from vlab.viz.machine_widget import MachineWidget
 
@@ -101,6 +103,13 @@ def test_levels_diagram_names_who_runs_at_each_level_and_the_calls_between_them(
     for call in ("SVC", "HVC", "SMC", "ERET"):
         assert call in source
     assert "penwidth=3" not in source  # no current level given: nothing highlighted
+
+
+def test_the_levels_put_kvms_host_kernel_at_el1_and_only_with_vhe_at_el2():
+    # Armv8.0 KVM: the host Linux at EL1, only the world switch at EL2; VHE (Armv8.1) moves the host to EL2
+    lines = {int(line.split()[0][2]): line for line in levels_text().splitlines()}
+    assert "KVM's host Linux without VHE" in lines[1]
+    assert "KVM" in lines[2] and "with VHE" in lines[2] and "Xen, KVM" not in lines[2]
 
 
 def test_board_levels_follow_the_cpu_from_el1_to_el0():
@@ -243,3 +252,125 @@ def test_without_a_front_end_the_widget_prints_registers_code_console_and_except
     bundle = m._repr_mimebundle_()
     assert bundle["text/plain"] == text and "application/vnd.jupyter.widget-view+json" in bundle
     assert "EL1" in repr(m) and "powered_off" in repr(m)
+
+
+# --- what the machine widget shows of registers, exception registers and data ------------
+
+def test_the_text_view_marks_the_registers_a_step_changed_as_the_html_view_does():
+    m = MachineWidget.for_guest("syscall")
+    m.step()  # ldr x0, =0x40100000: x0 and pc change
+    marked = set(re.findall(r"\b(x\d+|sp|pc|pstate) +[0-9a-f]+\*", m.text()))
+    assert marked == m.changed == {"x0", "pc"}
+    assert "changed by the last" in m.text()
+    m.reset()
+    assert "*" not in m.view.registers_text(m.changed)
+
+
+def test_at_reset_esr_el1_says_no_exception_was_taken_and_after_an_svc_it_decodes_it():
+    m = MachineWidget.for_guest("syscall")
+    assert "ESR_EL1 0x00000000 = no exception taken yet" in m.text() and "UNKNOWN" not in m.text()
+    m.step_to_exception()
+    assert f"ESR_EL1 {(SVC64 << 26) | (1 << 25):#010x} = SVC64" in m.text()
+
+
+def _rows(m: MachineWidget) -> dict[int, str]:
+    return {line.address: line.text for line in m.view.code}
+
+
+def test_the_code_pane_shows_the_literal_pool_and_padding_as_data_not_as_instructions():
+    m = MachineWidget.for_guest("syscall")
+    program = m.program
+    m.board.cpu.pc = program.address_of("unexpected") + 0x10  # its hvc: the pool, then the end of the program
+    rows = _rows(m)
+    pool = [span for span in program.data if span.unit == 8]
+    assert pool and all(rows[span.address] == ".quad 0x84000008" for span in pool[-1:])
+    assert not [text for text in rows.values() if text.startswith(("ld1", "udf"))], rows
+    assert rows[program.end].startswith(".zero")  # memory past the program, never written
+    # every instruction row is one the source wrote, every data row is in a span the assembler recorded
+    # or past the program's end
+    for line in m.view.code:
+        if line.data:
+            assert line.address >= program.end or any(s.address <= line.address < s.address + s.size
+                                                       for s in program.data), line
+        else:
+            assert program.line_at(line.address) is not None, line
+
+
+def test_the_code_pane_shows_strings_as_text_and_still_disassembles_the_word_at_pc():
+    m = MachineWidget.for_guest("syscall")
+    greeting = m.program.address_of("greeting")
+    m.board.cpu.pc = greeting - 4
+    rows = _rows(m)
+    assert rows[greeting] == '.ascii "Hell"' and rows[greeting + 4] == '.ascii "o fr"'
+    m.board.cpu.pc = greeting + 8  # a guest that jumped into its data: the CPU executes the word as code
+    (current,) = [line for line in m.view.code if line.current]
+    assert current.text == disassemble_one(m.board.read_memory(greeting + 8, 4), greeting + 8).text
+
+
+def test_an_elf_files_symbols_and_mapping_symbols_say_where_its_data_is():
+    from vlab.guests.build import COMPILER, build
+
+    if shutil.which(COMPILER) is None:
+        pytest.skip(f"SKIPPED: {COMPILER} is missing -- install gcc-aarch64-linux-gnu (make test does)")
+    elf = build(GUESTS["syscall"].path)  # GNU as, not vlab's assembler: the ELF's own symbol table speaks
+    m = MachineWidget.for_file(elf)
+    symbols = {name: address for address, name in m.code_map.labels.items()}
+    assert {"unexpected", "greeting", "vectors"} <= set(symbols)
+    m.board.cpu.pc = symbols["unexpected"] + 0x10  # its last instruction: GNU as's literal pool follows
+    rows = _rows(m)
+    assert ".word 0x84000008" in rows.values(), rows  # the pool, marked $d in the symbol table
+    assert not [text for text in rows.values() if text.startswith("ld1")], rows
+
+
+
+_STATEMENTS = st.one_of(
+    st.just("nop"), st.just("add x1, x1, #1"),
+    st.integers(1 << 32, (1 << 64) - 1).map(lambda v: f"ldr x2, ={v:#x}"),  # too wide for a MOV: a pool slot
+    st.integers(0x10000, 0xFFFF_FFFF).map(lambda v: f"ldr w3, ={v:#x}"),
+    st.integers(0, (1 << 64) - 1).map(lambda v: f".quad {v:#x}"), st.integers(0, (1 << 32) - 1).map(lambda v: f".word {v:#x}"),
+    st.integers(0, 255).map(lambda v: f".byte {v}"), st.text("abc XYZ!", min_size=1, max_size=9).map(lambda t: f'.ascii "{t}"'),
+    st.integers(0, 12).map(lambda n: f".space {n}"), st.sampled_from([".balign 4", ".balign 8", ".balign 16"]),
+)
+
+
+@settings(max_examples=60)
+@given(st.lists(_STATEMENTS, min_size=1, max_size=14))
+def test_a_listing_tiles_the_program_and_each_data_row_assembles_back_to_its_bytes(statements):
+    from vlab.asm import assemble
+    from vlab.viz.code_map import CodeMap, listing
+
+    # instructions must stay word-aligned: realign after data, as a programmer would
+    source = "\n".join(["nop", *(s if s.startswith(".") else f".balign 4\n{s}" for s in statements)])
+    program = assemble(source)
+    rows = listing(program.code, program.base, CodeMap.of_program(program))
+    assert [r.address for r in rows] == [program.base, *(r.address + r.size for r in rows[:-1])]
+    assert rows[-1].address + rows[-1].size == program.end
+    for row in rows:
+        inside = [s for s in program.data if s.address <= row.address < s.address + s.size]
+        assert row.data == bool(inside), row
+        bytes_here = program.code[row.address - program.base:row.address - program.base + row.size]
+        if row.data:  # within one span, and the directive shown says exactly what the bytes are
+            assert row.address + row.size <= inside[0].address + inside[0].size
+            assert assemble(row.text.replace(".zero", ".space")).code == bytes_here, row
+        else:
+            assert not row.text.startswith(("udf", ".")), row
+
+
+# --- every picture fits a projector ----------------------------------------------------------
+
+def _every_diagram():
+    from vlab.hyp import VM
+    from vlab.viz.levels import BARE_BOARD, IN_A_VM
+    from vlab.viz.run_loop import run_loop_diagram
+
+    for ram_size in (0x10_0000, 0x0800_0000, 0x4000_0000):
+        yield f"board {ram_size:#x}", board_diagram(Board(ram_size))
+    for el in (None, 0, 1, 2, 3):
+        for here in (None, BARE_BOARD, IN_A_VM):
+            yield f"levels EL{el}", levels_diagram(el, here)
+    yield "run loop", run_loop_diagram(VM())
+
+
+def test_every_picture_the_course_draws_is_at_most_1000_pt_wide():
+    sizes = {name: diagram_size_pt(d) for name, d in _every_diagram()}
+    assert not {name: size for name, size in sizes.items() if size[0] > MAX_WIDTH_PT}, sizes

@@ -67,6 +67,15 @@ class SourceLine:
 
 
 @dataclass(frozen=True)
+class DataSpan:
+    """Bytes that hold data, not instructions: what a listing shows as `.quad`, `.word` or `.byte`."""
+
+    address: int
+    size: int
+    unit: int  # bytes per value: 8 (.quad, 64-bit literals), 4 (.word, 32-bit literals), 2, or 1 (strings, padding)
+
+
+@dataclass(frozen=True)
 class Program:
     """Assembled guest code with its symbol table and line map."""
 
@@ -74,6 +83,7 @@ class Program:
     base: int
     symbols: dict[str, int]
     lines: tuple[SourceLine, ...]
+    data: tuple[DataSpan, ...] = ()  # data directives, .space, alignment zeros, the literal pool, in address order
 
     def address_of(self, label: str) -> int:
         """The address of a label; AssemblyError naming the known labels if there is none."""
@@ -186,7 +196,26 @@ def assemble(source: str, base: int = RAM_BASE) -> Program:
         code += bytes(slot - base - len(code)) + (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
     lines = tuple(SourceLine(st.number, _source_text(source, st.number), st.address, st.size)
                   for st in statements if st.size)
-    return Program(bytes(code), base, dict(symbols), lines)
+    return Program(bytes(code), base, dict(symbols), lines, _data_spans(statements, address, pool))
+
+
+def _data_spans(statements: list[_Statement], code_end: int, pool: list[tuple[int, int]]) -> tuple[DataSpan, ...]:
+    """Where the program holds data: what statements emitted as data, then the literal pool and its padding."""
+    spans = []
+    for st in statements:
+        if st.kind == "data":
+            spans.append(DataSpan(st.address, st.size, _DATA_SIZES.get(st.text.split(None, 1)[0].lower(), 1)))
+        elif st.kind == "space":
+            spans.append(DataSpan(st.address, st.size, 1))
+        elif st.kind == "align" and st.address % 4:  # the zeros up to a word (the NOPs after them are code)
+            spans.append(DataSpan(st.address, min(-st.address % 4, st.size), 1))
+    at = code_end
+    for slot, size in pool:
+        if slot > at:
+            spans.append(DataSpan(at, slot - at, 1))  # zeros aligning the slot
+        spans.append(DataSpan(slot, size, size))
+        at = slot + size
+    return tuple(span for span in spans if span.size)
 
 
 def _as_mov(m: re.Match, names: dict[str, int], address: int) -> str | None:

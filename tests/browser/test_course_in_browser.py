@@ -20,6 +20,7 @@ from typing import Iterator
 
 import nbformat
 import pytest
+from pictures import MAX_WIDTH_PT
 from servers import vlab_demo
 
 from tests.browser.conftest import ARTIFACTS, OVERRIDES, ROOT
@@ -200,8 +201,8 @@ def test_chapter2_ticking_a_trap_control_shows_the_exits_vlab_counts(browser, la
         page.get_by_role("checkbox", name="TWI").check()
         page.wait_for_function("() => document.querySelector('.jp-OutputArea-output').innerText.includes('WFX')",
                                timeout=UPDATE_TIMEOUT_MS)
-        text = page.locator(".jp-OutputArea-output").inner_text()
-        assert text.split("WFX", 1)[1].split()[0] == f"{wfx:,}"  # the exits pane: class, then count
+        exits = page.locator(".jp-OutputArea-output .vlab-exits").inner_text()
+        assert exits.split("WFX", 1)[1].split()[0] == f"{wfx:,}"  # the exits pane: class, then count
 
 
 @pytest.mark.timeout(600)
@@ -249,9 +250,9 @@ def test_every_chapter_opens_as_a_rise_slideshow_with_one_slide_per_slide_cell(b
 
 
 @pytest.fixture(scope="module")
-def chapter2_slides():
-    """`vlab demo --slides 2`: chapter 2 as a reveal.js slideshow served by Voila; its URL."""
-    with vlab_demo("--slides", "2") as url:
+def slideshows():
+    """`vlab demo --slides`: every chapter as a reveal.js slideshow served by Voila; the server's URL."""
+    with vlab_demo("--slides") as url:
         yield url
 
 
@@ -292,14 +293,15 @@ def test_each_dashboard_renders_its_widgets_offline(browser, dashboards, chapter
 
 
 @pytest.mark.timeout(600)
-def test_chapter2_slides_have_live_widgets_and_fetch_nothing_from_elsewhere(browser, chapter2_slides):
+def test_chapter2_slides_have_live_widgets_and_fetch_nothing_from_elsewhere(browser, slideshows):
     from vlab.guests import GUESTS
     from vlab.hyp import SUPPORTED_TRAPS, VM
 
     wfx = VM.from_image(GUESTS["sensitive"].image(), traps=SUPPORTED_TRAPS).run().exits["WFX"]
     cells = nbformat.read(ROOT / "notebooks" / "02_trap_and_emulate.ipynb", as_version=4).cells
     slides = sum(c.metadata.get("slideshow", {}).get("slide_type") == "slide" for c in cells)
-    with voila_page(browser, chapter2_slides, "02_trap_and_emulate.slides.png") as page:
+    with voila_page(browser, f"{slideshows}/voila/render/02_trap_and_emulate.ipynb",
+                    "02_trap_and_emulate.slides.png") as page:
         page.wait_for_function("(n) => document.querySelectorAll('.reveal .slides > section').length === n",
                                arg=slides, timeout=RUN_TIMEOUT_MS)
         boxes = [page.get_by_role("checkbox", name=name) for name in ("TVM", "TRVM", "TID3", "TACR", "TSC", "TWI")]
@@ -307,8 +309,8 @@ def test_chapter2_slides_have_live_widgets_and_fetch_nothing_from_elsewhere(brow
         page.wait_for_function("() => [...document.querySelectorAll('.reveal input[type=checkbox]')]"
                                ".filter(b => b.checked).length === 6", timeout=RUN_TIMEOUT_MS)
         twi = boxes[-1]
-        exits = page.locator(".reveal .jupyter-widgets pre").first  # the exits pane, redrawn on every run
-        shows_wfx = "() => document.querySelector('.reveal .jupyter-widgets pre').innerText.includes('WFX')"
+        exits = page.locator(".reveal .vlab-exits").first  # the exits pane, redrawn on every run
+        shows_wfx = "() => document.querySelector('.reveal .vlab-exits').innerText.includes('WFX')"
         for _ in range(len(cells)):  # through the slides, as the presenter would, to the widget
             if twi.is_visible():
                 break
@@ -318,3 +320,86 @@ def test_chapter2_slides_have_live_widgets_and_fetch_nothing_from_elsewhere(brow
         twi.check()
         page.wait_for_function(shows_wfx, timeout=UPDATE_TIMEOUT_MS)
         assert exits.inner_text().split("WFX", 1)[1].split()[0] == f"{wfx:,}"
+
+
+# --- a projector: every slide of every chapter at 1280 x 800 --------------------------------------
+
+PROJECTOR = {"width": 1280, "height": 800}
+MAX_PICTURE_PX = MAX_WIDTH_PT * 4 / 3  # CSS pixels are 3/4 of a point
+
+# The slide reveal.js shows now, as (horizontal, vertical) indices.
+PRESENT = """() => {
+  const top = document.querySelector('.reveal .slides > section.present');
+  if (!top) return null;
+  const inner = top.querySelector(':scope > section.present');
+  const index = (e) => [...e.parentElement.children].filter(c => c.tagName === 'SECTION').indexOf(e);
+  return [index(top), inner ? index(inner) : 0];
+}"""
+
+# Everything on the present slide that would not fit it: an output reaching past the slide's edges,
+# an output or a pane in it that scrolls sideways, a picture wider than MAX_WIDTH_PT or not shown.
+MISFITS = """(maxPicture) => {
+  const top = document.querySelector('.reveal .slides > section.present');
+  const slide = top.querySelector(':scope > section.present') || top;
+  const edge = slide.getBoundingClientRect();
+  const problems = [];
+  if (slide.innerText.includes('Cannot display')) problems.push('an output is not displayed: ' +
+      slide.innerText.split('\\n').find(l => l.includes('Cannot display')));
+  for (const output of slide.querySelectorAll('.jp-OutputArea-output')) {
+    const box = output.getBoundingClientRect();
+    const what = (output.innerText || '').trim().slice(0, 60);
+    if (box.width && (box.right > edge.right + 1 || box.left < edge.left - 1))
+      problems.push(`output '${what}' spans ${box.left}..${box.right}, the slide ${edge.left}..${edge.right}`);
+    for (const el of [output, ...output.querySelectorAll('*')]) {
+      const style = getComputedStyle(el).overflowX;
+      if ((style === 'auto' || style === 'scroll') && el.scrollWidth > el.clientWidth + 1)
+        problems.push(`${el.tagName}.${el.className} in '${what}' scrolls sideways: ${el.scrollWidth} > ${el.clientWidth} px`);
+    }
+    for (const img of output.querySelectorAll('img')) {
+      if (!img.complete || !img.naturalWidth) problems.push(`a picture in '${what}' is not shown`);
+      else if (img.naturalWidth > maxPicture) problems.push(`a picture ${img.naturalWidth} px wide in '${what}'`);
+    }
+    for (const svg of output.querySelectorAll('svg[width$="pt"]')) {
+      if (parseFloat(svg.getAttribute('width')) * 4 / 3 > maxPicture)
+        problems.push(`a picture ${svg.getAttribute('width')} wide in '${what}'`);
+    }
+  }
+  return problems;
+}"""
+
+WIDGETS_SHOWN = """() => {
+  const views = [...document.querySelectorAll('script[type="application/vnd.voila.cell-output+json"]')]
+    .filter(s => s.textContent.includes('application/vnd.jupyter.widget-view+json')).length;
+  return document.querySelectorAll('.reveal .jupyter-widgets').length >= views;
+}"""
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_slide_of_every_chapter_fits_a_1280_by_800_projector(browser, slideshows, name):
+    stem = Path(name).stem
+    slides = sum(c.metadata.get("slideshow", {}).get("slide_type") in ("slide", "subslide")
+                 for c in nbformat.read(ROOT / "notebooks" / name, as_version=4).cells)
+    page = browser.new_page(viewport=PROJECTOR)
+    problems, seen = [], []
+    try:
+        page.goto(f"{slideshows}/voila/render/{name}", timeout=OPEN_TIMEOUT_MS)
+        page.wait_for_function("() => document.querySelectorAll('.reveal .slides section').length > 0",
+                               timeout=RUN_TIMEOUT_MS)
+        page.wait_for_function(WIDGETS_SHOWN, timeout=RUN_TIMEOUT_MS)
+        page.wait_for_load_state("networkidle")
+        while (at := page.evaluate(PRESENT)) not in seen:  # through the slides, as the presenter goes
+            seen.append(at)
+            page.wait_for_timeout(300)  # reveal.js's slide change settles
+            problems += [f"slide {at[0]}.{at[1]}: {p}" for p in page.evaluate(MISFITS, MAX_PICTURE_PX)]
+            page.screenshot(path=str(ARTIFACTS / f"{stem}.slide-{at[0]:02d}-{at[1]}.png"))
+            page.keyboard.press("Space")
+            try:
+                page.wait_for_function(f"() => JSON.stringify(({PRESENT})()) !== '{json.dumps(at, separators=(',', ':'))}'",
+                                       timeout=2_000)
+            except Exception:  # noqa: BLE001 - the last slide: Space goes nowhere
+                break
+    finally:
+        page.close()
+    assert len(seen) == slides, f"{name}: went through {len(seen)} slides of {slides}"
+    assert not problems, "\n".join(problems)

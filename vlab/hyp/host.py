@@ -1,9 +1,9 @@
 """The host: the physical machine a hypervisor shares among its VMs.
 
-    host = Host(pcpus=2, scheduler=Credit())
+    host = Host(pcpus=2, scheduler=make_policy("credit", pcpus=2))
     a = VM.from_file("vlab/guests/hello.S", host=host, stage2="contiguous")
     b = VM.from_file("vlab/guests/paging.S", host=host, stage2="scattered", vcpus=2)
-    result = host.run()          # result.vms[i], result.pcpus, host.schedule
+    result = host.run()          # result.vms[i], result.pcpus; host.trace: what ran where, when
 
 A `Host` owns host physical memory (one buffer; VMs get frames of it through stage 2), its
 physical CPUs (each one Unicorn engine: vlab.hyp.pcpu), its VMs, the host clock and a scheduler
@@ -25,6 +25,7 @@ same host always give the same schedule.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from vlab.hyp.memory import HostMemory
 from vlab.hyp.pcpu import PhysicalCpu
@@ -32,24 +33,17 @@ from vlab.hyp.vcpu import VCpu, VCpuState
 from vlab.machine import psci
 from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, VIRTIO_POLL, RunResult, StopReason
 from vlab.machine.cpu import CPU, Watchdog
+from vlab.machine.timer import FREQUENCY_HZ
 from vlab.sched import Entity, Scheduler
-from vlab.sched.round_robin import RoundRobin
+from vlab.sched.recorder import Recorder
+from vlab.sched.registry import make_policy
+from vlab.sched.trace import Trace, ran_ticks
 
 MAX_PCPUS = 64
 DEFAULT_HOST_MEMORY = 0x1000_0000  # 256 MiB
 DEFAULT_LOCKSTEP = 50_000  # with several cores: how far one may run ahead of the others (0.8 ms)
 IRQ_POLL = 1_000  # while a vCPU's interrupt is pending but masked, look again this often
 _U64 = (1 << 64) - 1
-
-
-@dataclass
-class Segment:
-    """A stretch of host time during which `entity` ran on physical CPU `pcpu` (None: it idled)."""
-
-    pcpu: int
-    entity: Entity | None
-    start: int
-    end: int
 
 
 @dataclass(frozen=True)
@@ -68,17 +62,23 @@ class Host:
 
     def __init__(self, pcpus: int = 1, memory: int | HostMemory | None = None, scheduler: Scheduler | None = None,
                  switch_cost: int = 0, lockstep: int = DEFAULT_LOCKSTEP):
-        """`switch_cost`: host ticks charged to a core for each world switch; `lockstep`: with
-        several cores, the most host ticks one runs ahead of the others."""
+        """`scheduler`: a policy of vlab.sched made for `pcpus` cores (default: round-robin);
+        `switch_cost`: host ticks charged to a core for each world switch; `lockstep`: with several
+        cores, the most host ticks one runs ahead of the others."""
         if not 1 <= pcpus <= MAX_PCPUS:
             raise ValueError(f"a host has 1 to {MAX_PCPUS} physical CPUs, not {pcpus}")
+        policy = scheduler or make_policy("rr", pcpus)
+        if policy.pcpus != pcpus:
+            raise ValueError(f"the {policy.name} policy was made for {policy.pcpus} physical CPUs; this host has "
+                             f"{pcpus}: make it with pcpus={pcpus}")
         if switch_cost < 0 or lockstep <= 0:
             raise ValueError("the world-switch cost must be >= 0 ticks and the lockstep quantum > 0 ticks")
         self._memory = memory if isinstance(memory, HostMemory) else None
         self._memory_size = DEFAULT_HOST_MEMORY if memory is None or self._memory else memory
         if self._memory is not None:
             self._memory._host = self
-        self.scheduler = scheduler or RoundRobin()
+        self.policy = policy
+        self.scheduler = Recorder(policy, switch_cost)  # the policy, recording the schedule it makes
         self.switch_cost, self.lockstep = switch_cost, lockstep
         self.vms: list = []
         self._vmids: dict[int, int] = {}  # VM index -> VMID
@@ -87,18 +87,23 @@ class Host:
         self.scratch = CPU()  # where a saved vCPU's registers are read and written
         self._reset = self.scratch.uc.context_save()  # a core's state at reset: every vCPU starts so
         self.midr = self.scratch.read_sysreg("MIDR_EL1")
-        self.schedule: list[Segment] = []  # what ran where, when: the Gantt chart
-        self.wakes: list[tuple[Entity, int]] = []  # when each vCPU became runnable
-        self._open: list[Segment | None] = []  # each core's current segment
         self._decision: list[tuple[Entity | None, int] | None] = []
         self._resched: list[bool] = []
         self._blocked: list[VCpu] = []
         self._watchdog: Watchdog | None = None
+        self._in_run = False  # a core is running a vCPU: tell the scheduler what it did after its charge
+        self._end: int | None = None  # the host tick a run with a duration ends at
+        self._after_charge: list[Callable[[], None]] = []
 
     @classmethod
     def of(cls, memory: HostMemory) -> Host:
         """The host that owns `memory` (one is made for it the first time)."""
         return getattr(memory, "_host", None) or cls(memory=memory)
+
+    @property
+    def trace(self) -> Trace:
+        """What ran where and when, who woke and slept, every world switch (vlab.sched.trace)."""
+        return self.scheduler.trace
 
     @property
     def memory(self) -> HostMemory:
@@ -150,7 +155,8 @@ class Host:
     def power_down(self, vcpu: VCpu) -> None:
         """PSCI CPU_OFF: the vCPU stops being runnable until CPU_ON starts it again."""
         vcpu.state = VCpuState.OFF
-        self.scheduler.sleep(vcpu.entity, self._now())
+        self._leaves_core(vcpu)
+        self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
 
     def block(self, vcpu: VCpu) -> None:
         """A trapped WFI: the vCPU sleeps until its timer fires (or an event, once there are any)."""
@@ -159,25 +165,35 @@ class Host:
         vcpu.state = VCpuState.BLOCKED
         vcpu.wake_at = vcpu.timer.next_deadline()
         self._blocked.append(vcpu)
-        self.scheduler.sleep(vcpu.entity, self._now())
+        self._leaves_core(vcpu)
+        self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
         self._check_idle(vcpu.vm)
 
     def yield_(self, vcpu: VCpu) -> None:
         """A paravirtual yield: the scheduler picks again on the vCPU's core."""
-        self.scheduler.yield_(vcpu.entity, self._now())
+        self._leaves_core(vcpu)
+        self._tell(lambda now: self.scheduler.yield_(vcpu.entity, now))
+
+    def vm_stopped(self, vm) -> None:
+        """The VM's run ended: its vCPUs leave the scheduler's queues."""
+        for vcpu in vm.vcpus:
+            if vcpu.state is not VCpuState.OFF:
+                self._leaves_core(vcpu)
+                self._tell(lambda now, vcpu=vcpu: self.scheduler.sleep(vcpu.entity, now))
+
+    def _leaves_core(self, vcpu: VCpu) -> None:
+        """The vCPU stops running where it runs: that core asks the scheduler again."""
         pcpu = self.pcpu_of(vcpu)
         if pcpu is not None:
             self._resched[pcpu.index] = True
 
-    def vm_stopped(self, vm) -> None:
-        """The VM's run ended: its vCPUs leave the scheduler's queues."""
-        now = self._now()
-        for vcpu in vm.vcpus:
-            if vcpu.state is not VCpuState.OFF:
-                self.scheduler.sleep(vcpu.entity, now)
-        for pcpu in self.pcpus:
-            if pcpu.current is not None and pcpu.current.vm is vm:
-                self._resched[pcpu.index] = True
+    def _tell(self, notify: Callable[[int], None]) -> None:
+        """Tell the scheduler something about a vCPU: at once, or -- when it happened while a core ran
+        the vCPU -- after that stretch has been charged, as the policies' contract orders them."""
+        if self._in_run:
+            self._after_charge.append(notify)
+        else:
+            notify(self._now())
 
     def firmware_call(self, vcpu: VCpu):
         """An SMC the hypervisor does not trap reaches the machine's own firmware (EL3) -- PSCI for
@@ -212,20 +228,30 @@ class Host:
     # --- running ----------------------------------------------------------------------------------
 
     def run(self, max_insns: int = DEFAULT_MAX_INSNS, timeout_s: float = DEFAULT_TIMEOUT_S,
-            vms: list | None = None) -> HostRunResult:
+            vms: list | None = None, duration: int | None = None) -> HostRunResult:
         """Run `vms` (default: all of this host's) until each has stopped: powered off, idle, or a limit.
         `max_insns` bounds each VM (all its vCPUs together), so one that never stops cannot keep the
-        others from finishing; `timeout_s` is a wall-clock guard over the whole run."""
+        others from finishing; `duration` (host ticks) ends the run when the host clock has advanced
+        that far, whatever the VMs do -- for comparing what each got in the same time; `timeout_s`
+        is a wall-clock guard over the whole run."""
         if max_insns <= 0:
             raise ValueError(f"an instruction budget must be positive, not {max_insns}")
+        if duration is not None and duration <= 0:
+            raise ValueError(f"a run's duration must be a positive number of host ticks, not {duration}")
         chosen = list(self.vms if vms is None else vms)
         self._start(chosen, max_insns)
+        self._end = None if duration is None else self._now() + duration
         self._watchdog = Watchdog(self._stop_cores, timeout_s)
         with self._watchdog as watchdog:
             while any(vm.running for vm in chosen):
                 if watchdog.fired:
                     for vm in chosen:
                         vm.stop(StopReason.TIMEOUT, f"wall-clock guard of {timeout_s:g} s reached")
+                    break
+                if self._end is not None and self._now() >= self._end:
+                    for vm in chosen:
+                        vm.stop(StopReason.STOPPED, f"the run's duration of {duration:,} host ticks "
+                                f"({duration * 1000 / FREQUENCY_HZ:g} ms) is over")
                     break
                 self._step(chosen)
         self._finish(chosen)
@@ -274,7 +300,6 @@ class Host:
         self.pcpus = [PhysicalCpu(self, i) for i in range(self._cores)]
         for pcpu in self.pcpus:
             pcpu.map_memory(identity)
-        self._open = [None] * self._cores
         self._decision = [None] * self._cores
         self._resched = [False] * self._cores
 
@@ -291,11 +316,10 @@ class Host:
             pcpu.map_devices(windows)
 
     def _finish(self, vms: list) -> None:
-        """After a run: close the schedule's open segments; the vCPUs stay where they are."""
-        for i, segment in enumerate(self._open):
-            if segment is not None:
-                self._open[i] = None
+        """After a run: its vCPUs leave the scheduler's queues (a later run wakes what is still
+        runnable) and stay where they are."""
         now = self._now()
+        self.trace.finish(now)
         for vm in vms:
             for vcpu in vm.vcpus:
                 if vcpu.state is VCpuState.RUNNABLE:
@@ -310,7 +334,6 @@ class Host:
             pcpu.cpu.uc.emu_stop()
 
     def _wake(self, vcpu: VCpu, now: int) -> None:
-        self.wakes.append((vcpu.entity, now))
         preempt = self.scheduler.wake(vcpu.entity, now)
         if preempt is not None:
             self._resched[preempt] = True
@@ -347,14 +370,16 @@ class Host:
         if self._blocked:
             self._wake_due(now)
         vcpu, limit = self._decide(pcpu, now)
+        if self._end is not None:
+            limit = min(limit, max(self._end, now + 1))
+        start = pcpu.now()  # after the world switch, whose cost the core has been charged
         if len(pcpus) > 1:
             limit = min(limit, now + self.lockstep)
         wake = self._next_wake() if self._blocked else None
         if wake is not None and wake > now:
             limit = min(limit, wake)
         if vcpu is None:
-            self._account(pcpu, None, now, limit)
-            pcpu.idle_ticks += limit - now
+            pcpu.idle_ticks += max(limit - start, 1)
             if wake is None and all(p.current is None or not self._runs(p.current) for p in pcpus):
                 for vm in vms:
                     if vm.running:
@@ -363,21 +388,27 @@ class Host:
         vm = vcpu.vm
         deadline = vcpu.timer.next_deadline()
         if deadline is not None:
-            limit = min(limit, deadline if deadline > now else now + IRQ_POLL)
+            limit = min(limit, deadline if deadline > start else start + IRQ_POLL)
         retired = sum(v.instructions for v in vm.vcpus)
         if retired >= vm.budget_end:
             vm.stop(StopReason.BUDGET, f"instruction budget of {vm.budget:,} spent", vcpu)
             return
-        limit = min(limit, now + vm.budget_end - retired)
+        limit = min(limit, start + vm.budget_end - retired)
         if vm.virtio.device_polls:
-            limit = min(limit, now + VIRTIO_POLL)
+            limit = min(limit, start + VIRTIO_POLL)
         pcpu.take_pending_irq(vcpu)
-        pcpu.run(max(limit - now, 1))
+        self._in_run = True
+        try:
+            pcpu.run(max(limit - start, 1))
+        finally:
+            self._in_run = False
         if vm.virtio.device_polls:
             vm.virtio.poll()  # a polling device looks at its queues between the guest's runs
         end = pcpu.now()
-        self._account(pcpu, vcpu.entity, now, end)
-        self.scheduler.charge(vcpu.entity, pcpu.index, end - now, end)
+        self.scheduler.charge(vcpu.entity, pcpu.index, end - start, end)
+        told, self._after_charge = self._after_charge, []
+        for notify in told:
+            notify(end)
         if vm.running and sum(v.instructions for v in vm.vcpus) >= vm.budget_end:
             vm.stop(StopReason.BUDGET, f"instruction budget of {vm.budget:,} spent", vcpu)
         if vcpu.in_wfi and vm.running:
@@ -390,21 +421,24 @@ class Host:
         decision = self._decision[i]
         if decision is not None and now < decision[1] and not self._resched[i]:
             vcpu = self._vcpu_of(decision[0])
-            if vcpu is None or self._runs(vcpu):
+            if vcpu is None or vcpu is pcpu.current and self._runs(vcpu):
                 return vcpu, decision[1]
         self._resched[i] = False
         running = self._vcpu_of(decision[0]) if decision is not None else None
-        current = decision[0] if running is not None and self._runs(running) else None
+        current = decision[0] if running is pcpu.current and running is not None and self._runs(running) else None
         chosen = self.scheduler.pick(i, now, current)
         vcpu = self._vcpu_of(chosen.entity)
         if vcpu is not None and not self._runs(vcpu):
-            raise RuntimeError(f"the {self.scheduler.name} scheduler picked {chosen.entity.name}, which cannot run now")
+            raise RuntimeError(f"the {self.policy.name} policy picked {chosen.entity.name}, which cannot run now")
         self._decision[i] = (chosen.entity, max(chosen.until, now + 1))
         if vcpu is not None and vcpu is not pcpu.current:
             holder = self.pcpu_of(vcpu)
-            if holder is not None:
-                raise RuntimeError(f"the {self.scheduler.name} scheduler picked {chosen.entity.name} for pCPU{i} "
-                                   f"while it runs on pCPU{holder.index}")
+            if holder is not None:  # its context is still on another core: it moves here
+                held = self._decision[holder.index]
+                if held is not None and held[0] == vcpu.entity and not self._resched[holder.index]:
+                    raise RuntimeError(f"the {self.policy.name} policy picked {chosen.entity.name} for pCPU{i} "
+                                       f"while it runs on pCPU{holder.index}")
+                holder.load(None)
             pcpu.load(vcpu)
         return vcpu, self._decision[i][1]
 
@@ -414,28 +448,13 @@ class Host:
     def _vcpu_of(self, entity: Entity | None) -> VCpu | None:
         return None if entity is None else self.vms[entity.vm].vcpus[entity.vcpu]
 
-    def _account(self, pcpu: PhysicalCpu, entity: Entity | None, start: int, end: int) -> None:
-        """Extend the core's current stretch of the schedule, or open a new one."""
-        if end <= start:
-            return
-        segment = self._open[pcpu.index]
-        if segment is not None and segment.entity == entity and segment.end == start:
-            segment.end = end
-            return
-        segment = Segment(pcpu.index, entity, start, end)
-        self._open[pcpu.index] = segment
-        self.schedule.append(segment)
-
     # --- figures ----------------------------------------------------------------------------------
 
     def vcpu_figures(self, vm) -> tuple[dict, ...]:
         """Per vCPU of `vm`: its state, instructions, host ticks on a core, world switches into it."""
-        ran: dict[int, int] = {}
-        for s in self.schedule:
-            if s.entity is not None and s.entity.vm == vm.index:
-                ran[s.entity.vcpu] = ran.get(s.entity.vcpu, 0) + s.end - s.start
+        ran = ran_ticks(self.trace.segments)
         return tuple({"vcpu": v.index, "state": v.state.value, "instructions": v.instructions,
-                      "cpu_ticks": ran.get(v.index, 0), "walks": v.walks} for v in vm.vcpus)
+                      "cpu_ticks": ran.get(v.entity, 0), "walks": v.walks} for v in vm.vcpus)
 
     def pcpu_figures(self) -> list[dict]:
         return [{"pcpu": p.index, "ticks": p.now(), "idle_ticks": p.idle_ticks, "switch_ticks": p.switch_ticks,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vlab.arch.esr import ExceptionClass, Syndrome
-from vlab.machine.board import RAM_BASE, Region, StopReason
+from vlab.machine.board import Region, StopReason
 from vlab.machine.cpu import CPU, GuestException
 from vlab.machine.entry import ExceptionEntry
 from vlab.machine.timer import GenericTimer
@@ -158,7 +158,7 @@ class VCpu:
 
     @property
     def ram(self) -> Region:
-        return Region("ram", RAM_BASE, self.vm.ram_size, "ram")
+        return self.vm.ram
 
     def read_memory(self, ipa: int, size: int) -> bytes:
         return self.vm.read_memory(ipa, size)

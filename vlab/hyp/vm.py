@@ -159,15 +159,15 @@ class VM:
 
     @property
     def regions(self) -> list[Region]:
-        return [Region(d.name, d.base, d.size, "device") for d in self.devices] + [Region("ram", RAM_BASE,
-                                                                                           self.ram_size, "ram")]
+        """What the guest finds at which IPA: its devices, then its RAM (no flash: a VM has none)."""
+        return [Region(d.name, d.base, d.size, "device") for d in self.devices] + [self.ram]
 
     @property
     def ram(self) -> Region:
-        return self.regions[-1]
+        return Region("ram", RAM_BASE, self.ram_size, "ram")
 
     def region_at(self, address: int, length: int = 1) -> Region | None:
-        return next((r for r in self.regions if r.contains(address, length)), None)
+        return Region.find(self.regions, address, length)
 
     def start_at(self, pc: int) -> None:
         """Where the boot vCPU starts (the loader's entry point)."""

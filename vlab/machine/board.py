@@ -63,6 +63,11 @@ class Region:
     def contains(self, address: int, length: int = 1) -> bool:
         return self.base <= address and address + length <= self.base + self.size
 
+    @staticmethod
+    def find(regions: list[Region], address: int, length: int = 1) -> Region | None:
+        """The region of `regions` that holds all `length` bytes at `address`, or None."""
+        return next((r for r in regions if r.contains(address, length)), None)
+
 
 @dataclass(frozen=True)
 class MmioAccess:
@@ -170,7 +175,7 @@ class Board:
         return self.regions[-1]
 
     def region_at(self, address: int, length: int = 1) -> Region | None:
-        return next((r for r in self.regions if r.contains(address, length)), None)
+        return Region.find(self.regions, address, length)
 
     def start_at(self, pc: int) -> None:
         """Where the CPU starts (the loader's entry point)."""

@@ -265,14 +265,15 @@ def stage1_walk(memory: PhysicalMemory, stage1: Regime, ttbr: int, stage2: Regim
     def fetch(descriptor_ipa: int, level: int, purpose: str):
         t = _through_stage2(memory, stage2, vttbr, descriptor_ipa, f"the stage-1 L{level} table", Access.READ,
                             el0, s1ptw=True)
-        if t.fault is not None:
+        read = t.fault or _direct(memory, 1)(t.output, level, purpose)
+        if isinstance(read, Fault):
             refs.extend(t.references)  # what was read before the fault still counts
-            return t.fault
-        read = _direct(memory, 1)(t.output, level, purpose)
-        return read if isinstance(read, Fault) else (read[0], [*t.references, *read[1]])
+            return read
+        return read[0], [*t.references, *read[1]]
 
     t1 = walk(memory, stage1, ttbr, va, access, el0, fetch)
-    return Translation(va, t1.output, tuple(refs) + t1.references, t1.fault, t1.leaf, t1.leaves)
+    # A fault ends the walk: the reads that led to it come after every earlier level's
+    return Translation(va, t1.output, t1.references + tuple(refs), t1.fault, t1.leaf, t1.leaves)
 
 
 def nested_walk(memory: PhysicalMemory, stage1: Regime | None, ttbr: int, stage2: Regime | None, vttbr: int,

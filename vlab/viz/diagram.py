@@ -39,10 +39,15 @@ class Diagram:
         return bundle
 
     def html(self) -> str:
-        """The SVG for an HTML pane (a widget's), or the text in <pre> when `dot` is missing."""
+        """The SVG for an HTML pane (a widget's), or the text in <pre> when `dot` is missing.
+
+        The picture shrinks to the pane's width rather than overflow it, as JupyterLab shows an
+        output's images: on a projector's narrower slide it stays whole.
+        """
         import html as html_escape
 
         try:
-            return self.graph.pipe(format="svg").decode()
+            svg = self.graph.pipe(format="svg").decode()
         except graphviz.ExecutableNotFound:
             return f"<pre>{html_escape.escape(self.text)}</pre>"
+        return svg.replace("<svg ", '<svg style="max-width:100%;height:auto" ', 1)

@@ -33,10 +33,13 @@ class Level:
     called_with: str  # the instruction a lower level uses to ask this one for a service; "" for EL0
 
 
+# A type 2 hypervisor straddles two levels on Armv8.0: KVM's host Linux runs at EL1 and only its
+# world-switch code at EL2; Armv8.1's VHE lets the host kernel, and KVM with it, run at EL2
+# (Dall et al., ISCA 2016; REFERENCES.md).
 LEVELS: tuple[Level, ...] = (
     Level(3, "firmware (secure monitor)", "Trusted Firmware-A: PSCI power control", "SMC"),
-    Level(2, "hypervisor", "Xen, KVM", "HVC"),
-    Level(1, "OS kernel", "Linux, the kernels in vlab/guests", "SVC"),
+    Level(2, "hypervisor", "Xen; KVM's world switch (with VHE: KVM and its host Linux)", "HVC"),
+    Level(1, "OS kernel", "Linux, the kernels in vlab/guests; KVM's host Linux without VHE", "SVC"),
     Level(0, "user programs", "applications", ""),
 )
 

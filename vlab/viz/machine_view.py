@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from vlab.arch.esr import Syndrome
-from vlab.asm import Program, disassemble_one
 from vlab.machine.board import Board, ExceptionTaken
+from vlab.viz.code_map import CodeMap, listing
 
 # What the vector table's four groups of 0x200 bytes are for (Arm ARM D1.10.2).
 _VECTOR_GROUPS = {0x000: "current EL, SP_EL0", 0x200: "current EL, SP_ELx",
@@ -65,14 +65,15 @@ class PState:
 
 @dataclass(frozen=True)
 class CodeLine:
-    """One instruction near PC: its address, disassembly, the source line it came from, any label on it."""
+    """One row near PC: its address, the instruction (or data) there, its source line, any label on it."""
 
     address: int
-    word: int | None  # None where there is no memory
+    word: int | None  # the first 4 bytes; None where there is no memory
     text: str
     source: str = ""
     label: str = ""
     current: bool = False
+    data: bool = False  # data (a literal, a string, padding), not an instruction
 
 
 @dataclass(frozen=True)
@@ -115,16 +116,16 @@ class MachineView:
     status: str
 
     @classmethod
-    def of(cls, board: Board, program: Program | None = None, status: str = "",
+    def of(cls, board: Board, code_map: CodeMap | None = None, status: str = "",
            before: int = 4, after: int = 8, max_exceptions: int = 8) -> MachineView:
-        """Read everything a widget shows from the board (and the program's line map, if known)."""
+        """Read everything a widget shows from the board (and what the code map knows of its bytes)."""
         registers = board.cpu.registers()
         records = list(board.exceptions_taken)[-max_exceptions:]
         return cls(
             registers=registers,
             pstate=PState(registers["pstate"]),
             system={name: board.cpu.read_sysreg(name) for name in EL1_EXCEPTION_REGISTERS},
-            code=tuple(code_around(board, registers["pc"], program, before, after)),
+            code=tuple(code_around(board, registers["pc"], code_map, before, after)),
             console=board.uart.text[-CONSOLE_LIMIT:],
             exceptions=tuple(ExceptionRow.of(r) for r in records),
             instructions=board.cpu.instructions,
@@ -135,26 +136,26 @@ class MachineView:
     def el(self) -> int:
         return self.pstate.el
 
-    def changed(self, before: MachineView | None) -> set[str]:
-        """Names of the registers whose value differs from an earlier view."""
-        if before is None:
-            return set()
-        return {k for k, v in self.registers.items() if before.registers.get(k) != v}
-
     # --- text ------------------------------------------------------------------
 
-    def registers_text(self) -> str:
-        regs = self.registers
-        rows = [
-            "  ".join(f"x{i:<2} {regs[f'x{i}']:016x}" for i in range(r, min(r + 4, 31)))
-            for r in range(0, 31, 4)
-        ]
-        rows.append(f"sp  {regs['sp']:016x}  pc  {regs['pc']:016x}  pstate {regs['pstate']:08x} = {self.pstate}")
+    def registers_text(self, changed: Iterable[str] = ()) -> str:
+        """The registers in rows of four; a `*` after each value the last action changed (as the HTML view
+        shades them)."""
+        changed, regs = set(changed), self.registers
+
+        def cell(name: str, width: int) -> str:
+            return f"{name:<3} {regs[name]:0{width}x}{'*' if name in changed else ' '}"
+
+        rows = [" ".join(cell(f"x{i}", 16) for i in range(r, min(r + 4, 31))).rstrip() for r in range(0, 31, 4)]
+        rows.append(f"{cell('sp', 16)} {cell('pc', 16)} {cell('pstate', 8)}= {self.pstate}")
+        if changed & set(regs):
+            rows.append("(* = changed by the last step or run)")
         return "\n".join(rows)
 
     def system_text(self) -> str:
         s = self.system
-        esr = _describe_esr(s["ESR_EL1"])
+        # At reset ESR_EL1 reads 0, which would decode as EC 0x00 "unknown reason": no exception happened.
+        esr = "no exception taken yet" if not self.exceptions and not s["ESR_EL1"] else _describe_esr(s["ESR_EL1"])
         return (f"VBAR_EL1 {s['VBAR_EL1']:#x}  ELR_EL1 {s['ELR_EL1']:#x}  "
                 f"SPSR_EL1 {s['SPSR_EL1']:#x} = {PState(s['SPSR_EL1'])}  FAR_EL1 {s['FAR_EL1']:#x}\n"
                 f"ESR_EL1 {s['ESR_EL1']:#010x} = {esr}")
@@ -172,12 +173,12 @@ class MachineView:
     def exceptions_text(self) -> str:
         return "\n".join(str(e) for e in self.exceptions) or "(none yet)"
 
-    def text(self) -> str:
-        """Everything, as plain text: what a terminal or a text export shows."""
+    def text(self, changed: Iterable[str] = ()) -> str:
+        """Everything, as plain text: what a terminal or a text export shows (`changed` registers marked)."""
         return "\n".join([
             f"EL{self.el} ({self.pstate.mode}), {self.instructions:,} instructions retired"
             + (f" -- {self.status}" if self.status else ""),
-            "registers:", self.registers_text(), self.system_text(),
+            "registers:", self.registers_text(changed), self.system_text(),
             "code:", self.code_text(),
             "UART console:", self.console or "(empty)",
             "exceptions taken:", self.exceptions_text(),
@@ -205,8 +206,9 @@ class MachineView:
             if c.label:
                 rows.append(f'<tr><td colspan="3" style="color:#5060a0">{html.escape(c.label)}:</td></tr>')
             style = ' style="background:#ffd866;font-weight:bold"' if c.current else ""
+            what = ' style="color:#8a6100"' if c.data else ""  # data, shown as the directive that made it
             rows.append(f"<tr{style}><td>{'&#9654;' if c.current else ''} {c.address:#010x}</td>"
-                        f"<td>{html.escape(c.text)}</td><td style=\"color:#808080\">{html.escape(c.source)}</td></tr>")
+                        f"<td{what}>{html.escape(c.text)}</td><td style=\"color:#808080\">{html.escape(c.source)}</td></tr>")
         return f"<table {_MONO}>{''.join(rows)}</table>"
 
     def console_html(self) -> str:
@@ -228,34 +230,27 @@ def _describe_esr(esr: int) -> str:
         return str(e)
 
 
-def code_around(board: Board, pc: int, program: Program | None = None,
+def code_around(board: Board, pc: int, code_map: CodeMap | None = None,
                 before: int = 4, after: int = 8) -> list[CodeLine]:
-    """The instructions from `before` words ahead of PC to `after` words past it, within one memory region."""
+    """The rows from `before` words ahead of PC to `after` words past it, within one memory region:
+    instructions disassembled, and what the code map knows to be data shown as data."""
+    code_map = code_map or CodeMap()
     region = board.region_at(pc, 4)
     if region is None or region.kind == "device":
         return [CodeLine(pc, None, "(no memory here: the CPU cannot fetch from this address)", current=True)]
     start = max(region.base, pc - 4 * before)
     end = min(region.base + region.size, pc + 4 * (after + 1))
+    # The window holds whole values: an 8-byte literal cut in two would show as bytes.
+    if (span := code_map.span_at(start)) is not None and span.unit > 1:
+        start = max(region.base, start - (start - span.address) % span.unit)
+    if (span := code_map.span_at(end - 1)) is not None and span.unit > 1:
+        end = min(region.base + region.size, end + -(end - span.address) % span.unit)
     data = board.read_memory(start, end - start)
-    labels = _labels(program)
-    lines = []
-    for address in range(start, end - 3, 4):
-        word = data[address - start:address - start + 4]
-        lines.append(CodeLine(address, int.from_bytes(word, "little"), disassemble_one(word, address).text,
-                              _source(program, address), labels.get(address, ""), address == pc))
+    lines, shown = [], None
+    for row in listing(data, start, code_map, keep=pc):
+        line = code_map.line_at(row.address)
+        source = line.text.strip() if line is not None and line is not shown else ""  # once per source line
+        shown = line
+        lines.append(CodeLine(row.address, int.from_bytes(data[row.address - start:row.address - start + 4], "little"),
+                              row.text, source, code_map.labels.get(row.address, ""), row.address == pc, row.data))
     return lines
-
-
-
-
-def _labels(program: Program | None) -> dict[int, str]:
-    """Address -> label, first-defined label wins when several mark the same address."""
-    out: dict[int, str] = {}
-    for name, address in (program.symbols.items() if program else ()):
-        out.setdefault(address, name)
-    return out
-
-
-def _source(program: Program | None, address: int) -> str:
-    line = program.line_at(address) if program else None
-    return line.text.strip() if line is not None else ""

@@ -22,6 +22,7 @@ from vlab.asm import Program, assemble
 from vlab.guests import path as guest_path
 from vlab.machine.board import DEFAULT_RAM_SIZE, RAM_BASE, Board, RunResult, StopReason
 from vlab.machine.loader import Image, image_from_file, image_from_program, load
+from vlab.viz.code_map import CodeMap
 from vlab.viz.live import LiveView
 from vlab.viz.machine_view import MachineView
 
@@ -33,8 +34,10 @@ class MachineWidget(LiveView):
     """One guest on its own board, with step/run controls and a live view of the CPU."""
 
     def __init__(self, image: Image, *, title: str = "", ram_size: int = DEFAULT_RAM_SIZE,
-                 run_budget: int = DEFAULT_RUN_BUDGET, timeout_s: float = 5.0):
+                 run_budget: int = DEFAULT_RUN_BUDGET, timeout_s: float = 5.0, code_map: CodeMap | None = None):
         self.image = image
+        # what is code and what is data: from the assembler, or given (an ELF file's symbols and sections)
+        self.code_map = code_map or CodeMap.of_program(image.program)
         self.title = title
         self.ram_size = ram_size
         self.run_budget = run_budget
@@ -54,9 +57,13 @@ class MachineWidget(LiveView):
 
     @classmethod
     def for_file(cls, path: str | Path, **options) -> MachineWidget:
-        """A stepper for a .S, raw binary or ELF file, loaded as `vlab run` would."""
+        """A stepper for a .S, raw binary or ELF file, loaded as `vlab run` would (an ELF's symbol table
+        and sections tell the code pane where its data is)."""
         options.setdefault("title", Path(path).name)
-        return cls(image_from_file(path), **options)
+        image = image_from_file(path)
+        if image.program is None and "code_map" not in options:
+            options["code_map"] = CodeMap.of_elf(Path(path).read_bytes())  # a raw binary: an empty map
+        return cls(image, **options)
 
     @property
     def program(self) -> Program | None:
@@ -119,7 +126,7 @@ class MachineWidget(LiveView):
     @property
     def view(self) -> MachineView:
         """A snapshot of the board, as the widget draws it."""
-        return MachineView.of(self.board, self.program, self.status)
+        return MachineView.of(self.board, self.code_map, self.status)
 
     @property
     def changed(self) -> set[str]:
@@ -128,9 +135,10 @@ class MachineWidget(LiveView):
         return {k for k, v in now.items() if self._before and self._before.get(k) != v}
 
     def text(self) -> str:
-        """The whole view as text: registers, code around PC, UART console, exceptions taken."""
+        """The whole view as text: registers (those the last action changed marked), code around PC, UART
+        console, exceptions taken."""
         heading = f"{self.title}: " if self.title else ""
-        return heading + self.view.text()
+        return heading + self.view.text(self.changed)
 
     def summary(self) -> str:
         cpu = self.board.cpu

@@ -13,8 +13,10 @@ import html
 
 from vlab.hyp.cost import working_set_program
 from vlab.hyp.memory import PAGE, HostMemory
+from vlab.hyp.pcpu import TLB_ENTRIES
 from vlab.hyp.vm import VM
 from vlab.machine.loader import image_from_program
+from vlab.viz.diagram import Diagram
 from vlab.viz.live import LiveView
 from vlab.viz.walk_view import NestedSetup, walk_diagram
 
@@ -53,8 +55,13 @@ class WalkWidget(LiveView):
                 f"{fault.kind.name.lower().replace('_', ' ')} fault at level {fault.level}, {fault.why} "
                 f"(this guest maps {self.setup.mapped[0]:#x}..{self.setup.mapped[1] - 1:#x})")
 
+    @property
+    def diagram(self) -> Diagram:
+        """The walk as a grid: a row per guest level and the output, a column per stage-2 level and the guest."""
+        return walk_diagram(self.setup.grid(self.translation))
+
     def text(self) -> str:
-        return self.summary() + "\n" + walk_diagram(self.translation).text
+        return self.summary() + "\n" + self.diagram.text
 
     def _build_controls(self) -> _WalkControls:
         return _WalkControls(self)
@@ -69,8 +76,8 @@ class _WalkControls:
         import ipywidgets as w
 
         self.owner = owner
-        self.va = w.Text(value=hex(owner.va), description="guest VA", continuous_update=False)
-        wide = {"description_width": "initial"}
+        wide = {"description_width": "initial"}  # the whole label, not "guest…"
+        self.va = w.Text(value=hex(owner.va), description="guest VA", continuous_update=False, style=wide)
         self.n = w.IntSlider(value=owner.guest_levels, min=1, max=4, description="guest levels", style=wide)
         self.m = w.IntSlider(value=owner.stage2_levels, min=1, max=4, description="stage-2 levels", style=wide)
         self.summary, self.picture = w.HTML(), w.HTML()
@@ -87,8 +94,7 @@ class _WalkControls:
 
     def show(self) -> None:
         self.summary.value = f"<b>{html.escape(self.owner.summary())}</b>"
-        # a 4 + 4 walk is 24 boxes wide: let the pane scroll rather than clip
-        self.picture.value = f'<div style="overflow-x:auto">{walk_diagram(self.owner.translation).html()}</div>'
+        self.picture.value = self.owner.diagram.html()
 
 
 def host_map_text(host: HostMemory, columns: int = 64) -> str:
@@ -147,7 +153,8 @@ class _TlbControls:
         import ipywidgets as w
 
         self.owner = owner
-        self.pages = w.IntSlider(value=owner.pages, min=8, max=1024, step=8, description="working set",
+        # up to twice what vlab's TLB model holds: past its capacity every access walks (the cliff)
+        self.pages = w.IntSlider(value=owner.pages, min=8, max=2 * TLB_ENTRIES, step=8, description="working set",
                                  continuous_update=False)
         self.pages.observe(lambda c: owner.set_pages(c["new"]), names="value")
         self.table = w.HTML()

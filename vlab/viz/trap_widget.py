@@ -12,10 +12,13 @@ always those of a complete run under exactly the controls ticked.
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
+from typing import Callable
 
 from vlab.arch.hcr import HCR
 from vlab.guests import GUESTS
 from vlab.hyp import SUPPORTED_TRAPS, VM, VmRunResult
+from vlab.hyp.exits import TrapRecord
 from vlab.viz.live import LiveView
 
 # What each control traps, in a few words (Arm ARM, HCR_EL2).
@@ -27,8 +30,32 @@ TRAP_MEANING = {
     HCR.TSC: "SMC: firmware calls go to the hypervisor",
     HCR.TWI: "WFI: an idle vCPU gives its core back",
 }
-LOG_LINES = 12
+LOG_LINES = 12  # of the text view
+LOG_PANE_LINES = 200  # of the widget's log pane, which scrolls
 GUEST_RAM = 0x40_0000  # every demo guest fits in 4 MiB; a small VM powers on in milliseconds
+
+
+@dataclass(frozen=True)
+class LogColumn:
+    """One column of the trap log: its heading and how to read it off a trap record."""
+
+    heading: str
+    value: Callable[[TrapRecord], str]
+    numeric: bool = False  # right-aligned
+
+
+# The trap log's columns, left to right: one more column is one more line here.
+LOG_COLUMNS: tuple[LogColumn, ...] = (
+    LogColumn("tick", lambda r: f"{r.tick:,}", numeric=True),
+    LogColumn("vCPU", lambda r: str(r.vcpu), numeric=True),
+    LogColumn("class", lambda r: r.kind),
+    LogColumn("address", lambda r: f"{r.exit.address:#x}" if r.exit else ""),  # an interrupt has no instruction
+    LogColumn("instruction", lambda r: r.exit.instruction if r.exit else ""),
+    LogColumn("served", lambda r: r.served),  # in place (inside the core's hook) or by the run loop
+    LogColumn("action", lambda r: r.action),
+)
+_NOWRAP = "white-space:nowrap;padding:0 12px 0 0"
+_MONO = "font-family:monospace;font-size:12px;border-collapse:collapse"
 
 
 class TrapWidget(LiveView):
@@ -69,15 +96,51 @@ class TrapWidget(LiveView):
                 f"{r.instructions:,} instructions, {r.trapped:,} trapped ({ratio})")
 
     def exits_text(self) -> str:
-        rows = sorted(self.result.exits.items(), key=lambda kv: -kv[1])
-        return "\n".join(f"  {kind:<12} {count:>6,}" for kind, count in rows) or "  (no exits)"
+        return "\n".join(f"  {kind:<12} {count:>6,}" for kind, count in self._exits()) or "  (no exits)"
+
+    def _exits(self) -> list[tuple[str, int]]:
+        """(class, count), the most frequent first."""
+        return sorted(self.result.exits.items(), key=lambda kv: -kv[1])
+
+    def log_rows(self, lines: int = LOG_LINES) -> list[list[str]]:
+        """The first `lines` records of the trap log, one string per column (LOG_COLUMNS)."""
+        return [[column.value(record) for column in LOG_COLUMNS] for record in list(self.vm.trap_log)[:lines]]
+
+    def _more(self, lines: int) -> str:
+        hidden = len(self.vm.trap_log) - lines
+        return f"... {hidden:,} more" if hidden > 0 else ""
 
     def log_text(self, lines: int = LOG_LINES) -> str:
-        log = list(self.vm.trap_log)
-        shown = [str(record) for record in log[:lines]]
-        if len(log) > lines:
-            shown.append(f"  ... {len(log) - lines:,} more")
-        return "\n".join(shown) or "  (empty)"
+        """The trap log in columns: a heading, then one record per line."""
+        rows = self.log_rows(lines)
+        if not rows:
+            return "  (empty)"
+        table = [[c.heading for c in LOG_COLUMNS], *rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(LOG_COLUMNS))]
+
+        def line(row: list[str]) -> str:
+            return "  ".join(v.rjust(w) if c.numeric else v.ljust(w) for v, w, c in zip(row, widths, LOG_COLUMNS))
+
+        more = self._more(lines)
+        return "\n".join([line(row).rstrip() for row in table] + ([f"  {more}"] if more else []))
+
+    def exits_html(self) -> str:
+        """The exit counts, one class per line: its name and its count side by side, never wrapped."""
+        rows = "".join(f'<tr><td style="{_NOWRAP}">{html.escape(kind)}</td>'
+                       f'<td style="{_NOWRAP};text-align:right">{count:,}</td></tr>' for kind, count in self._exits())
+        return f'<table class="vlab-exits" style="{_MONO}">{rows or "<tr><td>(no exits)</td></tr>"}</table>'
+
+    def log_html(self, lines: int = LOG_PANE_LINES) -> str:
+        """The trap log as a table whose cells never wrap, in a pane that scrolls when it must."""
+        def cells(values, tag: str) -> str:
+            return "".join(f'<{tag} style="{_NOWRAP};text-align:{"right" if c.numeric else "left"}">'
+                           f"{html.escape(v)}</{tag}>" for v, c in zip(values, LOG_COLUMNS))
+
+        head = f"<tr>{cells([c.heading for c in LOG_COLUMNS], 'th')}</tr>"
+        body = "".join(f"<tr>{cells(row, 'td')}</tr>" for row in self.log_rows(lines))
+        more = f'<div style="color:#808080">{self._more(lines)}</div>' if self._more(lines) else ""
+        return (f'<div class="vlab-trap-log" style="max-height:18em;overflow:auto">'
+                f'<table style="{_MONO}">{head}{body}</table>{more}</div>')
 
     def text(self) -> str:
         return (f"{self.summary()}\nUART: {self.result.uart!r}\nexits by class:\n{self.exits_text()}\n"
@@ -111,8 +174,11 @@ class _Controls:
         legend = w.HTML("<br>".join(f"<b>{bit.name}</b>: {html.escape(text)}" for bit, text in TRAP_MEANING.items()))
         self.box = w.VBox([
             w.HBox([self.guest, *self.boxes.values()]), self.panes["summary"],
-            w.HBox([w.VBox([w.HTML("<b>Exits</b>"), self.panes["exits"]], layout=w.Layout(margin="0 24px 0 0")),
-                    w.VBox([w.HTML("<b>Trap log</b> (first entries)"), self.panes["log"]])]),
+            w.HBox([w.VBox([w.HTML("<b>Exits</b>"), self.panes["exits"]],
+                           layout=w.Layout(margin="0 24px 0 0", flex="0 0 auto")),
+                    # the log takes the width left and scrolls inside it, rather than push past the slide
+                    w.VBox([w.HTML("<b>Trap log</b> (first entries)"), self.panes["log"]],
+                           layout=w.Layout(flex="1 1 auto", min_width="0"))]),
             legend,
         ])
 
@@ -136,5 +202,5 @@ class _Controls:
         finally:
             self._syncing = False
         self.panes["summary"].value = f"<b>{html.escape(t.summary())}</b><br>UART: <code>{html.escape(t.result.uart)}</code>"
-        self.panes["exits"].value = f"<pre>{html.escape(t.exits_text())}</pre>"
-        self.panes["log"].value = f"<pre>{html.escape(t.log_text())}</pre>"
+        self.panes["exits"].value = t.exits_html()
+        self.panes["log"].value = t.log_html()
