@@ -178,7 +178,7 @@ def test_a_yield_hands_the_physical_cpu_to_the_other_vm_at_once():
 """, host=host, stage2="contiguous", ram_size=RAM)
     other = VM.from_source("    mov x19, #2\n" + OFF, host=host, stage2="contiguous", ram_size=RAM)
     host.run(max_insns=1_000)
-    ran = [s.entity.vm for s in host.schedule if s.entity is not None]
+    ran = [s.entity.vm for s in host.trace.segments]
     assert ran[:3] == [polite.index, other.index, polite.index]
 
 

@@ -11,8 +11,9 @@ The build switches are the C preprocessor's kind, written in the assembly source
     #else                   print through the PL011's registers
     #endif
 
-`preprocess` resolves them as cpp does for this subset -- `#define NAME [0|1]`, `#if NAME`,
-`#if !NAME`, `#elif`, `#else`, `#endif`, nested; an undefined name is 0 -- and keeps every line
+`preprocess` resolves them as cpp does for this subset -- `#define NAME 0|1`, `#if NAME`,
+`#if !NAME`, `#elif`, `#else`, `#endif`, nested; an undefined name is 0, one defined as nothing
+cannot be tested (cpp's "#if with no expression") -- and keeps every line
 where it was (a skipped line becomes an empty one), so an assembler error names the line of
 para_or_full.S it is about, counting the `.equ` lines `Build.source` puts first. The result is
 plain assembly that vlab's assembler and GNU as both take.
@@ -60,7 +61,7 @@ def preprocess(source: str, defined: dict[str, int]) -> str:
         if word == "define":
             name, _, value = argument.partition(" ")
             if active:
-                names[name] = int(value.strip() or 1)
+                names[name] = int(value) if value.strip() else None  # defined, but as nothing
         elif word == "if":
             taken = active and _true(argument, names, number, line)
             stack.append([taken, taken, False])
@@ -84,11 +85,14 @@ def preprocess(source: str, defined: dict[str, int]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _true(condition: str, names: dict[str, int], number: int, line: str) -> bool:
+def _true(condition: str, names: dict[str, int | None], number: int, line: str) -> bool:
     if not _NAME.fullmatch(condition):
         raise AssemblyError(f"#if {condition}: write #if NAME or #if !NAME", number, line)
-    value = bool(names.get(condition.lstrip("!"), 0))
-    return not value if condition.startswith("!") else value
+    name = condition.lstrip("!")
+    value = names.get(name, 0)
+    if value is None:  # cpp: "#if with no expression"
+        raise AssemblyError(f"#if {condition}: {name} is defined as nothing; write #define {name} 1", number, line)
+    return not value if condition.startswith("!") else bool(value)
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,6 @@ class Run:
     result: RunResult
     seconds: float  # host time of the run itself
     identity: Identity
-    world_switches: int = 0  # how often a physical CPU was switched to this VM's vCPU
 
     @property
     def printed(self) -> str:
@@ -118,8 +117,7 @@ def run_in_vm(build: Build, traps: HCR = KVM_TRAPS, repeat: int = 1, **vm_option
         if best is None or seconds < best[1]:
             best = (vm, seconds, result)
     vm, seconds, result = best
-    switches = sum(p.switches for p in vm.host.pcpus)
-    return Run(build, "VM", result, seconds, Identity.read(build, vm.read_memory), switches)
+    return Run(build, "VM", result, seconds, Identity.read(build, vm.read_memory))
 
 
 def run_on_board(build: Build, **board_options) -> Run:
