@@ -40,8 +40,9 @@ class _Panes:
         self.box = w.VBox([w.HBox(controls), self.summary, self.body])
 
     def show(self) -> None:
-        self.summary.value = f"<b>{html.escape(self.owner.summary())}</b>"
-        self.body.value = _pre(self.owner.text().split("\n", 1)[1] if "\n" in self.owner.text() else "")
+        headline, _, rest = self.owner.text().partition("\n")  # the text view's first line is the summary
+        self.summary.value = f"<b>{html.escape(headline)}</b>"
+        self.body.value = _pre(rest)
 
 
 class _Widget(LiveView):
