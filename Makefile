@@ -12,7 +12,7 @@ PORT    ?= 8888
 # apt-get needs root; use sudo when we are not root and sudo exists.
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && echo sudo; })
 
-.PHONY: lab demo slides book test install system-tools dot cross browser bench doctor exercises binder-badge clean
+.PHONY: lab demo slides book test install system-tools dot cross browser sandbox bench doctor exercises binder-badge clean
 
 # JupyterLab opens on the chapter index, or on the notebooks folder until there is one. It listens on
 # localhost only; as root (containers, lab machines) it needs --allow-root.
@@ -57,8 +57,9 @@ $(STAMP): pyproject.toml jupyter/overrides.json
 	touch $@
 
 # `dot` draws the course's diagrams; the cross compiler and QEMU build and cross-check C guests;
-# Chromium runs the course in a real browser (Playwright drives it; it never downloads a browser).
-system-tools: dot cross browser
+# Chromium runs the course in a real browser (Playwright drives it; it never downloads a browser);
+# bubblewrap is the sandbox `vlab grade` runs students' code in.
+system-tools: dot cross browser sandbox
 
 dot:
 	@$(call apt_install,dot,graphviz,diagrams fall back to text without it)
@@ -84,6 +85,9 @@ endef
 browser:
 	@$(call apt_install,chromium,chromium,the browser tests are skipped without it)
 
+sandbox:
+	@$(call apt_install,bwrap,bubblewrap,vlab grade then confines students' code on a best-effort basis only)
+
 doctor: install
 	$(BIN)/vlab doctor
 
@@ -92,6 +96,7 @@ bench: install
 	$(BIN)/python benchmarks/traps.py
 	$(BIN)/python benchmarks/stage2.py
 	$(BIN)/python benchmarks/course.py
+	$(BIN)/python benchmarks/grading.py
 	$(BIN)/python benchmarks/pv_vs_full.py
 
 exercises: install

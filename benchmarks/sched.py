@@ -22,26 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vlab.asm import assemble  # noqa: E402
 from vlab.hyp import VM, Host  # noqa: E402
-from vlab.hyp.cost import OFF, time_to_power_off  # noqa: E402
+from vlab.hyp.cost import OFF, time_to_power_off, world_switch_microseconds  # noqa: E402
 from vlab.machine.board import Board  # noqa: E402
 from vlab.machine.loader import image_from_program, load  # noqa: E402
 from vlab.sched.registry import make_policy  # noqa: E402
 
 SPIN = "    ldr x1, ={n}\nloop:\n    add x0, x0, #1\n    subs x1, x1, #1\n    b.ne loop\n"
-
-
-def world_switch_microseconds(switches: int) -> float:
-    """Host microseconds for one world switch between two vCPUs of two VMs on one core."""
-    host = Host(pcpus=1)
-    image = image_from_program(assemble(SPIN.format(n=10) + OFF))
-    a, b = (VM.from_image(image, host=host, stage2="contiguous", ram_size=0x10_0000) for _ in range(2))
-    host.run(max_insns=1, vms=[a])  # makes the core and its memory map
-    pcpu, va, vb = host.pcpus[0], a.vcpus[0], b.vcpus[0]
-    start = time.perf_counter()
-    for _ in range(switches // 2):
-        pcpu.load(vb)
-        pcpu.load(va)
-    return (time.perf_counter() - start) / (switches // 2 * 2) * 1e6
 
 
 def crowded_host(slice_ticks: int, iterations: int) -> tuple[float, int, int]:

@@ -2,9 +2,9 @@
 
 Fill in each function where it says so, then check it in a notebook:
 
-    from vlab.grading import check
-    from ch01_machine import decode_uart_flags
-    check("ch01.decode_uart_flags", decode_uart_flags)
+    from vlab.grading import check, load
+    ch01 = load("ch01_machine")   # this file, as saved now
+    check("ch01.decode_uart_flags", ch01.decode_uart_flags)
 """
 
 
@@ -29,7 +29,7 @@ def svc_esr(imm16):
 def print_number_source():
     """AArch64 assembly source defining `print_number`, which prints x0 in decimal and returns.
 
-    The number is unsigned. Print through the PL011 at 0x0900_0000: wait while UARTFR
+    The number is unsigned; print its digits only (no newline). Print through the PL011 at 0x0900_0000: wait while UARTFR
     (offset 0x18) has TXFF (bit 5) set, then store the byte to UARTDR (offset 0). The
     caller set up sp and called you with `bl print_number`: finish with `ret`.
     """

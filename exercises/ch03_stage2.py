@@ -2,9 +2,9 @@
 
 Check your answers in a notebook:
 
-    from vlab.grading import check
-    from ch03_stage2 import decode_stage2_descriptor
-    check("ch03.decode_stage2_descriptor", decode_stage2_descriptor)
+    from vlab.grading import check, load
+    ch03 = load("ch03_stage2")   # this file, as saved now
+    check("ch03.decode_stage2_descriptor", ch03.decode_stage2_descriptor)
 """
 
 

@@ -3,9 +3,9 @@
 A handler is called as handler(vcpu, exit) when the guest exits, and returns one line
 saying what it did (for the trap log). Check yours in a notebook:
 
-    from vlab.grading import check
-    from ch02_trap_and_emulate import handle_sysreg
-    check("ch02.handle_sysreg", handle_sysreg)
+    from vlab.grading import check, load
+    ch02 = load("ch02_trap_and_emulate")   # this file, as saved now
+    check("ch02.handle_sysreg", ch02.handle_sysreg)
 
 What a handler can use:
     exit.syndrome.iss            the ISS field of ESR_EL2
@@ -48,9 +48,9 @@ def handle_uart_access(vcpu, exit):
     The guest's access faulted because no memory is mapped at that IPA. Decode the ISS
     (DataAbort.from_iss: isv, sas -> .size in bytes, sse, srt, sf, wnr). Find the device at
     exit.ipa and the register offset inside it. A store (wnr) writes the low .size bytes of
-    register SRT to the device; a load reads the device and puts the value in SRT,
-    sign-extended when sse is set, and truncated to 32 bits unless sf is set. Return a
-    short description.
+    register SRT to the device; a load reads .size bytes from the device (keep only those of
+    the value it returns) and puts them in SRT, sign-extended when sse is set, and truncated
+    to 32 bits unless sf is set. Return a short description.
     """
     ### BEGIN SOLUTION
     abort = DataAbort.from_iss(exit.syndrome.iss)
@@ -61,7 +61,7 @@ def handle_uart_access(vcpu, exit):
         value = vcpu.x(abort.srt) & ((1 << bits) - 1)
         vcpu.platform.mmio(device, offset, abort.size, value, True)
     else:
-        value = vcpu.platform.mmio(device, offset, abort.size, 0, False)
+        value = vcpu.platform.mmio(device, offset, abort.size, 0, False) & ((1 << bits) - 1)
         if abort.sse and value >> (bits - 1) & 1:
             value -= 1 << bits
         vcpu.set_x(abort.srt, value & ((1 << 64) - 1 if abort.sf else 0xFFFF_FFFF))

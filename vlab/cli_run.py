@@ -1,9 +1,18 @@
-"""`vlab run FILE`: run a guest on the bare board and print what it printed.
+"""`vlab run FILE [FILE...]`: run guests on the bare board, or as VMs sharing a host, and print what they printed.
 
     vlab run hello.S                  # UART output, then a one-line stop report on stderr
     vlab run prog.elf --json          # one JSON object: uart, virtio_console, stop, instructions, registers, ...
     vlab run kernel.bin --max-insns 1000000
     vlab run hello.S --virt --trap TVM,TWI   # inside a VM; the JSON adds `exits` (class -> count)
+    vlab run smp.elf --virt --vcpus 4 --pcpus 2 --sched credit
+    vlab run a.S b.S c.S --virt --pcpus 2 --sched credit --weights 512,256,256 --caps 0,50,0
+    vlab run safety.S info.S --virt --sched arinc653 --windows "safety=2ms,info=4ms/frame=8ms"
+
+Several FILEs are several VMs on one host, in that order, each with its RAM behind stage-2
+tables (demand-paged: a VM gets host frames as it touches its pages); --vcpus applies to every
+VM (a guest starts its secondaries with PSCI CPU_ON); --max-insns bounds each VM on its own, so
+one that never stops cannot keep the others from finishing. ARINC 653 windows name the VMs by
+their file's name without its suffix (or by their place: 0, 1, ...).
 """
 
 from __future__ import annotations
@@ -11,10 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from vlab.arch.hcr import HCR
 from vlab.errors import VlabError
-from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, Board
+from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_RAM_SIZE, DEFAULT_TIMEOUT_S, Board
 from vlab.machine.loader import image_from_file, load
 
 VIRTIO_HEADING = "--- virtio console ---"  # in text mode, between the UART's output and the virtio console's
@@ -22,61 +32,161 @@ VIRTIO_HEADING = "--- virtio console ---"  # in text mode, between the UART's ou
 
 def add_parser(subparsers) -> None:
     """Register the `run` subcommand."""
-    p = subparsers.add_parser("run", help="run a guest (.S, .bin or ELF) on the bare machine",
+    p = subparsers.add_parser("run", help="run guests (.S, .bin or ELF) on the bare machine, or as VMs on a host",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", help="assembly source (.S/.s), raw binary (loaded at 0x40000000) or AArch64 ELF")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="assembly source (.S/.s), raw binary (loaded at 0x40000000) or AArch64 ELF; several: VMs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--max-insns", type=int, default=DEFAULT_MAX_INSNS, metavar="N",
-                   help=f"instruction budget (default {DEFAULT_MAX_INSNS:,})")
+                   help=f"instruction budget, of each VM (default {DEFAULT_MAX_INSNS:,})")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help=f"wall-clock guard (default {DEFAULT_TIMEOUT_S:g} s)")
-    p.add_argument("--virt", action="store_true", help="run it inside a VM under vlab's hypervisor")
+    p.add_argument("--virt", action="store_true", help="run inside VMs under vlab's hypervisor")
     p.add_argument("--trap", default="", metavar="BITS",
                    help="with --virt: HCR_EL2 trap controls, e.g. TVM,TRVM,TID3,TACR,TSC,TWI")
     p.add_argument("--trap-log", action="store_true", help="with --virt: print the hypervisor's trap log (stderr)")
+    host = p.add_argument_group("the host (with --virt)")
+    host.add_argument("--vcpus", type=int, default=1, metavar="N", help="vCPUs of every VM (default 1)")
+    host.add_argument("--pcpus", type=int, default=None, metavar="M",
+                      help="physical CPUs (default: one per vCPU for one FILE, 1 for several)")
+    host.add_argument("--sched", default="rr", metavar="POLICY",
+                      help="rr, credit, fair, arinc653 or cosched (default rr)")
+    host.add_argument("--slice", type=float, default=None, metavar="MS", help="the policy's slice in milliseconds")
+    host.add_argument("--windows", default=None, metavar="FRAME",
+                      help='with --sched arinc653: e.g. "a=2ms,b=4ms/frame=8ms"')
+    host.add_argument("--weights", default=None, metavar="W1,W2,...", help="each VM's weight, in the order of the FILEs")
+    host.add_argument("--caps", default=None, metavar="C1,C2,...", help="each VM's cap in percent of one physical CPU")
     p.set_defaults(func=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Exit status: 0 when the guest powered off or went idle, 1 for other stops, 2 for bad input."""
-    if args.max_insns <= 0:
-        print("vlab run: --max-insns must be a positive number of instructions", file=sys.stderr)
-        return 2
-    if (args.trap or args.trap_log) and not args.virt:
-        print("vlab run: --trap and --trap-log apply to a VM: add --virt", file=sys.stderr)
+    """Exit status: 0 when every guest powered off or went idle, 1 for other stops, 2 for bad input."""
+    problem = _refused(args)
+    if problem:
+        print(f"vlab run: {problem}", file=sys.stderr)
         return 2
     try:
-        if args.virt:
-            from vlab.hyp import VM  # only a VM run needs the hypervisor
-
-            machine = VM.from_file(args.file, traps=HCR.parse(args.trap))
-        else:
-            machine = Board()
-            load(machine, image_from_file(args.file))
-    except (VlabError, ValueError) as e:
+        if not args.virt:
+            board = Board()
+            load(board, image_from_file(args.files[0]))
+            return _report_one(args, board.run(max_insns=args.max_insns, timeout_s=args.timeout))
+        host, vms = _host(args)
+        result = host.run(max_insns=args.max_insns, timeout_s=args.timeout)  # refuses what cannot run, first
+    except (VlabError, ValueError) as e:  # a SchedError is a ValueError: weights, caps, windows, sizes
         print(f"vlab run: {e}", file=sys.stderr)
         return 2
-    result = machine.run(max_insns=args.max_insns, timeout_s=args.timeout)
     if args.trap_log:
-        for record in machine.trap_log:
-            print(record, file=sys.stderr)
+        for vm in vms:
+            for record in vm.trap_log:
+                print(f"vm{vm.index} {record}" if len(vms) > 1 else record, file=sys.stderr)
+    if len(vms) == 1:
+        return _report_one(args, result.vms[0], _sched_of(host, vms[0]))
+    return _report_host(args, host, result)
+
+
+def _refused(args: argparse.Namespace) -> str:
+    """Why these options cannot run, before anything does ('' when they can)."""
+    if args.max_insns <= 0:
+        return "--max-insns must be a positive number of instructions"
+    host_options = [name for name, value in (("--trap", args.trap), ("--trap-log", args.trap_log),
+                                              ("--vcpus", args.vcpus != 1), ("--pcpus", args.pcpus),
+                                              ("--sched", args.sched != "rr"), ("--slice", args.slice),
+                                              ("--windows", args.windows), ("--weights", args.weights),
+                                              ("--caps", args.caps)) if value]
+    if not args.virt and (host_options or len(args.files) > 1):
+        what = f"{host_options[0]} applies" if host_options else "several guests run"
+        return f"{what} inside VMs under the hypervisor: add --virt"
+    for option, text in (("--weights", args.weights), ("--caps", args.caps)):
+        if text is not None and len(text.split(",")) != len(args.files):
+            return f"{option} gives {len(text.split(','))} values for {len(args.files)} FILE(s): one per VM, in order"
+    return ""
+
+
+def _numbers(option: str, text: str | None, default: int, count: int) -> list[int]:
+    if text is None:
+        return [default] * count
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} takes whole numbers separated by commas, e.g. 512,256 -- not {text!r}") from None
+
+
+def _host(args: argparse.Namespace):
+    """The host and its VMs, as the options describe them; ValueError for anything they cannot be."""
+    from vlab.hyp import VM, Host  # only a VM run needs the hypervisor
+    from vlab.sched.registry import make_policy
+    from vlab.sched.units import ms
+
+    files = args.files
+    pcpus = args.pcpus if args.pcpus is not None else (args.vcpus if len(files) == 1 else 1)
+    names = [Path(f).stem for f in files]
+    if len(set(names)) != len(names):
+        names = []  # windows name the VMs by their place only
+    policy = make_policy(args.sched, pcpus, slice_ticks=None if args.slice is None else ms(args.slice),
+                         windows=args.windows, vm_names=names)
+    weights = _numbers("--weights", args.weights, 256, len(files))
+    caps = _numbers("--caps", args.caps, 0, len(files))
+    traps = HCR.parse(args.trap)
+    alone = len(files) == 1
+    host = Host(pcpus, memory=None if alone else len(files) * (DEFAULT_RAM_SIZE + 0x20_0000), scheduler=policy)
+    vms = [VM.from_file(f, traps=traps, vcpus=args.vcpus, host=host, weight=w, cap=c,
+                        stage2=None if alone else "demand") for f, w, c in zip(files, weights, caps)]
+    return host, vms
+
+
+def _sched_of(host, vm) -> dict:
+    """The `sched` key of one VM's JSON: the policy, and each of its vCPUs' figures."""
+    figures = host.figures().as_dict()
+    return {"policy": host.policy.name, "pcpus": len(host.pcpus),
+            "vcpus": [v for v in figures["vcpus"] if v["vm"] == vm.index]}
+
+
+def _report_one(args: argparse.Namespace, result, sched: dict | None = None) -> int:
     if args.json:
-        print(json.dumps(result.to_json()))
+        out = result.to_json()
+        if sched is not None:
+            out["sched"] = sched
+        print(json.dumps(out))
     else:
-        _print_output(result.uart)
-        if result.virtio_console:
-            print(VIRTIO_HEADING)
-            _print_output(result.virtio_console)
-        print(f"[{result.reason.value}] {result.message} after {result.instructions:,} instructions, "
-              f"PC={result.pc:#x} EL{result.el}", file=sys.stderr)
-        if args.virt:
-            exits = ", ".join(f"{kind} {n}" for kind, n in sorted(result.exits.items())) or "none"
-            print(f"exits: {exits}", file=sys.stderr)
+        _print_text(result, virt=args.virt)
     return 0 if result.reason.value in ("powered_off", "idle") else 1
 
 
+def _print_text(result, virt: bool, heading: str = "") -> None:
+    if heading:
+        print(heading)
+    _print_output(result.uart)
+    if result.virtio_console:
+        print(VIRTIO_HEADING)
+        _print_output(result.virtio_console)
+    print(f"[{result.reason.value}] {result.message} after {result.instructions:,} instructions, "
+          f"PC={result.pc:#x} EL{result.el}", file=sys.stderr)
+    if virt:
+        exits = ", ".join(f"{kind} {n}" for kind, n in sorted(result.exits.items())) or "none"
+        print(f"exits: {exits}", file=sys.stderr)
+
+
+def _report_host(args: argparse.Namespace, host, result) -> int:
+    figures = host.figures()
+    if args.json:
+        vms = []
+        for file, vm_result in zip(args.files, result.vms):
+            full = vm_result.to_json()
+            vms.append({"file": file, "uart": full["uart"], "virtio_console": full["virtio_console"],
+                        "stop": full["stop"], "message": full["message"],
+                        "instructions": full["instructions"], "exits": full["exits"], "vcpus": full["vcpus"]})
+        print(json.dumps({"vms": vms, "pcpus": result.pcpus, "sched": {"policy": host.policy.name,
+                                                                     **figures.as_dict()}}))
+    else:
+        for i, (file, vm_result) in enumerate(zip(args.files, result.vms)):
+            _print_text(vm_result, virt=True, heading=f"== vm{i}: {file} ==")
+        print(f"== {host.policy.name} on {len(host.pcpus)} physical CPU(s) ==", file=sys.stderr)
+        print(figures.table(), file=sys.stderr)
+    return 0 if all(r.reason.value in ("powered_off", "idle") for r in result.vms) else 1
+
+
 def _print_output(text: str) -> None:
-    """What the guest printed, ending with a newline whether or not the guest ended its last line."""
+    """What a guest printed, ending with a newline whether or not the guest ended its last line."""
     sys.stdout.write(text)
     if text and not text.endswith("\n"):
         sys.stdout.write("\n")

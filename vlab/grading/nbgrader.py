@@ -5,8 +5,9 @@
 Each solution file becomes one source notebook: its docstring, its other top-level code
 (imports) in a locked cell, and per exercise a statement, a solution cell (the markers
 are nbgrader's own `### BEGIN SOLUTION` / `### END SOLUTION`) and an autograder cell
-worth the exercise's points. That cell runs vlab's public tests, and all of them once
-nbgrader restores what sits between `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS`.
+worth the exercise's points. That cell runs vlab's public tests, and the hidden ones too once
+nbgrader restores what sits between `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS`: the
+seed their cases are drawn from, which nbgrader removes from the students' copies.
 
 nbgrader reads a grade cell's score from its output: an error is zero, a number greater
 than zero is partial credit, anything else -- zero and no output included -- is full
@@ -21,19 +22,27 @@ from typing import Any
 
 import nbformat
 
-from vlab.grading.check import report
-from vlab.grading.runner import TEST_TIMEOUT_S, run_tests
+from vlab.grading.answer_process import AnswerProcess, forked
+from vlab.grading.check import public_cases, report
+from vlab.grading.runner import TEST_TIMEOUT_S, cases_for, run_exercise
 from vlab.grading.specs import EXERCISES, lookup
 
 SCHEMA_VERSION = 3  # nbgrader's cell metadata schema
 
 
-def points(exercise_id: str, answer: Any, hidden: bool = False, timeout_s: float = TEST_TIMEOUT_S) -> float:
-    """Run the exercise's tests (hidden ones too with hidden=True), print the report, return the points earned.
+def points(exercise_id: str, answer: Any, seed: str | None = None, timeout_s: float = TEST_TIMEOUT_S) -> float:
+    """Run the exercise's public tests (and the hidden ones, their cases drawn from `seed`), print the
+    report, return the points earned.
 
     Raises AssertionError carrying the report when no test passes (see the module docstring).
     """
-    result = run_tests(lookup(exercise_id), answer, hidden=hidden, timeout_s=timeout_s)
+    exercise = lookup(exercise_id)
+    answers = AnswerProcess(forked({exercise.function: answer}))
+    try:
+        cases = public_cases(exercise_id) if seed is None else cases_for(exercise, seed)
+        result = run_exercise(exercise, answers, cases, timeout_s)
+    finally:
+        answers.close()
     print(report(result))
     if result.score <= 0:
         raise AssertionError(f"{exercise_id}: no test passed")
@@ -51,9 +60,9 @@ def _cell(kind: str, source: str, cell_id: str, **nbgrader: Any):
     return make(source, metadata={"nbgrader": {**flags, "grade_id": cell_id, "schema_version": SCHEMA_VERSION}})
 
 
-def _grade_source(exercise_id: str, function: str) -> str:
-    return (f"from vlab.grading.nbgrader import points\n\nhidden = False\n### BEGIN HIDDEN TESTS\nhidden = True\n"
-            f"### END HIDDEN TESTS\npoints({exercise_id!r}, {function}, hidden=hidden)")
+def _grade_source(exercise_id: str, function: str, seed: str) -> str:
+    return (f"from vlab.grading.nbgrader import points\n\nseed = None\n### BEGIN HIDDEN TESTS\nseed = {seed!r}\n"
+            f"### END HIDDEN TESTS\npoints({exercise_id!r}, {function}, seed=seed)")
 
 
 def _segments(text: str, body: list[ast.stmt]) -> list[str]:
@@ -64,8 +73,8 @@ def _segments(text: str, body: list[ast.stmt]) -> list[str]:
     return ["\n".join(lines[start:end]).rstrip() for start, end in zip(starts, starts[1:] + [len(lines)])]
 
 
-def source_notebook(solution: Path):
-    """The nbgrader source notebook for one solution file."""
+def source_notebook(solution: Path, seed: str):
+    """The nbgrader source notebook for one solution file; hidden cases drawn from `seed`."""
     text = solution.read_text()
     tree = ast.parse(text, str(solution))
     module = solution.stem
@@ -85,7 +94,7 @@ def source_notebook(solution: Path):
             _cell("markdown", f"## {exercise.title} ({exercise.points} points)\n\n{exercise.statement}",
                   grade_id(exercise.id, "statement"), locked=True),
             _cell("code", answer, grade_id(exercise.id, "answer"), solution=True),
-            _cell("code", _grade_source(exercise.id, exercise.function), grade_id(exercise.id, "tests"),
+            _cell("code", _grade_source(exercise.id, exercise.function, seed), grade_id(exercise.id, "tests"),
                   grade=True, locked=True, points=exercise.points),
         ]
     notebook = nbformat.v4.new_notebook(cells=cells)
@@ -93,12 +102,12 @@ def source_notebook(solution: Path):
     return notebook
 
 
-def write_source_notebooks(solutions: Path, course: Path) -> list[Path]:
+def write_source_notebooks(solutions: Path, course: Path, seed: str) -> list[Path]:
     """Write course/source/<module>/<module>.ipynb for every solution file; the paths written."""
     written = []
     for solution in sorted(solutions.glob("*.py")):
         path = course / "source" / solution.stem / f"{solution.stem}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(source_notebook(solution), path)
+        nbformat.write(source_notebook(solution, seed), path)
         written.append(path)
     return written

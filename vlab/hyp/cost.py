@@ -56,6 +56,22 @@ def microseconds_per_exit(body: str, traps: HCR, iterations: int = 2_000) -> flo
     return (run_seconds(loop_program(body, iterations), traps) - baseline) / iterations * 1e6
 
 
+def world_switch_microseconds(switches: int = 2_000) -> float:
+    """Host microseconds for one world switch: a core alternately loading the vCPUs of two VMs."""
+    from vlab.hyp.host import Host  # the host module imports this one's users
+
+    host = Host(pcpus=1)
+    image = image_from_program(assemble("    b .\n"))
+    a, b = (VM.from_image(image, host=host, stage2="contiguous", ram_size=0x10_0000) for _ in range(2))
+    host.run(max_insns=1, vms=[a])  # makes the core and its memory map
+    pcpu, va, vb = host.pcpus[0], a.vcpus[0], b.vcpus[0]
+    start = time.perf_counter()
+    for _ in range(switches // 2):
+        pcpu.load(vb)
+        pcpu.load(va)
+    return (time.perf_counter() - start) / (switches // 2 * 2) * 1e6
+
+
 def working_set_program(pages: int, rounds: int, base: int = 0x4010_0000) -> Program:
     """A guest reading one word from each of `pages` consecutive 4 KB pages, `rounds` times, then off."""
     return assemble(f"""    ldr x9, ={rounds}

@@ -35,6 +35,7 @@ from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, VIRTIO_POLL
 from vlab.machine.cpu import CPU, Watchdog
 from vlab.machine.timer import FREQUENCY_HZ
 from vlab.sched import Entity, Scheduler
+from vlab.sched.metrics import RunFigures, run_figures
 from vlab.sched.recorder import Recorder
 from vlab.sched.registry import make_policy
 from vlab.sched.trace import Trace, ran_ticks
@@ -273,6 +274,13 @@ class Host:
         return vm.result()
 
     def _start(self, vms: list, max_insns: int) -> None:
+        """Get `vms` ready to run. The scheduler learns of new VMs' vCPUs first, so that what it refuses
+        (a cap the host cannot give, a vCPU without an ARINC 653 window...) is refused before any runs."""
+        for vm in vms:
+            if not vm.started:
+                for vcpu in vm.vcpus:
+                    if vcpu.entity not in self.trace.entities:
+                        self.scheduler.add(vcpu.entity)
         if not self.pcpus:
             self._make_cores()
         self._prepare_devices()
@@ -286,7 +294,6 @@ class Host:
                 for vcpu in vm.vcpus:
                     vcpu.timer.offset = self._now()  # CNTVOFF_EL2: the guest's counter starts at 0
                     vcpu._saved_at = self._now()
-                    self.scheduler.add(vcpu.entity)
                 self._wake(vm.vcpus[0], self._now())
             else:
                 for vcpu in vm.vcpus:
@@ -316,14 +323,10 @@ class Host:
             pcpu.map_devices(windows)
 
     def _finish(self, vms: list) -> None:
-        """After a run: its vCPUs leave the scheduler's queues (a later run wakes what is still
-        runnable) and stay where they are."""
-        now = self._now()
-        self.trace.finish(now)
-        for vm in vms:
-            for vcpu in vm.vcpus:
-                if vcpu.state is VCpuState.RUNNABLE:
-                    self.scheduler.sleep(vcpu.entity, now)  # a later run wakes what is still runnable
+        """After a run (every VM of which has stopped, so its vCPUs have left the scheduler's queues:
+        a later run wakes what is still runnable): the trace ends, for now, where the core that got
+        furthest stopped."""
+        self.trace.finish(max(p.now() for p in self.pcpus))
 
     def _now(self) -> int:
         """The host clock: how far every core has got."""
@@ -455,6 +458,13 @@ class Host:
         ran = ran_ticks(self.trace.segments)
         return tuple({"vcpu": v.index, "state": v.state.value, "instructions": v.instructions,
                       "cpu_ticks": ran.get(v.entity, 0), "walks": v.walks} for v in vm.vcpus)
+
+    def figures(self) -> RunFigures:
+        """The scheduling figures of the runs so far (vlab.sched.metrics): each vCPU's share against its
+        entitlement, wake-up latency, world switches, utilisation, Jain's index -- and under ARINC 653,
+        the partition deadline misses."""
+        return run_figures(self.trace, self.policy.entitlement(self.trace.entities), getattr(self.policy, "frame", None),
+                           tolerance=self.lockstep if len(self.pcpus) > 1 else 0)
 
     def pcpu_figures(self) -> list[dict]:
         return [{"pcpu": p.index, "ticks": p.now(), "idle_ticks": p.idle_ticks, "switch_ticks": p.switch_ticks,

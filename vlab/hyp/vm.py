@@ -69,7 +69,7 @@ class VmRunResult(RunResult):
         return self.instructions - self.trapped
 
     def to_json(self) -> dict:
-        return super().to_json() | {"exits": dict(self.exits), "sched": list(self.vcpus)}
+        return super().to_json() | {"exits": dict(self.exits), "vcpus": list(self.vcpus)}
 
 
 class VM:

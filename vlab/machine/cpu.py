@@ -35,6 +35,7 @@ from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysR
 from vlab.machine.icount import InstructionCounter
 
 _UNTIL = 0xFFFF_FFFF_FFFF_FFFC  # "never": we stop on budgets and events, not on an address
+_UC_CTL_TLB_FLUSH = 11  # unicorn_const.UC_CTL_TLB_FLUSH
 
 # Unicorn's (QEMU's) exception numbers, as the UC_HOOK_INTR callback reports them
 _EXCP_UDEF, _EXCP_SWI, _EXCP_PREFETCH_ABORT, _EXCP_DATA_ABORT, _EXCP_BKPT, _EXCP_HVC, _EXCP_SMC = 1, 2, 3, 4, 7, 11, 13
@@ -257,6 +258,12 @@ class CPU:
         # a few system registers, and the binding's generic path costs several times more.
         cp = self._cp
         cp.op0, cp.op1, cp.crn, cp.crm, cp.op2 = sysregs.lookup(name).encoding
+
+    def flush_tlb(self) -> None:
+        """Forget every translation Unicorn's own TLB holds (its TLB is not tagged by VMID or ASID)."""
+        # UC_CTL_TLB_FLUSH, written (op 1 << 30), no argument: straight to the C library, as a world
+        # switch does it every time and the binding's generic ctl() costs several times more.
+        uclib.uc_ctl(self._uch, 1 << 30 | _UC_CTL_TLB_FLUSH)
 
     def map_host_buffer(self, address: int, size: int, host_address: int) -> None:
         """Map `size` bytes of host memory at `host_address` (which must outlive this core) at

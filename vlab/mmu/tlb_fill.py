@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Iterable
 
-from unicorn import UC_CTL_IO_WRITE, UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE, UC_TLB_VIRTUAL
+from unicorn import UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE, UC_TLB_VIRTUAL
 
 from vlab.arch import ldst
 from vlab.arch.esr import DataAbort, ExceptionClass, Syndrome
@@ -36,7 +36,6 @@ from vlab.mmu.walk import Regime, nested_walk, permission_problem
 # UC_PROT_* bits), or a
 # function building the abort from the faulting instruction's PC (known only once Unicorn stops)
 Translate = Callable[[int, Access], "tuple[int, int] | Callable[[int], GuestException]"]
-_UC_CTL_TLB_FLUSH = 11  # unicorn_const.UC_CTL_TLB_FLUSH
 _PROT = {Access.READ: 1, Access.WRITE: 2, Access.FETCH: 4}  # UC_PROT_READ, _WRITE, _EXEC
 
 
@@ -85,7 +84,7 @@ def install(cpu: CPU, translate: Translate, reads: Translate | None = None) -> N
 
 def flush(cpu: CPU) -> None:
     """Forget every cached translation (after the tables or the translation registers change)."""
-    cpu.uc.ctl(_UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+    cpu.flush_tlb()
 
 
 def permissions(leaves: Iterable[Leaf], el0: bool) -> int:

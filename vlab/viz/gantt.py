@@ -78,6 +78,12 @@ def gantt(segments, pcpus: int, start: int = 0, end: int | None = None, names: d
     return Gantt("".join(parts), _text(segments, pcpus, start, end, names))
 
 
+def host_gantt(host, names: list[str] | None = None) -> Gantt:
+    """The chart of everything `host` (a vlab.hyp.host.Host) has run, its VMs called `names`."""
+    return gantt(host.trace.segments, len(host.pcpus), end=host.trace.end, names=dict(enumerate(names or [])),
+                 switches=host.trace.switches)
+
+
 def _ms(tick: int) -> str:
     return f"{tick * 1000 / FREQUENCY_HZ:.3g} ms"
 
