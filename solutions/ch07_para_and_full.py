@@ -2,9 +2,9 @@
 
 Fill in each function where it says so, then check it in a notebook:
 
-    from vlab.grading import check
-    from ch07_para_and_full import offer_buffer
-    check("ch07.offer_buffer", offer_buffer)
+    from vlab.grading import check, load
+    ch07 = load("ch07_para_and_full")   # this file, as saved now
+    check("ch07.offer_buffer", ch07.offer_buffer)
 
 Xen's ARM hypercalls: HVC #0xEA1, the hypercall number in x16, arguments in x0-x4, the result in
 x0 (xen/include/public/arch-arm.h). console_io is number 18, CONSOLEIO_write its command 0.
@@ -47,59 +47,56 @@ console_write:
     ### END SOLUTION
 
 
-def offer_buffer(memory, queue, descriptor, address, length, notify):
-    """Offer one device-readable buffer on a split virtqueue, as a virtio driver does; True if it notified.
+def offer_buffer(queue, descriptor, address, length):
+    """Offer one device-readable buffer on a split virtqueue, as a virtio driver does.
 
-    memory: the guest's RAM -- memory.read(address, size) -> bytes, memory.write(address, data),
-            memory.read_u16(address), memory.write_u16(address, value) (little-endian)
-    queue:  queue.size (a power of 2), and the guest-physical addresses of its three areas:
-            queue.desc (descriptor table), queue.avail (available ring), queue.used (used ring)
-    descriptor: the number of a free descriptor to use; notify: call it to notify the device
+    queue is a dict: "size" (the queue's size, a power of 2), "desc" (the descriptor table's
+    bytes, 16 per descriptor), "avail" (the available ring's bytes) and "used_flags" (the le16
+    flags of the used ring, which the device writes). Every field is little-endian.
 
-    1. Fill descriptor `descriptor`, 16 bytes at queue.desc + 16 * descriptor:
-       le64 addr = address, le32 len = length, le16 flags = 0 (the device reads it), le16 next = 0.
-    2. The available ring is le16 flags at queue.avail, le16 idx at +2, le16 ring[size] from +4:
-       write `descriptor` into ring[idx % size].
-    3. Then advance idx by one, modulo 2**16 (it runs free: only its slot wraps at size).
-    4. Then, unless the device set VIRTQ_USED_F_NO_NOTIFY (bit 0 of the le16 flags at
-       queue.used), call notify() and return True; otherwise return False.
+    1. Descriptor `descriptor` is the 16 bytes at 16 * descriptor of the table: set them to
+       le64 addr = address, le32 len = length, le16 flags = 0 (the device reads the buffer),
+       le16 next = 0.
+    2. The available ring is le16 flags, le16 idx, le16 ring[size], le16 used_event: write
+       `descriptor` into ring[idx % size],
+    3. then advance idx by one, modulo 2**16 (it runs free: only its slot wraps at size).
+       Change nothing else in either table.
+    4. Notify the device unless it set VIRTQ_USED_F_NO_NOTIFY, bit 0 of used_flags.
+
+    Return (the descriptor table's bytes, the available ring's bytes, whether to notify):
+    bytes, not bytearrays (bytes(table) makes one).
     """
     ### BEGIN SOLUTION
     import struct
 
-    memory.write(queue.desc + 16 * descriptor, struct.pack("<QIHH", address, length, 0, 0))
-    idx = memory.read_u16(queue.avail + 2)
-    memory.write_u16(queue.avail + 4 + 2 * (idx % queue.size), descriptor)
-    memory.write_u16(queue.avail + 2, (idx + 1) & 0xFFFF)  # after the entry it publishes
-    if memory.read_u16(queue.used) & 1:
-        return False
-    notify()
-    return True
+    desc, avail = bytearray(queue["desc"]), bytearray(queue["avail"])
+    struct.pack_into("<QIHH", desc, 16 * descriptor, address, length, 0, 0)
+    idx = struct.unpack_from("<H", avail, 2)[0]
+    struct.pack_into("<H", avail, 4 + 2 * (idx % queue["size"]), descriptor)
+    struct.pack_into("<H", avail, 2, (idx + 1) & 0xFFFF)  # after the entry it publishes
+    return bytes(desc), bytes(avail), not queue["used_flags"] & 1
     ### END SOLUTION
 
 
-def console_io(vcpu, console_write):
-    """The hypervisor's handler of Xen's console_io hypercall; returns the result (an int) for x0.
+def console_io(x0, x1, x2, ram_base, ram):
+    """The hypervisor's side of Xen's console_io hypercall: (the result for x0, the bytes printed).
 
-    vcpu.x(n) reads the guest's register xn; vcpu.read_memory(address, size) reads the VM's RAM
-    and raises ValueError when any of it is outside; console_write(data) prints bytes on the VM's
-    console. The arguments are C ints: keep the low 32 bits of x0 (cmd) and x1 (count); x2 is
-    the buffer's guest address.
+    x0, x1, x2 are the guest's registers when it made the hypercall; `ram` is the VM's RAM (bytes),
+    whose first byte is at guest address `ram_base`. The arguments are C ints: keep the low 32 bits
+    of x0 (cmd) and x1 (count); x2 is the buffer's guest address.
 
-    cmd 0, CONSOLEIO_write: print the count bytes at x2 and return 0 (a count of 0 prints
-    nothing and returns 0). If any byte is outside the VM's RAM, print nothing and return
-    -EFAULT (-14). Any other cmd: return -ENOSYS (-38).
+    cmd 0, CONSOLEIO_write: the count bytes at x2 are printed -- return (0, those bytes); a count of
+    0 prints nothing: (0, b""). If any of the bytes is outside the RAM, print nothing and return
+    (-14, b""), -EFAULT. Any other cmd: (-38, b""), -ENOSYS. (Xen itself prints the 127-byte chunks
+    it could read before a bad one; in these tests a bad byte is always in the first chunk.)
     """
     ### BEGIN SOLUTION
-    cmd, count, buffer = vcpu.x(0) & 0xFFFF_FFFF, vcpu.x(1) & 0xFFFF_FFFF, vcpu.x(2)
+    cmd, count = x0 & 0xFFFF_FFFF, x1 & 0xFFFF_FFFF
     if cmd != 0:
-        return -38
+        return -38, b""
     if count == 0:
-        return 0
-    try:
-        data = vcpu.read_memory(buffer, count)
-    except ValueError:
-        return -14
-    console_write(data)
-    return 0
+        return 0, b""
+    if not (ram_base <= x2 and x2 + count <= ram_base + len(ram)):
+        return -14, b""
+    return 0, ram[x2 - ram_base:x2 - ram_base + count]
     ### END SOLUTION

@@ -1,136 +1,119 @@
-"""Chapter 7's exercises: the reference answers pass every test, and each requirement the statements
-make is a test that an answer breaking only that requirement fails."""
+"""Chapter 7's exercises: every requirement a statement makes has a test only a correct answer passes.
+Each answer below is the reference solution with one slip a student makes; exactly the tests of that
+requirement fail, with the hint for that slip."""
 
 from __future__ import annotations
 
-import struct
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 from vlab.grading import EXERCISES
-from vlab.grading.runner import run_tests
+from vlab.grading.answer_process import AnswerProcess, forked
+from vlab.grading.runner import cases_for, run_exercise
 
 SOLUTIONS = Path(__file__).resolve().parent.parent / "solutions"
-sys.path.insert(0, str(SOLUTIONS))
-import ch07_para_and_full as reference  # noqa: E402
-
-sys.path.remove(str(SOLUTIONS))
+MODULE = SOLUTIONS / "ch07_para_and_full.py"
+SEED = "chapter 7"
 
 
-def failed(exercise_id: str, answer) -> set[str]:
-    result = run_tests(EXERCISES[exercise_id], answer, hidden=True, timeout_s=10)
-    return {t.name for t in result.tests if not t.passed}
+def answer_with(exercise_id: str, edits: dict[str, str], tmp_path: Path):
+    """The reference function of `exercise_id` with each key of `edits` (which must be in the file)
+    replaced by its value."""
+    text = MODULE.read_text()
+    for old, new in edits.items():
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path = tmp_path / MODULE.name
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("slipped_ch07", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, EXERCISES[exercise_id].function)
 
 
-@pytest.mark.parametrize("exercise_id, answer", [
-    ("ch07.console_write_source", reference.console_write_source),
-    ("ch07.offer_buffer", reference.offer_buffer),
-    ("ch07.console_io", reference.console_io),
-])
-def test_the_reference_answer_passes_every_test_public_and_hidden(exercise_id, answer):
-    assert failed(exercise_id, answer) == set()
+def failures(exercise_id: str, answer) -> dict[str, str]:
+    """The tests (public and hidden) the answer fails: name -> hint."""
+    exercise = EXERCISES[exercise_id]
+    answers = AnswerProcess(forked({exercise.function: answer}))
+    try:
+        result = run_exercise(exercise, answers, cases_for(exercise, SEED), 10)
+    finally:
+        answers.close()
+    return {t.name: t.hint for t in result.tests if not t.passed}
 
 
-# --- console_write_source --------------------------------------------------------------------------
-
-HYPERCALL = "    mov x2, x0\n    mov x0, #0\n    mov x16, #18\n    hvc #0xea1\n"
-
-
-def routine(body: str):
-    return lambda: "console_write:\n" + body + "    ret\n"
+@pytest.mark.parametrize("exercise_id", ["ch07.console_write_source", "ch07.offer_buffer", "ch07.console_io"])
+def test_the_reference_answer_passes_every_test_public_and_hidden(exercise_id, tmp_path):
+    assert failures(exercise_id, answer_with(exercise_id, {}, tmp_path)) == {}
 
 
+HYPERCALL = "    mov     x16, #18           // __HYPERVISOR_console_io\n    hvc     #0xea1\n"
 ONE_EXIT = {"prints a line with one exit", "three calls, one of them empty", "a long buffer in one call"}
+EVERY = ONE_EXIT | {"returns Xen's answer in x0", "keeps x19-x29 and sp"}
+SLIPS = [
+    # (exercise, edits to the solution, the tests that fail, a phrase of the hint)
+    ("ch07.console_write_source", {HYPERCALL: "    mov     x16, #18\n    hvc     #0\n"}, EVERY, "HVC #0 is PSCI"),
+    ("ch07.console_write_source", {"console_write:\n    mov     x2, x0": """console_write:
+    mov     x9, x0
+    mov     x10, x1
+    cbz     x10, sent
+per_byte:
+    mov     x0, #0
+    mov     x1, #1
+    mov     x2, x9
+    mov     x16, #18
+    hvc     #0xea1
+    add     x9, x9, #1
+    subs    x10, x10, #1
+    b.ne    per_byte
+sent:
+    ret
+    mov     x2, x0"""}, EVERY,
+     "one hypercall for the whole buffer"),
+    ("ch07.console_write_source", {"console_write:\n    mov     x2, x0": "console_write:\n    cbz     x1, nothing\n    mov     x2, x0",
+                                   "    hvc     #0xea1\n    ret\n": "    hvc     #0xea1\nnothing:\n    ret\n"},
+     {"three calls, one of them empty"}, "even for 0 bytes"),
+    ("ch07.console_write_source", {HYPERCALL: HYPERCALL + "    mov     x0, #0\n"}, {"returns Xen's answer in x0"},
+     "leave the hypercall's result in x0"),
+    ("ch07.console_write_source", {HYPERCALL: HYPERCALL + "    mov     x19, #0\n"}, {"keeps x19-x29 and sp"},
+     "x19-x29 and sp belong to the caller"),
+    ("ch07.console_write_source", {HYPERCALL: "    mov     x16, #18\n    sub     sp, sp, #16\n    hvc     #0xea1\n"},
+     {"keeps x19-x29 and sp"}, "x19-x29 and sp belong to the caller"),
+    ("ch07.offer_buffer", {"16 * descriptor, address, length, 0, 0)": "16 * descriptor, address, length, 1, 0)"},
+     "*", "le16 flags = 0"),
+    ("ch07.offer_buffer", {'struct.pack_into("<QIHH", desc, 16 * descriptor, address, length, 0, 0)':
+                           'struct.pack_into("<QI", desc, 16 * descriptor, address, length)'},
+     {"a descriptor table full of garbage"}, "le16 next = 0"),
+    ("ch07.offer_buffer", {'4 + 2 * (idx % queue["size"]), descriptor)': "4 + 2 * descriptor, descriptor)"},
+     {"a queue that has carried buffers", "descriptors in another order than the slots",
+      "a descriptor table full of garbage", "the 16-bit index wraps", "a device that polls is not notified"},
+     "the ring slot is avail.idx % size"),
+    ("ch07.offer_buffer", {"(idx + 1) & 0xFFFF)  # after": "(idx + 1) % 0xFFFF)  # after"},
+     {"the 16-bit index wraps"}, "mod 2**16"),
+    ("ch07.offer_buffer", {'return bytes(desc), bytes(avail), not queue["used_flags"] & 1':
+                           "return bytes(desc), bytes(avail), True"},
+     {"a device that polls is not notified"}, "bit 0 (VIRTQ_USED_F_NO_NOTIFY)"),
+    ("ch07.offer_buffer", {'return bytes(desc), bytes(avail), not queue["used_flags"] & 1':
+                           'return bytes(desc), bytes(avail), not queue["used_flags"]'},
+     {"a device that polls is not notified"}, "the other bits do not say"),
+    ("ch07.offer_buffer", {"return bytes(desc), bytes(avail),": "return desc, avail,"}, "*", "not a bytearray"),
+    ("ch07.console_io", {"cmd, count = x0 & 0xFFFF_FFFF, x1 & 0xFFFF_FFFF": "cmd, count = x0, x1"},
+     {"cmd and count are 32 bits", "an empty write"}, "keep the low 32 bits"),
+    ("ch07.console_io", {"return -14, b\"\"": "return -1, b\"\""}, {"a buffer outside the VM's RAM"},
+     "negative errno"),
+    ("ch07.console_io", {"return -38, b\"\"": "return 0, b\"\""}, {"a command Xen has but vlab does not serve"}, ""),
+    ("ch07.console_io", {"    if count == 0:\n        return 0, b\"\"\n": ""}, {"an empty write"}, "count of 0"),
+    ("ch07.console_io", {"return -14, b\"\"": "return -14, ram[max(0, x2 - ram_base):x2 - ram_base + count]"},
+     {"a buffer outside the VM's RAM"}, "prints nothing"),
+]
 
 
-@pytest.mark.parametrize("answer, breaks", [
-    (lambda: reference.UART_WRITE.replace("uart_", "console_"), ONE_EXIT | {"returns Xen's answer in x0"}),
-    (routine("    mov x9, x0\n    mov x10, x1\n    cbz x10, sent\nper_byte:\n    mov x0, #0\n    mov x1, #1\n"
-             "    mov x2, x9\n    mov x16, #18\n    hvc #0xea1\n    add x9, x9, #1\n    subs x10, x10, #1\n"
-             "    b.ne per_byte\nsent:\n"), ONE_EXIT),
-    (routine("    mov x2, x0\n    mov x0, #0\n    mov x16, #18\n    hvc #0\n"), ONE_EXIT | {"returns Xen's answer in x0"}),
-    (routine("    cbz x1, skip\n" + HYPERCALL + "skip:\n"), {"three calls, one of them empty"}),
-    (routine(HYPERCALL + "    mov x0, #0\n"), {"returns Xen's answer in x0"}),
-    (routine(HYPERCALL + "    mov x19, #0\n"), {"keeps x19-x29 and sp"}),
-    (routine("    sub sp, sp, #16\n" + HYPERCALL), {"keeps x19-x29 and sp"}),
-], ids=["the UART loop", "a hypercall a byte", "HVC #0", "no call for 0 bytes", "x0 = 0 after",
-        "clobbers x19", "moves sp"])
-def test_console_write_answers_breaking_one_requirement_fail_its_tests(answer, breaks):
-    assert failed("ch07.console_write_source", answer) == breaks
-
-
-# --- offer_buffer ------------------------------------------------------------------------------------
-
-def offer(slot=None, fields=None, index=None, notify_when=None, notify_first=False):
-    """The reference answer with one thing done wrong."""
-    def answer(memory, queue, descriptor, address, length, notify):
-        if fields is None:
-            memory.write(queue.desc + 16 * descriptor, struct.pack("<QIHH", address, length, 0, 0))
-        else:
-            fields(memory, queue, descriptor, address, length)
-        idx = memory.read_u16(queue.avail + 2)
-        wanted = not memory.read_u16(queue.used) & 1 if notify_when is None else notify_when(memory, queue)
-        if notify_first and wanted:
-            notify()
-        where = idx % queue.size if slot is None else slot(idx, descriptor, queue)
-        memory.write_u16(queue.avail + 4 + 2 * where, descriptor)
-        memory.write(queue.avail + 2, ((idx + 1) & 0xFFFF if index is None else index(idx)).to_bytes(2, "little"))
-        if wanted and not notify_first:
-            notify()
-        return wanted
-    return answer
-
-
-def addr_and_len_only(memory, queue, descriptor, address, length):
-    memory.write(queue.desc + 16 * descriptor, struct.pack("<QI", address, length))
-
-
-@pytest.mark.parametrize("answer, breaks", [
-    (offer(slot=lambda idx, d, q: d), {"descriptors in another order than the slots", "the 16-bit index wraps"}),
-    (offer(slot=lambda idx, d, q: idx), {"the 16-bit index wraps", "descriptors in another order than the slots"}),
-    (offer(fields=addr_and_len_only), {"a descriptor table full of garbage"}),
-    (offer(index=lambda idx: idx + 1), {"the 16-bit index wraps"}),
-    (offer(notify_when=lambda m, q: True), {"a device that polls is not notified"}),
-    (offer(notify_first=True), {"one buffer reaches the device", "forty buffers through a queue of four",
-                                "descriptors in another order than the slots", "a descriptor table full of garbage",
-                                "the 16-bit index wraps"}),
-], ids=["slot = descriptor", "no modulo", "flags and next left", "no 16-bit wrap", "always notifies",
-        "notifies before publishing"])
-def test_offer_buffer_answers_breaking_one_requirement_fail_its_tests(answer, breaks):
-    assert failed("ch07.offer_buffer", answer) == breaks
-
-
-# --- console_io --------------------------------------------------------------------------------------
-
-def serve(mask=0xFFFF_FFFF, on_fault=-14, unknown=-38, read_empty=False, bytewise=False):
-    def answer(vcpu, console_write):
-        cmd, count, buffer = vcpu.x(0) & mask, vcpu.x(1) & mask, vcpu.x(2)
-        if cmd != 0:
-            return unknown
-        if count == 0 and not read_empty:
-            return 0
-        try:
-            if bytewise:
-                for i in range(count):
-                    console_write(vcpu.read_memory(buffer + i, 1))
-                return 0
-            data = vcpu.read_memory(buffer, count)
-        except ValueError:
-            return on_fault
-        console_write(data)
-        return 0
-    return answer
-
-
-@pytest.mark.parametrize("answer, breaks", [
-    (serve(mask=(1 << 64) - 1), {"cmd and count are 32 bits"}),
-    (serve(on_fault=-1), {"a buffer outside the VM's RAM"}),
-    (serve(unknown=0), {"a command Xen has but vlab does not serve"}),
-    (serve(read_empty=True), {"an empty write"}),
-    (serve(read_empty=False, bytewise=True), {"a buffer outside the VM's RAM"}),
-], ids=["64-bit arguments", "-1 for a fault", "0 for CONSOLEIO_read", "reads 0 bytes at 0x1000",
-        "prints up to the fault"])
-def test_console_io_answers_breaking_one_requirement_fail_its_tests(answer, breaks):
-    assert failed("ch07.console_io", answer) == breaks
+@pytest.mark.parametrize("exercise_id, edits, failing, hint", SLIPS,
+                         ids=[f"{s[0]}-{i}" for i, s in enumerate(SLIPS)])
+def test_a_slip_fails_the_tests_of_its_requirement_with_its_hint(exercise_id, edits, failing, hint, tmp_path):
+    failed = failures(exercise_id, answer_with(exercise_id, edits, tmp_path))
+    expected = {t.name for t in EXERCISES[exercise_id].tests} if failing == "*" else failing
+    assert set(failed) == expected
+    assert all(hint in h for h in failed.values()), failed

@@ -32,6 +32,10 @@ ANSWERS: dict[str, tuple[str, ...]] = {
                                       "vlab.grading.specs.ch03.reference_decode"),
     "ch03.stage2_translate": ("vlab.mmu.walk.walk", "vlab.hyp.memory.VmMemory.translate",
                               "vlab.grading.specs.ch03.reference_translate"),
+    "ch07.console_write_source": (),
+    "ch07.offer_buffer": ("vlab.grading.specs.ch07.ring_after_offer",),
+    "ch07.console_io": ("vlab.hyp.xen.console_io", "vlab.hyp.xen.xen_handler", "vlab.hyp.xen.serve",
+                        "vlab.grading.specs.ch07.xen_answers"),
 }
 
 

@@ -1,120 +1,127 @@
-"""Chapter 7 exercises: para- and full virtualization. Every expectation comes from running vlab --
-a VM and its Xen handlers, or the virtio device model -- or from Xen's and virtio's own numbers,
-written out here."""
+"""Chapter 7 exercises: para- and full virtualization. Expectations come from running vlab (a VM and
+its Xen handlers) or from virtio's and Xen's rules, written out here."""
 
 from __future__ import annotations
 
 import struct
-from types import SimpleNamespace
 
-from vlab.arch.esr import ExceptionClass
 from vlab.asm import assemble
 from vlab.errors import AssemblyError
-from vlab.grading.exercise import Exercise, Test, expect
-from vlab.hyp import xen
-from vlab.hyp.handlers import handle_hvc
-from vlab.hyp.vm import VM
-from vlab.machine.board import RAM_BASE, StopReason
-from vlab.machine.guest_memory import GuestMemory
-from vlab.machine.loader import image_from_program
-from vlab.machine.virtio_console import VirtioConsole
-from vlab.machine.virtio_mmio import Transport
+from vlab.grading.exercise import Case, Exercise, Test
+from vlab.grading.kinds import AssemblyAnswer, FunctionAnswer
+from vlab.grading.plain import Unplain, show
 
 MODULE = "ch07_para_and_full"
 OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
-RAM = 0x10_0000
-U64 = (1 << 64) - 1
+RAM_BASE, U64 = 0x4000_0000, (1 << 64) - 1
 EFAULT, ENOSYS = -14, -38  # xen/include/public/errno.h
+LETTERS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?-"
 
 
-def run_vm(source: str, handler=None, max_insns: int = 200_000):
-    """Assemble `source` into a VM (its HVC exits to `handler` when given) and run it: (vm, result, program)."""
-    program = assemble(source)
-    vm = VM.from_image(image_from_program(program), ram_size=RAM)
-    if handler is not None:
-        vm.set_handler(ExceptionClass.HVC64, handler)
-    return vm, vm.run(max_insns=max_insns, timeout_s=5), program
-
-
-def results_at(vm: VM, address: int, count: int) -> list[int]:
-    """`count` signed 64-bit results the guest stored at `address`."""
-    return list(struct.unpack(f"<{count}q", vm.read_memory(address, 8 * count)))
+def _text(rng, length: int) -> str:
+    return "".join(rng.choice(LETTERS) for _ in range(length))
 
 
 # --- ch07.console_write_source: a trapping routine made a hypercall -----------------------------
 
-CALLEE_SAVED = {f"x{n}": 0x1111_0000 + n for n in range(19, 30)}
+WILD = 0x1000  # a guest address with no RAM behind it
 
 
-def run_console_write(source: str, calls: list[tuple[str, int]]):
-    """The student's routine after a harness calling it once per (text label, length); the result of
-    call i goes to memory at `results` + 8 i. The callee-saved registers and sp are set beforehand
-    and compared afterwards: x9 = 0 if all kept."""
-    texts = [f'text{i}:\n    .ascii "{text}"\n' for i, (text, _) in enumerate(calls)]
-    body = "".join(f"    adr x0, text{i}\n    mov x1, #{length}\n    bl console_write\n"
-                   f"    adr x2, results\n    str x0, [x2, #{8 * i}]\n" for i, (_, length) in enumerate(calls))
-    keep = "".join(f"    ldr {r}, ={v:#x}\n" for r, v in CALLEE_SAVED.items())
-    check = "".join(f"    ldr x3, ={v:#x}\n    cmp {r}, x3\n    b.ne broken\n" for r, v in CALLEE_SAVED.items())
-    harness = f"""_start:
+def _harness(calls: list, kept: dict) -> str:
+    """Calls console_write once per (text, length, wild), storing each x0 it returns at `results`.
+    With `kept` (register -> value), those registers are set first and, with sp, checked after:
+    x9 = 0 if all were kept."""
+    keep = "".join(f"    ldr {r}, ={v:#x}\n" for r, v in kept.items())
+    body = "".join((f"    ldr x0, ={WILD:#x}\n" if wild else f"    adr x0, text{i}\n")
+                   + f"    ldr x1, ={length:#x}\n    bl console_write\n    adr x2, results\n    str x0, [x2, #{8 * i}]\n"
+                   for i, (_, length, wild) in enumerate(calls))
+    check = "".join(f"    ldr x3, ={v:#x}\n    cmp {r}, x3\n    b.ne broken\n" for r, v in kept.items())
+    if kept:
+        check = "    mov x3, sp\n    ldr x4, =0x40080000\n    cmp x3, x4\n    b.ne broken\n" + check
+    return f"""_start:
     ldr x1, =0x40080000
     mov sp, x1
-{keep}{body}    mov x3, sp
-    ldr x4, =0x40080000
-    cmp x3, x4
-    b.ne broken
-{check}    mov x9, #0
-    b done
+{keep}{body}{check}    mov x9, #0
+    b checked
 broken:
     mov x9, #1
-done:
+checked:
 {OFF}"""
-    data = "\n    .balign 8\nresults:\n    .space 64\n" + "".join(texts) + "    .balign 4\n"
+
+
+def run_console_write(source: str, case: Case) -> dict:
+    """The student's routine after the harness, in a VM (vlab's Xen handlers serve its hypercalls)."""
+    from vlab.hyp.vm import VM
+    from vlab.machine.loader import image_from_program
+
+    calls, kept = case.args
+    harness = _harness(calls, kept)
+    data = ("\n    .balign 8\nresults:\n    .space 64\n"
+            + "".join(f'text{i}:\n    .ascii "{text}"\n' for i, (text, _, _) in enumerate(calls)) + "    .balign 4\n")
     try:
         program = assemble(harness + source + data)
     except AssemblyError as e:
-        if e.line is None or e.line <= harness.count("\n"):
-            raise
+        if e.line is None or e.line <= harness.count("\n") or e.line > (harness + source).count("\n"):
+            raise AssertionError(f"your assembly: {e}") from None
         raise AssertionError(f"your assembly, line {e.line - harness.count(chr(10))}: {e.text.strip()!r}: "
                              f"{e.reason}") from None
-    vm = VM.from_image(image_from_program(program), ram_size=RAM)
-    result = vm.run(max_insns=200_000, timeout_s=5)
-    if result.reason is not StopReason.POWERED_OFF:
-        raise AssertionError(f"the harness never got back from console_write: {result.message}")
-    return vm, result, results_at(vm, program.address_of("results"), len(calls))
+    vm = VM.from_image(image_from_program(program), ram_size=0x10_0000)
+    result = vm.run(max_insns=500_000, timeout_s=5)
+    results = struct.unpack(f"<{len(calls)}q", vm.read_memory(program.address_of("results"), 8 * len(calls)))
+    return {"reason": result.reason.value, "message": result.message, "uart": result.uart,
+            "exits": dict(vm.exits), "results": list(results), "kept": result.registers["x9"] == 0}
 
 
-def _source_of(console_write_source) -> str:
-    source = console_write_source()
-    if not isinstance(source, str):
-        raise AssertionError(f"console_write_source() should return assembly source (a str), "
-                             f"not {type(source).__name__}")
-    return source
+def judge_console_write(case: Case, observed: dict) -> str:
+    expected = case.expected
+    if observed["reason"] != "powered_off":
+        return f"the caller never got back from console_write: {observed['message']}"
+    if observed["uart"] != expected["uart"]:
+        return f"the VM's console printed {observed['uart']!r}, expected {expected['uart']!r}"
+    if observed["exits"] != expected["exits"]:
+        return f"exits by class: expected {expected['exits']} (one a call, and the power-off), got {observed['exits']}"
+    if observed["results"] != expected["results"]:
+        return f"x0 after each call: expected {show(expected['results'])}, got {show(observed['results'])}"
+    if not observed["kept"]:
+        return "the caller's x19-x29 or sp changed across console_write"
+    return ""
 
 
-def _prints_with_one_exit_a_call(calls: list[tuple[str, int]]):
-    def test(console_write_source):
-        vm, result, _ = run_console_write(_source_of(console_write_source), calls)
-        expect(result.uart, "".join(text[:length] for text, length in calls), "what the VM's console printed")
-        expect(dict(vm.exits), {"HVC64": len(calls) + 1}, "exits by class (one a call, and the power-off)")
-    return test
+def _console_write_case(label: str, calls: list, kept: dict | None = None) -> Case:
+    """`kept`: the callee-saved registers' values, set before and checked after (only where a test
+    is about them, so that each requirement fails its own test)."""
+    kept = kept or {}
+    expected = {"uart": "".join(text[:length] for text, length, wild in calls if not wild),
+                "exits": {"HVC64": len(calls) + 1},
+                "results": [EFAULT if wild and length else 0 for _, length, wild in calls]}
+    return Case(label, (calls, kept), expected)
 
 
-def _returns_xens_answer(console_write_source):
-    vm, result, answers = run_console_write(_source_of(console_write_source), [("ok", 2)])
-    expect(answers, [0], "x0 after a write Xen served")
-    wild = _source_of(console_write_source).replace("console_write", "console_write_inner")
-    # the same routine, called with a buffer that is not in the VM's RAM
-    source = f"console_write:\n    mov x0, #0x1000\n    b console_write_inner\n{wild}"
-    _, result, answers = run_console_write(source, [("lost", 4)])
-    expect(answers, [EFAULT], "x0 after a write from a buffer outside the VM (Xen's -EFAULT)")
-    expect(result.uart, "", "what a write from outside the VM printed")
+def _uart_used(case: Case, got) -> str | None:
+    if "DABT_LOWER" in got[1]["exits"]:
+        return "no UART access at all: the hypervisor prints for you, with one hvc #0xea1 (x16 = 18)"
 
 
-def _keeps_the_callers_registers(console_write_source):
-    _, result, _ = run_console_write(_source_of(console_write_source), [("a", 1), ("bc", 2)])
-    if result.registers["x9"]:
-        changed = [r for r, v in CALLEE_SAVED.items() if result.registers[r] != v]
-        raise AssertionError(f"console_write changed what its caller keeps: {', '.join(changed) or 'sp'}")
+def _psci_called(case: Case, got) -> str | None:
+    if any(line.split("//")[0].split() == ["hvc", "#0"] for line in got[0].splitlines()):
+        return "HVC #0 is PSCI (the firmware); Xen's hypercalls are HVC #0xea1"
+
+
+def _a_call_a_byte(case: Case, got) -> str | None:
+    if got[1]["exits"].get("HVC64", 0) > case.expected["exits"]["HVC64"]:
+        return "one hypercall for the whole buffer: x1 is the count, Xen copies the bytes itself"
+    if got[1]["exits"].get("HVC64", 0) < case.expected["exits"]["HVC64"]:
+        return "make the hypercall every time, even for 0 bytes (Xen answers 0)"
+
+
+def _result_lost(case: Case, got) -> str | None:
+    if got[1]["results"] != case.expected["results"]:
+        return "leave the hypercall's result in x0 when you return"
+
+
+def _registers_lost(case: Case, got) -> str | None:
+    if not got[1]["kept"]:
+        return "use x0-x18 for scratch; x19-x29 and sp belong to the caller"
 
 
 CONSOLE_WRITE = Exercise(
@@ -127,171 +134,256 @@ CONSOLE_WRITE = Exercise(
                "source; it runs in a VM."),
     points=4,
     module=MODULE,
+    kind=AssemblyAnswer(run_console_write, judge_console_write,
+                        (_psci_called, _uart_used, _a_call_a_byte, _result_lost, _registers_lost)),
     tests=(
-        Test("prints a line with one exit", _prints_with_one_exit_a_call([("Hello, Xen", 10)]),
-             hint="x16 = 18 and HVC #0xea1 (not #0: that is PSCI); no loop over the bytes, no UART access"),
-        Test("three calls, one of them empty", _prints_with_one_exit_a_call([("abc", 3), ("", 0), ("de", 2)]),
+        Test("prints a line with one exit", lambda rng: [_console_write_case(
+            "console_write of 10 bytes", [("Hello, Xen", 10, False)])],
+             hint="x16 = 18 and HVC #0xea1; no loop over the bytes, no UART access"),
+        Test("three calls, one of them empty", lambda rng: [_console_write_case(
+            "three calls of 3, 0 and 2 bytes", [("abc", 3, False), ("", 0, False), ("de", 2, False)])],
              hint="the count goes in x1 and the buffer's address in x2; x0 is the command, 0"),
-        Test("a long buffer in one call", _prints_with_one_exit_a_call([("x" * 300, 300)]), hidden=True,
-             hint="Xen copies the buffer in chunks itself: the guest makes one call"),
-        Test("returns Xen's answer in x0", _returns_xens_answer, hidden=True,
-             hint="leave the hypercall's result in x0 when you return"),
-        Test("keeps x19-x29 and sp", _keeps_the_callers_registers, hidden=True,
-             hint="use x0-x18 for scratch; save anything else you change"),
+        Test("a long buffer in one call", lambda rng: [_console_write_case(
+            f"one call of {n} bytes", [(_text(rng, n), n, False)]) for n in (rng.randrange(200, 900),)],
+             hidden=True, hint="Xen copies the buffer in chunks itself: the guest makes one call"),
+        Test("returns Xen's answer in x0", lambda rng: [_console_write_case(
+            "a write Xen serves, then one from a buffer outside the VM",
+            [(_text(rng, n), n, False), ("lost", rng.randrange(1, 60), True)]) for n in (rng.randrange(1, 40),)],
+             hidden=True, hint="leave the hypercall's result in x0 when you return"),
+        Test("keeps x19-x29 and sp", lambda rng: [_console_write_case(
+            "two calls, the caller's registers set before", [("a", 1, False), ("bc", 2, False)],
+            {f"x{n}": rng.getrandbits(64) for n in range(19, 30)})],
+             hidden=True, hint="use x0-x18 for scratch; save anything else you change"),
     ),
 )
 
 
-# --- ch07.offer_buffer: the guest's side of a virtqueue ----------------------------------------
+# --- ch07.offer_buffer: the driver's side of a virtqueue ---------------------------------------
 
-QSIZE = 4
-DESC, AVAIL, USED, DATA = RAM_BASE + 0x1000, RAM_BASE + 0x2000, RAM_BASE + 0x3000, RAM_BASE + 0x8000
-
-
-def virtio_setup(polls: bool = False, garbage: bool = False, start: int = 0):
-    """vlab's virtio console on one transport, its transmitq (queue 1, QSIZE entries) set up through
-    its registers as a driver does; RAM in a bytearray. With `start`, the queue has already carried
-    that many buffers (both free-running indices there). Returns (memory, queue, transport, console)."""
-    ram = bytearray(RAM)
-    memory = GuestMemory.of_buffer(ram, RAM_BASE)
-    console = VirtioConsole()
-    transport = Transport(console, memory, device_polls=polls)
-    if garbage:
-        ram[DESC - RAM_BASE:DESC - RAM_BASE + 16 * QSIZE] = b"\xff" * (16 * QSIZE)
-    for offset, value in ((0x070, 1), (0x070, 3), (0x024, 1), (0x020, 1), (0x070, 11), (0x030, 1),
-                          (0x038, QSIZE), (0x080, DESC), (0x090, AVAIL), (0x0A0, USED)):
-        transport.write(offset, 4, value)
-    for area in (AVAIL, USED):
-        memory.write_u16(area + 2, start)
-    transport.write(0x044, 4, 1)  # QueueReady
-    transport.write(0x070, 4, 15)  # DRIVER_OK
-    ring = transport.queues[1].ring
-    ring.last_avail = ring.used_idx = start  # the device's own counters, where a long run left them
-    queue = SimpleNamespace(size=QSIZE, desc=DESC, avail=AVAIL, used=USED)
-    return memory, queue, transport, console
+def ring_after_offer(queue: dict, descriptor: int, address: int, length: int) -> tuple[bytes, bytes, bool]:
+    """Virtio's rules for offering one device-readable buffer (virtio 1.2, 2.7.13), written out:
+    the descriptor filled, its number in the available ring at slot idx % size, idx + 1 (mod 2^16);
+    a notification unless the device set VIRTQ_USED_F_NO_NOTIFY (bit 0 of used.flags)."""
+    size, desc, avail = queue["size"], bytearray(queue["desc"]), bytearray(queue["avail"])
+    desc[16 * descriptor:16 * descriptor + 16] = struct.pack("<QIHH", address, length, 0, 0)
+    idx = struct.unpack_from("<H", avail, 2)[0]
+    struct.pack_into("<H", avail, 4 + 2 * (idx % size), descriptor)
+    struct.pack_into("<H", avail, 2, (idx + 1) & 0xFFFF)
+    return bytes(desc), bytes(avail), not queue["used_flags"] & 1
 
 
-def _offer_all(offer_buffer, texts: list[bytes], descriptors: list[int], polls=False, garbage=False, start=0):
-    memory, queue, transport, console = virtio_setup(polls, garbage, start)
-    notified = []
-    for i, (text, descriptor) in enumerate(zip(texts, descriptors)):
-        address = DATA + 0x100 * i
-        memory.write(address, text)
-        answer = offer_buffer(memory, queue, descriptor, address, len(text), lambda: transport.write(0x050, 4, 1))
-        notified.append(answer)
-        if transport.error:
-            raise AssertionError(f"after offering buffer {i} on descriptor {descriptor}, the device stopped: "
-                                 f"{transport.error}")
-    return notified, transport, console
+def _queue(size: int, idx: int, desc: bytes | None = None, avail_flags: int = 0, used_flags: int = 0,
+           ring: list[int] | None = None, used_event: int = 0) -> dict:
+    ring = ring if ring is not None else [0] * size
+    return {"size": size, "desc": desc if desc is not None else bytes(16 * size),
+            "avail": struct.pack(f"<HH{size}HH", avail_flags, idx, *ring, used_event), "used_flags": used_flags}
 
 
-def _delivers(count: int, descriptors=None, garbage: bool = False, start: int = 0):
-    def test(offer_buffer):
-        texts = [f"buffer {i};".encode() for i in range(count)]
-        chosen = descriptors or [i % QSIZE for i in range(count)]
-        notified, transport, console = _offer_all(offer_buffer, texts, chosen, garbage=garbage, start=start)
-        expect(bytes(console.output), b"".join(texts), "what the device printed, in order")
-        last = DESC + 16 * chosen[-1]
-        expect(struct.unpack("<QIHH", transport.memory.read(last, 16)),
-               (DATA + 0x100 * (count - 1), len(texts[-1]), 0, 0), f"descriptor {chosen[-1]} (addr, len, flags, next)")
-        expect(notified, [True] * count, "what offer_buffer returned (True: it notified)")
-        expect(transport.notifications[1], count, "notifications the device received")
-    return test
+def _offer_case(label: str, queue: dict, descriptor: int, address: int, length: int) -> Case:
+    return Case(label, (queue, descriptor, address, length), ring_after_offer(queue, descriptor, address, length))
 
 
-def _a_polling_device_is_not_notified(offer_buffer):
-    notified, transport, console = _offer_all(offer_buffer, [b"one", b"two"], [0, 1], polls=True)
-    expect(transport.notifications[1], 0, "notifications to a device that set VIRTQ_USED_F_NO_NOTIFY")
-    expect(notified, [False, False], "what offer_buffer returned")
-    transport.poll()  # the device's own look at the ring
-    expect(bytes(console.output), b"onetwo", "what the device printed when it polled")
+def _random_queue(rng, idx: int | None = None, garbage: bool = False, used_flags: int = 0) -> dict:
+    size = 1 << rng.randrange(2, 7)
+    return _queue(size, rng.getrandbits(16) if idx is None else idx,
+                  bytes(rng.getrandbits(8) for _ in range(16 * size)) if garbage else None,
+                  avail_flags=rng.getrandbits(1), used_flags=used_flags,
+                  ring=[rng.randrange(size) for _ in range(size)], used_event=rng.getrandbits(16))
+
+
+def _random_offer(rng, label: str, **queue) -> Case:
+    q = _random_queue(rng, **queue)
+    slot = struct.unpack_from("<H", q["avail"], 2)[0] % q["size"]
+    descriptor = rng.choice([d for d in range(q["size"]) if d != slot])  # never the slot's own number
+    return _offer_case(label, q, descriptor, RAM_BASE + rng.randrange(0x1000, 0x10_0000, 8), rng.randrange(1, 4096))
+
+
+def _returned(got) -> tuple | None:
+    return got if type(got) is tuple and len(got) == 3 else None
+
+
+def _not_bytes(case: Case, got) -> str | None:
+    if isinstance(got, Unplain) or _returned(got) and any(isinstance(g, Unplain) for g in got):
+        return "return bytes, not a bytearray: bytes(table)"
+    if _returned(got) is None:
+        return "return a tuple of three: (the descriptor table's bytes, the available ring's bytes, notify)"
+
+
+def _descriptor_wrong(case: Case, got) -> str | None:
+    if _returned(got) and type(got[0]) is bytes and got[0] != case.expected[0]:
+        d = case.args[1]
+        return (f"descriptor {d} is the 16 bytes at 16*{d}: le64 addr, le32 len, le16 flags = 0 (the device "
+                "reads the buffer), le16 next = 0; the other descriptors stay as they were")
+
+
+def _ring_wrong(case: Case, got) -> str | None:
+    if _returned(got) and type(got[1]) is bytes and got[1] != case.expected[1]:
+        size, before = case.args[0]["size"], case.args[0]["avail"]
+        idx = struct.unpack_from("<H", before, 2)[0]
+        return (f"the ring slot is avail.idx % size = {idx % size} (the descriptor's number goes there), and "
+                f"avail.idx becomes {(idx + 1) & 0xFFFF:#x} (mod 2**16); flags and used_event stay as they were")
+
+
+def _notify_wrong(case: Case, got) -> str | None:
+    if _returned(got) and got[2] != case.expected[2]:
+        return "notify unless bit 0 (VIRTQ_USED_F_NO_NOTIFY) of used_flags is set; the other bits do not say"
 
 
 OFFER_BUFFER = Exercise(
     id="ch07.offer_buffer",
     title="The driver's side of a virtqueue: fill a descriptor, publish it, notify",
-    statement=("Offer one device-readable buffer on a split virtqueue: fill descriptor `descriptor` "
-               "(addr, len, flags 0, next 0), put its number in the available ring at slot avail.idx % size, "
-               "advance avail.idx (mod 2^16), then call notify() unless the device set "
-               "VIRTQ_USED_F_NO_NOTIFY in used.flags. Return whether it notified. vlab's virtio console "
-               "is the device."),
+    statement=("Offer one device-readable buffer on a split virtqueue: in the descriptor table, fill descriptor "
+               "`descriptor` (addr, len, flags 0, next 0); in the available ring, put its number at slot "
+               "avail.idx % size and advance avail.idx (mod 2^16); change nothing else. Return (the descriptor "
+               "table's bytes, the available ring's bytes, whether to notify: unless VIRTQ_USED_F_NO_NOTIFY, "
+               "bit 0 of used.flags, is set)."),
     points=4,
     module=MODULE,
+    kind=FunctionAnswer((_not_bytes, _descriptor_wrong, _ring_wrong, _notify_wrong)),
     tests=(
-        Test("one buffer reaches the device", _delivers(1),
-             hint="descriptor i is 16 bytes at queue.desc + 16*i: le64 addr, le32 len, le16 flags, le16 next"),
-        Test("forty buffers through a queue of four", _delivers(40),
-             hint="the ring slot is avail.idx % queue.size; avail.idx itself keeps counting"),
-        Test("descriptors in another order than the slots", _delivers(8, descriptors=[3, 1, 2, 0, 2, 3, 0, 1]),
+        Test("one buffer into an empty queue", lambda rng: [_offer_case(
+            "descriptor 0 into a queue of 4, idx 0", _queue(4, 0), 0, 0x4000_8000, 5)],
+             hint="descriptor i is 16 bytes at 16*i: le64 addr, le32 len, le16 flags, le16 next (struct.pack)"),
+        Test("a queue that has carried buffers", lambda rng: [_offer_case(
+            "descriptor 2 into a queue of 8 at idx 13", _queue(8, 13, ring=[7, 6, 5, 4, 3, 1, 0, 1]), 2,
+            0x4001_0000, 64)],
+             hint="the slot is avail.idx % size: 13 % 8 = 5, not the descriptor's number"),
+        Test("descriptors in another order than the slots", lambda rng: [
+            _random_offer(rng, "a random queue and a descriptor other than its slot's") for _ in range(4)],
              hidden=True, hint="the ring holds the descriptor's number; the slot comes from avail.idx"),
-        Test("a descriptor table full of garbage", _delivers(4, garbage=True), hidden=True,
+        Test("a descriptor table full of garbage", lambda rng: [
+            _random_offer(rng, "a descriptor table of random bytes", garbage=True) for _ in range(3)], hidden=True,
              hint="write all four fields: flags 0 (the device reads the buffer) and next 0"),
-        Test("the 16-bit index wraps", _delivers(6, start=0xFFFD), hidden=True,
-             hint="avail.idx is a le16: after 0xffff comes 0"),
-        Test("a device that polls is not notified", _a_polling_device_is_not_notified, hidden=True,
-             hint="read used.flags (le16 at queue.used) after publishing avail.idx"),
+        Test("the 16-bit index wraps", lambda rng: [
+            _random_offer(rng, f"avail.idx = {idx:#x}", idx=idx) for idx in (0xFFFF, rng.randrange(0xFFF0, 0xFFFF))],
+             hidden=True, hint="avail.idx is a le16: after 0xffff comes 0"),
+        Test("a device that polls is not notified", lambda rng: [
+            _random_offer(rng, f"used.flags = {flags:#x}", used_flags=flags)
+            for flags in (1, 1 | rng.getrandbits(15) << 1, rng.getrandbits(15) << 1 or 2)], hidden=True,
+             hint="read bit 0 of used_flags: set, the device polls and wants no notification"),
     ),
 )
 
 
-# --- ch07.console_io: the hypervisor's side --------------------------------------------------------
+# --- ch07.console_io: the hypervisor's side of the same hypercall ---------------------------------
 
-def serve_with(console_io):
-    """An HVC handler that gives Xen's console_io (x16 = 18) to the student's function; the rest
-    goes to vlab's own Xen and PSCI handlers."""
-    def your_console_io(vcpu, exit):
-        if xen.is_xen_hypercall(exit) and vcpu.x(16) == xen.HYPERVISOR_console_io:
-            result = console_io(vcpu, vcpu.platform.console)
-            if not isinstance(result, int):
-                raise TypeError(f"console_io returned {result!r}, not an int")
-            vcpu.set_x(0, result & U64)
-            return f"student's console_io -> {result}"
-        return handle_hvc(vcpu, exit)
-    return your_console_io
+class _Guest:
+    """A vCPU's registers and RAM, as vlab's Xen handlers read them (read_memory raises outside RAM)."""
 
+    def __init__(self, registers: tuple, ram_base: int, ram: bytes):
+        self.regs = dict(enumerate(registers))
+        self.base, self.ram = ram_base, ram
 
-def console_io_guest(calls: list[tuple[int, int, str]]) -> str:
-    """A guest making console_io calls (x0, x1, buffer): each result at `results` + 8 i."""
-    body = "".join(f"    mov x16, #18\n    ldr x0, ={cmd:#x}\n    ldr x1, ={count:#x}\n    ldr x2, {buffer}\n"
-                   f"    hvc #0xea1\n    adr x3, results\n    str x0, [x3, #{8 * i}]\n"
-                   for i, (cmd, count, buffer) in enumerate(calls))
-    return (body + OFF + '    .balign 8\nresults:\n    .space 64\nhello:\n    .ascii "Hello, world!\\n"\n'
-            + "    .balign 4\n")
+    def x(self, n: int) -> int:
+        return self.regs.get(n, 0)
 
+    def set_x(self, n: int, value: int) -> None:
+        self.regs[n] = value
 
-def _console_io_test(calls, printed: str, results: list[int]):
-    def test(console_io):
-        vm, result, program = run_vm(console_io_guest(calls), serve_with(console_io))
-        if result.reason is not StopReason.POWERED_OFF:
-            raise AssertionError(f"the guest did not finish: {result.message}")
-        expect(results_at(vm, program.address_of("results"), len(calls)), results, "x0 after each call")
-        expect(result.uart, printed, "what the VM's console printed")
-    return test
+    def read_memory(self, address: int, size: int) -> bytes:
+        if not (self.base <= address and address + size <= self.base + len(self.ram)):
+            raise ValueError(f"{size} bytes at {address:#x} are outside the guest's RAM")
+        return self.ram[address - self.base:address - self.base + size]
+
+    def write_memory(self, address: int, data: bytes) -> None:
+        raise ValueError("console_io writes nothing into the guest")
 
 
-HELLO = "Hello, world!\n"
+def xen_answers(x0: int, x1: int, x2: int, ram_base: int, ram: bytes) -> tuple[int, bytes]:
+    """What vlab's Xen handler answers a console_io hypercall with these registers: (x0, bytes printed)."""
+    from types import SimpleNamespace
+
+    from vlab.arch.esr import ExceptionClass, imm16_syndrome
+    from vlab.hyp import xen
+
+    printed = bytearray()
+    nothing = lambda *_: ""  # noqa: E731 - console_io asks nothing else of the hypervisor
+    services = xen.XenServices(lambda vcpu, data: printed.extend(data), nothing, nothing, nothing,
+                               lambda vcpu: 1, lambda vcpu: [1])
+    guest = _Guest((x0, x1, x2), ram_base, ram)
+    guest.set_x(16, xen.HYPERVISOR_console_io)
+    xen.xen_handler(services)(guest, SimpleNamespace(syndrome=imm16_syndrome(ExceptionClass.HVC64, 0xEA1)))
+    result = guest.x(0)
+    return result - (1 << 64) if result >> 63 else result, bytes(printed)
+
+
+RAM_SIZE = 0x100
+
+
+def _ram(rng=None) -> bytes:
+    text = b"Hello, world!\n" if rng is None else _text(rng, 14).encode()
+    return bytes(16) + text + bytes(RAM_SIZE - 16 - len(text))
+
+
+def _io_case(label: str, x0: int, x1: int, x2: int, ram: bytes) -> Case:
+    return Case(label, (x0, x1, x2, RAM_BASE, ram), xen_answers(x0, x1, x2, RAM_BASE, ram))
+
+
+def _outside(rng) -> list[Case]:
+    ram = _ram(rng)
+    end = RAM_BASE + RAM_SIZE
+    starts = [(rng.getrandbits(64), rng.randrange(1, 200)), (RAM_BASE - rng.randrange(1, 64), rng.randrange(70, 120)),
+              (end - rng.randrange(1, 100), 120)]  # wild; just below RAM, into it; from inside past its end
+    return [_io_case(f"{count} bytes at {start:#x}", 0, count, start, ram) for start, count in starts]
+
+
+def _wide_arguments(rng) -> list[Case]:
+    ram = _ram(rng)
+    return [_io_case("cmd with bits above 31", rng.getrandbits(32) << 32, 14, RAM_BASE + 16, ram),
+            _io_case("count with bits above 31", 0, rng.getrandbits(32) << 32 | 5, RAM_BASE + 16, ram)]
+
+
+def _empty(rng) -> list[Case]:
+    ram = _ram(rng)
+    return [_io_case("0 bytes from a wild pointer", 0, 0, rng.getrandbits(64), ram),
+            _io_case("a count whose low 32 bits are 0", 0, rng.getrandbits(32) << 32, rng.getrandbits(64), ram)]
+
+
+def _io_not_a_pair(case: Case, got) -> str | None:
+    if not (type(got) is tuple and len(got) == 2):
+        return "return a pair: (the result for x0, an int; the bytes printed, bytes)"
+    if type(got[1]) is not bytes:
+        return "the bytes printed are bytes (b'' when nothing is), not a str or a bytearray"
+
+
+def _io_errno(case: Case, got) -> str | None:
+    if type(got) is tuple and len(got) == 2 and got[0] in (-1, 1, 14, 38, 0xFFFF_FFFF_FFFF_FFF2):
+        return "Xen's errors are negative errno values: -14 (EFAULT), -38 (ENOSYS)"
+
+
+def _io_widths(case: Case, got) -> str | None:
+    if case.args[0] >> 32 or case.args[1] >> 32:
+        return "cmd and count are C ints: keep the low 32 bits of x0 and x1 (x & 0xffffffff)"
+
+
+def _io_partial(case: Case, got) -> str | None:
+    if case.expected[0] == EFAULT and type(got) is tuple and len(got) == 2 and got[1]:
+        return "a buffer not wholly inside the VM's RAM prints nothing: check [x2, x2 + count) first"
+
+
 CONSOLE_IO = Exercise(
     id="ch07.console_io",
     title="The hypervisor's console_io handler",
-    statement=("Serve Xen's console_io hypercall: x0 = cmd and x1 = count (C ints: their low 32 bits), "
-               "x2 = a guest address. For CONSOLEIO_write (0) pass the count bytes at x2 to console_write "
-               "and return 0 (a count of 0 writes nothing and returns 0); if any of the bytes is outside the "
-               "VM's RAM, write nothing and return -EFAULT (-14); any other cmd returns -ENOSYS (-38)."),
+    statement=("Serve Xen's console_io hypercall from the guest's x0 = cmd and x1 = count (C ints: their low 32 "
+               "bits) and x2 = buffer, and the VM's RAM (`ram`, from guest address `ram_base`). For "
+               "CONSOLEIO_write (0) the count bytes at the buffer are printed: return (0, those bytes); a count "
+               "of 0 prints nothing. If any byte is outside the RAM: (-14, b''), -EFAULT. Any other cmd: "
+               "(-38, b''), -ENOSYS."),
     points=4,
     module=MODULE,
+    kind=FunctionAnswer((_io_not_a_pair, _io_errno, _io_widths, _io_partial)),
     tests=(
-        Test("a guest prints a line", _console_io_test([(0, 14, "=hello")], HELLO, [0]),
-             hint="data = vcpu.read_memory(vcpu.x(2), count); console_write(data); return 0"),
-        Test("a command Xen has but vlab does not serve", _console_io_test([(1, 14, "=hello")], "", [ENOSYS]),
-             hint="CONSOLEIO_read is 1: anything but 0 answers -ENOSYS, and prints nothing"),
-        Test("a buffer outside the VM's RAM", _console_io_test([(0, 4, "=0x1000"), (0, 8, f"={RAM_BASE + RAM - 4:#x}")],
-                                                               "", [EFAULT, EFAULT]), hidden=True,
-             hint="vcpu.read_memory raises ValueError outside the VM: catch it and return -14"),
-        Test("cmd and count are 32 bits", _console_io_test([(1 << 32, 5, "=hello"), (0, (7 << 32) | 7, "=hello")],
-                                                           "HelloHello, ", [0, 0]), hidden=True,
+        Test("a guest prints a line", lambda rng: [_io_case("console_io(0, 14, ram_base + 16)", 0, 14,
+                                                            RAM_BASE + 16, _ram())],
+             hint="the buffer is at offset x2 - ram_base in ram: return (0, ram[offset:offset + count])"),
+        Test("a command Xen has but vlab does not serve", lambda rng: [
+            _io_case("console_io(1, ...): CONSOLEIO_read", 1, 14, RAM_BASE + 16, _ram())],
+             hint="anything but CONSOLEIO_write (0) answers -ENOSYS (-38), and prints nothing"),
+        Test("a buffer outside the VM's RAM", _outside, hidden=True,
+             hint="print nothing and return -14 unless ram_base <= x2 and x2 + count <= ram_base + len(ram)"),
+        Test("cmd and count are 32 bits", _wide_arguments, hidden=True,
              hint="keep the low 32 bits of x0 and x1: x & 0xffffffff"),
-        Test("an empty write", _console_io_test([(0, 0, "=hello"), (0, 0, "=0x1000")], "", [0, 0]), hidden=True,
-             hint="count 0 writes nothing and succeeds"),
+        Test("an empty write", _empty, hidden=True, hint="a count of 0 writes nothing and succeeds, wherever x2 points"),
     ),
 )
 
