@@ -147,3 +147,21 @@ def test_guest_time_counts_an_emulated_instruction_once_on_either_path(path):
     assert trapped.instructions == plain.instructions and trapped.exits["SYS64"] == 25
     assert trapped.registers == plain.registers
     assert {r.served for r in vm.trap_log if r.kind == "SYS64"} == {path}
+
+
+def test_a_byte_load_of_a_wider_device_register_reads_its_low_byte_on_either_path():
+    """UARTCR resets to 0x300: ldrb reads 0x00 on the board, in place and through the run loop."""
+    from vlab.machine.board import Board
+    from vlab.machine.loader import image_from_program, load
+    from vlab.asm import assemble
+
+    program = assemble(f"    ldr x9, ={UART_BASE:#x}\n    ldrb w3, [x9, #0x30]\n    ldrh w4, [x9, #0x30]\n{OFF}")
+    board = Board()
+    load(board, image_from_program(program))
+    expected = board.run(max_insns=100).registers
+    for handler in (None, lambda vcpu, exit: handle_data_abort(vcpu, exit)):
+        vm = VM.from_image(image_from_program(program))
+        if handler is not None:
+            vm.set_handler(ExceptionClass.DABT_LOWER, handler)
+        got = vm.run(max_insns=100).registers
+        assert (got["x3"], got["x4"]) == (expected["x3"], expected["x4"]) == (0x00, 0x300)

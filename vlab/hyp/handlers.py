@@ -139,7 +139,8 @@ def emulate_mmio(vcpu: VCpu, device: Device, exit: Exit, abort: DataAbort, store
         value = stored & ((1 << (8 * abort.size)) - 1)
         vcpu.platform.mmio(device, offset, abort.size, value, is_write=True)
         return value, f"{where} <- {value:#x}"
-    value = vcpu.platform.mmio(device, offset, abort.size, 0, is_write=False)
+    # Only the access's own bytes are loaded: a byte load of a wider register reads its low byte.
+    value = vcpu.platform.mmio(device, offset, abort.size, 0, is_write=False) & ((1 << (8 * abort.size)) - 1)
     return value, f"{where} -> {value:#x} into x{abort.srt}"
 
 
