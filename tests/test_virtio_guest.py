@@ -129,6 +129,14 @@ def test_vlab_run_prints_the_virtio_console_after_the_uart_under_a_heading(elf, 
     assert done.stdout == f"{UART}--- virtio console ---\n{VIRTIO_CONSOLE}"
 
 
+def test_several_vms_each_report_their_own_virtio_console(elf, tmp_path):
+    quiet = tmp_path / "quiet.S"
+    quiet.write_text("    ldr x0, =0x84000008\n    hvc #0\n")
+    done = vlab_run(str(elf("virtio_console")), str(quiet), "--virt", "--json")
+    assert done.returncode == 0, done.stderr
+    assert [vm["virtio_console"] for vm in json.loads(done.stdout)["vms"]] == [VIRTIO_CONSOLE, ""]
+
+
 def test_a_guest_that_never_uses_virtio_prints_no_heading_and_an_empty_key(tmp_path):
     source = tmp_path / "quiet.S"
     source.write_text("    ldr x0, =0x84000008\n    hvc #0\n")
