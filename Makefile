@@ -12,7 +12,7 @@ PORT    ?= 8888
 # apt-get needs root; use sudo when we are not root and sudo exists.
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && echo sudo; })
 
-.PHONY: lab demo slides book test install system-tools dot cross browser sandbox bench doctor exercises binder-badge clean
+.PHONY: lab demo slides book test install system-tools dot cross browser sandbox bench fuzz doctor exercises binder-badge clean
 
 # JupyterLab opens on the chapter index, or on the notebooks folder until there is one. It listens on
 # localhost only; as root (containers, lab machines) it needs --allow-root.
@@ -101,6 +101,13 @@ bench: install
 
 exercises: install
 	$(BIN)/vlab exercises
+
+# The fuzzer at length (make test runs 2,000 programs): N generated guests, bare and in VMs, then the
+# counts. SEED=S starts from seed S (default: a random one, printed); JOBS=2 uses two processes.
+N ?= 10000
+JOBS ?= 1
+fuzz: install
+	$(BIN)/python -m vlab.fuzz $(N) --jobs $(JOBS) $(if $(SEED),--seed $(SEED))
 
 # Binder builds from a public GitHub repository: the README badge for this clone's `origin`.
 BINDER_START := urlpath=lab/tree/notebooks/00_start_here.ipynb

@@ -38,6 +38,8 @@ def print_number_source():
     The number is unsigned; print its digits only (no newline). Print through the PL011 at 0x0900_0000: wait while UARTFR
     (offset 0x18) has TXFF (bit 5) set, then store the byte to UARTDR (offset 0). The
     caller set up sp and called you with `bl print_number`: finish with `ret`.
+    The assembler takes GNU as syntax, with a few limits (no `1:` local labels, no
+    #define): docs/assembly.md says what it accepts.
     """
     ### BEGIN SOLUTION
     return """

@@ -147,3 +147,35 @@ def test_random_bytes_as_code_always_end_in_a_stop_reason_with_a_message(code):
     assert result.message
     if result.reason is StopReason.EXCEPTION:
         assert f"{result.exception.address:#x}" in result.message
+
+
+@pytest.mark.parametrize("stage2", [None, "contiguous", "scattered", "demand"])
+def test_a_push_with_sp_0_faults_at_once_in_every_vm_exactly_as_on_the_board(stage2):
+    # The most common beginner bug. SP = 0, so the push writes at 0xffff_ffff_ffff_fff0, the top 1 KB of
+    # the address space: with the MMU off, beyond the physical address range -- Arm ARM: a stage-1
+    # address size fault at level 0 (DFSC 0), WnR = 1, FAR = the address written.
+    from vlab.hyp import VM  # local: the rest of this file is about the bare board
+
+    source = "    mov x29, #1\n    stp x29, x30, [sp, #-16]!\n    b .\n"
+    bare = run(source)
+    result = VM.from_source(source, stage2=stage2).run(max_insns=1_000_000, timeout_s=10)
+    assert result.reason is StopReason.EXCEPTION, result.message
+    assert result.instructions == bare.instructions == 1
+    expected = (EC_DABT_CURRENT << 26) | (1 << 25) | (1 << 6)
+    assert result.exception.syndrome.esr == bare.exception.syndrome.esr == expected
+    assert result.exception.far == bare.exception.far == 0xFFFF_FFFF_FFFF_FFF0
+    assert "stack pointer" in result.message
+
+
+@pytest.mark.parametrize("source", ["    mov x1, #0\n    str x0, [x1]\n",     # SP is still 0, but not used
+                                    "    mov x1, #8\n    ldr x0, [x1, #8]\n",
+                                    "    ldr x1, =0x40100000\n    mov sp, x1\n    mov x2, #0\n    str x0, [x2]\n"])
+def test_a_wild_pointer_that_is_not_sp_gets_no_stack_pointer_hint(source):
+    result = run(source)
+    assert result.reason is StopReason.EXCEPTION
+    assert "stack pointer" not in result.message
+
+
+@pytest.mark.parametrize("line", ["stp x29, x30, [sp, #-16]!", "stp x0, x1, [sp, #16]", "str w0, [sp]"])
+def test_an_access_through_an_unset_sp_gets_the_stack_pointer_hint(line):
+    assert "stack pointer" in run(f"    {line}\n").message

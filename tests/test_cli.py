@@ -1,6 +1,7 @@
 """The `vlab` command as a user runs it: a separate process, text and JSON output, exit statuses."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -113,3 +114,69 @@ def test_run_virt_json_adds_exit_counts_by_class():
 def test_bad_trap_options_are_explained(args, says):
     done = vlab("run", str(GUESTS["hello"].path), *args)
     assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_help_speaks_to_users_not_to_developers():
+    done = vlab("--help")
+    assert done.returncode == 0 and "vlab run FILE" in done.stdout
+    for developer_word in ("add_parser", "subparsers", "module", "func"):
+        assert developer_word not in done.stdout, developer_word
+
+
+def test_unknown_trap_names_list_only_the_controls_a_vm_honours():
+    from vlab.arch.hcr import HCR
+    from vlab.hyp import SUPPORTED_TRAPS
+
+    done = vlab("run", str(GUESTS["hello"].path), "--virt", "--trap", "FOO")
+    assert done.returncode == 2 and "unknown HCR_EL2 bit 'FOO'" in done.stderr
+    listed = set(done.stderr.split("honour: ")[1].strip().split(", "))
+    assert listed == {bit.name for bit in HCR if bit & SUPPORTED_TRAPS}
+    for refused in ("VM", "TGE", "E2H"):  # HCR_EL2 bits a VM cannot be given
+        assert refused not in listed
+        assert vlab("run", str(GUESTS["hello"].path), "--virt", "--trap", refused).returncode == 2
+
+
+@pytest.mark.parametrize("where", [[], ["--virt"]])
+def test_the_timeout_reported_is_the_one_asked_for(tmp_path, where):
+    spin = tmp_path / "spin.S"
+    spin.write_text("loop: b loop\n")
+    done = vlab("run", str(spin), "--timeout", "1", "--max-insns", str(10**12), "--json", *where)
+    assert json.loads(done.stdout)["message"] == "wall-clock guard of 1 s reached"
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("README.md", "# My notes\n", "does not run this kind of file"),
+    ("notes", "plain text\n", "does not run this kind of file"),
+    ("kernel.elf", "not really an ELF\n", "ELF magic number"),
+])
+def test_text_is_never_run_as_machine_code(tmp_path, name, content, says):
+    path = tmp_path / name
+    path.write_text(content)
+    done = vlab("run", str(path))
+    assert done.returncode == 2 and says in done.stderr and done.stdout == ""
+    assert ".bin" in done.stderr or "ELF" in done.stderr
+
+
+def test_a_c_file_is_built_with_the_cross_compiler_and_run_saying_so(tmp_path):
+    from vlab.guests.build import COMPILER, COMPILER_PACKAGE
+
+    if shutil.which(COMPILER) is None:
+        pytest.skip(f"SKIPPED: {COMPILER} is missing -- install the Debian package {COMPILER_PACKAGE}")
+    program = tmp_path / "mine.c"
+    program.write_text('#include "virt.h"\nint main(void) { printf("6 * 7 = %d\\n", 6 * 7); return SELF_CHECK_OK; }\n')
+    for where in ([], ["--virt"]):
+        done = vlab("run", str(program), "--json", *where)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["uart"] == "6 * 7 = 42\n"
+        assert f"built mine.c with {COMPILER}" in done.stderr
+
+
+def test_a_c_file_that_does_not_compile_shows_the_compiler_s_message(tmp_path):
+    from vlab.guests.build import COMPILER
+
+    if shutil.which(COMPILER) is None:
+        pytest.skip(f"SKIPPED: {COMPILER} is missing")
+    program = tmp_path / "broken.c"
+    program.write_text("int main(void) { return missing_name; }\n")
+    done = vlab("run", str(program))
+    assert done.returncode == 2 and "missing_name" in done.stderr and "Traceback" not in done.stderr

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+from machines import run_on
 from vlab.asm import assemble
+from vlab.guests.mmu import MMU_ON
+from vlab.hyp import VM
 from vlab.machine.board import Board, StopReason
 from vlab.machine.loader import image_from_program, load
 
@@ -50,6 +53,10 @@ VECTORS = "    .balign 0x800\nvectors:\n" + "".join(
 )
 
 EC_UNKNOWN, EC_SVC64, EC_IABT_CURRENT, EC_DABT_CURRENT, EC_BRK64 = 0x00, 0x15, 0x21, 0x25, 0x3C
+EC_ILLEGAL_STATE, EC_PC_ALIGN = 0x0E, 0x22
+# The same kernel on the bare board, in a VM without stage 2 and in one whose RAM is scattered behind it.
+MACHINES = ["board", "vm", "vm-stage2"]
+STAGE2 = {"board": "board", "vm": None, "vm-stage2": "scattered"}  # for machines.run_on
 IL = 1 << 25
 DAIF_ALL = 0xF << 6
 PSTATE_N, PSTATE_Z, PSTATE_C = 1 << 31, 1 << 30, 1 << 29
@@ -57,11 +64,17 @@ PSTATE_IL = 1 << 20
 EL1T, EL1H = 0b0100, 0b0101
 
 
-def run_kernel(body: str) -> tuple[dict[str, int], dict[str, int], Board]:
-    """Run SETUP + body + the recording handler and vectors; registers, symbols, board."""
-    board, program = Board(), assemble(SETUP + body + HANDLER + VECTORS)
-    load(board, image_from_program(program))
-    result = board.run(max_insns=100_000, timeout_s=10)
+def run_kernel(body: str, machine: str = "board") -> tuple[dict[str, int], dict[str, int], Board]:
+    """Run SETUP + body + the recording handler and vectors on `machine` (one of MACHINES);
+    registers, symbols, and the board (or the VM's boot vCPU)."""
+    program = assemble(SETUP + body + HANDLER + VECTORS)
+    if machine == "board":
+        board = Board()
+        load(board, image_from_program(program))
+        result = board.run(max_insns=100_000, timeout_s=10)
+    else:
+        vm = VM.from_image(image_from_program(program), stage2="scattered" if machine == "vm-stage2" else None)
+        board, result = vm.vcpus[0], vm.run(max_insns=100_000, timeout_s=10)
     assert result.reason is StopReason.POWERED_OFF, result.message
     return result.registers, program.symbols, board
 
@@ -189,3 +202,137 @@ def test_fp_instruction_with_fpen_clear_traps_with_ec_0x07():
     regs, sym, _ = run_kernel("    msr cpacr_el1, xzr\n    isb\nhere:\n    fmov d0, x1\n    b .\n")
     assert regs["x20"] >> 26 == 0x07
     assert regs["x21"] == sym["here"]
+
+
+# --- the guest's own MMU: faults report virtual addresses ------------------------------------------
+
+# Level-1 table at 0x4001_0000 (T0SZ 25): VA 0x4000_0000 -> itself (1 GiB, the kernel), and VA 0 ->
+# PA 0x1_0000_0000, where there is no memory. The kernel then touches VA 0x1234.
+MMU_ON_WITH_A_HOLE = """
+    ldr     x1, =0x40010000
+    ldr     x2, =0x40000701
+    str     x2, [x1, #8]
+    ldr     x2, =0x100000701
+    str     x2, [x1]
+""" + MMU_ON + """    ldr     x3, =0x1230
+"""
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+@pytest.mark.parametrize("access, far", [("ldr x4, [x3, #4]", 0x1234), ("stp x4, x5, [x3, #-8]!", 0x1228),
+                                         ("ldr q0, [x3], #16", 0x1230), ("ld1 {v0.16b}, [x3]", 0x1230)])
+def test_an_access_through_the_guests_tables_to_no_memory_reports_the_virtual_address_in_far(machine, access, far):
+    regs, sym, _ = run_kernel(MMU_ON_WITH_A_HOLE + f"here:\n    {access}\n    b       .\n", machine)
+    assert regs["x20"] >> 26 == EC_DABT_CURRENT and regs["x20"] & 0x3F == 0x10, "a synchronous external abort"
+    assert regs["x26"] == far, f"FAR_EL1 = {regs['x26']:#x}, not the virtual address {far:#x}"
+    assert regs["x21"] == sym["here"]
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+def test_a_fetch_through_the_guests_tables_from_no_memory_reports_the_virtual_address_in_elr_and_far(machine):
+    regs, _, _ = run_kernel(MMU_ON_WITH_A_HOLE + "    add     x3, x3, #4\n    br      x3\n", machine)
+    assert regs["x20"] == (EC_IABT_CURRENT << 26) | IL | 0x10
+    assert regs["x21"] == regs["x26"] == 0x1234, f"ELR_EL1 = {regs['x21']:#x}, FAR_EL1 = {regs['x26']:#x}"
+
+
+# --- misaligned PCs and illegal exception returns -------------------------------------------------
+
+# `target` is reached 2 bytes in: the misaligned word there is `mov x9, #0x99` (0xd2801329) shifted, which
+# a core without the PC alignment check would run. Arm ARM: the branch completes, then a PC alignment
+# fault at the target, ELR = FAR = the misaligned PC; nothing at it runs.
+MISALIGNED = """    mov     x9, #0
+    adr     x1, target
+    add     x1, x1, #2
+    {branch}
+    b       .
+    .balign 8
+target:
+    .long   0x13290000
+    .long   0x0000d280
+"""
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+@pytest.mark.parametrize("branch", ["br x1", "blr x1", "ret x1", "msr elr_el1, x1\n    mov x2, #0x3c5\n"
+                                    "    msr spsr_el1, x2\n    eret"])
+def test_a_branch_to_a_misaligned_address_is_a_pc_alignment_fault_there(machine, branch):
+    regs, sym, _ = run_kernel(MISALIGNED.format(branch=branch), machine)
+    assert regs["x25"] == 0x200
+    assert regs["x20"] == (EC_PC_ALIGN << 26) | IL, f"ESR_EL1 = {regs['x20']:#x}"
+    assert regs["x21"] == regs["x26"] == sym["target"] + 2, "ELR_EL1 and FAR_EL1: the misaligned PC"
+    assert regs["x9"] == 0, "no instruction ran at the misaligned address"
+
+
+ILLEGAL_RETURN = """    adr     x1, target
+    msr     elr_el1, x1
+    ldr     x1, ={spsr:#x}
+    msr     spsr_el1, x1
+    eret
+    b       .
+target:
+    mov     x9, #0x99
+    b       .
+"""
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+@pytest.mark.parametrize("spsr, why", [(0x6000_03C9, "to EL2, above EL1"), (0x6000_03CD, "to EL3"),
+                                       (0x6000_03D3, "to AArch32 at EL1, which is AArch64"),
+                                       (0x6000_03C7, "to a reserved mode (M[1] = 1)"),
+                                       (0x6000_03C1, "to EL0 with SP_EL1, a reserved mode"),
+                                       (0x6010_03C5, "with SPSR.IL already set")])
+def test_an_illegal_exception_return_sets_pstate_il_and_the_next_instruction_raises_illegal_state(machine, spsr, why):
+    # Arm ARM D1.11: an illegal return keeps EL and SP, restores NZCV and DAIF from SPSR, sets PSTATE.IL
+    # and goes to ELR; the instruction there raises an Illegal Execution State exception (EC 0x0E).
+    regs, sym, _ = run_kernel(ILLEGAL_RETURN.format(spsr=spsr), machine)
+    assert regs["x20"] == (EC_ILLEGAL_STATE << 26) | IL, f"ESR_EL1 = {regs['x20']:#x} for a return {why}"
+    assert regs["x21"] == sym["target"], "ELR_EL1: the instruction that did not run"
+    assert regs["x22"] == 0x6010_03C5, f"SPSR_EL1 = {regs['x22']:#x}: EL1h, IL set, Z and C from the SPSR"
+    assert regs["x25"] == 0x200 and regs["x9"] == 0
+    assert not regs["pstate"] & PSTATE_IL, "taking the exception clears PSTATE.IL"
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+def test_a_kernel_that_handles_an_illegal_return_and_returns_legally_runs_on_exactly(machine):
+    # Its handler fixes SPSR_EL1 and returns to `fixed`, which counts down and powers off. Every
+    # instruction retires once: 3 + 5 (the illegal return) + 6 (handler) + 1 + 3 * 10 (loop) + 2.
+    source = """    adr     x0, vectors
+    msr     vbar_el1, x0
+    adr     x1, target
+    mov     x10, #10
+    msr     elr_el1, x1
+    mov     x1, #0x3c9
+    msr     spsr_el1, x1
+    eret
+target:
+    b       .
+fixed:
+    mov     x11, #0
+loop:
+    add     x11, x11, #1
+    subs    x10, x10, #1
+    b.ne    loop
+    ldr     x0, =0x84000008
+    hvc     #0
+    .balign 0x800
+vectors:
+    .space  0x200
+    mrs     x20, esr_el1
+    adr     x1, fixed
+    msr     elr_el1, x1
+    mov     x1, #0x3c5               // EL1h, IL clear: without this the return restores IL
+    msr     spsr_el1, x1
+    eret
+"""
+    result = run_on(STAGE2[machine], image_from_program(assemble(source)))
+    assert result.reason is StopReason.POWERED_OFF, result.message
+    assert result.registers["x20"] == (EC_ILLEGAL_STATE << 26) | IL and result.registers["x11"] == 10
+    assert result.instructions == 3 + 5 + 6 + 1 + 3 * 10 + 2
+
+
+@pytest.mark.parametrize("machine", ["board", "vm-stage2"])
+def test_a_return_to_aarch32_stops_saying_that_vlab_cannot_run_it(machine):
+    result = run_on(STAGE2[machine], image_from_program(assemble(SETUP + ILLEGAL_RETURN.format(spsr=0x10)
+                                                                 + HANDLER + VECTORS)))
+    assert result.reason is StopReason.ERROR and result.exception is None
+    assert "AArch32" in result.message and "Unicorn" in result.message and "not an error of the guest" in result.message

@@ -63,3 +63,31 @@ def test_a_failed_required_check_makes_the_exit_status_non_zero(monkeypatch, cap
     monkeypatch.setattr(doctor, "check_machine", lambda: doctor.Check("vlab machine", False, "broken", "fix it"))
     assert main(["doctor"]) == 1
     assert "1 required check(s) failed: vlab machine" in capsys.readouterr().out
+
+
+def test_the_checks_line_up_in_one_column_whatever_the_longest_name(capsys):
+    assert main(["doctor"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    names = [c.name for c in doctor.run_checks()]
+
+    def found_column(row: str, name: str) -> int:
+        after = row.index(name) + len(name)
+        return after + len(row[after:]) - len(row[after:].lstrip(" "))
+
+    assert len(rows) == len(names)
+    assert len({found_column(row, name) for row, name in zip(rows, names)}) == 1, rows
+
+
+def test_the_start_pages_doctor_cell_prints_the_report_and_shows_no_value():
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = ROOT / "notebooks" / "00_start_here.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    [cell] = [c for c in notebook.cells if c.cell_type == "code" and "doctor" in c.source]
+    notebook.cells = [cell]
+    NotebookClient(notebook, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    kinds = [out.output_type for out in cell.outputs]
+    assert "execute_result" not in kinds, cell.outputs  # it once showed a stray `0`, main()'s exit status
+    assert "Everything vlab needs is here." in "".join(out.get("text", "") for out in cell.outputs)

@@ -183,3 +183,17 @@ def test_a_corrupted_elf_loads_or_fails_with_a_vlab_error(at, byte):
         load(Board(ram_size=0x10_0000), image_from_elf(bytes(data)))
     except VlabError as e:
         assert str(e)
+
+
+@pytest.mark.parametrize("name, says", [("my.c", "C source"), ("README.md", "does not run this kind of file"),
+                                        ("kernel", "does not run this kind of file"), ("k.elf", "ELF magic")])
+def test_a_file_that_is_not_a_guest_is_refused_not_run_as_machine_code(tmp_path, name, says):
+    (tmp_path / name).write_text("int main(void) { return 0; }\n")
+    with pytest.raises(LoadError, match=says):
+        image_from_file(tmp_path / name)
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".img", ".raw"])
+def test_a_raw_binary_says_so_by_its_suffix(tmp_path, suffix):
+    board = boot_file(tmp_path, f"kernel{suffix}", words(NOP, NOP) + POWER_OFF)
+    assert board.run(max_insns=10).reason.value == "powered_off"

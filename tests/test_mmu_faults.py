@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from machines import RECORDING_VECTORS, run_on
+from vlab.guests.mmu import MMU_ON
 from vlab.mmu.descriptors import Leaf, Table
 from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu.memory import BufferMemory
@@ -129,3 +131,54 @@ def test_a_nested_walk_is_stage2_of_stage1_or_the_first_stage_that_misses(s1, ba
             assert [r.stage for r in t.references].count(1) == s1_regime.levels
         # stage-1 descriptors are read where stage 2 put the tables, never at their IPAs
         assert all(r.address & ~0xFFF not in table_pages for r in t.references)
+
+
+# --- the guest's own faults, on the board (QEMU's walk) and in VMs (vlab's) ---------------------------
+
+# The kernel's tables (T0SZ 25, from level 1): L1[1] maps RAM (1 GiB block), L1[2] -> an L2 table whose
+# [0] -> an L3 table: [0] the kernel's page (valid), [1] invalid, [2] a page with AF = 0, [3] read-only.
+# L1[3] and L2[1] are invalid. Each case touches one address and the vector records ESR and FAR.
+GUEST_TABLES = """    adr     x0, vectors
+    msr     vbar_el1, x0
+    ldr     x1, =0x40010000
+    ldr     x2, =0x40000701
+    str     x2, [x1, #8]
+    ldr     x2, =0x40011003
+    str     x2, [x1, #16]
+    ldr     x3, =0x40011000
+    ldr     x2, =0x40012003
+    str     x2, [x3]
+    ldr     x3, =0x40012000
+    ldr     x2, =0x40020703
+    str     x2, [x3]
+    ldr     x2, =0x40022303              // AF = 0
+    str     x2, [x3, #16]
+    ldr     x2, =0x40023783              // AP[2:1] = 0b10: read-only at EL1
+    str     x2, [x3, #24]
+""" + MMU_ON + """    ldr     x9, ={address:#x}
+    {access}
+    b       .
+""" + RECORDING_VECTORS
+EC_DABT_CURRENT, WNR = 0x25, 1 << 6
+
+
+@pytest.mark.parametrize("machine", ["board", None, "contiguous", "scattered", "demand"])
+@pytest.mark.parametrize("address, access, dfsc", [
+    (0xC000_0123, "ldr x4, [x9]", 0x05),                 # L1[3] invalid: translation fault, level 1
+    (0x8020_0040, "ldp x4, x5, [x9]", 0x06),             # L2[1] invalid: level 2
+    (0x8000_1008, "ldr w4, [x9]", 0x07),                 # L3[1] invalid: level 3
+    (0x8000_2010, "ldrb w4, [x9]", 0x0B),                # AF = 0: access flag fault, level 3
+    (0x8000_3018, "str x4, [x9]", 0x0F | WNR),           # read-only: permission fault, level 3, WnR
+    (0x8000_3018, "stp x4, x5, [x9, #-8]!", 0x0F | WNR),
+])
+def test_a_guests_own_fault_has_the_architectural_syndrome_and_far_on_the_board_and_in_every_vm(
+        machine, address, access, dfsc):
+    from vlab.asm import assemble
+    from vlab.machine.board import StopReason
+    from vlab.machine.loader import image_from_program
+
+    result = run_on(machine, image_from_program(assemble(GUEST_TABLES.format(address=address, access=access))))
+    assert result.reason is StopReason.POWERED_OFF, result.message
+    far = address - 8 if "#-8" in access else address
+    assert result.registers["x20"] == (EC_DABT_CURRENT << 26) | (1 << 25) | dfsc, hex(result.registers["x20"])
+    assert result.registers["x21"] == far

@@ -222,3 +222,31 @@ def test_an_unusable_tcr_is_a_level_0_translation_fault_for_the_guest(tcr, why):
     got = board.run(max_insns=1000)
     assert got.exception.target_el == 1 and got.exception.syndrome.fields()["IFSC"] == 0x04
     assert why in got.message
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "scattered", "demand"])
+@pytest.mark.parametrize("access", ["ldp x1, x2, [x0]", "stp w1, w2, [x0]", "ldr x1, [x0], #16",
+                                    "str x1, [x0, #0]!", "ldr q1, [x0]", "st1 {v1.16b}, [x0]", "ldrb w1, [x0]"])
+def test_a_stage2_fault_reports_the_exact_ipa_and_far_for_every_form_of_access(layout, access):
+    # IPA 0x1000_0123 is nothing (a VM has no flash): the exit's IPA, HPFAR and the FAR the guest then
+    # gets are the address the instruction accessed, not the start of Unicorn's 1 KB page.
+    from vlab.hyp import VM
+
+    source = f"""    adr     x9, vectors
+    msr     vbar_el1, x9
+    ldr     x0, =0x10000123
+    {access}
+    b       .
+    .balign 0x800
+vectors:
+    .space  0x200
+    mrs     x21, far_el1
+    ldr     x0, =0x84000008
+    hvc     #0
+"""
+    vm = VM.from_source(source, stage2=layout)
+    result = vm.run(max_insns=1_000)
+    assert result.reason is StopReason.POWERED_OFF, result.message
+    (exit,) = [r.exit for r in vm.trap_log if r.exit is not None and r.exit.ec is ExceptionClass.DABT_LOWER]
+    assert exit.ipa == exit.far == 0x1000_0123 and exit.hpfar == 0x10000 << 4
+    assert result.registers["x21"] == 0x1000_0123, "the external abort the guest gets has the same FAR"

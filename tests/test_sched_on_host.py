@@ -98,3 +98,14 @@ def test_the_same_guests_on_the_same_host_give_the_same_schedule():
         host.run(max_insns=400_000)
         return [(s.pcpu, s.entity, s.start, s.end) for s in host.trace.segments], host.trace.switches
     assert run() == run()
+
+
+@pytest.mark.parametrize("policy", ["rr", "credit", "fair", "cosched"])
+def test_a_vm_run_again_after_its_budget_goes_on_at_once(policy):
+    """The run ends with its vCPU still the policy's running one; the next run must find it runnable
+    (it used to wait, lost, until the wall-clock guard)."""
+    host = Host(pcpus=1, scheduler=make_policy(policy, pcpus=1))
+    vm = vm_on(host, workloads.spinner())
+    for turn in range(1, 4):
+        result = vm.run(max_insns=5_000, timeout_s=10)
+        assert (result.reason.value, result.instructions) == ("budget", 5_000 * turn)

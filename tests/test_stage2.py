@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome
 from vlab.asm import assemble
+from vlab.guests.mmu import MMU_ON
 from vlab.guests import GUESTS, build
 from vlab.hyp import SUPPORTED_TRAPS, VM, HCR
 from vlab.hyp.equivalence import differences
@@ -19,18 +20,6 @@ from vlab.mmu import tlb_fill
 RAM = 0x80_0000
 OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
 LAYOUTS = ["contiguous", "scattered", "demand"]
-# MAIR (attr0 normal, attr1 device), TCR (T0SZ 25: 39-bit VAs from level 1), TTBR0 = x1, then SCTLR_EL1.M
-MMU_ON = """    ldr x2, =0xff
-    msr mair_el1, x2
-    ldr x2, =0x200803519
-    msr tcr_el1, x2
-    msr ttbr0_el1, x1
-    isb
-    mrs x2, sctlr_el1
-    orr x2, x2, #1
-    msr sctlr_el1, x2
-    isb
-"""
 
 
 def bare_and_vm(image, layout, traps=HCR(0), **options):

@@ -10,10 +10,13 @@ before the reading instruction, plus the ticks spent waiting in WFI.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from machines import run_on
 from vlab.asm import assemble
+from vlab.guests.mmu import MMU_ON
 from vlab.machine.board import Board, StopReason
 from vlab.machine.loader import image_from_program, load
 from vlab.machine.timer import FREQUENCY_HZ
@@ -229,3 +232,52 @@ handler:
     iss = (3 << 20) | (2 << 17) | (3 << 14) | (14 << 10) | (24 << 5) | (0 << 1) | 1  # Op0 Op2 Op1 CRn Rt CRm Dir
     assert trapped["x20"] == (0x18 << 26) | (1 << 25) | iss, "EC 0x18: a trapped MRS of CNTVCT_EL0 into x24"
     assert trapped["x21"] == sym["user"]
+
+
+# --- the clock across faults: exactly the instructions retired, on the board and in every VM ---------
+
+FETCH_FAULT = """    adr     x0, vectors
+    msr     vbar_el1, x0
+    mrs     x10, cntvct_el0
+    ldr     x1, ={target:#x}
+    blr     x1                       // retires; the fetch at the target faults
+    b       .
+    .balign 0x800
+vectors:
+    .space  0x200
+    mrs     x11, cntvct_el0
+    mrs     x12, elr_el1
+""" + OFF
+
+
+@pytest.mark.parametrize("stage2", ["board", None, "contiguous", "scattered", "demand"])
+@pytest.mark.parametrize("target, why", [(0x2000_0000, "no memory there"),
+                                         (0x4040_0000, "zeros (udf #0), a page nothing touched")])
+def test_a_fetch_fault_after_a_branch_counts_the_branch(stage2, target, why):
+    # CNTVCT reads the instructions retired before it: after x10's read, the mrs itself, the ldr and the
+    # blr (the faulting fetch or the udf retires nothing). In all: 2 + 3 + 4 instructions.
+    result = run_on(stage2, image_from_program(assemble(FETCH_FAULT.format(target=target))))
+    assert result.reason is StopReason.POWERED_OFF, result.message
+    regs = result.registers
+    assert regs["x12"] == target, why
+    assert regs["x10"] == 2 and regs["x11"] - regs["x10"] == 3, (regs["x10"], regs["x11"])
+    assert result.instructions == 2 + 3 + 4
+
+
+def test_with_the_mmu_on_a_vector_table_at_an_unmapped_address_is_found_broken_and_time_never_goes_back():
+    # The kernel maps only 0x4000_0000.. (1 GiB) and points VBAR_EL1 at VA 0x8000_0000, which nothing maps:
+    # its SVC enters the vector, whose fetch faults before any instruction there runs.
+    result = Board()
+    source = """    ldr     x1, =0x40010000
+    ldr     x2, =0x40000701
+    str     x2, [x1, #8]
+""" + MMU_ON + """    ldr     x0, =0x80000000
+    msr     vbar_el1, x0
+    svc     #1
+"""
+    load(result, image_from_program(assemble(source)))
+    outcome = result.run(max_insns=10_000, timeout_s=10)
+    assert outcome.reason is StopReason.EXCEPTION
+    assert "vector table" in outcome.message and "broken" in outcome.message, outcome.message
+    assert outcome.exception.syndrome.ec == 0x21 and outcome.exception.far == 0x8000_0200
+    assert outcome.instructions == 16, "every instruction up to the SVC retired, none since"

@@ -16,7 +16,10 @@ labels misbehave, `.equ x, . - label` is rejected), which here are either
 handled or refused with a message saying what to write instead.
 
 `ldr Xt, =value` works as in GNU as: the value goes to a literal pool placed
-after the code, and the instruction loads it PC-relative.
+after the code, and the instruction loads it PC-relative. Character literals
+(`#'0'`) are read here, as GNU as reads them, before Keystone sees the line.
+
+What the dialect accepts and refuses, for students: docs/assembly.md.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from dataclasses import dataclass
 from vlab.errors import AssemblyError
 
 RAM_BASE = 0x4000_0000
+# The largest program vlab assembles: the board's RAM (as QEMU's `-m 128M`). A bigger image could
+# not be loaded, and a `.space` asking for more would only make Python allocate it.
+MAX_PROGRAM_SIZE = 0x0800_0000
 
 _LABEL = re.compile(r"^\s*([A-Za-z_.$][\w.$]*)\s*:")
 _NUMERIC_LABEL = re.compile(r"^\s*\d+\s*:")
@@ -40,6 +46,8 @@ _MNEMONIC = re.compile(r"[A-Za-z][\w.]*(\s|$)")
 _ASSIGNMENT = re.compile(r"[^\s=]*\s*=")
 _NOP = (0xD503201F).to_bytes(4, "little")
 
+_NO_PREPROCESSOR = ("the C preprocessor does not run on vlab's sources: write `.equ NAME, value` instead of "
+                    "#define, and paste a file's lines instead of #include")
 _DATA_SIZES = {".byte": 1, ".hword": 2, ".short": 2, ".2byte": 2, ".word": 4, ".long": 4, ".int": 4,
                ".4byte": 4, ".quad": 8, ".8byte": 8, ".dword": 8, ".xword": 8}
 _IGNORED = {".global", ".globl", ".type", ".size", ".text", ".arch", ".cpu", ".local", ".weak", ".ltorg",
@@ -145,7 +153,7 @@ def assemble(source: str, base: int = RAM_BASE) -> Program:
     literals: list[tuple[int, str, int]] = []  # (statement index, value expression, size)
     address = base
     for number, raw in enumerate(source.splitlines(), start=1):
-        text = _strip_comment(raw, number)
+        text = _clean(raw, number)
         text = _take_labels(text, number, raw, address, symbols)
         if not text:
             continue
@@ -155,6 +163,9 @@ def assemble(source: str, base: int = RAM_BASE) -> Program:
             if kind:
                 statements.append(_Statement(number, text, kind, address, size))
             address += size
+            if address - base > MAX_PROGRAM_SIZE:
+                raise AssemblyError(f"this would make the program {address - base:#x} bytes long; vlab assembles "
+                                    f"at most {MAX_PROGRAM_SIZE:#x} (128 MiB, the board's RAM)", number, raw)
             continue
         # Keystone 0.9.2 loops forever on lines such as `= 1` or `mov = .equ =` (it reads `NAME =`
         # as a symbol assignment), so those never reach it.
@@ -162,12 +173,13 @@ def assemble(source: str, base: int = RAM_BASE) -> Program:
             raise AssemblyError("symbol assignment (NAME = value) is not supported: write .equ NAME, value",
                                 number, raw)
         if not _MNEMONIC.match(text):
-            raise AssemblyError("expected an instruction, a directive or a label at the start of the line",
-                                number, raw)
+            raise AssemblyError(_NO_PREPROCESSOR if text.startswith("#") else "expected an instruction, a directive "
+                                "or a label at the start of the line", number, raw)
         if address % 4:
             raise AssemblyError(f"this instruction would sit at {address:#x}, which is not 4-byte aligned "
                                 "(data before it has an odd size): put `.balign 4` before it", number, raw)
-        if (m := _LITERAL_LOAD.match(text)) is not None and (mov := _as_mov(m, {**symbols, **constants}, address)):
+        if (m := _LITERAL_LOAD.match(text)) is not None and (mov := _as_mov(m, {**symbols, **constants}, address,
+                                                                             number, raw)):
             statements.append(_Statement(number, mov, "insn", address, 4))
         elif m is not None:
             literals.append((len(statements), m.group(2).strip(), 8 if m.group(1)[0] in "xX" else 4))
@@ -193,7 +205,7 @@ def assemble(source: str, base: int = RAM_BASE) -> Program:
     for (index, expr, size), (slot, _) in zip(literals, pool):
         st = statements[index]
         value = _evaluate(expr, symbols_and_constants, st.address, st.number, st.text)
-        code += bytes(slot - base - len(code)) + (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        code += bytes(slot - base - len(code)) + _value_bytes(value, size, st.number, _source_text(source, st.number))
     lines = tuple(SourceLine(st.number, _source_text(source, st.number), st.address, st.size)
                   for st in statements if st.size)
     return Program(bytes(code), base, dict(symbols), lines, _data_spans(statements, address, pool))
@@ -218,16 +230,18 @@ def _data_spans(statements: list[_Statement], code_end: int, pool: list[tuple[in
     return tuple(span for span in spans if span.size)
 
 
-def _as_mov(m: re.Match, names: dict[str, int], address: int) -> str | None:
+def _as_mov(m: re.Match, names: dict[str, int], address: int, number: int, raw: str) -> str | None:
     """`ldr Rt, =value` as one MOV when value is already known and fits.
 
     GNU as for AArch64 always uses the literal pool; vlab prefers the MOV so a
-    constant known at that point costs no pool slot and no memory read.
+    constant known at that point costs no pool slot and no memory read. A value
+    wider than the register is an error, here as in the pool.
     """
     try:
         value = _evaluate(m.group(2), names, address, 0, "")
     except AssemblyError:
         return None  # a label defined later: it goes to the literal pool
+    _value_bytes(value, 8 if m.group(1)[0] in "xX" else 4, number, raw)
     mov = f"mov {m.group(1)}, #{value:#x}"
     try:
         return mov if len(_keystone_bytes(mov, address, {}, 0, "")) == 4 else None
@@ -235,22 +249,67 @@ def _as_mov(m: re.Match, names: dict[str, int], address: int) -> str | None:
         return None
 
 
-def _strip_comment(raw: str, number: int) -> str:
-    """The line without its `//` comment (ignoring `//` inside string literals)."""
-    in_string = escaped = False
-    for i, ch in enumerate(raw):
+def _clean(raw: str, number: int) -> str:
+    """The line without its `//` comment, each character literal (`'0'`) replaced by its value.
+
+    Character literals are read here, as GNU as reads them, because Keystone
+    cannot be trusted with them: the decimal-to-hex rewrite below would turn
+    `#'0'` into `#'0x0'`, and a `'"'` or `','` would confuse the comment and
+    operand splitting.
+    """
+    out, in_string, escaped, i = [], False, False, 0
+    while i < len(raw):
+        ch = raw[i]
         if in_string:
             escaped = ch == "\\" and not escaped
             if ch == '"' and not escaped:
                 in_string = False
-            continue
-        if ch == '"':
+        elif ch == '"':
             in_string = True
         elif raw.startswith("//", i):
-            return raw[:i].strip()
+            break
+        elif raw.startswith("/*", i):  # Keystone takes one at the end of a line, GNU as anywhere: neither here
+            raise AssemblyError("comments start with // (block comments /* ... */ are not supported)", number, raw)
+        elif ch == ";":  # GNU as's statement separator: Keystone splits there too, behind pass 1's back
+            raise AssemblyError("vlab takes one statement per line: put what follows the `;` on a line of its own",
+                                number, raw)
+        elif (octal := _OCTAL.match(raw, i)) and not (i and (raw[i - 1].isalnum() or raw[i - 1] in "_.$")):
+            raise AssemblyError(f"GNU as, like C, reads {octal.group(0)} as octal ({int(octal.group(0), 8)}): "
+                                "write the number without its leading zero, or in hex", number, raw)
+        elif ch == "'":
+            value, length = _character(raw, i, number)
+            out.append(str(value))
+            i += length
+            continue
+        out.append(ch)
+        i += 1
     if in_string:
         raise AssemblyError("unterminated string literal: close it with a double quote", number, raw)
-    return raw.strip()
+    return "".join(out).strip()
+
+
+_OCTAL = re.compile(r"0[0-9]+(?![\w.])")
+# The escapes GNU as and C agree on. GNU as reads any other `'\X'` as X itself (`'\0'` is 0x30).
+_ESCAPES = {"b": 8, "t": 9, "n": 10, "f": 12, "r": 13, "\\": 92, "'": 39, '"': 34}
+
+
+def _character(raw: str, at: int, number: int) -> tuple[int, int]:
+    """(value, characters used) of the character literal starting with the quote at raw[at].
+
+    As in GNU as: a quote, one character or escape, and an optional closing quote.
+    """
+    body = raw[at + 1:at + 3]
+    if body[:1] == "\\" and body[1:]:
+        if body[1:] not in _ESCAPES:
+            raise AssemblyError(f"the character literal '{body}' means {body[1:]!r} to GNU as, not what it means in C:"
+                                " write the number instead (for example #0)", number, raw)
+        value, length = _ESCAPES[body[1:]], 3
+    elif body[:1] and " " <= body[0] <= "~" and body[0] != "\\":
+        value, length = ord(body[0]), 2
+    else:
+        raise AssemblyError("a character literal is a quote and one printable ASCII character, such as '0' "
+                            "(for any other byte write its number)", number, raw)
+    return value, length + (raw[at + length:at + length + 1] == "'")
 
 
 def _take_labels(text: str, number: int, raw: str, address: int, symbols: dict[str, int]) -> str:
@@ -317,7 +376,12 @@ def _encode(st: _Statement, symbols: dict[str, int], constants: dict[str, int],
         zeros = min(-st.address % 4, st.size)
         return bytes(zeros) + _NOP * ((st.size - zeros) // 4)
     if st.kind == "space":
-        return bytes(st.size)
+        fill = _split_operands(st.text.split(None, 1)[1])[1:]
+        value = _evaluate(fill[0], symbols, None, st.number, st.text) if fill else 0
+        if not -0x80 <= value <= 0xFF:
+            raise AssemblyError(f"the fill value of {st.text.split(None, 1)[0]} is a byte, not {value:#x}",
+                                st.number, st.text)
+        return bytes([value & 0xFF]) * st.size
     text = st.text
     if st.kind == "literal":
         register = _LITERAL_LOAD.match(text).group(1)
@@ -337,13 +401,15 @@ def _encode(st: _Statement, symbols: dict[str, int], constants: dict[str, int],
 def _data_bytes(st: _Statement, symbols: dict[str, int]) -> bytes:
     directive, _, args = st.text.partition(" ")
     size = _DATA_SIZES[directive.lower()]
-    out = b""
-    for expr in _split_operands(args):
-        value = _evaluate(expr, symbols, st.address, st.number, st.text)
-        if not -(1 << (8 * size - 1)) <= value < (1 << (8 * size)):
-            raise AssemblyError(f"{value:#x} does not fit in {size} bytes", st.number, st.text)
-        out += (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
-    return out
+    return b"".join(_value_bytes(_evaluate(expr, symbols, st.address, st.number, st.text), size, st.number, st.text)
+                    for expr in _split_operands(args))
+
+
+def _value_bytes(value: int, size: int, number: int, raw: str) -> bytes:
+    """`value` as `size` little-endian bytes; AssemblyError if it fits neither signed nor unsigned."""
+    if not -(1 << (8 * size - 1)) <= value < (1 << (8 * size)):
+        raise AssemblyError(f"{value:#x} does not fit in {size} bytes ({8 * size} bits)", number, raw)
+    return (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
 
 def _keystone_bytes(text: str, address: int, symbols: dict[str, int], number: int, raw: str) -> bytes:
@@ -363,6 +429,10 @@ def _keystone_bytes(text: str, address: int, symbols: dict[str, int], number: in
             return _ascii_bytes(text, number, raw)
         raise AssemblyError("unsupported directive", number, raw)
     text = _LO12.sub(lambda m: f"#{_evaluate(m.group(1), symbols, address, number, raw) & 0xFFF:#x}", text)
+    if (operator_ := _RELOCATION.search(text)) is not None:  # Keystone aborts the process on most of them
+        raise AssemblyError(f"{operator_.group(0)} is not supported: vlab's assembler knows only :lo12: (after "
+                            "`adrp`); for an address in a register write `ldr Xn, =label` or `adr Xn, label`",
+                            number, raw)
     mnemonic, _, operands = text.partition(" ")
     mnemonic = mnemonic.lower()
     if mnemonic == "udf":  # Keystone 0.9.2 does not know it: its encoding is the 16-bit immediate alone
@@ -382,6 +452,7 @@ def _keystone_bytes(text: str, address: int, symbols: dict[str, int], number: in
         if mnemonic == "adrp":
             return _adrp(operands, target, address, number, raw)
         _check_reach(mnemonic, target, address, number, raw)
+    _check_w_immediates(operands, symbols, address, number, raw)
     if mnemonic in ("fmov", "fcmp", "fcmpe"):
         # GNU as reads `fmov d0, #1` as 1.0; Keystone would take the 1 as the raw 8-bit field (2.125).
         operands = _WHOLE_IMMEDIATE.sub(r"#\1.0", operands)
@@ -411,6 +482,25 @@ _LATER_EXTENSION = re.compile(r"(casp?|swp|(ld|st)(add|clr|eor|set|smax|smin|uma
                               re.IGNORECASE)
 _TARGET = "vlab_absolute_target"
 _LO12 = re.compile(r"#?:lo12:([^\],]+)")
+_RELOCATION = re.compile(r":[a-z][a-z0-9_]*:", re.IGNORECASE)
+
+
+def _check_w_immediates(operands: str, symbols: dict[str, int], address: int, number: int, raw: str) -> None:
+    """An immediate wider than the 32-bit register it goes with is an error: Keystone 0.9.2 silently
+    keeps its low 32 bits (`mov w0, #0x1ffff0000` became `mov w0, #-0x10000`)."""
+    if not re.match(r"\s*w(\d|zr|sp)", operands, re.IGNORECASE):
+        return
+    for expr in _IMMEDIATE.findall(re.sub(r"\[[^]]*\]", "", operands)):  # not an address's offset
+        try:
+            value = _evaluate(expr, symbols, address, number, raw)
+        except AssemblyError:
+            continue  # Keystone will say what is wrong with it
+        if not -(1 << 31) <= value < (1 << 32):
+            raise AssemblyError(f"{value:#x} does not fit in 32 bits, the width of the W register: use an X register "
+                                "for a 64-bit value", number, raw)
+
+
+_IMMEDIATE = re.compile(r"#([^,\]]+)")
 
 
 def _check_reach(mnemonic: str, target: int, address: int, number: int, raw: str) -> None:
@@ -480,32 +570,87 @@ def _keystone_with_symbols() -> _SymbolResolver:
 
 
 def _explain_keystone(error, text: str, symbols: dict[str, int]) -> str:
+    """Keystone's complaint about `text`, with what GNU as would have said (Keystone often says only
+    "unknown error") and what to write instead."""
     message = str(error).split(" (KS_ERR")[0].lower()
-    operands = re.sub(r"\b(0x[0-9a-f]+|\d+)\b", " ", text.partition(" ")[2], flags=re.IGNORECASE)  # not names
-    unknown = [w for w in _IDENT.findall(operands)
-               if w not in symbols and not re.fullmatch(r"[xw](\d+|zr)|sp|lsl|lsr|asr|ror|[su]xt[bhwx]|"
-                                                         r"eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le|al|nv",
-                                                         w, re.IGNORECASE)]
-    hint = {
-        "invalid mnemonic": "this is not an AArch64 instruction (check its spelling)",
-        "invalid operand": "an operand is not valid for this instruction",
-    }.get(message, message)
+    mnemonic, _, operands = text.partition(" ")
+    if _LATER_EXTENSION.fullmatch(mnemonic):
+        return ("Keystone could not assemble this: this instruction comes from an Arm architecture extension newer "
+                "than Armv8.0, which is what Keystone 0.9.2 assembles and what vlab's emulated core (Cortex-A72) "
+                "runs; for an atomic update use a load-exclusive/store-exclusive loop (ldxr/stxr)")
+    reason = _KEYSTONE_REASONS.get(message, message)
     labels_as_immediates = [w for w in symbols if re.search(rf"#\s*{re.escape(w)}\b", text)]
-    if _LATER_EXTENSION.fullmatch(text.split(None, 1)[0]):
-        hint = ("this instruction comes from an Arm architecture extension newer than Armv8.0, which is "
-                "what Keystone 0.9.2 assembles and what vlab's emulated core (Cortex-A72) runs; for an "
-                "atomic update use a load-exclusive/store-exclusive loop (ldxr/stxr)")
-    elif labels_as_immediates:
-        hint += "; a label's address cannot be an immediate: use `ldr Xn, =label` or `adr Xn, label`"
-    elif message in ("unknown error", "invalid operand") and unknown:
-        hint += f"; is {unknown[0]!r} a label or register that exists?"
-    elif message in ("unknown error", "invalid operand") and re.match(r"\s*mov[nkz]?\s+([xw]\d+|sp)\s*,\s*#", text, re.I):
+    if labels_as_immediates:
+        reason += "; a label's address cannot be an immediate: use `ldr Xn, =label` or `adr Xn, label`"
+    elif message in ("unknown error", "invalid operand"):
+        hint = _operand_hint(mnemonic, operands, symbols)
+        silent = " (Keystone gives no reason)" if message == "unknown error" else ""
+        reason += f"; {hint}" if hint else (f"{silent}: check each operand's kind, width and range against the "
+                                            f"instruction's forms; {_DIALECT}")
+    return f"Keystone could not assemble this: {reason}"
+
+
+_DIALECT = "what vlab's assembler accepts is in docs/assembly.md"
+_KEYSTONE_REASONS = {
+    "invalid mnemonic": "this is not an AArch64 instruction (check its spelling)",
+    "invalid operand": "an operand is not valid for this instruction",
+    "unknown error": "the operands fit no form of this instruction",
+    "literal value out of range for directive": "a number in it does not fit in 64 bits",
+}
+_GPR = r"(?:[xw](?:[12]?\d|30|zr))"
+_REGISTER_WORDS = re.compile(rf"{_GPR}|w?sp|lsl|lsr|asr|ror|[su]xt[bhwx]|eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|"
+                             r"gt|le|al|nv", re.IGNORECASE)
+# (mnemonic pattern, operand pattern, what the instruction takes): GNU as's messages, said for a student
+_OPERAND_RULES = [
+    (r"svc|hvc|smc|brk|hlt", r".*", "it takes an immediate from #0 to #65535 (0xffff)"),
+    (r"mov[znk]", r".*", "MOVZ, MOVN and MOVK take a 16-bit immediate (#0 to #0xffff) shifted by `lsl #0`, #16, "
+                         "#32 or #48 (#0 or #16 for a W register)"),
+    (r"ldp|stp|ldnp|stnp", r".*#", "LDP and STP take an offset that is a multiple of the register size, -512 to 504 "
+                                   "for X registers, -256 to 252 for W"),
+    (r"ldr\w*|str\w*|prfm", r".*\[[^]]*,\s*[xw]\w+\s*,\s*(lsl|[su]xt[wx]|sxtx)",
+     "in [Xn, Xm, lsl #k] the shift k is 0 or the log2 of the access size: 3 for an X register, 2 for W, "
+     "1 for ldrh/strh, 0 for ldrb/strb"),
+    (r"ldr\w*|str\w*|prfm", r".*\[[^]]*#", "a load or store offset is a multiple of the access size from 0 to 4095 "
+                                            "times it (`ldr x0, [x1, #32760]`), or any value from -256 to 255"),
+    (r"adds?|subs?|cmp|cmn|ands?|orr|eor|bics?|orn|eon|tst|neg|mvn", rf".*,\s*{_GPR}\s*,\s*(lsl|lsr|asr|ror)\s+#",
+     "a shifted register operand shifts by 0 to 63 (0 to 31 for W registers)"),
+    (r"ands?|orr|eor|tst", r".*#", "AND, ORR, EOR and TST take a bitmask immediate: a run of ones, rotated and "
+                                   "repeated (0xff, 0xff00, 0x5555555555555555); load any other constant into a "
+                                   "register first (`ldr x9, =CONSTANT`)"),
+    (r"adds?|subs?|cmp|cmn", r".*#", "ADD, SUB and CMP take an immediate from #0 to #4095, optionally with `lsl #12`; "
+                                     "load a bigger constant into a register first (`ldr x9, =CONSTANT`)"),
+    (r"lsl|lsr|asr|ror", r".*#", "a shift amount is 0 to 63 for X registers, 0 to 31 for W"),
+]
+
+
+def _operand_hint(mnemonic: str, operands: str, symbols: dict[str, int]) -> str:
+    """What is wrong with the operands, when a familiar mistake explains it; '' when none does."""
+    names = re.sub(r"\b(0x[0-9a-f]+|\d+)\b", " ", operands, flags=re.IGNORECASE)  # not the digits of a number
+    regs = [r.strip().lower() for r in _split_operands(operands)]
+    if mnemonic == "msr" and regs and re.fullmatch(_GPR, regs[0]):
+        return ("MSR writes a system register from a general one: the system register comes first "
+                f"(`msr {', '.join(regs[::-1])}`)")
+    if mnemonic == "mrs" and regs and not re.fullmatch(_GPR, regs[0]):
+        return f"MRS reads a system register into a general one, which comes first (`mrs {', '.join(regs[::-1])}`)"
+    unknown = [w for w in _IDENT.findall(names) if w not in symbols and not _REGISTER_WORDS.fullmatch(w)]
+    if unknown:
+        return f"is {unknown[0]!r} a label or register that exists?"
+    # SP is register 31 only in a few operand positions (elsewhere 31 is XZR); as an address's base it is fine.
+    allowed = {"mov": (0, 1), "add": (0, 1), "adds": (1,), "sub": (0, 1), "subs": (1,), "cmp": (0,), "cmn": (0,)}
+    if any(r in ("sp", "wsp") and i not in allowed.get(mnemonic, ()) for i, r in enumerate(regs)):
+        free = next(f"x{n}" for n in range(9, 16) if f"x{n}" not in operands.lower())
+        instead = re.sub(r"\bsp\b", free, f"{mnemonic} {operands}", flags=re.IGNORECASE)
+        return (f"SP can be an operand only in a few places (an address's base, the first source of add/sub/cmp, mov):"
+                f" copy it to a register first, `mov {free}, sp` then `{instead}`")
+    if mnemonic == "mov" and re.match(rf"\s*({_GPR}|w?sp)\s*,\s*#[^,]*$", operands, re.IGNORECASE):
         # GNU as says "immediate cannot be moved by a single instruction": MOV takes 16 bits at a
         # shift of 0, 16, 32 or 48, or a bitmask pattern -- any other constant needs a literal.
-        register = text.split(",")[0].split()[-1]
-        hint = (f"this constant does not fit one MOV (16 bits at a shift of 0/16/32/48, or a bit pattern):"
-                 f" use `ldr {register}, ={text.split('#', 1)[1].strip()}`")
-    return f"Keystone could not assemble this: {hint}"
+        return (f"this constant does not fit one MOV (16 bits at a shift of 0/16/32/48, or a bit pattern): "
+                f"use `ldr {regs[0]}, ={operands.split('#', 1)[1].strip()}`")
+    if len({r[0] for r in regs if re.fullmatch(_GPR, r)}) > 1 and not re.search(r"[su]xt|\[", operands, re.I):
+        return "the operands mix 64-bit X and 32-bit W registers: use one width, or extend the W one (`, uxtw`)"
+    return next((hint for mnemonics, pattern, hint in _OPERAND_RULES
+                 if re.fullmatch(mnemonics, mnemonic) and re.match(pattern, operands, re.IGNORECASE)), "")
 
 
 def _substitute_constants(text: str, constants: dict[str, int]) -> str:

@@ -1,14 +1,8 @@
 """The `vlab` command: one subcommand per module, each registering itself with `add_parser`.
 
-    vlab doctor          is everything installed?
-    vlab run FILE        run a guest on the bare machine (or, with --virt, inside a VM)
-    vlab exercises       regenerate exercises/ from solutions/
-    vlab grade DIR...    grade students' submissions
-    vlab demo [CHAPTER]  serve the chapters' widgets as Voila dashboards
-    vlab site [OUT]      build a static HTML site of the executed chapters
-
 A subcommand module defines `add_parser(subparsers)`, which adds its parser and sets
 `func` to a function taking the parsed arguments and returning the exit status.
+`vlab --help` shows USAGE, written for the people who run the command.
 """
 
 from __future__ import annotations
@@ -26,10 +20,22 @@ SUBCOMMANDS = {"doctor": "vlab.doctor", "run": "vlab.cli_run", "exercises": "vla
                "grade": "vlab.cli_grade", "demo": "vlab.cli_demo", "site": "vlab.course_site"}
 
 
+USAGE = """vlab: a virtualization lab whose guests are real AArch64 machine code.
+
+    vlab doctor          is everything installed?
+    vlab run FILE        run a guest on the bare machine (or, with --virt, inside a VM)
+    vlab exercises       regenerate exercises/ from solutions/
+    vlab grade DIR...    grade students' submissions
+    vlab demo [CHAPTER]  serve the chapters' widgets as Voila dashboards
+    vlab site [OUT]      build a static HTML site of the executed chapters
+
+`vlab COMMAND --help` says more about each command."""
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser for subcommand `only` (default: every one that could be imported; a broken one
     is reported, not fatal)."""
-    parser = argparse.ArgumentParser(prog="vlab", description=__doc__,
+    parser = argparse.ArgumentParser(prog="vlab", description=USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vlab {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

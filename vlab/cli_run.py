@@ -3,6 +3,7 @@
     vlab run hello.S                  # UART output, then a one-line stop report on stderr
     vlab run prog.elf --json          # one JSON object: uart, virtio_console, stop, instructions, registers, ...
     vlab run kernel.bin --max-insns 1000000
+    vlab run my.c                     # built first with aarch64-linux-gnu-gcc and vlab's C runtime
     vlab run hello.S --virt --trap TVM,TWI   # inside a VM; the JSON adds `exits` (class -> count)
     vlab run smp.elf --virt --vcpus 4 --pcpus 2 --sched credit
     vlab run a.S b.S c.S --virt --pcpus 2 --sched credit --weights 512,256,256 --caps 0,50,0
@@ -32,10 +33,11 @@ VIRTIO_HEADING = "--- virtio console ---"  # in text mode, between the UART's ou
 
 def add_parser(subparsers) -> None:
     """Register the `run` subcommand."""
-    p = subparsers.add_parser("run", help="run guests (.S, .bin or ELF) on the bare machine, or as VMs on a host",
+    p = subparsers.add_parser("run", help="run guests (.S, .c, .bin or ELF) on the bare machine, or as VMs on a host",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE",
-                   help="assembly source (.S/.s), raw binary (loaded at 0x40000000) or AArch64 ELF; several: VMs")
+                   help="assembly source (.S/.s), C source (.c, built first), raw binary (.bin, loaded at "
+                        "0x40000000) or AArch64 ELF; several: VMs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--max-insns", type=int, default=DEFAULT_MAX_INSNS, metavar="N",
                    help=f"instruction budget, of each VM (default {DEFAULT_MAX_INSNS:,})")
@@ -68,7 +70,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         if not args.virt:
             board = Board()
-            load(board, image_from_file(args.files[0]))
+            load(board, image_from_file(_guest(args.files[0])))
             return _report_one(args, board.run(max_insns=args.max_insns, timeout_s=args.timeout))
         host, vms = _host(args)
         result = host.run(max_insns=args.max_insns, timeout_s=args.timeout)  # refuses what cannot run, first
@@ -126,10 +128,10 @@ def _host(args: argparse.Namespace):
                          windows=args.windows, vm_names=names)
     weights = _numbers("--weights", args.weights, 256, len(files))
     caps = _numbers("--caps", args.caps, 0, len(files))
-    traps = HCR.parse(args.trap)
+    traps = _trap_controls(args.trap)
     alone = len(files) == 1
     host = Host(pcpus, memory=None if alone else len(files) * (DEFAULT_RAM_SIZE + 0x20_0000), scheduler=policy)
-    vms = [VM.from_file(f, traps=traps, vcpus=args.vcpus, host=host, weight=w, cap=c,
+    vms = [VM.from_file(_guest(f), traps=traps, vcpus=args.vcpus, host=host, weight=w, cap=c,
                         stage2=None if alone else "demand") for f, w, c in zip(files, weights, caps)]
     return host, vms
 
@@ -183,6 +185,29 @@ def _report_host(args: argparse.Namespace, host, result) -> int:
         print(f"== {host.policy.name} on {len(host.pcpus)} physical CPU(s) ==", file=sys.stderr)
         print(figures.table(), file=sys.stderr)
     return 0 if all(r.reason.value in ("powered_off", "idle") for r in result.vms) else 1
+
+
+def _guest(file: str) -> str | Path:
+    """The file to load: a C source is built into an ELF first, saying so (what runs is not the file named)."""
+    if Path(file).suffix != ".c":
+        return file
+    from vlab.guests.build import C_DIR, COMPILER, build
+
+    elf = build(Path(file))  # ToolError naming the package when the compiler is missing
+    print(f"vlab run: built {Path(file).name} with {COMPILER} and vlab's C runtime ({C_DIR}: start.S calls your "
+          f"main(), lib.c has printf): {elf}", file=sys.stderr)
+    return elf
+
+
+def _trap_controls(names: str) -> HCR:
+    """--trap's HCR_EL2 bits; an unknown name is refused listing only the controls a VM honours."""
+    from vlab.hyp import SUPPORTED_TRAPS
+
+    unknown = [n for n in (n.strip().upper() for n in names.split(",")) if n and n not in HCR.__members__]
+    if unknown:
+        raise ValueError(f"unknown HCR_EL2 bit {unknown[0]!r}; the trap controls vlab's VMs honour: "
+                         + ", ".join(bit.name for bit in HCR if bit & SUPPORTED_TRAPS))
+    return HCR.parse(names)
 
 
 def _print_output(text: str) -> None:

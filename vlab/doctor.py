@@ -33,9 +33,10 @@ class Check:
     advice: str = ""
     required: bool = True
 
-    def line(self) -> str:
+    def line(self, width: int = 22) -> str:
+        """`[ok  ] name  found`, the name padded to `width`; then the advice when not ok."""
         mark = "ok  " if self.ok else ("FAIL" if self.required else "warn")
-        text = f"[{mark}] {self.name:<22} {self.found}"
+        text = f"[{mark}] {self.name:<{width}} {self.found}"
         return text if self.ok else f"{text}\n       -> {self.advice}"
 
 
@@ -121,13 +122,23 @@ def add_parser(subparsers) -> None:
 
 def doctor_command(args: argparse.Namespace) -> int:
     """Print every check; 0 when all required checks pass, 1 otherwise."""
-    checks = run_checks()
+    return 0 if report(run_checks()) else 1
+
+
+def doctor() -> None:
+    """What `vlab doctor` prints, for a notebook cell (it returns nothing, so the cell shows no value)."""
+    report(run_checks())
+
+
+def report(checks: list[Check]) -> bool:
+    """Print the checks in one aligned column, then the verdict; True when every required one passed."""
+    width = max(len(c.name) for c in checks)
     for check in checks:
-        print(check.line())
+        print(check.line(width))
     failed = [c.name for c in checks if c.required and not c.ok]
     warned = [c.name for c in checks if not c.required and not c.ok]
     if failed:
         print(f"\n{len(failed)} required check(s) failed: {', '.join(failed)}")
-        return 1
+        return False
     print("\nEverything vlab needs is here." + (f" Optional: {', '.join(warned)} missing." if warned else ""))
-    return 0
+    return True

@@ -86,32 +86,56 @@ def _decode_ordered(word: int) -> Access | None:
     return Access(1 << size, word & 0x1F, is_write=not load, sixty_four=size == 3, acquire_release=True)
 
 
-def effective_address(word: int, register: Callable[[int], int]) -> int | None:
-    """The address a syndrome-describable load/store accesses; None for other instructions.
+def effective_address(word: int, register: Callable[[int], int], pc: int = 0) -> int | None:
+    """The lowest address a load or store accesses (where its FAR points); None if `word` is none.
 
-    `register(n)` reads Xn, where n = 31 means SP (the base register of a load/store is
-    never the zero register). The index register of the register-offset form is read as
-    `register(m)` too, and must give 0 for m = 31 (XZR): the caller's function decides.
+    Every Armv8.0 form, not only those with a syndrome: pairs, pre- and post-index writeback,
+    SIMD&FP registers, vector structures, exclusives, literals (relative to `pc`). The
+    address is the one *before* any writeback. `register(n)` reads Xn, where n = 31 means SP
+    (a base register is never the zero register); an index register is read through
+    `register_zero`, so 31 reads as XZR.
+
+        x x 1 1 1 V 0 1 ...      register, unsigned immediate   base + imm12 << scale
+        x x 1 1 1 V 0 0 ...      register: unscaled, pre/post-index, unprivileged, register offset
+        x x 1 0 1 V 0 mm ...     pair: mm = 01 post-index (base), else base + imm7 * scale
+        x x 0 1 1 V 0 0 ...      literal                         pc + imm19 * 4
+        x x 0 0 1 0 0 0 ...      exclusive and ordered          base
+        0 Q 0 0 1 1 0 x ...      SIMD structures (LD1..LD4, ST1..ST4)   base
     """
-    if decode(word) is None:
-        return None
     rn = (word >> 5) & 0x1F
+    if word & 0xBE00_0000 == 0x0C00_0000 or word & 0x3F00_0000 == 0x0800_0000:
+        return register(rn)  # SIMD structures, exclusive and ordered: no offset
+    if word & 0x3B00_0000 == 0x1800_0000:  # literal
+        return (pc + 4 * _signed((word >> 5) & 0x7_FFFF, 19)) & _MASK64
+    if word & 0x3A00_0000 == 0x2800_0000:  # pair
+        vector, opc, mode = (word >> 26) & 1, word >> 30, (word >> 23) & 3
+        scale = 4 << opc if vector else 8 if opc == 0b10 else 4
+        offset = 0 if mode == 0b01 else scale * _signed((word >> 15) & 0x7F, 7)
+        return (register(rn) + offset) & _MASK64
+    if word & 0x3A00_0000 != 0x3800_0000:
+        return None  # not a load or store
     base = register(rn)
-    if word & 0x3F00_0000 == 0x0800_0000:  # LDAR/STLR: no offset
-        return base
-    size = word >> 30
-    if (word >> 24) & 3 == 0b01:  # unsigned offset, scaled by the access size
-        return (base + (((word >> 10) & 0xFFF) << size)) & _MASK64
-    if (word >> 21) & 1:  # register offset: Rm, extended and optionally shifted by the size
-        option, shifted = (word >> 13) & 0b111, (word >> 12) & 1
-        index = register_zero((word >> 16) & 0x1F, register)
-        if option in (0b010, 0b110):  # UXTW, SXTW: the low 32 bits, zero- or sign-extended
-            index &= 0xFFFF_FFFF
-            if option == 0b110 and index >> 31:
-                index -= 1 << 32
-        return (base + (index << (size if shifted else 0))) & _MASK64
-    imm9 = (word >> 12) & 0x1FF  # unscaled and unprivileged: a signed 9-bit byte offset
-    return (base + (imm9 - 0x200 if imm9 & 0x100 else imm9)) & _MASK64
+    vector, size = (word >> 26) & 1, word >> 30
+    scale = (((word >> 23) & 1) << 2 | size) if vector else size  # a 128-bit Q register: scale 4
+    if (word >> 24) & 1:  # unsigned immediate offset, scaled
+        return (base + (((word >> 10) & 0xFFF) << scale)) & _MASK64
+    op = (word >> 10) & 3
+    if not (word >> 21) & 1:  # 9-bit signed offset: unscaled (00), post-index (01), unprivileged (10), pre (11)
+        return base if op == 0b01 else (base + _signed((word >> 12) & 0x1FF, 9)) & _MASK64
+    if op != 0b10:
+        return None  # atomics and pointer-authenticated loads: Armv8.1+, undefined on a Cortex-A72
+    # register offset: Rm, extended and optionally shifted by the access size
+    option, shifted = (word >> 13) & 0b111, (word >> 12) & 1
+    index = register_zero((word >> 16) & 0x1F, register)
+    if option in (0b010, 0b110):  # UXTW, SXTW: the low 32 bits, zero- or sign-extended
+        index &= 0xFFFF_FFFF
+        if option == 0b110 and index >> 31:
+            index -= 1 << 32
+    return (base + (index << (scale if shifted else 0))) & _MASK64
+
+
+def _signed(value: int, bits: int) -> int:
+    return value - (1 << bits) if value >> (bits - 1) & 1 else value
 
 
 def register_zero(n: int, register: Callable[[int], int]) -> int:

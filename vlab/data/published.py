@@ -23,9 +23,18 @@ class PublishedCost:
     certainty: str  # "checked", "quoted" or "recalled"
 
     def label(self) -> str:
-        """How a notebook prints it: approximate unless checked, always with its source."""
+        """How a notebook prints it: approximate unless checked, always with its source and, in plain
+        words, how sure we are of it."""
         amount = f"{self.cycles:,} cycles" if self.certainty == "checked" else f"about {self.cycles:,} cycles"
-        return f"{self.operation} on {self.platform}: {amount} (published: {self.source}; {self.certainty})"
+        return f"{self.operation} on {self.platform}: {amount} (published: {self.source}; {CERTAINTY[self.certainty]})"
+
+
+# What each certainty means, said to a student (the tags are REFERENCES.md's shorthand).
+CERTAINTY = {
+    "checked": "checked against the paper",
+    "quoted": "as another source quotes the paper, not yet checked against it",
+    "recalled": "not yet checked against the paper",
+}
 
 
 # Hypercall round trip (guest -> hypervisor -> guest, doing nothing): Dall et al., Table II.

@@ -1,7 +1,13 @@
 // hello.S - the smallest kernel: print through the PL011 UART, then power off.
 //
-// Runs at EL1 on QEMU virt (qemu-system-aarch64 -M virt -cpu cortex-a72 -nographic -kernel hello.elf)
-// and on vlab's board. Self-check: x19 holds 0x600d and the byte count sits in `count`.
+// It runs at EL1 on vlab's board (vlab run vlab/guests/hello.S) and on QEMU's virt board; there,
+// from the vlab checkout, GNU as assembles the same source and QEMU boots it:
+//   aarch64-linux-gnu-as -o hello.o vlab/guests/hello.S
+//   aarch64-linux-gnu-ld -Ttext=0x40080000 -o hello.elf hello.o
+//   qemu-system-aarch64 -M virt -cpu cortex-a72 -m 128M -nographic -nodefaults -serial stdio -kernel hello.elf
+// (-nodefaults: no network card, whose boot ROM Debian's QEMU package does not ship.)
+// Self-check: x19 holds 0x600d and the byte count sits in `count`.
+    .global _start
 _start:
     ldr     x1, =0x09000000        // PL011 base
     adr     x2, message

@@ -39,35 +39,28 @@ greeting:
     .ascii  "Hello from EL0, through a system call!\n"
 greeting_end:
 
-// ---- the kernel's exception vectors: 16 entries of 0x80 bytes ----
+// ---- the kernel's exception vectors: 16 entries of 0x80 bytes, in four groups of four ----
+// (synchronous, IRQ, FIQ, SError) for: the current EL with SP_EL0, the current EL with SP_ELx,
+// a lower EL running AArch64, a lower EL running AArch32. An entry holds up to 32 instructions.
     .balign 0x800
 vectors:
-    b       unexpected             // current EL with SP_EL0: synchronous
+    b       unexpected             // +0x000 current EL with SP_EL0: synchronous
     .balign 0x80
-    b       unexpected             // IRQ
+    b       unexpected             // +0x080 IRQ
     .balign 0x80
-    b       unexpected             // FIQ
+    b       unexpected             // +0x100 FIQ
     .balign 0x80
-    b       unexpected             // SError
+    b       unexpected             // +0x180 SError
     .balign 0x80
-    b       unexpected             // current EL with SP_ELx: synchronous
+    b       unexpected             // +0x200 current EL with SP_ELx: synchronous
     .balign 0x80
-    b       unexpected
+    b       unexpected             // +0x280 IRQ
     .balign 0x80
-    b       unexpected
+    b       unexpected             // +0x300 FIQ
     .balign 0x80
-    b       unexpected
+    b       unexpected             // +0x380 SError
     .balign 0x80
-    b       el0_sync               // lower EL (AArch64): synchronous
-    .balign 0x80
-    b       unexpected
-    .balign 0x80
-    b       unexpected
-    .balign 0x80
-    b       unexpected
-    .balign 0x80
-
-el0_sync:
+el0_sync:                          // +0x400 lower EL (AArch64): synchronous -- the user's SVC lands here
     mrs     x9, esr_el1
     lsr     x10, x9, #26           // exception class
     cmp     x10, #0x15             // SVC from AArch64
@@ -78,6 +71,21 @@ el0_sync:
     b.eq    sys_exit
     mov     x0, #-38               // -ENOSYS
     eret
+    .balign 0x80
+    b       unexpected             // +0x480 IRQ
+    .balign 0x80
+    b       unexpected             // +0x500 FIQ
+    .balign 0x80
+    b       unexpected             // +0x580 SError
+    .balign 0x80
+    b       unexpected             // +0x600 lower EL (AArch32): synchronous
+    .balign 0x80
+    b       unexpected             // +0x680 IRQ
+    .balign 0x80
+    b       unexpected             // +0x700 FIQ
+    .balign 0x80
+    b       unexpected             // +0x780 SError
+    .balign 0x80
 
 sys_write:                         // x1 = buffer, x2 = length
     ldr     x11, =0x09000000

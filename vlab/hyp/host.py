@@ -325,7 +325,11 @@ class Host:
     def _finish(self, vms: list) -> None:
         """After a run (every VM of which has stopped, so its vCPUs have left the scheduler's queues:
         a later run wakes what is still runnable): the trace ends, for now, where the core that got
-        furthest stopped."""
+        furthest stopped. Each core stops what it ran, and asks the policy, as the contract wants after
+        a sleep, so that the policy knows nothing runs there when a later run wakes its vCPUs again."""
+        for i, decision in enumerate(self._decision):
+            if decision is not None and decision[0] is not None:
+                self._decision[i] = (self.scheduler.pick(i, self.pcpus[i].now(), None).entity, 0)
         self.trace.finish(max(p.now() for p in self.pcpus))
 
     def _now(self) -> int:

@@ -49,13 +49,20 @@ class HostMemory:
         self.size = size
         self.buffer, self.address = zeroed_host_buffer(size)
         self.memory = BufferMemory(0, size, self.buffer)
-        self.frames = FrameAllocator(0, size, seed)
+        self.frames = FrameAllocator(0, size, seed, self.memory)  # scrubs every frame given back
         self.owner: dict[int, str] = {}  # frame -> who uses it ("vm1 RAM", "vm1 stage-2 table", ...)
         self.sharers: dict[int, int] = {}  # frame -> how many VM pages map it copy-on-write
 
 
 class VmMemory:
-    """One VM's RAM: `ram_size` bytes of IPA space at `ram_base`, backed by host frames via stage 2."""
+    """One VM's RAM: `ram_size` bytes of IPA space at `ram_base`, backed by host frames via stage 2.
+
+    Every frame the VM receives is zero or holds its own data. After `write_protect`, every write
+    to its RAM -- the guest's, through a stage-2 permission fault, or the loader's -- is in `dirty`.
+    Whenever a valid stage-2 entry changes, `on_change` (set by the VM) is told its IPA page, or
+    None for many: every TLB that may hold the old entry, on every core running the VM, must
+    forget it, as a broadcast `TLBI IPAS2E1IS` (or `VMALLS12E1IS`) does on hardware.
+    """
 
     def __init__(self, host: HostMemory, ram_base: int, ram_size: int, layout: str = "contiguous",
                  seed: int = 0, vmid: int = 1):
@@ -66,6 +73,7 @@ class VmMemory:
         self.tables = TableBuilder(host.memory, self.regime, host.frames)
         self.dirty: set[int] = set()  # IPA pages written since write protection was turned on
         self._write_protected: set[int] = set()
+        self._logging = False  # write_protect() was called: record every write from now on
         self.shared: set[int] = set()  # IPA pages mapped read-only onto a frame shared with others
         self.demand_faults = 0
         # Told the IPA page (or None: many) whenever a stage-2 entry that was valid changes, so that
@@ -90,6 +98,8 @@ class VmMemory:
             self.host.owner[frame] = f"vm{self.vmid} {what}"
 
     def _map(self, ipa: int, frame: int, writable: bool = True, notify: bool = True) -> None:
+        """Write the stage-2 entry of one page; if it replaces a valid one, tell `on_change` (unless
+        the caller will, for many at once)."""
         before = len(self.tables.tables)
         replaced = notify and self.on_change is not None and self.tables.page(ipa) is not None
         self.tables.set_page(ipa, Leaf(frame, 3, 2, attr=0b1111, ap=S2_READ | (S2_WRITE if writable else 0)))
@@ -117,29 +127,42 @@ class VmMemory:
     # --- the hypervisor's side of a stage-2 fault ------------------------------------------------
 
     def resolve(self, ipa: int, write: bool) -> str | None:
-        """Fix a stage-2 fault on RAM if it is ours to fix (demand paging, dirty tracking); what was done."""
+        """Fix a stage-2 fault on RAM if it is ours to fix (demand paging, copy-on-write, dirty
+        tracking); what was done, or None when the fault is not about RAM the VM owns."""
         if not self.in_ram(ipa):
             return None
         page = ipa & ~(PAGE - 1)
         frame = self.frame_of(page)
         if frame is None and self.layout == "demand":
-            frame = self._allocate(page)
+            frame = self._allocate(page, writable=write or not self._logging)
             self.demand_faults += 1
+            if self._logging and write:
+                self.dirty.add(page)
+            elif self._logging:
+                self._write_protected.add(page)  # mapped read-only: its first write will fault, and be seen
             return f"demand paging: IPA page {page:#x} -> new host frame {frame:#x}"
-        if frame is not None and write and page in self.shared:
-            return self._break_sharing(page, frame)
-        if frame is not None and write and page in self._write_protected:
+        if frame is None:
+            return None
+        if write and (page in self.shared or page in self._write_protected):
+            if self._logging:
+                self.dirty.add(page)
             self._write_protected.discard(page)
-            self.dirty.add(page)
-            self._map(page, frame, writable=True)
-            return f"dirty tracking: IPA page {page:#x} written, made writable again"
-        return None
+            if page in self.shared:
+                action = self._break_sharing(page, frame)
+            else:
+                self._map(page, frame, writable=True)
+                action = f"dirty tracking: IPA page {page:#x} written, made writable again"
+        elif self.translate(ipa, Access.WRITE if write else Access.READ).fault is None:
+            # Another vCPU's fault fixed the entry after this one's TLB had cached the old one: retry.
+            return f"IPA page {page:#x} is already mapped for this access: the guest retries"
+        else:
+            return None
+        return action
 
-    def _allocate(self, page: int) -> int:
-        """A fresh zeroed host frame, mapped at `page`."""
+    def _allocate(self, page: int, writable: bool = True) -> int:
+        """A fresh host frame (zero: frames are scrubbed when given back), mapped at `page`."""
         frame = self.host.frames.allocate()
-        self.host.memory.write(frame, bytes(PAGE))
-        self._map(page, frame)
+        self._map(page, frame, writable)
         return frame
 
     def _break_sharing(self, page: int, frame: int) -> str:
@@ -155,20 +178,25 @@ class VmMemory:
         self._map(page, copy)
         return f"copy-on-write: IPA page {page:#x} copied from shared frame {frame:#x} to {copy:#x}"
 
-    def share(self, page: int, frame: int) -> None:
+    def share(self, page: int, frame: int, notify: bool = True) -> None:
         """Map `page` read-only onto `frame`, which holds identical contents, and give ours back."""
         own = self.frame_of(page)
-        self._map(page, frame, writable=False)
+        self._map(page, frame, writable=False, notify=notify)
         self.host.owner[frame] = "shared RAM"
         self.host.sharers[frame] = self.host.sharers.get(frame, 0) + 1
         self.shared.add(page)
         if own is not None and own != frame and own not in self.host.sharers:
-            self.host.frames.release(own)
+            self.host.frames.release(own)  # scrubbed: the next VM to get it must not read this one's data
             self.host.owner.pop(own, None)
 
     def write_protect(self) -> None:
-        """Make every RAM page read-only at stage 2 and forget what was dirty (a migration round starts)."""
+        """Make every RAM page read-only at stage 2 and forget what was dirty (a migration round starts).
+
+        From now on every write to RAM is recorded in `dirty`: the guest's first write to a page
+        faults and is logged, and so are pages demand-paged in and writes by IPA (the loader's).
+        """
         self.dirty.clear()
+        self._logging = True
         for ipa, frame in self.mapping():
             self._map(ipa, frame, writable=False, notify=False)
             self._write_protected.add(ipa)
@@ -184,12 +212,21 @@ class VmMemory:
         return frame
 
     def write(self, ipa: int, data: bytes) -> None:
-        """Write guest RAM by IPA, giving pages frames if the layout is on demand (a loader does this)."""
+        """Write guest RAM by IPA, giving pages frames if the layout is on demand (a loader does this).
+
+        A page shared copy-on-write is copied first: the other VMs must not see this write.
+        """
         for start, length in self._chunks(ipa, len(data)):
-            frame = self._frame_for(start & ~(PAGE - 1), allocate=True)
+            page = start & ~(PAGE - 1)
+            if page in self.shared:
+                self._break_sharing(page, self.frame_of(page))
+                self._write_protected.discard(page)
+            frame = self._frame_for(page, allocate=True)
             if frame is None:
                 raise ValueError(f"IPA {start:#x} is not in the VM's RAM")
             self.host.memory.write(frame + start % PAGE, data[start - ipa:start - ipa + length])
+            if self._logging:
+                self.dirty.add(page)
 
     def read(self, ipa: int, size: int) -> bytes:
         """Read guest RAM by IPA; pages with no frame yet read as zeros."""
@@ -212,10 +249,10 @@ def share_identical_pages(memories: list[VmMemory]) -> int:
     """Content-based page sharing: map every set of identical RAM pages onto one frame, copy-on-write.
 
     Pages are compared by a hash, then in full. Returns how many host frames were freed. The
-    VMs must not be running; flush their TLBs before they run again.
+    VMs must not be running; each VM whose pages changed is told once (`on_change(None)`).
     """
     first: dict[bytes, list[tuple[VmMemory, int, int]]] = {}
-    freed = 0
+    freed, changed = 0, set()
     for memory in memories:
         for page, frame in memory.mapping():
             if page in memory.shared:
@@ -228,7 +265,11 @@ def share_identical_pages(memories: list[VmMemory]) -> int:
                 continue
             owner, owner_page, shared_frame = match
             if owner_page not in owner.shared:
-                owner.share(owner_page, shared_frame)
-            memory.share(page, shared_frame)
+                owner.share(owner_page, shared_frame, notify=False)
+            memory.share(page, shared_frame, notify=False)
             freed += 1
+            changed |= {id(owner), id(memory)}
+    for memory in memories:
+        if id(memory) in changed and memory.on_change is not None:
+            memory.on_change(None)  # once per VM: its pages are read-only now, some on another frame
     return freed

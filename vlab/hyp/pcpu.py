@@ -44,6 +44,7 @@ TLB_ENTRIES = 1024  # vlab's TLB model of this core, entries tagged by VMID and 
 SERVED_IN_PLACE = (ExceptionClass.SYS64, ExceptionClass.HVC64, ExceptionClass.SMC64,
                    ExceptionClass.DABT_LOWER, ExceptionClass.IABT_LOWER)
 STUCK_EXITS = 8  # the same trapped instruction exiting this many times in a row: the handler is broken
+EXITS_KEPT = 4096  # exits built once per instruction (see _trap_sysreg), at most
 
 # What a system-register access means to the hypervisor, decided once per VM and access:
 NATIVE, TRAP, IDENTITY, TRANSLATION, TLBI, AT = range(6)
@@ -68,6 +69,7 @@ class PhysicalCpu:
         self._pending: Callable[[], None] | None = None  # what an exit served in place left to the loop
         self._exits: dict[tuple, Exit] = {}  # exits of instructions that always make the same one
         self._split: tuple | None = None  # the first half of an 8-byte device access, awaiting the second
+        self._sites: dict[tuple, tuple] = {}  # device accesses, decoded once per instruction (_mmio_site)
 
     # --- the host clock, as this core keeps it --------------------------------------------------
 
@@ -117,6 +119,7 @@ class PhysicalCpu:
         if vcpu is None:
             return
         uc.context_restore(vcpu.context)
+        self.cpu.note_context_restored()
         vcpu._cpu, vcpu._now = self.cpu, self.now
         vm = vcpu.vm
         if self._translation is not None:
@@ -173,6 +176,8 @@ class PhysicalCpu:
             self._on_wfi(vcpu)
         elif kind is StopKind.ERROR:
             vcpu.vm.stop(StopReason.ERROR, f"vlab error (please report it): {stop.message}", vcpu)
+        elif kind is StopKind.UNSUPPORTED:
+            vcpu.vm.stop(StopReason.ERROR, stop.message, vcpu)
         if vcpu.state is VCpuState.RUNNABLE and not vcpu.in_wfi and vcpu.vm.running:
             self.take_pending_irq(vcpu)
 
@@ -270,8 +275,10 @@ class PhysicalCpu:
         if exc.target_el == 2:
             return self._exit(vcpu, exc.syndrome, exc.address, exc.el, trapped=True, far=exc.far, ipa=exc.ipa,
                               word=exc.word)
-        if vcpu.vm.memory is None and exc.syndrome.ec in _ABORTS and exc.far is not None \
-                and not vcpu.ram.contains(exc.far):
+        # exc.ipa: the physical address of an access that reached nothing (FAR is the virtual one);
+        # None for the guest's own stage-1 aborts, which stay the guest's.
+        if vcpu.vm.memory is None and exc.syndrome.ec in _ABORTS and exc.ipa is not None \
+                and not vcpu.ram.contains(exc.ipa):
             return self._identity_stage2_abort(vcpu, exc)
         return None
 
@@ -284,10 +291,10 @@ class PhysicalCpu:
             access = Access.FETCH
         else:
             access = Access.WRITE if DataAbort.from_iss(exc.syndrome.iss).wnr else Access.READ
-        miss = Fault(FaultKind.TRANSLATION, 2, vcpu.vm.stage2_miss_level(exc.far), exc.far, "outside the VM's RAM",
-                     ipa=exc.far)
+        miss = Fault(FaultKind.TRANSLATION, 2, vcpu.vm.stage2_miss_level(exc.ipa), exc.ipa, "outside the VM's RAM",
+                     ipa=exc.ipa)
         syndrome = tlb_fill.syndrome(miss, access, exc.el, word or 0)
-        return self._exit(vcpu, syndrome, exc.address, exc.el, trapped=True, far=exc.far, ipa=exc.far, word=word)
+        return self._exit(vcpu, syndrome, exc.address, exc.el, trapped=True, far=exc.far, ipa=exc.ipa, word=word)
 
     def _exit(self, vcpu: VCpu, syndrome: Syndrome, address: int, el: int, trapped: bool,
               far: int | None = None, ipa: int | None = None, word: int | None = None) -> Exit:
@@ -295,6 +302,11 @@ class PhysicalCpu:
         if word is None:
             word = self.cpu.read_word(address)
         return Exit(syndrome, address, address if trapped else address + 4, word, vcpu.index, el, far, ipa)
+
+    def _keep_few_exits(self) -> None:
+        """A guest that traps from ever more places (generated code) must not grow the cache forever."""
+        if len(self._exits) >= EXITS_KEPT:
+            self._exits.clear()
 
     def _defer(self, exit: Exit, outcome: tuple) -> None:
         """From a hook: the exit was dispatched, but what its handler asked for needs the loop."""
@@ -331,6 +343,7 @@ class PhysicalCpu:
         key = (pc, access, vcpu.index)
         exit = self._exits.get(key)
         if exit is None:  # the same instruction always makes the same exit: build it once
+            self._keep_few_exits()
             syndrome = Syndrome(ExceptionClass.SYS64, access.iss)
             exit = self._exits[key] = Exit(syndrome, pc, pc, _sysreg_word(access), vcpu.index, 1)
         resume_at, effect = outcome = vcpu.vm.dispatch(vcpu, exit, IN_PLACE)
@@ -361,7 +374,8 @@ class PhysicalCpu:
         va = cpu.x(access.rt)
         kind = Access.WRITE if access.op2 & 1 else Access.READ
         if not cpu.read_sysreg("SCTLR_EL1") & 1:
-            cpu.write_sysreg("PAR_EL1", va & ((1 << 48) - 1) & ~0xFFF)  # MMU off: the VA is the address
+            # MMU off: the VA is the address; bit 11 is RES1, NS (bit 9) set as for every non-secure guest.
+            cpu.write_sysreg("PAR_EL1", va & ((1 << 48) - 1) & ~0xFFF | 1 << 11 | 1 << 9)
             return
         try:
             stage1 = Regime.from_tcr(cpu.read_sysreg("TCR_EL1"))
@@ -397,6 +411,7 @@ class PhysicalCpu:
         key = (pc, cpu.read_word(pc - 4), vcpu.index)
         exit = self._exits.get(key)
         if exit is None:  # the same instruction always makes the same exit: build it once
+            self._keep_few_exits()
             exc = cpu.decode_exception(intno)
             # An HVC has completed (ELR_EL2 is the next instruction); a trapped SMC has not.
             exit = self._exits[key] = Exit(exc.syndrome, exc.address, exc.address if trapped else pc, exc.word,
@@ -445,6 +460,21 @@ class PhysicalCpu:
     def _mmio_write(self, uc, offset: int, size: int, value: int, base: int) -> None:
         self._mmio(base, offset, size, value, True)
 
+    def _mmio_site(self, vcpu: VCpu, pc: int, word: int, ipa: int, far: int | None, el: int, is_write: bool,
+                   size: int) -> tuple:
+        """(the exit, its syndrome decoded -- None when it has no instruction syndrome or Unicorn splits it
+        otherwise than in two halves --, the device, the register's name) of one instruction's device access."""
+        if len(self._sites) >= EXITS_KEPT:
+            self._sites.clear()
+        decoded = ldst.decode(word)
+        exit = Exit(handlers.mmio_syndrome(vcpu.vm, decoded, ipa, el, is_write), pc, pc, word, vcpu.index, el,
+                    ipa if far is None else far, ipa)
+        abort = DataAbort.from_iss(exit.syndrome.iss)
+        if decoded is None or not (1 << decoded.sas == size or 1 << decoded.sas == 8 and size == 4):
+            abort = None
+        device = vcpu.vm.device_at(ipa)
+        return exit, abort, device, f"{device.name}.{device.register_name(ipa - device.base)}"
+
     def _mmio(self, base: int, offset: int, size: int, value: int, is_write: bool) -> int:
         """An access to an emulated device, served in place: the exit the hardware would report is
         built, the device access performed and logged, and Unicorn completes the load or store."""
@@ -459,27 +489,28 @@ class PhysicalCpu:
                 if is_write:
                     handlers.serve_mmio(vcpu, split[3], split[4], split[2] | value << 32)
                 return 0 if is_write else split[2]
-            word = cpu.read_word(pc) or 0
-            decoded = ldst.decode(word)
-            ipa = base + offset
-            el = cpu.el
-            exit = Exit(handlers.mmio_syndrome(vcpu.vm, decoded, ipa, el, is_write), pc, pc, word,
-                        vcpu.index, el, ipa, ipa)
-            if decoded is not None and 1 << decoded.sas == size:
-                return handlers.serve_mmio(vcpu, exit, DataAbort.from_iss(exit.syndrome.iss), value)
-            if decoded is not None and 1 << decoded.sas == 8 and size == 4:
-                abort = DataAbort.from_iss(exit.syndrome.iss)
-                if is_write:  # the low half: the device sees the whole store with the high half
-                    self._split = (pc, offset + 4, value, exit, abort)
-                    return 0
-                loaded = handlers.serve_mmio(vcpu, exit, abort, 0)
-                self._split = (pc, offset + 4, loaded >> 32)
-                return loaded & 0xFFFF_FFFF
-            # ISV = 0 (a pair, writeback, SIMD): not an access a hypervisor can emulate from the
-            # syndrome. The instruction is undone and the guest gets what the handler says.
-            self._defer(exit, vcpu.vm.dispatch(vcpu, exit, IN_PLACE))
-            cpu.abort_current(GuestException(exit.syndrome, pc, pc, el, target_el=2))
-            return 0
+            word, ipa, el = cpu.read_word(pc) or 0, base + offset, cpu.el
+            # FAR is the virtual address (the guest's MMU may map the device elsewhere): the instruction's.
+            far = ldst.effective_address(word, lambda n: cpu.sp if n == 31 else cpu.x(n), pc)
+            key = (vcpu, pc, word, ipa, far, is_write, size, el)
+            site = self._sites.get(key)
+            if site is None:  # the same instruction on the same register: decoded once
+                site = self._sites[key] = self._mmio_site(vcpu, pc, word, ipa, far, el, is_write, size)
+            exit, abort, device, where = site
+            if abort is None:
+                # ISV = 0 (a pair, writeback, SIMD): not an access a hypervisor can emulate from the
+                # syndrome. The instruction is undone and the guest gets what the handler says.
+                self._defer(exit, vcpu.vm.dispatch(vcpu, exit, IN_PLACE))
+                cpu.abort_current(GuestException(exit.syndrome, pc, pc, el, target_el=2))
+                return 0
+            if 1 << abort.sas == size:
+                return handlers.serve_mmio(vcpu, exit, abort, value, device, where)
+            if is_write:  # the low half of an 8-byte store: the device sees it whole, with the high half
+                self._split = (pc, offset + 4, value, exit, abort)
+                return 0
+            loaded = handlers.serve_mmio(vcpu, exit, abort, 0, device, where)
+            self._split = (pc, offset + 4, loaded >> 32)
+            return loaded & 0xFFFF_FFFF
         except Exception as e:  # noqa: BLE001 - a device bug stops the run with a report
             cpu.report_hook_error(f"emulated device at {base:#x} failed at +{offset:#x}: {type(e).__name__}: {e}")
             return 0

@@ -22,19 +22,20 @@ from dataclasses import dataclass
 from typing import Callable
 
 from unicorn import (
-    UC_ARCH_ARM64, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR,
+    UC_ARCH_ARM64, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED,
+    UC_HOOK_INSN, UC_HOOK_INTR,
     UC_HOOK_MEM_INVALID, UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT,
-    UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_PROT_ALL, UC_QUERY_TIMEOUT, Uc, UcError,
+    UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UC_QUERY_TIMEOUT, Uc, UcError,
 )
 from unicorn import arm64_const as A
 from unicorn.unicorn_py3.arch.arm64 import UcRegCP64  # the C struct of a system-register access
 from unicorn.unicorn_py3.unicorn import uclib  # the C library: see CPU._read64
 
-from vlab.arch import sysregs
+from vlab.arch import ldst, sysregs
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess, imm16_syndrome
+from vlab.machine.abort_info import AbortInfo
 from vlab.machine.icount import InstructionCounter
 
-_UNTIL = 0xFFFF_FFFF_FFFF_FFFC  # "never": we stop on budgets and events, not on an address
 _UC_CTL_TLB_FLUSH = 11  # unicorn_const.UC_CTL_TLB_FLUSH
 
 # Unicorn's (QEMU's) exception numbers, as the UC_HOOK_INTR callback reports them
@@ -44,11 +45,16 @@ EXCP_HVC, EXCP_SMC = _EXCP_HVC, _EXCP_SMC
 _X = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
 # The register a system-register hook names (Unicorn's id for Rt) -> Rt; XZR is 31.
 _RT = {reg: n for n, reg in enumerate(_X)} | {A.UC_ARM64_REG_XZR: 31}
-_WFI = 0xD503207F
+_WFI, _ERET = 0xD503207F, 0xD69F03E0
+_FETCH_FAULTS = (ExceptionClass.IABT_LOWER, ExceptionClass.IABT_CURRENT, ExceptionClass.PC_ALIGN)
+_SPSR_EL1 = (3, 0, 4, 0, 0)  # (op0, op1, CRn, CRm, op2)
 
 PSTATE_DAIF = 0xF << 6
 PSTATE_NZCV = 0xF << 28
 PSTATE_I = 1 << 7
+PSTATE_IL = 1 << 20  # illegal execution state: set by an illegal exception return
+_FAULT_KINDS = {0x00: "address size fault", 0x04: "translation fault", 0x08: "access flag fault",
+                0x0C: "permission fault"}
 
 
 class Vector(enum.IntEnum):
@@ -77,7 +83,9 @@ class GuestException:
     far: int | None = None
     detail: str = ""  # a plain-words explanation, e.g. "no memory or device at 0x1234"
     target_el: int = 1  # the level that takes it: 2 when a hypervisor's trap control routed it there
-    ipa: int | None = None  # for a stage-2 fault: the intermediate physical address that missed
+    # For a stage-2 fault, the intermediate physical address that missed; for an access that reached no
+    # memory, its physical address (a VM without stage 2 takes that as a stage-2 miss at this IPA).
+    ipa: int | None = None
     word: int | None = None  # the instruction's encoding, when decoding the exception already read it
 
 
@@ -88,6 +96,7 @@ class StopKind(enum.Enum):
     TIMEOUT = "timeout"  # the wall-clock guard fired
     REQUESTED = "requested"  # someone (a device, a trap handler, a widget) asked to stop
     ERROR = "error"  # vlab itself failed inside a hook: see .message
+    UNSUPPORTED = "unsupported"  # the guest did something legal the emulator cannot run: .message says what
 
 
 @dataclass(frozen=True)
@@ -150,8 +159,6 @@ class Watchdog:
 class CPU:
     """One AArch64 core. Memory and devices are mapped onto it by the board."""
 
-    UNTIL = _UNTIL  # the stop address every run gives Unicorn (never reached by a guest)
-
     def __init__(self) -> None:
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         self._uch = self.uc._uch
@@ -176,14 +183,26 @@ class CPU:
         self._make_fault: Callable[[int], GuestException] | None = None  # set by fault()
         self._rollback = None  # set by abort_current(): the state to restore once the run stops
         self._running = False  # inside emu_start: the live counter is part of the clock
+        self._abort_info: AbortInfo | None = None  # made at the first abort Unicorn's own MMU raises
+        self._unsupported: str | None = None  # why the guest cannot go on, when the emulator cannot run it
+        self._misaligned_block: int | None = None  # a block translated at a misaligned PC, to drop before running
+        self._eret_watch: int | None = None  # the hook of _on_watched_instruction, while SPSR_EL1 needs it
+        self._eret_watch_stale = False  # SPSR_EL1 changed: decide again before the next run (_watch_erets)
         # SCR_EL3.HCE: without it HVC is UNDEFINED. RW (bit 10): EL2 and below are AArch64.
         self.write_sysreg("SCR_EL3", (1 << 8) | (1 << 10) | 1)
         # HCR_EL2.RW: EL1 is AArch64. Unicorn's core has EL2, and with RW = 0 it takes EL1 for
         # AArch32, so every ERET from EL1 to EL1 is an illegal return that sets PSTATE.IL.
         # Firmware on a real board sets RW before it enters an AArch64 kernel at EL1.
         self.write_sysreg("HCR_EL2", 1 << 31)
+        # No stop address. Unicorn would otherwise translate the one emu_start is given, as an instruction
+        # fetch of the byte before it, after every run -- a guest-visible translation of a page the guest
+        # may use (in virtual-TLB mode, a call of vlab's fill hook) -- and stop a guest that runs there.
+        # We stop on budgets and events only: an empty set of exits.
+        self.uc.ctl_exits_enabled(True)
+        self.uc.ctl_set_exits([])
         self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_memory_fault)
+        self.uc.hook_add(UC_HOOK_EDGE_GENERATED, self._on_new_block)
         # One hook per kind of instruction, so the direction is known without reading the
         # instruction: MRS and SYSL read into Rt, MSR and SYS write from it.
         for insn, is_read in ((A.UC_ARM64_INS_MRS, True), (A.UC_ARM64_INS_MSR, False),
@@ -195,7 +214,8 @@ class CPU:
     def _read64(self, reg: int) -> int:
         # Straight to the C library: Unicorn 2.1.4's Python reg_read searches register classes
         # on every call, and a trap round trip reads half a dozen registers (measured: a third
-        # of the cost of an exit). Safe for the plain 64-bit registers used here.
+        # of the cost of an exit). Zeroed first: Unicorn writes only 32 bits of PSTATE.
+        self._scratch.value = 0
         uclib.uc_reg_read(self._uch, reg, self._scratch_ref)
         return self._scratch.value
 
@@ -252,6 +272,13 @@ class CPU:
         self._select_sysreg(name)
         self._cp.val = value & (2**64 - 1)
         uclib.uc_reg_write(self._uch, A.UC_ARM64_REG_CP_REG, self._cp_ref)
+        if name == "SPSR_EL1" and _eret_needs_vlab(value) != (self._eret_watch is not None):
+            self._eret_watch_stale = True
+
+    def note_context_restored(self) -> None:
+        """Call after loading a saved context into this core (a world switch): what vlab derives from the
+        guest's system registers (here: whether exception returns need watching) is decided again."""
+        self._eret_watch_stale = True
 
     def _select_sysreg(self, name: str) -> None:
         # One struct reused, straight to the C library, as in _read64: every exit reads or writes
@@ -283,12 +310,24 @@ class CPU:
         """The 32-bit word at (guest virtual) address, or None where no memory is mapped."""
         if self.translate_for_reads is not None:
             address = self.translate_for_reads(address)
-            if address is None:
-                return None
+        else:
+            address = self._physical(address)
+        if address is None:
+            return None
         # Into a reused buffer, straight to the C library: an exit reads its instruction word.
         if uclib.uc_mem_read(self._uch, address, self._word_ref, 4) != 0:
             return None
         return self._word.value
+
+    def _physical(self, va: int) -> int | None:
+        """Where the guest's own MMU (walked by Unicorn) puts the instruction at `va`; None if nowhere.
+
+        With the MMU off that is `va` itself. Executable first: code at EL1 may be unreadable there.
+        """
+        for prot in (UC_PROT_EXEC, UC_PROT_READ):
+            if uclib.uc_vmem_translate(self._uch, va, prot, self._scratch_ref) == 0:
+                return self._scratch.value
+        return None
 
     # --- running ---------------------------------------------------------------
 
@@ -349,12 +388,20 @@ class CPU:
 
     def run(self, max_insns: int, timeout_us: int = 0) -> CpuStop:
         """Execute from PC until an event, at most max_insns instructions (> 0)."""
+        if self._misaligned_block is not None:  # translated, never run: Unicorn would run it next time
+            self.uc.ctl_remove_cache(self._misaligned_block, self._misaligned_block + 4)
+            self._misaligned_block = None
+        if self._eret_watch_stale:
+            self._watch_erets()
         self._exception = self._memory_fault = self._hook_error = self._trapped_at = self._make_fault = None
+        self._unsupported = None
         self._stop_requested = False
+        if self.pc & 3:  # Unicorn has no PC alignment check, and would run the misaligned words
+            return CpuStop(StopKind.EXCEPTION, 0, self._pc_alignment_fault(self.pc))
         error: UcError | None = None
         self._running = True
         try:
-            self.uc.emu_start(self.pc, _UNTIL, timeout=timeout_us, count=max_insns)
+            self.uc.emu_start(self.pc, 0, timeout=timeout_us, count=max_insns)  # `until` unused: no exits
         except UcError as e:
             error = e
         except Exception as e:  # a Python error in one of our hooks, re-raised by Unicorn's binding
@@ -372,15 +419,15 @@ class CPU:
     def _classify(self, started: int, max_insns: int, error: UcError | None) -> CpuStop:
         if self._hook_error:
             return CpuStop(StopKind.ERROR, max(started - 1, 0), message=self._hook_error)
-        if error is not None and self._is_bare_stop(error):
-            error = None  # virtual-TLB mode reports ordinary stops (budget, WFI, emu_stop) as an error
+        if self._unsupported:
+            return CpuStop(StopKind.UNSUPPORTED, max(self._trapped_at - 1, 0), message=self._unsupported)
         if error is not None:
             exc = self._exception or (self._make_fault(self.pc) if self._make_fault else self._fault_exception(error))
             if exc.return_address != exc.address:
                 # SVC/HVC/SMC completed (in virtual-TLB mode Unicorn also reports an error after them)
                 return CpuStop(StopKind.EXCEPTION, started, exc)
             last_started = self._trapped_at if self._trapped_at is not None else started
-            return CpuStop(StopKind.EXCEPTION, max(last_started - 1, 0), exc)
+            return CpuStop(StopKind.EXCEPTION, _retired_before(exc, last_started), exc)
         if self._exception is not None:
             exc = self._exception
             faulted = exc.return_address == exc.address  # the instruction did not complete
@@ -389,7 +436,7 @@ class CPU:
                 # Neither the faulting instruction retired nor, after a trap(), the next one that
                 # Unicorn may have started before it noticed the stop: count from the trap.
                 last_started = self._trapped_at if self._trapped_at is not None else started
-                return CpuStop(StopKind.EXCEPTION, last_started - 1, exc)
+                return CpuStop(StopKind.EXCEPTION, _retired_before(exc, last_started), exc)
             return CpuStop(StopKind.EXCEPTION, started, exc)
         if started > max_insns:
             return CpuStop(StopKind.BUDGET, max_insns)
@@ -400,12 +447,6 @@ class CPU:
         if self.read_word(self.pc - 4) == _WFI:
             return CpuStop(StopKind.WFI, started)
         return CpuStop(StopKind.REQUESTED, started)
-
-    def _is_bare_stop(self, error: UcError) -> bool:
-        """UC_ERR_EXCEPTION with no exception or fault recorded: in virtual-TLB mode Unicorn ends a WFI,
-        a spent budget or an emu_stop() this way (measured), where it otherwise returns normally."""
-        return (error.errno == UC_ERR_EXCEPTION and self._exception is None and self._make_fault is None
-                and self._memory_fault is None)
 
     # --- hooks: keep them small, never let a Python exception escape into Unicorn ---
 
@@ -434,29 +475,74 @@ class CPU:
         if intno == _EXCP_UDEF:
             return GuestException(Syndrome(ExceptionClass.UNKNOWN), pc, pc, el, detail="undefined instruction")
         if intno in (_EXCP_DATA_ABORT, _EXCP_PREFETCH_ABORT):
-            # Raised by Unicorn's own address translation: QEMU keeps the syndrome and the address
-            # to itself. With the MMU off the only such fault is an address beyond the physical
-            # address range (Arm ARM: an Address size fault at level 0), e.g. a push with SP = 0.
-            ec = ExceptionClass.DABT_CURRENT if intno == _EXCP_DATA_ABORT else ExceptionClass.IABT_CURRENT
-            if el == 0:
-                ec = ExceptionClass(ec - 1)
-            if not self.read_sysreg("SCTLR_EL1") & 1:
-                # WnR from the encoding: in the load/store classes bit 22 is set for loads.
-                is_write = intno == _EXCP_DATA_ABORT and not (self.read_word(pc) or 0) >> 22 & 1
-                iss = DataAbort(FaultStatus.ADDRESS_SIZE_L0, wnr=is_write).iss
-                return GuestException(Syndrome(ec, iss), pc, pc, el,
-                                      detail="the address is beyond the physical address range (MMU off)")
-            return GuestException(Syndrome(ec, FaultStatus.TRANSLATION_L0), pc, pc, el,
-                                  detail="MMU fault reported by the emulator without details")
+            # Raised by Unicorn's own address translation: the guest's tables refused the access, or,
+            # with the MMU off, the address is beyond the physical address range (e.g. a push with
+            # SP = 0). QEMU computed the syndrome and the faulting address: read them.
+            if self._abort_info is None:
+                self._abort_info = AbortInfo(self.uc)
+            esr, far = self._abort_info.read()
+            syndrome = Syndrome.from_esr(esr)
+            return GuestException(syndrome, pc, pc, el, far=far, detail=_stage1_fault(syndrome.iss & 0x3F,
+                                                                                       self.read_sysreg("SCTLR_EL1") & 1))
         return GuestException(Syndrome(ExceptionClass.UNKNOWN), pc, pc, el,
                               detail=f"emulator exception number {intno} has no AArch64 meaning here")
+
+    def _on_new_block(self, uc: Uc, block, _previous, _user) -> None:
+        """Unicorn translated a new block of guest code, about to run it: not at a misaligned PC.
+
+        Unicorn (QEMU 5) has no PC alignment check: a branch to an address that is not a multiple
+        of 4 would run the words found there. Every block is translated before its first run, and
+        vlab drops one it stops in front of, so no misaligned block ever runs.
+        """
+        if block.pc & 3:
+            self._exception = self._pc_alignment_fault(block.pc)
+            self._misaligned_block = block.pc
+            uc.emu_stop()
+
+    def _pc_alignment_fault(self, pc: int) -> GuestException:
+        return GuestException(Syndrome(ExceptionClass.PC_ALIGN), pc, pc, self.el, far=pc,
+                              detail=f"the PC is {pc:#x}, not a multiple of 4 (AArch64 instructions are 4-byte aligned)")
+
+    def _watch_erets(self) -> None:
+        """Watch every instruction (slow: a Python hook on each) while SPSR_EL1 holds a return Unicorn
+        gets wrong (see `_eret_needs_vlab`); stop watching when it no longer does. (PSTATE.IL is set
+        only by such a return, and then its exception saves it in SPSR_EL1: SPSR_EL1 says it all.)"""
+        self._eret_watch_stale = False
+        needed = _eret_needs_vlab(self.read_sysreg("SPSR_EL1"))
+        if needed and self._eret_watch is None:
+            self._eret_watch = self.uc.hook_add(UC_HOOK_CODE, self._on_watched_instruction)
+            self.uc.ctl_flush_tb()  # blocks translated before hold no call to the new hook
+        elif not needed and self._eret_watch is not None:
+            self.uc.hook_del(self._eret_watch)
+            self._eret_watch = None
+
+    def _on_watched_instruction(self, uc: Uc, address: int, _size: int, _user) -> None:
+        """Before each instruction, while watching: after an illegal exception return (PSTATE.IL set),
+        this instruction raises an Illegal Execution State exception instead of running (Arm ARM
+        D1.11.4); an ERET to AArch32 at EL0 stops the run, which Unicorn cannot emulate."""
+        try:
+            if self.pstate & PSTATE_IL:
+                self.trap(GuestException(Syndrome(ExceptionClass.ILLEGAL_STATE), address, address, self.el,
+                                         detail="PSTATE.IL is set: the exception return to here was illegal"))
+            elif self.el == 1 and self.read_word(address) == _ERET and self.read_sysreg("SPSR_EL1") & 0x1F == 0x10:
+                self._unsupported = (f"beyond what vlab can emulate (a limit of vlab, not an error of the guest): "
+                                     f"ERET at {address:#x} returns to AArch32 state at EL0 (SPSR_EL1.M = 0b10000), "
+                                     "which a Cortex-A72 runs, but vlab's emulator (Unicorn) executes AArch64 only")
+                self._trapped_at = self._counter.started()
+                self.request_stop()
+        except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
+            self.report_hook_error(f"watching exception returns: {type(e).__name__}: {e}")
 
     def _on_memory_fault(self, uc: Uc, access: int, address: int, size: int, value: int, _user) -> bool:
         self._memory_fault = (access, address, size)
         return False  # let Unicorn stop with the matching UC_ERR_*
 
     def _fault_exception(self, error: UcError) -> GuestException:
-        """An access to no memory, or a write to read-only memory: a synchronous external abort."""
+        """An access to no memory, or a write to read-only memory: a synchronous external abort.
+
+        Unicorn names the *physical* address (`ipa`: in a VM without stage 2, the IPA that has no
+        RAM); FAR is the virtual one, which with the guest's MMU on is worked out here.
+        """
         pc, el = self.pc, self.el
         if self._memory_fault is None:
             if error.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT):
@@ -465,16 +551,31 @@ class CPU:
                 return GuestException(Syndrome(ExceptionClass.UNKNOWN), pc, pc, el, detail=f"emulator error: {error}")
         access, address, size = self._memory_fault
         lower = el == 0
+        mmu_on = bool(self.read_sysreg("SCTLR_EL1") & 1)
         if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
-            ec = ExceptionClass.IABT_LOWER if lower else ExceptionClass.IABT_CURRENT
-            return GuestException(Syndrome(ec, FaultStatus.SYNC_EXTERNAL), address, address, el, far=address,
-                                  detail=f"instruction fetch from {address:#x}, where there is no memory")
+            ec = ExceptionClass.IABT_LOWER if lower else ExceptionClass.IABT_CURRENT  # PC is the fetch's VA
+            detail = f"instruction fetch from {pc:#x}" + _physically(pc, address) + ", where there is no memory"
+            return GuestException(Syndrome(ec, FaultStatus.SYNC_EXTERNAL), pc, pc, el, far=pc, ipa=address,
+                                  detail=detail)
         write = access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT)
         ec = ExceptionClass.DABT_LOWER if lower else ExceptionClass.DABT_CURRENT
         what = "read-only memory" if access == UC_MEM_WRITE_PROT else "no memory or device"
-        detail = f"{size}-byte {'write to' if write else 'read from'} {address:#x}: {what} there"
+        far = self._data_address(pc, address) if mmu_on else address
+        detail = f"{size}-byte {'write to' if write else 'read from'} {far if far is not None else address:#x}"
+        detail += _physically(far, address) + f": {what} there"
+        if far is None:
+            far, detail = address, detail + " (FAR holds the physical address: vlab could not work out the virtual one)"
         return GuestException(Syndrome(ec, DataAbort(FaultStatus.SYNC_EXTERNAL, wnr=write).iss), pc, pc, el,
-                              far=address, detail=detail)
+                              far=far, ipa=address, detail=detail)
+
+    def _data_address(self, pc: int, physical: int) -> int | None:
+        """The virtual address of the byte at `physical` that the load or store at `pc` reached."""
+        word = self.read_word(pc)
+        start = None if word is None else ldst.effective_address(word, lambda n: self.sp if n == 31 else self.x(n), pc)
+        if start is None:
+            return None
+        va = start & ~0xFFF | physical & 0xFFF  # 4 KB pages or larger: the offset in the page is the same
+        return va if va >= start else va + 0x1000  # the access crossed into the next page, which faulted
 
     def _on_sysreg(self, uc: Uc, reg: int, cp, is_read: bool) -> bool:
         try:
@@ -491,6 +592,10 @@ class CPU:
             access, min_el = known
             if min_el and (min_el > 1 or self.el == 0):
                 return False  # UNDEFINED at this level: the hardware raises it, not us
+            if key[:5] == _SPSR_EL1 and not is_read and \
+                    _eret_needs_vlab(self.x(access.rt)) != (self._eret_watch is not None):
+                self._eret_watch_stale = True  # the hook that watches ERETs goes on (or off) before the next one
+                self.request_stop()
             return self.sysreg_handler(self, access, cp.val)
         except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
             self._hook_error = f"system-register trap handler failed: {type(e).__name__}: {e}"
@@ -534,3 +639,36 @@ class CPU:
     def irqs_masked(self) -> bool:
         return bool(self.pstate & PSTATE_I)
 
+
+def _physically(va: int | None, pa: int) -> str:
+    """', physical address PA' where the guest's MMU put the access elsewhere, else nothing."""
+    return "" if va == pa or va is None else f" (physical address {pa:#x}, through the guest's page tables)"
+
+
+def _retired_before(exc: GuestException, last_started: int) -> int:
+    """Instructions retired before `exc`: those started, less the faulting one -- unless it never
+    started because it could not even be fetched (an instruction abort, a misaligned PC)."""
+    return last_started if exc.syndrome.ec in _FETCH_FAULTS else max(last_started - 1, 0)
+
+
+def _eret_needs_vlab(spsr: int) -> bool:
+    """Whether an ERET at EL1 with this SPSR_EL1 is one Unicorn (QEMU 5) gets wrong.
+
+    An illegal return (Arm ARM D1.11.1: to EL2 or EL3, to a reserved mode, to AArch32 at EL1,
+    which is AArch64 here) sets PSTATE.IL, and so does a return with SPSR.IL = 1; the next
+    instruction must then raise an Illegal Execution State exception, which Unicorn never does.
+    A legal return to AArch32 at EL0 (a Cortex-A72 runs A32 there) Unicorn cannot emulate.
+    Returns to EL0t, EL1t and EL1h in AArch64 with IL clear are the only ones it runs right.
+    """
+    return bool(spsr & PSTATE_IL) or spsr & 0x1F not in (0b00000, 0b00100, 0b00101)
+
+
+def _stage1_fault(fsc: int, mmu_on: bool) -> str:
+    """The plain words for a fault status code of an abort raised by the emulator's own table walk."""
+    if fsc < 0x10:
+        what = f"stage-1 {_FAULT_KINDS[fsc & 0x3C]} at level {fsc & 3}"
+    else:
+        what = "alignment fault" if fsc == 0x21 else f"fault status {fsc:#04x}"
+    if not mmu_on:
+        return f"{what}: with the MMU off, the address is beyond the physical address range"
+    return f"{what}, found walking the guest's own translation tables"

@@ -101,7 +101,7 @@ def explain(cpu: CPU, exc: GuestException) -> str:
         text += f" FAR={exc.far:#x}"
     if exc.detail:
         text += f" ({exc.detail})"
-    if _near_zero(cpu.sp) and (exc.far is None and "sp" in insn or exc.far is not None and _near_zero(exc.far)):
+    if "[sp" in insn and _near_zero(cpu.sp):  # only an access through SP says anything about SP
         text += "; SP is near 0: did the guest set up its stack pointer?"
     return text
 

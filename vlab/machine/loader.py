@@ -20,6 +20,7 @@ from vlab.machine.board import RAM_BASE, Board
 
 _EM_AARCH64 = "EM_AARCH64"
 ASSEMBLY_SUFFIXES = (".s", ".S", ".asm")
+RAW_SUFFIXES = (".bin", ".img", ".raw")  # a raw image must say it is one: any other file might be text
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,10 @@ def image_from_elf(data: bytes, name: str = "ELF file") -> Image:
 
 
 def image_from_file(path: str | Path) -> Image:
-    """Read FILE as ELF (by its magic number), assembly (by suffix) or a raw binary."""
+    """Read FILE as ELF (by its magic number), assembly or a raw binary (by suffix).
+
+    Any other file is refused, so that a C source or a README is never run as machine code.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -88,7 +92,16 @@ def image_from_file(path: str | Path) -> Image:
         return image_from_elf(data, path.name)
     if path.suffix in ASSEMBLY_SUFFIXES:
         return image_from_program(assemble(data.decode("utf-8", errors="replace"), RAM_BASE))
-    return Image((Segment(RAM_BASE, data, len(data)),), RAM_BASE)
+    if path.suffix.lower() in RAW_SUFFIXES:
+        return Image((Segment(RAM_BASE, data, len(data)),), RAM_BASE)
+    if path.suffix.lower() == ".elf":
+        raise LoadError(f"{path.name} is not an ELF file: it does not start with the ELF magic number (7f 45 4c 46)")
+    if path.suffix == ".c":
+        raise LoadError(f"{path.name} is C source, not machine code: build it first (`vlab run {path.name}` does, "
+                        "with the cross compiler; in Python, vlab.guests.build.build(path) returns the ELF file)")
+    raise LoadError(f"{path.name}: vlab does not run this kind of file. It runs AArch64 ELF executables (any name), "
+                    f"assembly ({', '.join(ASSEMBLY_SUFFIXES)}), raw binaries loaded at {RAM_BASE:#x} "
+                    f"({', '.join(RAW_SUFFIXES)}) and, with `vlab run`, C sources (.c)")
 
 
 def load(board: Board, image: Image) -> None:

@@ -16,15 +16,30 @@ from vlab.mmu.walk import Regime
 PAGE = 0x1000
 
 
+def zero_frame(memory: PhysicalMemory, frame: int) -> None:
+    """Fill the 4 KB frame at `frame` with zeros (in one copy, where the memory allows it)."""
+    bulk = getattr(memory, "write", None)
+    if bulk is not None:
+        bulk(frame, bytes(PAGE))
+        return
+    for offset in range(0, PAGE, 8):
+        memory.write64(frame + offset, 0)
+
+
 class OutOfFrames(Exception):
     """The allocator has no free frame left."""
 
 
 class FrameAllocator:
-    """4 KB frames of [base, base + size): in address order, or shuffled by `seed`."""
+    """4 KB frames of [base, base + size): in address order, or shuffled by `seed`.
 
-    def __init__(self, base: int, size: int, seed: int | None = None):
-        self.base, self.size = base, size
+    A frame given back is scrubbed -- zeroed in `memory` -- before anyone can get it again, as
+    real hypervisors scrub pages before reuse: whoever receives a frame never sees what its last
+    owner left there. (Frames that were never handed out are as `memory` started: zero.)
+    """
+
+    def __init__(self, base: int, size: int, seed: int | None = None, memory: PhysicalMemory | None = None):
+        self.base, self.size, self.memory = base, size, memory
         frames = list(range(base, base + size, PAGE))
         if seed is not None:
             random.Random(seed).shuffle(frames)
@@ -50,7 +65,10 @@ class FrameAllocator:
         raise OutOfFrames(f"no {count} contiguous, aligned free frames")
 
     def release(self, frame: int) -> None:
-        """Give a frame back (its contents are the caller's to clear)."""
+        """Give a frame back; it is zeroed now, so its next owner cannot read what was in it."""
+        if self.memory is None:
+            raise ValueError(f"frame {frame:#x} cannot be given back: this allocator has no memory to scrub it in")
+        zero_frame(self.memory, frame)
         self.used.remove(frame)
         self._free.append(frame)
 
@@ -67,15 +85,7 @@ class TableBuilder:
         self.root = frames.allocate(regime.concatenated)
         self.tables = [self.root + i * PAGE for i in range(regime.concatenated)]
         for table in self.tables:
-            self._zero(table)
-
-    def _zero(self, table: int) -> None:
-        bulk = getattr(self.memory, "write", None)
-        if bulk is not None:
-            bulk(table, bytes(PAGE))  # one copy, where the memory allows it
-            return
-        for offset in range(0, PAGE, 8):
-            self.memory.write64(table + offset, 0)
+            zero_frame(memory, table)
 
     def map(self, address: int, output: int, size: int, **attributes) -> None:
         """Map [address, address + size) to `output` with 4 KB pages; `attributes` go to each Leaf."""
@@ -107,7 +117,7 @@ class TableBuilder:
                 if not create:
                     return None
                 new = self.frames.allocate()
-                self._zero(new)
+                zero_frame(self.memory, new)
                 self.tables.append(new)
                 self.memory.write64(slot, Table(new).encode())
                 table = new

@@ -30,7 +30,7 @@ from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu import fast_walk
 from vlab.mmu.memory import BufferMemory, PhysicalMemory
 from vlab.mmu.tlb import TLB, Entry
-from vlab.mmu.walk import Regime, nested_walk, permission_problem
+from vlab.mmu.walk import SIZE_ENCODING, Regime, nested_walk, permission_problem
 
 # translate(virtual address, access) -> (the physical address of that byte in the core's map,
 # UC_PROT_* bits), or a
@@ -49,11 +49,8 @@ def install(cpu: CPU, translate: Translate, reads: Translate | None = None) -> N
     uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
     # Unicorn's pages are 1 KB on Arm (QEMU's smallest Arm page), not the guest's 4 KB.
     offset_mask = uc.ctl_get_page_size() - 1
-    probe_page = cpu.UNTIL & ~offset_mask
 
     def fill(uc, vaddr: int, access: int, entry, _user) -> bool:
-        if vaddr & ~offset_mask == probe_page:
-            return False  # Unicorn probing its own stop address, not the guest accessing memory
         try:
             kind = Access.FETCH if access == UC_MEM_FETCH else Access.WRITE if access == UC_MEM_WRITE else Access.READ
             answer = translate(vaddr, kind)
@@ -71,13 +68,17 @@ def install(cpu: CPU, translate: Translate, reads: Translate | None = None) -> N
     reads = reads or translate
 
     def address_for_reads(va: int) -> int | None:
-        # vlab's own reads of guest memory (disassembling a faulting instruction for a report)
-        # must see what the guest sees; a report must not fail, so a failure is "no memory".
-        try:
-            answer = reads(va, Access.READ)
-        except Exception:  # noqa: BLE001
-            return None
-        return None if callable(answer) else answer[0]
+        # vlab's own reads of the guest's instructions (to decode an exit, or disassemble one for a
+        # report) must see what the guest sees: fetched as it fetched them (EL0 code may be
+        # unreadable to EL0), else read. A report must not fail, so a failure is "no memory".
+        for access in (Access.FETCH, Access.READ):
+            try:
+                answer = reads(va, access)
+            except Exception:  # noqa: BLE001
+                return None
+            if not callable(answer):
+                return answer[0]
+        return None
 
     cpu.translate_for_reads = address_for_reads
 
@@ -101,19 +102,21 @@ def abort(cpu: CPU, fault: Fault, access: Access, va: int) -> Callable[[int], Gu
     """The abort a failed translation raises, built once the faulting instruction's PC is known.
 
     Stage 1: a data/instruction abort to the guest kernel (EL1); stage 2: to the hypervisor
-    (EL2), with the IPA. The syndrome is `syndrome`'s. FAR is the exact address: Unicorn asks
-    for a whole 1 KB page, so a load or store's own address is recomputed from its encoding
-    and registers.
+    (EL2), with the IPA. The syndrome is `syndrome`'s. FAR (and the IPA) is the exact address:
+    Unicorn may ask for a whole 1 KB page, so the access's own address is recomputed from the
+    instruction's encoding and registers, for every form of load and store.
     """
     el, fetch = cpu.el, access is Access.FETCH
 
     def make(pc: int) -> GuestException:
         word = cpu.read_word(pc) or 0
-        exact = pc if fetch else ldst.effective_address(word, lambda n: cpu.sp if n == 31 else cpu.x(n))
+        exact = pc if fetch else ldst.effective_address(word, lambda n: cpu.sp if n == 31 else cpu.x(n), pc)
+        # On another page, the access started on one that translated and crossed into `va`'s.
         far = va if exact is None or exact >> 10 != va >> 10 else exact
-        ipa = None if fault.ipa is None else fault.ipa if fault.s1ptw else fault.ipa + (far - va)
-        return GuestException(syndrome(fault, access, el, word), pc, pc, el, far=far, detail=str(fault),
-                              target_el=fault.stage, ipa=ipa)
+        exact_fault = fault if fault.s1ptw else replace(fault, address=fault.address + far - va,
+                                                        ipa=None if fault.ipa is None else fault.ipa + far - va)
+        return GuestException(syndrome(fault, access, el, word), pc, pc, el, far=far, detail=str(exact_fault),
+                              target_el=fault.stage, ipa=exact_fault.ipa)
     return make
 
 
@@ -155,6 +158,8 @@ class GuestTranslation:
         self.cpu, self.memory, self.stage2, self.vttbr = cpu, memory, stage2, vttbr
         self.base, self.tlb, self.vmid = base, tlb, vmid
         self.walks = 0
+        # With the MMU off, a VA is the (intermediate) physical address, up to the core's PARange.
+        self.pa_bits = SIZE_ENCODING[cpu.read_sysreg("ID_AA64MMFR0_EL1") & 0xF]
         # A stage-2 fault the walk met, offered to the hypervisor before it becomes an abort:
         # on_stage2_fault(fault, access, va) -> True (fixed: walk again), (address, UC_PROT bits)
         # (the answer, e.g. an emulated device's window), or None (abort).
@@ -221,6 +226,9 @@ class GuestTranslation:
         if isinstance(state, Fault):
             return abort(cpu, state, access, va)
         stage1, ttbr, asid = state
+        if stage1 is None and va >> self.pa_bits:  # Arm ARM: a stage-1 address size fault at level 0
+            why = f"with the MMU off, the address is beyond the {self.pa_bits}-bit physical address range"
+            return abort(cpu, Fault(FaultKind.ADDRESS_SIZE, 1, 0, va, why), access, va)
         bit = 4 if access is Access.FETCH else 2 if access is Access.WRITE else 1  # UC_PROT; enums hash slowly
         if tlb is not None:
             entry = tlb.lookup(self.vmid, asid, va)

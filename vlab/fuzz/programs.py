@@ -1,0 +1,323 @@
+"""Random guest programs for the fuzzer: a seed in, an assembly program out, the same every time.
+
+A program is a small EL1 kernel made of *snippets*, each of one kind (the kinds are what the
+checker's rules speak of):
+
+    _start:   vector table, data pointer x20, UART pointer x21, stack; maybe the MMU on
+              snippet, snippet, ...            e.g. alu, mem, fault, svc, uart, timer, el0, ...
+              PSCI SYSTEM_OFF
+    vectors:  every synchronous exception is recorded (x23 ESR, x24 FAR, x25 ELR, x26 count)
+              and survived: an SVC returns after itself, an instruction abort or a misaligned
+              PC back to the caller (x30), an illegal return with a legal SPSR, anything
+              else after the faulting instruction; past 64 exceptions the kernel powers off.
+              An IRQ (the virtual timer) turns the timer off and returns.
+
+Registers: snippets compute in x1..x15 (x9 is also an address), x16 counts loops, x19 is a
+scratch base; x20..x30 belong to the kernel. `program(seed)` is the whole interface.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+
+from vlab.asm import assemble
+from vlab.guests.mmu import MMU_ON
+from vlab.machine.board import FLASH_BASE, RAM_BASE
+from vlab.machine.loader import Image, Segment
+from vlab.machine.uart import UART_BASE
+
+RAM_SIZE = 0x10_0000  # 1 MiB: code from RAM_BASE, the kernel, tables, data, a stack and untouched pages
+KERNEL = RAM_BASE + 0x2_0000  # the vectors and handlers, the same in every program (assembled once)
+DATA = RAM_BASE + 0x8_0000
+ZEROS = RAM_BASE + 0xC_0000  # a page nothing writes: udf #0 if run
+STACK = RAM_BASE + 0xF_0000
+TABLES = RAM_BASE + 0x4_0000  # the level-1 table when the MMU is on
+ALIAS = 0x8000_0000  # with the MMU on, another VA for RAM
+# Where a wild access goes: nowhere (a hole), the flash, the UART, RAM's last bytes (a pair crosses
+# out of it), the top of the address space (beyond the physical range), near 0, the alias.
+WILD = {"hole": [0x2000_0000, 0x4800_0000, 0x1_0000_0000, 0xC000_0010],
+        "flash": [FLASH_BASE + 0x8, FLASH_BASE + 0x10, FLASH_BASE + 0x7F_FFF8],
+        "edge": [RAM_BASE + RAM_SIZE - 8, 0xFFFF_FFFF_FFFF_FFF0, ALIAS + 0x8_0000]}
+READABLE = ["sctlr_el1", "ttbr0_el1", "tcr_el1", "mair_el1", "vbar_el1", "contextidr_el1", "tpidr_el1",
+            "midr_el1", "mpidr_el1", "id_aa64mmfr0_el1", "id_aa64pfr0_el1", "id_aa64isar0_el1", "actlr_el1",
+            "cntfrq_el0", "cntvct_el0", "currentel", "esr_el1", "far_el1", "amair_el1", "spsr_el1", "elr_el1",
+            "cpacr_el1", "cntkctl_el1", "par_el1", "tpidr_el0", "sp_el0", "daif", "nzcv"]
+WRITABLE = ["ttbr1_el1", "mair_el1", "amair_el1", "contextidr_el1", "tpidr_el1", "far_el1", "esr_el1",
+            "actlr_el1", "tpidr_el0", "tpidrro_el0", "sp_el0", "cntkctl_el1", "nzcv"]
+ILLEGAL_SPSRS = [0x3C9, 0x3CD, 0x3D3, 0x3C7, 0x3C1, 0x1003C5]  # to EL2, EL3, AArch32 EL1, reserved x2, IL set
+CONDITIONS = ["eq", "ne", "lt", "ge", "hi", "ls", "mi", "pl"]
+
+
+@dataclass(frozen=True)
+class Program:
+    """One generated guest: its seed, its source (run from RAM_BASE; the kernel, the same for every
+    program, is `KERNEL_SOURCE` at KERNEL), and the kinds of snippet it is made of."""
+
+    seed: int
+    source: str
+    kinds: frozenset[str]
+
+    def image(self) -> Image:
+        """The program and the kernel, ready to load (both assembled: the kernel once per process)."""
+        code = assemble(self.source, RAM_BASE).code
+        return Image((Segment(RAM_BASE, code, len(code)), _kernel_segment()), RAM_BASE)
+
+
+class _Writer:
+    """Draws snippets from one random generator; collects their lines and kinds; labels unique."""
+
+    def __init__(self, rng: random.Random):
+        self.rng, self.lines, self.kinds, self._labels = rng, [], set(), 0
+
+    def label(self) -> str:
+        self._labels += 1
+        return f"l{self._labels}"
+
+    def reg(self) -> str:
+        return f"x{self.rng.randint(1, 15)}"
+
+    def emit(self, kind: str, *lines: str) -> None:
+        self.kinds.add(kind)
+        self.lines += [f"    {line}" if not line.endswith(":") else line for line in lines]
+
+    def imm(self, top: int) -> int:
+        return self.rng.randint(0, top)
+
+
+def _alu(w: _Writer) -> None:
+    a, b, c = w.reg(), w.reg(), w.reg()
+    op = w.rng.choice(["add", "sub", "eor", "orr", "and", "mul", "udiv", "lsl", "asr", "adds", "subs"])
+    if op in ("add", "sub", "adds", "subs") and w.rng.random() < 0.5:
+        w.emit("alu", f"{op} {a}, {b}, #{w.imm(4095)}")
+    elif op in ("lsl", "asr"):
+        w.emit("alu", f"{op} {a}, {b}, #{w.imm(63)}")
+    else:
+        w.emit("alu", f"{op} {a}, {b}, {c}")
+    if w.rng.random() < 0.3:
+        w.emit("alu", f"csel {w.reg()}, {b}, {c}, {w.rng.choice(CONDITIONS)}")
+    if w.rng.random() < 0.2:
+        w.emit("alu", f"movk {a}, #{w.imm(0xFFFF):#x}, lsl #{16 * w.rng.randint(0, 3)}")
+
+
+def _mem(w: _Writer, forms: tuple[str, ...] = ("ldr", "str", "strb", "ldrsh", "ldp", "stp", "pre", "post", "ldur",
+                                                 "simd", "st1", "stack")) -> None:
+    a, b, offset, vector = w.reg(), w.reg(), 8 * w.imm(255), w.imm(6)
+    form = w.rng.choice(forms)
+    w.emit("mem", f"add x19, x20, #{offset}")
+    line = {"ldr": f"ldr {a}, [x19, #{8 * w.imm(16)}]", "str": f"str {a}, [x19]",
+            "strb": f"strb w{a[1:]}, [x19, #{w.imm(255)}]", "ldrsh": f"ldrsh {a}, [x19, #{2 * w.imm(100)}]",
+            "ldp": f"ldp {a}, {b}, [x19, #{8 * w.imm(63)}]" if a != b else f"ldr {a}, [x19]",
+            "stp": f"stp {a}, {b}, [x19, #-{8 * w.imm(31)}]",
+            "pre": f"str {a}, [x19, #{w.imm(255)}]!", "post": f"ldr {a}, [x19], #{8 * w.imm(31)}",
+            "ldur": f"ldur w{a[1:]}, [x19, #{w.rng.randint(-256, 255)}]",
+            "simd": f"{w.rng.choice(['ldr', 'str'])} q{w.imm(7)}, [x19, #{16 * w.imm(100)}]",
+            "st1": f"st1 {{v{vector}.16b, v{vector + 1}.16b}}, [x19]",
+            "stack": f"str {a}, [sp, #-16]!\n    ldr {b}, [sp], #16"}[form]
+    w.emit("mem", line)
+
+
+def _branch(w: _Writer) -> None:
+    skip = w.label()
+    w.emit("branch", f"cmp {w.reg()}, {w.reg()}", f"b.{w.rng.choice(CONDITIONS)} {skip}")
+    _alu(w)
+    w.emit("branch", f"{skip}:")
+
+
+def _loop(w: _Writer) -> None:
+    top = w.label()
+    w.emit("loop", f"mov x16, #{w.rng.randint(1, 200)}", f"{top}:")
+    _alu(w)
+    w.emit("loop", "subs x16, x16, #1", f"b.ne {top}")
+
+
+def _wild(w: _Writer, kind: str) -> None:
+    """A load or store, single or pair, at an address where there is no RAM (or on its edge)."""
+    address = w.rng.choice(WILD[kind])
+    access = w.rng.choice([f"ldr {w.reg()}, [x9]", f"str {w.reg()}, [x9]", "ldp x1, x2, [x9]",
+                           "stp x3, x4, [x9, #-16]!", "ldrb w5, [x9, #1]"])
+    w.emit(kind, f"ldr x9, ={address:#x}", access)
+
+
+def _fetch(w: _Writer) -> None:
+    """A call to where no instruction can be fetched, or to a misaligned address: back via x30."""
+    kind, address = w.rng.choice([("fetch", 0x2000_0000), ("fetch", ZEROS), ("flash", FLASH_BASE + 0x100),
+                                  ("edge", 0xFFFF_FFFF_FFFF_F000), ("misaligned", None)])
+    if address is None:
+        here = w.label()
+        w.emit("misaligned", f"adr x9, {here}", f"add x9, x9, #{w.rng.randint(1, 3)}", "blr x9", f"{here}:", "nop")
+    else:
+        w.emit(kind, f"ldr x9, ={address:#x}", "blr x9")
+
+
+def _exception(w: _Writer) -> None:
+    choice = w.rng.choice(["svc", "brk", "udf", "el2"])
+    line = {"svc": f"svc #{w.imm(0xFFFF):#x}", "brk": f"brk #{w.imm(0xFFFF):#x}", "udf": f"udf #{w.imm(0xFFFF)}",
+            "el2": w.rng.choice(["mrs x1, hcr_el2", "msr vbar_el2, x1", "mrs x2, sctlr_el3"])}[choice]
+    w.emit("exception", line)
+
+
+def _sysreg(w: _Writer) -> None:
+    if w.rng.random() < 0.6:
+        w.emit("sysreg", f"mrs {w.reg()}, {w.rng.choice(READABLE)}")
+    elif w.rng.random() < 0.8:
+        w.emit("sysreg", f"msr {w.rng.choice(WRITABLE)}, {w.reg()}")
+    else:  # read-modify-write of the ones a guest must not garble (writing back what was read)
+        r = w.reg()
+        register = w.rng.choice(["sctlr_el1", "tcr_el1", "ttbr0_el1", "vbar_el1", "cpacr_el1"])
+        w.emit("sysreg", f"mrs {r}, {register}", f"msr {register}, {r}", "isb")
+
+
+def _uart(w: _Writer) -> None:
+    r = w.reg()
+    if w.rng.random() < 0.7:
+        w.emit("uart", f"mov w{r[1:]}, #{w.rng.randint(0x20, 0x7E)}", f"strb w{r[1:]}, [x21]")
+    else:
+        w.emit("uart", f"ldr w{r[1:]}, [x21, #{w.rng.choice([0x18, 0x30, 0xFE0])}]")
+
+
+def _uart_without_syndrome(w: _Writer) -> None:
+    r = w.reg()
+    w.emit("device_isv0", f"mov w{r[1:]}, #{w.rng.randint(0x20, 0x7E)}",
+           w.rng.choice([f"stp w{r[1:]}, w{r[1:]}, [x21]", f"str w{r[1:]}, [x21, #0]!", "str s0, [x21]",
+                         "ldp w1, w2, [x21, #0x18]"]))
+
+
+def _firmware(w: _Writer) -> None:
+    call = w.rng.choice([(0x8400_0000, 0), (0x8400_000A, 0x8400_0008), (0x8400_000A, 0xC400_0003),
+                         (0x8400_000A, 0x1234)])
+    conduit = w.rng.choice(["hvc", "smc"])
+    w.emit("firmware", f"ldr x0, ={call[0]:#x}", f"ldr x1, ={call[1]:#x}", f"{conduit} #0", f"mov {w.reg()}, x0")
+
+
+def _vlab_hypercall(w: _Writer) -> None:
+    w.emit("vlab_hypercall", "ldr x0, =0x86000001", f"mov x1, #{w.rng.randint(0x41, 0x5A)}", "hvc #0")
+
+
+def _timer(w: _Writer) -> None:
+    r, ticks = w.reg(), w.rng.randint(1, 300)
+    w.emit("timer", "msr daifset, #2", f"mov {r}, #{ticks}", f"msr cntv_tval_el0, {r}", f"mov {r}, #1",
+           f"msr cntv_ctl_el0, {r}")
+    if w.rng.random() < 0.5:
+        w.emit("timer", "wfi", "msr cntv_ctl_el0, xzr")
+    else:  # the interrupt is taken while these run (or after: the kernel turns the timer off then)
+        w.emit("timer", "msr daifclr, #2")
+        for _ in range(w.rng.randint(1, 4)):
+            _alu(w)
+        _loop(w)
+        w.emit("timer", "msr daifset, #2", "msr cntv_ctl_el0, xzr")
+
+
+def _illegal_return(w: _Writer) -> None:
+    after = w.label()
+    w.emit("illegal_return", f"adr x9, {after}", "msr elr_el1, x9", f"ldr x9, ={w.rng.choice(ILLEGAL_SPSRS):#x}",
+           "msr spsr_el1, x9", "eret", f"{after}:")
+
+
+def _el0(w: _Writer) -> None:
+    user = w.label()
+    w.emit("el0", f"adr x9, {user}", "msr elr_el1, x9", "msr spsr_el1, xzr", f"ldr x9, ={STACK - 0x1000:#x}",
+           "msr sp_el0, x9", "eret", f"{user}:")
+    for _ in range(w.rng.randint(1, 3)):
+        w.rng.choice([_alu, _mem, _exception])(w)
+    w.emit("el0", "svc #0")
+
+
+SNIPPETS = {  # kind -> (generator, weight); the kinds where a VM differs from the board by design are rare
+    "alu": (_alu, 6), "mem": (_mem, 5), "branch": (_branch, 2), "loop": (_loop, 1),
+    "hole": (lambda w: _wild(w, "hole"), 1), "flash": (lambda w: _wild(w, "flash"), 0.2),
+    "edge": (lambda w: _wild(w, "edge"), 1), "fetch": (_fetch, 1), "exception": (_exception, 2),
+    "sysreg": (_sysreg, 3), "uart": (_uart, 2), "device_isv0": (_uart_without_syndrome, 0.2),
+    "firmware": (_firmware, 1), "vlab_hypercall": (_vlab_hypercall, 0.2), "timer": (_timer, 1),
+    "illegal_return": (_illegal_return, 1), "el0": (_el0, 1),
+}
+
+_MMU_ON = f"""    ldr     x1, ={TABLES:#x}
+    ldr     x2, =0x00000405              // VA 0 -> PA 0, 1 GiB of device memory (flash, UART)
+    str     x2, [x1]
+    ldr     x2, ={RAM_BASE | 0x701:#x}   // VA 0x4000_0000 -> RAM, normal memory
+    str     x2, [x1, #8]
+    str     x2, [x1, #16]                // VA 0x8000_0000 -> RAM too: an alias
+""" + MMU_ON
+
+KERNEL_SOURCE = """vectors:
+    b       sync
+    .balign 0x80
+    b       irq
+    .balign 0x200
+    b       sync
+    .balign 0x80
+    b       irq
+    .balign 0x200
+    b       sync
+    .balign 0x80
+    b       irq
+    .balign 0x400
+sync:
+    add     x26, x26, #1
+    mrs     x23, esr_el1
+    mrs     x24, far_el1
+    mrs     x25, elr_el1
+    lsr     x27, x23, #26
+    cmp     x27, #0x15                   // SVC: ELR is after it; come back to EL1
+    b.eq    to_el1
+    cmp     x27, #0x0e                   // illegal execution state: retry with a legal SPSR
+    b.eq    to_el1
+    cmp     x27, #0x22                   // PC alignment fault: back to the caller
+    b.eq    to_caller
+    cmp     x27, #0x20                   // instruction aborts: back to the caller
+    b.eq    to_caller
+    cmp     x27, #0x21
+    b.eq    to_caller
+    cbnz    x27, skip
+    and     x27, x25, #0xfffffffffffff000
+    ldr     x28, =ZEROS_PAGE
+    cmp     x27, x28
+    b.eq    to_caller                    // udf #0 in the untouched page it was sent to: back
+skip:
+    add     x25, x25, #4                 // anything else: skip the instruction
+    msr     elr_el1, x25
+    b       back
+to_caller:
+    msr     elr_el1, x30
+to_el1:
+    mov     x27, #0x3c5
+    msr     spsr_el1, x27
+back:
+    cmp     x26, #64
+    b.hi    give_up
+    eret
+give_up:
+    ldr     x0, =0x84000008
+    hvc     #0
+irq:
+    msr     cntv_ctl_el0, xzr
+    add     x29, x29, #1
+    eret
+"""
+
+
+@functools.cache
+def _kernel_segment() -> Segment:
+    code = assemble(KERNEL_SOURCE.replace("=ZEROS_PAGE", f"={ZEROS:#x}"), KERNEL).code
+    return Segment(KERNEL, code, len(code))
+
+
+def program(seed: int, max_snippets: int = 24) -> Program:
+    """The program of `seed`: the same source and kinds on every call."""
+    w = _Writer(random.Random(seed))
+    kinds, weights = zip(*((kind, weight) for kind, (_, weight) in SNIPPETS.items()))
+    head = ["_start:", f"    ldr     x0, ={KERNEL:#x}", "    msr     vbar_el1, x0", f"    ldr     x20, ={DATA:#x}",
+            f"    ldr     x21, ={UART_BASE:#x}", f"    ldr     x0, ={STACK:#x}", "    mov     sp, x0"]
+    if w.rng.random() < 0.1:  # no vector table: the first exception ends the run
+        head[1:3] = []
+        w.kinds.add("no_vectors")
+    if w.rng.random() < 0.25:
+        head.append(_MMU_ON.rstrip("\n"))
+        w.kinds.add("mmu")
+    for kind in w.rng.choices(kinds, weights, k=w.rng.randint(1, max_snippets)):
+        SNIPPETS[kind][0](w)
+    ending = w.rng.choices([["ldr     x0, =0x84000008", "hvc     #0"], ["wfi"], ["b       ."]], [90, 5, 5])[0]
+    source = "\n".join(head + w.lines + [f"    {line}" for line in ending]) + "\n"
+    return Program(seed, source, frozenset(w.kinds))
