@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import time
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -234,9 +233,6 @@ def test_any_descriptor_is_served_exactly_or_refused_and_nothing_outside_the_vm_
         assert bytes(vm.virtio_console.output) == (vm.read_memory(address, length) if length else b"")
 
 
-@pytest.mark.xfail(strict=True, reason="VmMemory.write does not break copy-on-write sharing on main; branch "
-                                       "isolation (issue 19) makes it copy the page first. Strict: remove the "
-                                       "mark when that lands")
 def test_a_device_writing_into_a_page_shared_copy_on_write_does_not_change_the_other_vm():
     from vlab.hyp.vm import share_identical_pages
 
