@@ -1,7 +1,7 @@
 """`vlab run FILE [FILE...]`: run guests on the bare board, or as VMs sharing a host, and print what they printed.
 
     vlab run hello.S                  # UART output, then a one-line stop report on stderr
-    vlab run prog.elf --json          # one JSON object: uart, stop, instructions, registers, ...
+    vlab run prog.elf --json          # one JSON object: uart, virtio_console, stop, instructions, registers, ...
     vlab run kernel.bin --max-insns 1000000
     vlab run my.c                     # built first with aarch64-linux-gnu-gcc and vlab's C runtime
     vlab run hello.S --virt --trap TVM,TWI   # inside a VM; the JSON adds `exits` (class -> count)
@@ -31,6 +31,8 @@ from vlab.arch.hcr import HCR
 from vlab.errors import VlabError
 from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_RAM_SIZE, DEFAULT_TIMEOUT_S, Board
 from vlab.machine.loader import image_from_file, load
+
+VIRTIO_HEADING = "--- virtio console ---"  # in text mode, between the UART's output and the virtio console's
 
 
 def add_parser(subparsers) -> None:
@@ -177,9 +179,10 @@ def _report_one(args: argparse.Namespace, result, sched: dict | None = None, hyp
 def _print_text(result, virt: bool, heading: str = "") -> None:
     if heading:
         print(heading)
-    sys.stdout.write(result.uart)
-    if result.uart and not result.uart.endswith("\n"):
-        sys.stdout.write("\n")
+    _print_output(result.uart)
+    if result.virtio_console:
+        print(VIRTIO_HEADING)
+        _print_output(result.virtio_console)
     print(f"[{result.reason.value}] {result.message} after {result.instructions:,} instructions, "
           f"PC={result.pc:#x} EL{result.el}", file=sys.stderr)
     if virt:
@@ -193,7 +196,8 @@ def _report_host(args: argparse.Namespace, host, pcpus: list, vms: list, results
         report = []
         for file, vm_result, paths in zip(args.files, results, hyp):
             full = vm_result.to_json()
-            report.append({"file": file, "uart": full["uart"], "stop": full["stop"], "message": full["message"],
+            report.append({"file": file, "uart": full["uart"], "virtio_console": full["virtio_console"],
+                           "stop": full["stop"], "message": full["message"],
                            "instructions": full["instructions"], "exits": full["exits"], "vcpus": full["vcpus"]}
                           | ({"hyp": paths} if paths else {}))
         print(json.dumps({"vms": report, "pcpus": pcpus, "sched": {"policy": host.policy.name, **figures.as_dict()}}))
@@ -226,3 +230,10 @@ def _trap_controls(names: str) -> HCR:
         raise ValueError(f"unknown HCR_EL2 bit {unknown[0]!r}; the trap controls vlab's VMs honour: "
                          + ", ".join(bit.name for bit in HCR if bit & SUPPORTED_TRAPS))
     return HCR.parse(names)
+
+
+def _print_output(text: str) -> None:
+    """What a guest printed, ending with a newline whether or not the guest ended its last line."""
+    sys.stdout.write(text)
+    if text and not text.endswith("\n"):
+        sys.stdout.write("\n")

@@ -14,7 +14,7 @@ physical CPUs (each one Unicorn engine: vlab.hyp.pcpu), its VMs, the host clock 
       -> if the scheduler's decision for this core has run out (or its vCPU blocked, stopped,
          yielded, or a woken vCPU preempts it): ask the scheduler, and world-switch to its choice
       -> run that vCPU natively until the next event: the end of its slice, its timer, a wake-up
-         elsewhere, or a lockstep quantum (so that cores advance together)
+         elsewhere, a lockstep quantum (so that cores advance together), or its VM's polling device's turn
       -> what the run returned is finished by the core (vlab.hyp.pcpu): exits for the loop
 
 Host time counts guest instructions (one tick each, 62.5 MHz as the board's counter), plus idle
@@ -31,7 +31,7 @@ from vlab.hyp.memory import HostMemory, frames_needed
 from vlab.hyp.pcpu import PhysicalCpu
 from vlab.hyp.vcpu import VCpu, VCpuState
 from vlab.machine import psci
-from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, RAM_BASE, RunResult, StopReason
+from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, RAM_BASE, VIRTIO_POLL, RunResult, StopReason
 from vlab.machine.cpu import CPU, Watchdog
 from vlab.machine.gic import EOI_MODE, GIC, MAINTENANCE_PPI, MAX_CPUS, VIRTUAL_TIMER_PPI
 from vlab.machine.timer import FREQUENCY_HZ
@@ -460,12 +460,16 @@ class Host:
             vm.stop(StopReason.BUDGET, f"instruction budget of {vm.budget:,} spent", vcpu)
             return
         limit = min(limit, start + vm.budget_end - retired)
+        if vm.virtio.device_polls:
+            limit = min(limit, start + VIRTIO_POLL)
         pcpu.take_pending_irq(vcpu)
         self._in_run = True
         try:
             pcpu.run(max(limit - start, 1))
         finally:
             self._in_run = False
+        if vm.virtio.device_polls:
+            vm.virtio.poll()  # a polling device looks at its queues between the guest's runs
         end = pcpu.now()
         self.scheduler.charge(vcpu.entity, pcpu.index, end - start, end)
         told, self._after_charge = self._after_charge, []
