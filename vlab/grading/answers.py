@@ -32,6 +32,9 @@ ANSWERS: dict[str, tuple[str, ...]] = {
                                       "vlab.grading.specs.ch03.reference_decode"),
     "ch03.stage2_translate": ("vlab.mmu.walk.walk", "vlab.hyp.memory.VmMemory.translate",
                               "vlab.grading.specs.ch03.reference_translate"),
+    "ch05.pick_next": ("vlab.sched.fair.Fair", "vlab.grading.specs.ch05.reference_pick",
+                       "vlab.grading.specs.ch05.fair_charge"),
+    "ch05.arinc653_frame": (),
 }
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from vlab.grading.exercise import Exercise
-from vlab.grading.specs import ch01, ch02, ch03
+from vlab.grading.specs import ch01, ch02, ch03, ch05
 
-EXERCISES: dict[str, Exercise] = {e.id: e for chapter in (ch01, ch02, ch03) for e in chapter.EXERCISES}
+EXERCISES: dict[str, Exercise] = {e.id: e for chapter in (ch01, ch02, ch03, ch05) for e in chapter.EXERCISES}
 
 
 def lookup(exercise_id: str) -> Exercise:
