@@ -139,7 +139,8 @@ def fill_microseconds(pages: int, rounds: int, repeats: int) -> tuple[float, flo
     def vlab() -> tuple[float, int]:
         vm = VM.from_image(image_from_program(prog), stage2="contiguous", ram_size=ram)
         elapsed = seconds(vm)
-        tlb = vm.host.pcpus[0].tlb
+        # The TLB model is the physical CPU's (the vCPU's, before vCPUs were saved contexts).
+        tlb = vm.host.pcpus[0].tlb if hasattr(vm, "host") else vm.vcpus[0].tlb
         return elapsed, tlb.hits + tlb.misses  # each one a miss of Unicorn's TLB, answered by vlab
 
     pairs = [(vlab(), floor()) for _ in range(repeats)]

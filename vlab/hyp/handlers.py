@@ -119,24 +119,27 @@ def handle_data_abort(vcpu: VCpu, exit: Exit) -> str:
     return action
 
 
-def emulate_mmio(vcpu: VCpu, device: Device, exit: Exit, abort: DataAbort, stored: int) -> tuple[int, str]:
+def emulate_mmio(vcpu: VCpu, device: Device, exit: Exit, abort: DataAbort, stored: int,
+                 where: str | None = None) -> tuple[int, str]:
     """The device access an MMIO exit stands for: the value read (the access's `abort.size` bytes,
-    not yet extended into a register) or written (`stored`, cut to size), and the log line."""
+    not yet extended into a register) or written (`stored`, cut to size), and the log line.
+    `where` names the register ("uart.UARTFR"), when the caller knows it already."""
     offset = exit.ipa - device.base
-    where = f"{device.name}.{device.register_name(offset)}"
+    where = where or f"{device.name}.{device.register_name(offset)}"
+    mask = (1 << (8 * abort.size)) - 1  # only the access's own bytes: a byte load of a wider register reads its low byte
     if abort.wnr:
-        value = stored & ((1 << (8 * abort.size)) - 1)
+        value = stored & mask
         vcpu.platform.mmio(device, offset, abort.size, value, is_write=True)
         return value, f"{where} <- {value:#x}"
-    # Only the access's own bytes are loaded: a byte load of a wider register reads its low byte.
-    value = vcpu.platform.mmio(device, offset, abort.size, 0, is_write=False) & ((1 << (8 * abort.size)) - 1)
+    value = vcpu.platform.mmio(device, offset, abort.size, 0, is_write=False) & mask
     return value, f"{where} -> {value:#x} into x{abort.srt}"
 
 
-def serve_mmio(vcpu: VCpu, exit: Exit, abort: DataAbort, stored: int) -> int:
+def serve_mmio(vcpu: VCpu, exit: Exit, abort: DataAbort, stored: int, device: Device | None = None,
+               where: str | None = None) -> int:
     """`handle_data_abort`'s device emulation, served in place from inside a device access: the
     emulator then completes the load (extending the value into the register) or the store."""
-    value, action = emulate_mmio(vcpu, vcpu.platform.device_at(exit.ipa), exit, abort, stored)
+    value, action = emulate_mmio(vcpu, device or vcpu.platform.device_at(exit.ipa), exit, abort, stored, where)
     vcpu.vm.record_in_place(vcpu, exit, action)
     return value
 

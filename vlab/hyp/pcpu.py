@@ -44,6 +44,7 @@ TLB_ENTRIES = 1024  # vlab's TLB model of this core, entries tagged by VMID and 
 SERVED_IN_PLACE = (ExceptionClass.SYS64, ExceptionClass.HVC64, ExceptionClass.SMC64,
                    ExceptionClass.DABT_LOWER, ExceptionClass.IABT_LOWER)
 STUCK_EXITS = 8  # the same trapped instruction exiting this many times in a row: the handler is broken
+EXITS_KEPT = 4096  # exits built once per instruction (see _trap_sysreg), at most
 
 # What a system-register access means to the hypervisor, decided once per VM and access:
 NATIVE, TRAP, IDENTITY, TRANSLATION, TLBI, AT = range(6)
@@ -68,6 +69,7 @@ class PhysicalCpu:
         self._pending: Callable[[], None] | None = None  # what an exit served in place left to the loop
         self._exits: dict[tuple, Exit] = {}  # exits of instructions that always make the same one
         self._split: tuple | None = None  # the first half of an 8-byte device access, awaiting the second
+        self._sites: dict[tuple, tuple] = {}  # device accesses, decoded once per instruction (_mmio_site)
 
     # --- the host clock, as this core keeps it --------------------------------------------------
 
@@ -296,6 +298,11 @@ class PhysicalCpu:
             word = self.cpu.read_word(address)
         return Exit(syndrome, address, address if trapped else address + 4, word, vcpu.index, el, far, ipa)
 
+    def _keep_few_exits(self) -> None:
+        """A guest that traps from ever more places (generated code) must not grow the cache forever."""
+        if len(self._exits) >= EXITS_KEPT:
+            self._exits.clear()
+
     def _defer(self, exit: Exit, outcome: tuple) -> None:
         """From a hook: the exit was dispatched, but what its handler asked for needs the loop."""
         vcpu = self.current
@@ -331,6 +338,7 @@ class PhysicalCpu:
         key = (pc, access, vcpu.index)
         exit = self._exits.get(key)
         if exit is None:  # the same instruction always makes the same exit: build it once
+            self._keep_few_exits()
             syndrome = Syndrome(ExceptionClass.SYS64, access.iss)
             exit = self._exits[key] = Exit(syndrome, pc, pc, _sysreg_word(access), vcpu.index, 1)
         resume_at, effect = outcome = vcpu.vm.dispatch(vcpu, exit, IN_PLACE)
@@ -397,6 +405,7 @@ class PhysicalCpu:
         key = (pc, cpu.read_word(pc - 4), vcpu.index)
         exit = self._exits.get(key)
         if exit is None:  # the same instruction always makes the same exit: build it once
+            self._keep_few_exits()
             exc = cpu.decode_exception(intno)
             # An HVC has completed (ELR_EL2 is the next instruction); a trapped SMC has not.
             exit = self._exits[key] = Exit(exc.syndrome, exc.address, exc.address if trapped else pc, exc.word,
@@ -445,6 +454,20 @@ class PhysicalCpu:
     def _mmio_write(self, uc, offset: int, size: int, value: int, base: int) -> None:
         self._mmio(base, offset, size, value, True)
 
+    def _mmio_site(self, vcpu: VCpu, pc: int, word: int, ipa: int, el: int, is_write: bool, size: int) -> tuple:
+        """(the exit, its syndrome decoded -- None when it has no instruction syndrome or Unicorn splits it
+        otherwise than in two halves --, the device, the register's name) of one instruction's device access."""
+        if len(self._sites) >= EXITS_KEPT:
+            self._sites.clear()
+        decoded = ldst.decode(word)
+        exit = Exit(handlers.mmio_syndrome(vcpu.vm, decoded, ipa, el, is_write), pc, pc, word, vcpu.index, el,
+                    ipa, ipa)
+        abort = DataAbort.from_iss(exit.syndrome.iss)
+        if decoded is None or not (1 << decoded.sas == size or 1 << decoded.sas == 8 and size == 4):
+            abort = None
+        device = vcpu.vm.device_at(ipa)
+        return exit, abort, device, f"{device.name}.{device.register_name(ipa - device.base)}"
+
     def _mmio(self, base: int, offset: int, size: int, value: int, is_write: bool) -> int:
         """An access to an emulated device, served in place: the exit the hardware would report is
         built, the device access performed and logged, and Unicorn completes the load or store."""
@@ -459,27 +482,26 @@ class PhysicalCpu:
                 if is_write:
                     handlers.serve_mmio(vcpu, split[3], split[4], split[2] | value << 32)
                 return 0 if is_write else split[2]
-            word = cpu.read_word(pc) or 0
-            decoded = ldst.decode(word)
-            ipa = base + offset
-            el = cpu.el
-            exit = Exit(handlers.mmio_syndrome(vcpu.vm, decoded, ipa, el, is_write), pc, pc, word,
-                        vcpu.index, el, ipa, ipa)
-            if decoded is not None and 1 << decoded.sas == size:
-                return handlers.serve_mmio(vcpu, exit, DataAbort.from_iss(exit.syndrome.iss), value)
-            if decoded is not None and 1 << decoded.sas == 8 and size == 4:
-                abort = DataAbort.from_iss(exit.syndrome.iss)
-                if is_write:  # the low half: the device sees the whole store with the high half
-                    self._split = (pc, offset + 4, value, exit, abort)
-                    return 0
-                loaded = handlers.serve_mmio(vcpu, exit, abort, 0)
-                self._split = (pc, offset + 4, loaded >> 32)
-                return loaded & 0xFFFF_FFFF
-            # ISV = 0 (a pair, writeback, SIMD): not an access a hypervisor can emulate from the
-            # syndrome. The instruction is undone and the guest gets what the handler says.
-            self._defer(exit, vcpu.vm.dispatch(vcpu, exit, IN_PLACE))
-            cpu.abort_current(GuestException(exit.syndrome, pc, pc, el, target_el=2))
-            return 0
+            word, ipa, el = cpu.read_word(pc) or 0, base + offset, cpu.el
+            key = (vcpu, pc, word, ipa, is_write, size, el)
+            site = self._sites.get(key)
+            if site is None:  # the same instruction on the same register: decoded once
+                site = self._sites[key] = self._mmio_site(vcpu, pc, word, ipa, el, is_write, size)
+            exit, abort, device, where = site
+            if abort is None:
+                # ISV = 0 (a pair, writeback, SIMD): not an access a hypervisor can emulate from the
+                # syndrome. The instruction is undone and the guest gets what the handler says.
+                self._defer(exit, vcpu.vm.dispatch(vcpu, exit, IN_PLACE))
+                cpu.abort_current(GuestException(exit.syndrome, pc, pc, el, target_el=2))
+                return 0
+            if 1 << abort.sas == size:
+                return handlers.serve_mmio(vcpu, exit, abort, value, device, where)
+            if is_write:  # the low half of an 8-byte store: the device sees it whole, with the high half
+                self._split = (pc, offset + 4, value, exit, abort)
+                return 0
+            loaded = handlers.serve_mmio(vcpu, exit, abort, 0, device, where)
+            self._split = (pc, offset + 4, loaded >> 32)
+            return loaded & 0xFFFF_FFFF
         except Exception as e:  # noqa: BLE001 - a device bug stops the run with a report
             cpu.report_hook_error(f"emulated device at {base:#x} failed at +{offset:#x}: {type(e).__name__}: {e}")
             return 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 from unicorn import UC_PROT_EXEC, UC_PROT_READ
 
@@ -63,9 +63,9 @@ class Region:
         return next((r for r in regions if r.contains(address, length)), None)
 
 
-@dataclass(frozen=True)
-class MmioAccess:
-    """One guest access to a device register, for traces and exercises."""
+class MmioAccess(NamedTuple):
+    """One guest access to a device register, for traces and exercises. (A named tuple: every
+    emulated device access makes one, and a frozen dataclass costs several times more.)"""
 
     tick: int
     device: str
