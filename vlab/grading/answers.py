@@ -40,6 +40,9 @@ ANSWERS: dict[str, tuple[str, ...]] = {
     "ch07.offer_buffer": ("vlab.grading.specs.ch07.ring_after_offer",),
     "ch07.console_io": ("vlab.hyp.xen.console_io", "vlab.hyp.xen.xen_handler", "vlab.hyp.xen.serve",
                         "vlab.grading.specs.ch07.xen_answers"),
+    "ch05.pick_next": ("vlab.sched.fair.Fair", "vlab.grading.specs.ch05.reference_pick",
+                       "vlab.grading.specs.ch05.fair_charge"),
+    "ch05.arinc653_frame": (),
 }
 
 
