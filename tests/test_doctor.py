@@ -68,7 +68,7 @@ def test_a_failed_required_check_makes_the_exit_status_non_zero(monkeypatch, cap
 def test_doctor_lists_what_qemu_virt_has_that_vlabs_board_does_not_model(capsys):
     main(["doctor"])
     out = capsys.readouterr().out
-    assert "does not model" in out and "PL031" in out and "0x0a00_0000" in out
+    assert "does not model" in out and "PL031" in out and "0x0903_0000" in out and "0x0a00_0000" not in out
 
 
 def test_the_checks_line_up_in_one_column_whatever_the_longest_name(capsys):
@@ -97,3 +97,12 @@ def test_the_start_pages_doctor_cell_prints_the_report_and_shows_no_value():
     kinds = [out.output_type for out in cell.outputs]
     assert "execute_result" not in kinds, cell.outputs  # it once showed a stray `0`, main()'s exit status
     assert "Everything vlab needs is here." in "".join(out.get("text", "") for out in cell.outputs)
+
+
+def test_a_machine_that_cannot_confine_submissions_is_a_warning_naming_bubblewrap(monkeypatch):
+    from vlab.grading import sandbox
+
+    monkeypatch.setattr(sandbox, "sandbox_status", lambda: sandbox.Status(False, "no sandbox: bwrap is not installed"))
+    check = doctor.check_sandbox()
+    assert not check.ok and not check.required
+    assert "[warn] grading sandbox" in check.line() and "apt-get install bubblewrap" in check.line()

@@ -17,7 +17,6 @@ import pytest
 from submissions import FULL, ROOT, appended, processes_running, submission
 
 from vlab.cli import main
-from vlab.grading import EXERCISES
 from vlab.grading.sandbox import sandbox_status
 
 TIMEOUT = 3.0
@@ -102,12 +101,11 @@ def test_hostile_submissions_cheat_nothing_harm_nothing_and_every_row_is_written
         assert got == {i: 0.0 if i in lost else points for i, points in FULL.items()}, name
         page = (fb / f"{name}.md").read_text()
         assert phrase in page, (name, page[:1500])
-    # 40 MB printed did not land in the results: each file holds at most a few hundred bytes per test per student
-    bound = 1_000 * sum(len(e.tests) for e in EXERCISES.values()) * len(rows)
     for written in (out, js, *fb.iterdir()):
         text = written.read_text()
         assert not CONTROL.search(text), written.name
-        assert len(text) < bound, written.name
+        assert len(text) < 1_000_000, written.name  # 40 MB printed did not land in the results (a class of
+        # ~20 submissions over every exercise writes a few hundred KB)
     for student in json.loads(js.read_text()):
         for result in student["exercises"].values():
             for test in result["tests"]:

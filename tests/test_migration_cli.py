@@ -125,6 +125,7 @@ def test_a_guest_that_ends_before_the_migration_point_is_not_migrated():
     (["--virt", "--migrate-at", "5", "--rule", "fastest"], "no stopping rule 'fastest'"),
     (["--virt", "--migrate-at", "5", "--post-copy", "--rule", "xen_2005"], "post-copy sends each page once"),
     (["--virt", "--migrate-at", "5", "--sched", "credit"], "--sched shapes a shared host"),
+    (["--virt", "--migrate-at", "5", "--hyp", "type1"], "--hyp shapes a shared host"),
 ])
 def test_options_that_cannot_migrate_are_refused_before_anything_runs(args, problem):
     done = vlab("run", PAGING, *args)

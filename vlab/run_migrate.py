@@ -48,7 +48,8 @@ def refused(args: argparse.Namespace) -> str:
         return "--migrate-at migrates one VM: give one FILE"
     shared = [name for name, value in (("--pcpus", args.pcpus), ("--sched", args.sched != "rr"),
                                         ("--slice", args.slice), ("--windows", args.windows),
-                                        ("--weights", args.weights), ("--caps", args.caps)) if value]
+                                        ("--weights", args.weights), ("--caps", args.caps),
+                                        ("--hyp", args.hyp)) if value]
     if shared:
         return f"{shared[0]} shapes a shared host; a migration runs its VM alone on each host (one pCPU per vCPU)"
     if args.migrate_at < 0:
