@@ -192,6 +192,10 @@ wait:
     wfi
     mrs x6, cntv_ctl_el0
     tbz x6, #2, wait             // ISTATUS: sleep again until the timer has fired
+    msr cntv_ctl_el0, xzr        // off until the next sleep, and its interrupt taken and completed
+    ldr x9, =0x08010000          // (IRQs stay masked): none waits while the work runs
+    ldr w6, [x9, #0xc]           // GICC_IAR
+    str w6, [x9, #0x10]          // GICC_EOIR
     b forever
     .balign 8
 work_table:
