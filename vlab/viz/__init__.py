@@ -9,6 +9,7 @@
     run_loop.py        the hypervisor's run loop, drawn from its dispatch table
     gantt.py           a schedule as a Gantt chart: which vCPU ran on which physical CPU, when
     curves.py          line charts of measured points (downtime against the dirty rate, say)
+    chart.py           a drawn chart: its SVG for a notebook, the same as text for a terminal
     migration_view.py  a live migration along time: its rounds, the pages dirtied meanwhile, the pause
     migration_widget.py  a guest dirtying pages at a chosen rate, migrated over a chosen link
     balance_view.py    a balancing run as a grid: hosts by epochs, utilisation, hosts off, migrations

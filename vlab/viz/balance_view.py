@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 
 from vlab.hyp.balance import Timeline
-from vlab.viz.curves import Chart
+from vlab.viz.chart import Chart
 
 WIDTH, LEFT, TOP, ROW = 960, 70, 24, 46
 

@@ -73,10 +73,6 @@ class BalanceWidget(LiveView):
     def _build_controls(self) -> _Controls:
         return _Controls(self)
 
-    def refresh(self) -> None:
-        if self._ui is not None:
-            self._ui.show()
-
 
 class _Controls:
     def __init__(self, widget: BalanceWidget):

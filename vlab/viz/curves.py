@@ -12,23 +12,11 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
 
+from vlab.viz.chart import Chart
 from vlab.viz.gantt import COLOURS
 
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP, RIGHT = 640, 300, 70, 44, 28, 150  # points
-
-
-@dataclass(frozen=True)
-class Chart:
-    svg: str
-    text: str
-
-    def __str__(self) -> str:
-        return self.text
-
-    def _repr_mimebundle_(self, include=None, exclude=None, **_) -> dict:
-        return {"image/svg+xml": self.svg, "text/plain": self.text}
 
 
 def line_chart(series: dict[str, list[tuple[float, float]]], x_label: str, y_label: str, title: str = "",

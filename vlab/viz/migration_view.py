@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 
 from vlab.hyp.migration import Migration, ticks_to_ms
-from vlab.viz.curves import Chart
+from vlab.viz.chart import Chart
 
 WIDTH, HEIGHT, LEFT, TOP, BOTTOM = 960, 210, 70, 30, 40
 COLOUR = {"live": "#4e79a7", "stop-and-copy": "#e15759", "pull": "#f28e2b", "push": "#59a14f"}
