@@ -13,7 +13,8 @@ from submissions import EXERCISES_DIR, ROOT, SOLUTIONS
 
 CHAPTERS = {"01_physical_machine": ("ch01_machine", "decode_uart_flags"),
             "02_trap_and_emulate": ("ch02_trap_and_emulate", "handle_sysreg"),
-            "03_stage2": ("ch03_stage2", "decode_stage2_descriptor")}
+            "03_stage2": ("ch03_stage2", "decode_stage2_descriptor"),
+            "08_what_virtualization_buys": ("ch08_what_virtualization_buys", "balance")}
 
 
 def check_cell(notebook: str, function: str) -> str:

@@ -27,6 +27,7 @@ import json
 import sys
 from pathlib import Path
 
+from vlab import run_migrate
 from vlab.arch.hcr import HCR
 from vlab.errors import VlabError
 from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_RAM_SIZE, DEFAULT_TIMEOUT_S, Board
@@ -64,12 +65,13 @@ def add_parser(subparsers) -> None:
     host.add_argument("--caps", default=None, metavar="C1,C2,...", help="each VM's cap in percent of one physical CPU")
     host.add_argument("--hyp", default=None, metavar="STRUCTURE",
                       help="the hypervisor's structure: type1 (Xen-like, with dom0), type2 (KVM without VHE) or vhe")
+    run_migrate.add_options(p)
     p.set_defaults(func=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
     """Exit status: 0 when every guest powered off or went idle, 1 for other stops, 2 for bad input."""
-    problem = _refused(args)
+    problem = _refused(args) or run_migrate.refused(args)
     if problem:
         print(f"vlab run: {problem}", file=sys.stderr)
         return 2
@@ -78,6 +80,8 @@ def run_command(args: argparse.Namespace) -> int:
             board = Board()
             load(board, image_from_file(_guest(args.files[0])))
             return _report_one(args, board.run(max_insns=args.max_insns, timeout_s=args.timeout))
+        if args.migrate_at is not None:
+            return run_migrate.run(args)
         host, vms, structure = _host(args)
         result = host.run(max_insns=args.max_insns, timeout_s=args.timeout)  # refuses what cannot run, first
     except (VlabError, ValueError) as e:  # a SchedError is a ValueError: weights, caps, windows, sizes

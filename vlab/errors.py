@@ -24,3 +24,7 @@ class LoadError(VlabError):
 
 class ToolError(VlabError):
     """An outside tool (cross compiler, QEMU) is missing -- the message names the package -- or failed."""
+
+
+class MigrationError(VlabError):
+    """A VM that cannot be migrated as asked (a device whose state vlab cannot carry, a stream cut short)."""

@@ -93,3 +93,28 @@ INTERRUPT_CONTROLLER = tuple(
                            ("virtual IRQ completion", (71, 71, 1_556, 1_464)))
     for platform, cycles in zip(("KVM ARM", "Xen ARM", "KVM x86", "Xen x86"), row)
 )
+
+
+CLARK_2005 = 'C. Clark et al., "Live Migration of Virtual Machines", NSDI 2005'
+
+
+@dataclass(frozen=True)
+class PublishedDowntime:
+    """A live migration's downtime as a paper reports it, for a workload it migrated."""
+
+    workload: str
+    ms: float
+    source: str
+    certainty: str  # as PublishedCost's
+
+    def label(self) -> str:
+        amount = f"{self.ms:g} ms" if self.certainty == "checked" else f"about {self.ms:g} ms"
+        return (f"{self.workload}: {amount} of downtime (published: {self.source}; "
+                f"{CERTAINTY[self.certainty]})")
+
+
+# Xen's pre-copy, as the paper's text reports it (transcribed: REFERENCES.md's "quoted").
+MIGRATION_DOWNTIME = (
+    PublishedDowntime("a SPECweb99 web server", 210, CLARK_2005, "quoted"),
+    PublishedDowntime("a Quake 3 game server", 60, CLARK_2005, "quoted"),
+)

@@ -43,6 +43,8 @@ ANSWERS: dict[str, tuple[str, ...]] = {
     "ch05.pick_next": ("vlab.sched.fair.Fair", "vlab.grading.specs.ch05.reference_pick",
                        "vlab.grading.specs.ch05.fair_charge"),
     "ch05.arinc653_frame": (),
+    "ch08.stop_and_copy": ("vlab.grading.specs.ch08.holds", "vlab.grading.specs.ch08.judge"),
+    "ch08.balance": ("vlab.grading.specs.ch08.best_placement",),
 }
 
 

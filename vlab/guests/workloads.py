@@ -8,6 +8,10 @@ guest itself sees it:
     sleeper(period)  works a little, then sleeps in WFI until its timer fires `period` ticks later
                      (with HCR_EL2.TWI the vCPU gives its physical CPU back while it sleeps)
     crasher(after)   spins, then executes an undefined instruction with no vector table to take it
+    dirtier(...)     touches `resident` pages once, then writes one of its first `wws` pages every
+                     `every` instructions, round and round (a writable working set, for migration)
+    phased(...)      does a fixed amount of work every period and sleeps the rest, the amount
+                     changing phase by phase (a load that changes over time, for balancing)
 
 Every vCPU a guest starts (PSCI CPU_ON with `vcpus` > 1) counts in its own word.
 """
@@ -104,6 +108,106 @@ spin:
 """, 1)
 
 
+BUFFER = RAM_BASE + 0x2_0000  # the dirtier's pages: BUFFER + 4096 * i
+
+
+def dirtier(resident: int, wws: int, every: int) -> Program:
+    """Touches `resident` pages of BUFFER once (the memory it has), then writes a word of its first `wws`
+    pages in turn, one every `every` instructions (at least 12), forever; counts its writes."""
+    if not 1 <= wws <= resident or every < 12:
+        raise ValueError("a dirtier writes 1..resident pages again and again, at most one every 12 instructions")
+    return _program(f"""    ldr x21, ={BUFFER:#x}
+    ldr x1, ={resident}
+    mov x23, x21
+touch:
+    str x1, [x23]
+    add x23, x23, #4096
+    subs x1, x1, #1
+    b.ne touch
+    mov x22, #0                  // the next page of the working set to write
+forever:
+    ldr x1, ={(every - 11) // 2}
+delay:
+    subs x1, x1, #1
+    b.ne delay
+    ldr x4, [x19]
+    add x4, x4, #1
+    str x4, [x19]
+    add x23, x21, x22, lsl #12
+    str x4, [x23]                // one word of page x22: the page is dirty
+    add x22, x22, #1
+    cmp x22, #{wws}
+    csel x22, xzr, x22, hs
+    b forever
+""", 1)
+
+
+def phased(work: list[int], period: int, phase: int, resident: int = 1) -> Program:
+    """Touches `resident` pages of BUFFER (the memory it has), then every `period` ticks does `work[i]`
+    loops of work (2 instructions each) and sleeps until the next period, i = (counter // phase) %
+    len(work): a CPU load that changes every `phase` ticks. A period whose work ends after the next
+    has begun counts as late (the word after its counter) and the next starts at once: the guest
+    wanted more CPU than it got."""
+    table = "\n".join(f"    .quad {max(w, 1)}" for w in work)
+    # As the sleeper's: the timer's interrupt, through the GIC, wakes WFI; masked, it needs no handler.
+    return _program(f"""    msr daifset, #2
+{GIC_TIMER_ON}    ldr x23, ={BUFFER:#x}
+    ldr x1, ={max(resident, 1)}
+touch:
+    str x1, [x23]
+    add x23, x23, #4096
+    subs x1, x1, #1
+    b.ne touch
+    adr x21, work_table
+    mrs x25, cntvct_el0          // when the current period began
+forever:
+    mrs x5, cntvct_el0
+    ldr x6, ={phase}
+    udiv x6, x5, x6
+    mov x7, #{len(work)}
+    udiv x8, x6, x7
+    msub x6, x8, x7, x6          // x6 = the phase we are in
+    ldr x1, [x21, x6, lsl #3]
+work:
+    subs x1, x1, #1
+    b.ne work
+    ldr x4, [x19]
+    add x4, x4, #1
+    str x4, [x19]
+    ldr x6, ={period}
+    add x25, x25, x6             // the next period
+    mrs x5, cntvct_el0
+    cmp x5, x25
+    b.lo sleep
+    ldr x4, [x19, #8]            // late: the work overran its period
+    add x4, x4, #1
+    str x4, [x19, #8]
+    mov x25, x5
+    b forever
+sleep:
+    msr cntv_cval_el0, x25
+    mov x6, #1
+    msr cntv_ctl_el0, x6
+wait:
+    wfi
+    mrs x6, cntv_ctl_el0
+    tbz x6, #2, wait             // ISTATUS: sleep again until the timer has fired
+    msr cntv_ctl_el0, xzr        // off until the next sleep, and its interrupt taken and completed
+    ldr x9, =0x08010000          // (IRQs stay masked): none waits while the work runs
+    ldr w6, [x9, #0xc]           // GICC_IAR
+    str w6, [x9, #0x10]          // GICC_EOIR
+    b forever
+    .balign 8
+work_table:
+{table}
+""", 1)
+
+
 def progress(vm, vcpu: int = 0) -> int:
     """How far vCPU `vcpu` of `vm` has counted, read from its RAM."""
     return int.from_bytes(vm.read_memory(PROGRESS + 8 * vcpu, 8), "little")
+
+
+def late(vm) -> int:
+    """How many of a phased guest's periods overran, read from its RAM."""
+    return int.from_bytes(vm.read_memory(PROGRESS + 8, 8), "little")

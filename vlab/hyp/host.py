@@ -95,6 +95,7 @@ class Host:
         self.midr = self.scratch.read_sysreg("MIDR_EL1")
         self._decision: list[tuple[Entity | None, int] | None] = []
         self._resched: list[bool] = []
+        self._slept: list[bool] = []  # per core: its vCPU slept since the policy picked it
         self._blocked: list[VCpu] = []
         self._watchdog: Watchdog | None = None
         self._in_run = False  # a core is running a vCPU: tell the scheduler what it did after its charge
@@ -162,6 +163,41 @@ class Host:
     def pcpu_of(self, vcpu: VCpu) -> PhysicalCpu | None:
         return next((p for p in self.pcpus if p.current is vcpu), None)
 
+    def take_over(self, vm, counters: list[int]) -> None:
+        """Go on running `vm`, whose vCPUs ran on another host until `counters` (each one's CNTVCT_EL0
+        when it stopped): a live migration's arrival. Each virtual counter continues from there, so
+        the guest does not see the time it was paused (as QEMU keeps it by default); the vCPUs keep
+        the states they arrived in, one in WFI waits here for its timer -- or wakes at once, when an
+        interrupt it would take arrived with it (an SGI sent just before the pause) -- and the next
+        run wakes the runnable ones."""
+        if vm.started or vm.host is not self:
+            raise ValueError("only a VM of this host that has not run here yet can be taken over")
+        now = self._now()
+        for vcpu, counter in zip(vm.vcpus, counters, strict=True):
+            vcpu.timer.offset = now - counter  # CNTVOFF_EL2
+            vcpu._saved_at = now
+            self.scheduler.add(vcpu.entity)
+            if vcpu.state is not VCpuState.BLOCKED and not vcpu.in_wfi:
+                continue
+            woken = vm.vgic.wants_to_run(vcpu.index)
+            vcpu.wake_at = now if woken and vcpu.in_wfi else vcpu.wake_deadline()
+            if vcpu.state is VCpuState.BLOCKED and woken:
+                vcpu.state, vcpu.wake_at = VCpuState.RUNNABLE, None
+            elif vcpu.state is VCpuState.BLOCKED:
+                self._blocked.append(vcpu)
+        vm.started = True
+
+    def stall(self, vcpu: VCpu, ticks: int) -> None:
+        """The vCPU's core waits `ticks` host ticks with it, doing nothing else (post-copy: the page it
+        touched is still on its way): idle time on that core."""
+        pcpu = self.pcpu_of(vcpu)
+        if pcpu is not None:
+            pcpu.idle_ticks += ticks
+
+    def clock(self) -> int:
+        """The host clock, in host ticks: how far every core has got."""
+        return self._now()
+
     # --- what the cores tell the loop -----------------------------------------------------------
 
     def power_on(self, vcpu: VCpu) -> None:
@@ -172,8 +208,7 @@ class Host:
     def power_down(self, vcpu: VCpu) -> None:
         """PSCI CPU_OFF: the vCPU stops being runnable until CPU_ON starts it again."""
         vcpu.state = VCpuState.OFF
-        self._leaves_core(vcpu)
-        self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
+        self._sleeps(vcpu)
 
     def block(self, vcpu: VCpu, until: int | None = None) -> None:
         """A trapped WFI: the vCPU sleeps until an interrupt it would take -- its timer firing, an
@@ -190,8 +225,7 @@ class Host:
         vcpu.state = VCpuState.BLOCKED
         vcpu.wake_at = vcpu.wake_deadline() if until is None else until
         self._blocked.append(vcpu)
-        self._leaves_core(vcpu)
-        self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
+        self._sleeps(vcpu)
         self._check_idle(vcpu.vm)
 
     def interrupt_arrived(self, vcpu: VCpu) -> None:
@@ -217,14 +251,23 @@ class Host:
         """The VM's run ended: its vCPUs leave the scheduler's queues."""
         for vcpu in vm.vcpus:
             if vcpu.state is not VCpuState.OFF:
-                self._leaves_core(vcpu)
-                self._tell(lambda now, vcpu=vcpu: self.scheduler.sleep(vcpu.entity, now))
+                self._sleeps(vcpu)
 
     def _leaves_core(self, vcpu: VCpu) -> None:
         """The vCPU stops running where it runs: that core asks the scheduler again."""
         pcpu = self.pcpu_of(vcpu)
         if pcpu is not None:
             self._resched[pcpu.index] = True
+
+    def _sleeps(self, vcpu: VCpu) -> None:
+        """The vCPU sleeps: it leaves its core, and the policy hears of it. Woken before that core picks
+        again (an SGI from another core), it is queued by the policy, no longer the core's current
+        vCPU: passed as current, it would be queued twice, and given to two cores."""
+        pcpu = self.pcpu_of(vcpu)
+        self._leaves_core(vcpu)
+        if pcpu is not None:
+            self._slept[pcpu.index] = True
+        self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
 
     def _tell(self, notify: Callable[[int], None]) -> None:
         """Tell the scheduler something about a vCPU: at once, or -- when it happened while a core ran
@@ -348,6 +391,7 @@ class Host:
             pcpu.map_memory(identity)
         self._decision = [None] * self._cores
         self._resched = [False] * self._cores
+        self._slept = [False] * self._cores
 
     def _make_gic(self) -> GIC:
         """The host's GICv2, programmed as KVM's host programs its own: forwarding on; on each core
@@ -492,6 +536,8 @@ class Host:
         self._resched[i] = False
         running = self._vcpu_of(decision[0]) if decision is not None else None
         current = decision[0] if running is pcpu.current and running is not None and self._runs(running) else None
+        if self._slept[i]:
+            current, self._slept[i] = None, False  # it slept since it was picked: the policy knows it runs nowhere
         chosen = self.scheduler.pick(i, now, current)
         vcpu = self._vcpu_of(chosen.entity)
         if vcpu is not None and not self._runs(vcpu):

@@ -16,9 +16,10 @@ import ctypes
 import hashlib
 import mmap
 import random
+import struct
 from typing import Callable
 
-from vlab.mmu.descriptors import Leaf
+from vlab.mmu.descriptors import OA_MASK, Leaf
 from vlab.mmu.memory import BufferMemory
 from vlab.mmu.tables import PAGE, FrameAllocator, TableBuilder
 from vlab.mmu.walk import LEVEL_SHIFT, Access, Regime, Translation, walk
@@ -28,6 +29,7 @@ HOST_BASE = 0x80_0000_0000
 # VTCR_EL2: T0SZ = 24 (a 40-bit IPA space), SL0 = 1 (start at level 1, two concatenated tables).
 VTCR_T0SZ, VTCR_SL0 = 24, 1
 S2_READ, S2_WRITE = 1, 2
+BLOCK = 0x20_0000  # the IPA span of one level-3 table (512 pages)
 LAYOUTS = ("contiguous", "scattered", "demand")
 
 
@@ -91,6 +93,7 @@ class VmMemory:
         self._logging = False  # write_protect() was called: record every write from now on
         self.shared: set[int] = set()  # IPA pages mapped read-only onto a frame shared with others
         self.demand_faults = 0
+        self.released = False  # its frames went back to the host (the VM migrated away)
         # Told the IPA page (or None: many) whenever a stage-2 entry that was valid changes, so that
         # every TLB that may hold the old one can forget it (the VM broadcasts it to all cores).
         self.on_change: Callable[[int | None], None] | None = None
@@ -142,9 +145,22 @@ class VmMemory:
         return None if leaf is None else leaf.output
 
     def mapping(self) -> list[tuple[int, int]]:
-        """(IPA page, host frame) for every RAM page mapped, in IPA order."""
-        pages = range(self.ram_base, self.ram_base + self.ram_size, PAGE)
-        return [(ipa, frame) for ipa in pages if (frame := self.frame_of(ipa)) is not None]
+        """(IPA page, host frame) for every RAM page mapped, in IPA order.
+
+        Read a level-3 table (2 MiB of IPA space) at a time, skipping the ranges that have none:
+        a demand-paged VM of 128 MiB with a few pages touched is a few tables, not 32,768 walks."""
+        out, end = [], self.ram_base + self.ram_size
+        for chunk in range(self.ram_base & ~(BLOCK - 1), end, BLOCK):
+            slot = self.tables.slot(max(chunk, self.ram_base))
+            if slot is None:
+                continue
+            table = slot & ~(PAGE - 1)
+            entries = struct.unpack("<512Q", self.host.memory.read(table, PAGE))
+            for i, value in enumerate(entries):
+                ipa = chunk + i * PAGE
+                if value & 0b11 == 0b11 and self.ram_base <= ipa < end:
+                    out.append((ipa, value & OA_MASK))
+        return out
 
     # --- the hypervisor's side of a stage-2 fault ------------------------------------------------
 
@@ -225,6 +241,25 @@ class VmMemory:
         if self.on_change is not None:
             self.on_change(None)  # every translation cached before now may still allow writes
 
+    def release(self) -> None:
+        """Give every frame back to the host -- RAM and stage-2 tables -- once the VM has left it (a
+        migration). The allocator scrubs each: the next VM to get it cannot read this one's data. A
+        frame shared copy-on-write stays with its other users. The memory cannot be used after."""
+        for page, frame in self.mapping():
+            if page in self.shared:
+                self.host.sharers[frame] -= 1
+                if self.host.sharers[frame]:
+                    continue
+                del self.host.sharers[frame]
+            self._give_back(frame)
+        for table in self.tables.tables:
+            self._give_back(table)
+        self.released = True
+
+    def _give_back(self, frame: int) -> None:
+        self.host.frames.release(frame)  # scrubbed there
+        self.host.owner.pop(frame, None)
+
     # --- the loader's and the debugger's view: memory by IPA ------------------------------------
 
     def _frame_for(self, page: int, allocate: bool) -> int | None:
@@ -238,6 +273,7 @@ class VmMemory:
 
         A page shared copy-on-write is copied first: the other VMs must not see this write.
         """
+        self._check_held()
         for start, length in self._chunks(ipa, len(data)):
             page = start & ~(PAGE - 1)
             if page in self.shared:
@@ -252,11 +288,17 @@ class VmMemory:
 
     def read(self, ipa: int, size: int) -> bytes:
         """Read guest RAM by IPA; pages with no frame yet read as zeros."""
+        self._check_held()
         out = bytearray()
         for start, length in self._chunks(ipa, size):
             frame = self._frame_for(start & ~(PAGE - 1), allocate=False)
             out += bytes(length) if frame is None else self.host.memory.read(frame + start % PAGE, length)
         return bytes(out)
+
+    def _check_held(self) -> None:
+        if self.released:
+            raise ValueError(f"VM {self.vmid}'s RAM went back to the host when it migrated away: read it on the "
+                             "host it migrated to")
 
     @staticmethod
     def _chunks(address: int, size: int):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from vlab.arch.esr import ExceptionClass, Syndrome
 from vlab.machine.board import Region, StopReason
-from vlab.machine.cpu import CPU, GuestException
+from vlab.machine.cpu import CPU, GuestException, context_from_bytes
 from vlab.machine.entry import ExceptionEntry
 from vlab.machine.gic import PHYSICAL_TIMER_PPI, VIRTUAL_TIMER_PPI
 from vlab.machine.timer import GenericTimer
@@ -158,6 +158,21 @@ class VCpu:
         self._store(cpu)
         if name in TRANSLATION_REGISTERS:
             self.vm.translation_changed(self)  # cached translations were made under the old tables
+
+    def export_context(self) -> bytes:
+        """The saved core as bytes -- registers, EL1 system registers, PSTATE, everything the
+        emulated core holds: what a migration stream carries for this vCPU."""
+        if self._cpu is not None:
+            self._cpu.uc.context_update(self.context)  # loaded: the core holds the newest state
+        return bytes(self.context)
+
+    def import_context(self, data: bytes) -> None:
+        """Become the core `export_context()` saved (on this host or another); only while not loaded."""
+        if self._cpu is not None:
+            raise RuntimeError(f"vCPU{self.index} is loaded on a physical CPU: its context cannot be replaced")
+        if len(data) != len(bytes(self.context)):
+            raise ValueError(f"a saved core of this vlab is {len(bytes(self.context)):,} bytes, not {len(data):,}")
+        self.context = context_from_bytes(data)
 
     # --- memory and time --------------------------------------------------------------------
 

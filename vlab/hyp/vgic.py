@@ -32,6 +32,7 @@ state belongs to the vCPU too, and moves with it.
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -39,7 +40,7 @@ from vlab.machine.gic import (EOI_MODE, FIRST_SPI, GICD_BASE, GICD_SIZE, QEMU_VI
                               CpuInterface, Distributor, Interrupt)
 from vlab.machine.gic_virt import (HCR_EN, HCR_EOICOUNT_SHIFT, HCR_LRENPIE, HCR_UIE, LIST_REGISTERS, PRIORITY_BITS,
                                    ListRegister, LrState, VirtualCpuInterface, VirtualInterfaceState, cpu_state_of,
-                                   describe_list_registers)
+                                   describe_list_registers, vmcr_of)
 
 @dataclass
 class SavedGic:
@@ -323,6 +324,50 @@ class VGic:
         interface = self.loaded.get(vcpu)
         return describe_list_registers(interface.lrs if interface is not None else self.saved[vcpu].interface.lrs)
 
+    # --- migration ----------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The VM's interrupts as plain data, for a migration stream: the distributor, and each vCPU's
+        saved virtual CPU interface with its mapped interrupts' physical active state. A vCPU still
+        loaded on a physical CPU is read as a world switch out would leave it -- its list registers
+        folded into the distributor -- on a copy, so that the running VM is not disturbed."""
+        folded = self._put_copy()
+        return {"distributor": folded.distributor.state(),
+                "vcpus": [{"hcr": g.interface.hcr, "vmcr": g.interface.vmcr, "apr": g.interface.apr,
+                           "lrs": list(g.interface.lrs), "physical_active": sorted(p for p, a in
+                                                                                   g.physical_active.items() if a)}
+                          for g in folded.saved],
+                "active_sources": [[vcpu, sgi, source] for (vcpu, sgi), source in sorted(folded._active_source.items())]}
+
+    def restore(self, state: dict) -> None:
+        """Take the state `state()` gave (on another host): only before any vCPU of the VM is loaded."""
+        if self.loaded:
+            raise ValueError("a vGIC's state is restored before its vCPUs run, not while one is loaded")
+        if len(state["vcpus"]) != self.vcpus:
+            raise ValueError(f"the state is of a vGIC of {len(state['vcpus'])} vCPU(s); this one has {self.vcpus}")
+        self.distributor = Distributor(self.vcpus, self.distributor.lines - FIRST_SPI)
+        self.distributor.restore(state["distributor"])
+        mapped = sorted(set(self.mapped.values()))
+        self.saved = [SavedGic(VirtualInterfaceState(v["hcr"], v["vmcr"], v["apr"], list(v["lrs"])),
+                               {p: p in v["physical_active"] for p in mapped}) for v in state["vcpus"]]
+        self._queued = [[None] * self.list_registers for _ in range(self.vcpus)]
+        self._active_source = {(vcpu, sgi): source for vcpu, sgi, source in state["active_sources"]}
+
+    def _put_copy(self) -> VGic:
+        """A copy of this vGIC with every loaded vCPU put, as `put` would, leaving this one as it is."""
+        folded = VGic(self.vcpus, self.distributor.lines - FIRST_SPI, self.list_registers)
+        folded.distributor, folded.saved = deepcopy(self.distributor), deepcopy(self.saved)
+        folded.mapped, folded._active_source = dict(self.mapped), dict(self._active_source)
+        folded._queued = [list(queued) for queued in self._queued]
+        for vcpu, interface in self.loaded.items():
+            saved = VirtualInterfaceState(interface.hcr, vmcr_of(interface.state), interface.state.active_priorities,
+                                          list(interface.lrs))
+            physical = {} if interface.distributor is None else {
+                p: interface.distributor.interrupt(interface.cpu, p).active for p in sorted(set(self.mapped.values()))}
+            folded.sync(vcpu, saved)
+            folded.saved[vcpu] = SavedGic(saved, physical)
+        return folded
+
 
 class DistributorExits:
     """The VM's GICD frame for one vCPU's exits: a device for the hypervisor's MMIO emulation."""
@@ -344,6 +389,13 @@ class DistributorExits:
     def for_vcpu(self, index: int) -> DistributorExits:
         """The same frame as vCPU `index` reaches it (its own SGIs' and PPIs' registers)."""
         return self.vgic.frame(index)
+
+    def state(self) -> dict:
+        """The whole vGIC's state (a VM lists this frame among its devices: what migrates with it)."""
+        return self.vgic.state()
+
+    def restore(self, state: dict) -> None:
+        self.vgic.restore(state)
 
 
 def _lowest(bits: int) -> int:

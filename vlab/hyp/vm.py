@@ -343,6 +343,15 @@ class VM:
             self.powered_off = True
         self.host.vm_stopped(self)
 
+    def depart(self, message: str) -> None:
+        """The VM has left this host for good (it migrated): it never runs here again, its frames go
+        back to the host, and its result says `message`."""
+        self.stop(StopReason.STOPPED, message)
+        self.powered_off = True
+        self._stop = (StopReason.STOPPED, message, None, None)
+        if self.memory is not None:
+            self.memory.release()
+
     # --- running --------------------------------------------------------------------
 
     def run(self, max_insns: int = DEFAULT_MAX_INSNS, timeout_s: float = DEFAULT_TIMEOUT_S) -> VmRunResult:

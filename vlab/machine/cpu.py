@@ -30,7 +30,7 @@ from unicorn import (
 )
 from unicorn import arm64_const as A
 from unicorn.unicorn_py3.arch.arm64 import UcRegCP64  # the C struct of a system-register access
-from unicorn.unicorn_py3.unicorn import uclib  # the C library: see CPU._read64
+from unicorn.unicorn_py3.unicorn import UcContext, uclib  # the C library: see CPU._read64
 
 from vlab.arch import ldst, sysregs
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess, imm16_syndrome
@@ -156,6 +156,14 @@ class Watchdog:
             self._stop()
             if self._done.wait(self._RESTOP_S):
                 return
+
+
+def context_from_bytes(data: bytes):
+    """A saved core (a Unicorn context, as `uc.context_save()` makes) rebuilt from `bytes(context)`:
+    how a vCPU's state arrives on another host. Unicorn's own unpickling does exactly this."""
+    context = UcContext.__new__(UcContext)
+    context.__setstate__((bytes(data), len(data), UC_ARCH_ARM64, UC_MODE_ARM))
+    return context
 
 
 class CPU:

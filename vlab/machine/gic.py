@@ -35,7 +35,7 @@ Reserved offsets read as zero and ignore writes; so do bits of interrupts that d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Protocol
 
 GICD_BASE, GICD_SIZE = 0x0800_0000, 0x1000  # QEMU maps 4 KiB of distributor registers
@@ -259,6 +259,30 @@ class Distributor:
     def live(self, cpu: int) -> list[int]:
         """The INTIDs pending or active as CPU `cpu` sees them (its own SGIs and PPIs, all SPIs), sorted."""
         return sorted(intid for bank, intid in self._live if bank in (cpu, _SHARED))
+
+    # --- the state as plain data (a migrating VM's virtual distributor travels so) -----------------
+
+    def state(self) -> dict:
+        """GICD_CTLR and every interrupt's fields that differ from reset, as plain data:
+        {"ctlr": ..., "interrupts": [[cpu, intid, {field: value}], ...]} (cpu None for an SPI)."""
+        fresh = Distributor(self.cpus, self.lines - FIRST_SPI)
+        banks = [(cpu, intid) for cpu in range(self.cpus) for intid in range(FIRST_SPI)]
+        banks += [(None, intid) for intid in range(FIRST_SPI, self.lines)]
+        changed = []
+        for cpu, intid in banks:
+            now, reset = asdict(self.interrupt(cpu or 0, intid)), asdict(fresh.interrupt(cpu or 0, intid))
+            if now != reset:
+                changed.append([cpu, intid, {name: value for name, value in now.items() if value != reset[name]}])
+        return {"ctlr": self.ctlr, "interrupts": changed}
+
+    def restore(self, state: dict) -> None:
+        """Take the state `state()` gave, on a distributor of the same shape that has just been reset."""
+        self.ctlr = state["ctlr"]
+        for cpu, intid, fields in state["interrupts"]:
+            if not self.exists(intid) or not 0 <= (cpu or 0) < self.cpus:
+                raise ValueError(f"the state has INTID {intid} of CPU {cpu}; this distributor serves {self.cpus} "
+                                 f"CPU(s) and INTIDs up to {self.lines - 1}")
+            self.change(cpu or 0, intid, **fields)
 
     def best_pending(self, cpu: int, groups: int) -> Candidate | None:
         """The interrupt the distributor forwards to CPU `cpu`: pending, enabled, not active, aimed at

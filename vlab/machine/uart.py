@@ -67,6 +67,17 @@ class PL011:
     def flags(self) -> int:
         return FR.TXFE | (FR.RXFE if not self._rx else 0)
 
+    def state(self) -> dict:
+        """The registers and the receive FIFO, as plain data: what must travel with a migrating VM.
+        What was transmitted has left the device already (`output`), so it is not part of it."""
+        return {"rx": list(self._rx), "ris": self._raw_interrupts, "regs": {str(k): v for k, v in self._regs.items()}}
+
+    def restore(self, state: dict) -> None:
+        """Take the registers and receive FIFO `state()` gave (from this UART or another)."""
+        self._rx = deque(int(b) & 0xFF for b in state["rx"])
+        self._raw_interrupts = int(state["ris"])
+        self._regs = {int(k): int(v) & 0xFFFF for k, v in state["regs"].items()}
+
     def register_name(self, offset: int) -> str:
         if offset in _ID_REGISTERS:
             return f"UARTPeriphID{(offset - 0xFE0) // 4}" if offset < 0xFF0 else f"UARTPCellID{(offset - 0xFF0) // 4}"

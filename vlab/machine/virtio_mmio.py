@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
+from vlab.errors import MigrationError
 from vlab.machine.guest_memory import GuestMemory, GuestMemoryError
 from vlab.machine.virtqueue import RingError, SplitQueue
 
@@ -323,6 +324,21 @@ class VirtioMmioBus:
         transport = self.transports[n]
         name = transport.register_name(register) if transport else REGISTERS.get(register, f"+{register:#x}")
         return f"virtio{n}.{name}"
+
+    def state(self) -> dict:
+        """What migrates with its VM: nothing while no driver has touched a transport (a device at
+        reset keeps no state). A device a driver has set up is refused: vlab does not carry a virtio
+        device's registers and queues to another host yet."""
+        for n, transport in enumerate(self.transports):
+            if transport is not None and (transport.status or any(q.ready for q in transport.queues)):
+                raise MigrationError(f"the guest drives the virtio {transport.device.name} on transport {n}: vlab "
+                                     "cannot carry a virtio device's registers and queues to another host yet")
+        return {}
+
+    def restore(self, state: dict) -> None:
+        """Take what `state()` gave: the transports stay at reset."""
+        if state:
+            raise MigrationError("a virtio device's registers and queues cannot be restored: vlab does not migrate them")
 
     def poll(self) -> None:
         """Let every polling device serve its queues."""

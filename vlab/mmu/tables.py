@@ -101,6 +101,10 @@ class TableBuilder:
             self.memory.write64(slot, leaf.encode() if leaf is not None else 0)
         return slot
 
+    def slot(self, address: int) -> int | None:
+        """The address of the level-3 descriptor for `address`, or None where no table reaches it."""
+        return self._slot(address, create=False)
+
     def page(self, address: int) -> Leaf | None:
         slot = self._slot(address, create=False)
         if slot is None:

@@ -38,6 +38,9 @@ class RoundRobin:
     def sleep(self, entity: Entity, now: int) -> None:
         if entity in self._queue:
             self._queue.remove(entity)
+        # Asleep while running (its VM's run ended, say): it runs nowhere now, so a wake before the
+        # pick for its pCPU queues it again instead of being taken for a vCPU still running.
+        self._running = {pcpu: e for pcpu, e in self._running.items() if e != entity}
 
     def pick(self, pcpu: int, now: int, current: Entity | None) -> Decision:
         self._running.pop(pcpu, None)

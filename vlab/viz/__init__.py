@@ -8,6 +8,12 @@
     trap_widget.py     trap controls to tick, a guest run in a VM under them: exits and the trap log
     run_loop.py        the hypervisor's run loop, drawn from its dispatch table
     gantt.py           a schedule as a Gantt chart: which vCPU ran on which physical CPU, when
+    curves.py          line charts of measured points (downtime against the dirty rate, say)
+    chart.py           a drawn chart: its SVG for a notebook, the same as text for a terminal
+    migration_view.py  a live migration along time: its rounds, the pages dirtied meanwhile, the pause
+    migration_widget.py  a guest dirtying pages at a chosen rate, migrated over a chosen link
+    balance_view.py    a balancing run as a grid: hosts by epochs, utilisation, hosts off, migrations
+    balance_widget.py  VMs through a day on a few hosts, under no policy, the threshold one, or yours
     walk_view.py       the nested walk as a grid: guest levels by stage-2 levels, every reference numbered
     stage2_widgets.py  the walk with level sliders, the TLBs over a working set, the host's frames
     widget_snapshot.py a widget's saved state as static HTML (the course site)

@@ -11,9 +11,9 @@ The picture is 720 points (960 px) wide and shrinks to fit a narrower pane, for 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 
 from vlab.machine.timer import FREQUENCY_HZ
+from vlab.viz.chart import Chart
 
 WIDTH, ROW, LEFT, TOP = 720, 30, 64, 24  # points: 960 px, inside a 1280 x 800 slide
 COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
@@ -21,22 +21,8 @@ COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b
 TEXT_COLUMNS = 96
 
 
-@dataclass(frozen=True)
-class Gantt:
-    """The chart of a schedule: `svg` for a notebook, `text` for a terminal."""
-
-    svg: str
-    text: str
-
-    def __str__(self) -> str:
-        return self.text
-
-    def _repr_mimebundle_(self, include=None, exclude=None, **_) -> dict:
-        return {"image/svg+xml": self.svg, "text/plain": self.text}
-
-
 def gantt(segments, pcpus: int, start: int = 0, end: int | None = None, names: dict | None = None,
-          switches=()) -> Gantt:
+          switches=()) -> Chart:
     """The chart of `segments` (each with .pcpu, .entity (.vm, .vcpu, .name), .start, .end) on `pcpus`
     physical CPUs, from host tick `start` to `end` (default: the last segment's end). `names` maps a
     VM index to what to call it; `switches` (each with .pcpu, .time, .cost) are drawn where they cost time."""
@@ -75,10 +61,10 @@ def gantt(segments, pcpus: int, start: int = 0, end: int | None = None, names: d
         anchor = "start" if i == 0 else "end" if i == 4 else "middle"
         parts.append(f'<text x="{x(tick):.1f}" y="{axis}" text-anchor="{anchor}">{_ms(tick)}</text>')
     parts.append("</svg>")
-    return Gantt("".join(parts), _text(segments, pcpus, start, end, names))
+    return Chart("".join(parts), _text(segments, pcpus, start, end, names))
 
 
-def host_gantt(host, names: list[str] | None = None) -> Gantt:
+def host_gantt(host, names: list[str] | None = None) -> Chart:
     """The chart of everything `host` (a vlab.hyp.host.Host) has run, its VMs called `names`."""
     return gantt(host.trace.segments, len(host.pcpus), end=host.trace.end, names=dict(enumerate(names or [])),
                  switches=host.trace.switches)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from vlab.grading.exercise import Exercise
-from vlab.grading.specs import ch01, ch02, ch03, ch04, ch05, ch06, ch07
+from vlab.grading.specs import ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08
 
-EXERCISES: dict[str, Exercise] = {e.id: e for chapter in (ch01, ch02, ch03, ch04, ch05, ch06, ch07)
+EXERCISES: dict[str, Exercise] = {e.id: e for chapter in (ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08)
                                   for e in chapter.EXERCISES}
 
 
