@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from vlab.fuzz import check, neighbour
 
-CHUNK = 96  # programs per task (whole hosts of neighbour.GROUP): progress is printed after each
+CHUNK = 96  # programs per task (whole hosts of neighbour.GROUP) (whole hosts of neighbour.GROUP): progress is printed after each
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from vlab.arch.hcr import HCR
 from vlab.asm import assemble
+from vlab.fuzz.attacks import ATTACKS, Attack
 from vlab.fuzz.check import Finding, Machine, _robustness
 from vlab.fuzz.programs import DATA, RAM_SIZE, program
 from vlab.guests.mmu import MMU_ON
@@ -40,19 +41,20 @@ from vlab.hyp.lock_holder import paravirtual
 from vlab.hyp.memory import HostMemory, VmMemory
 from vlab.hyp.vm import VM, VmRunResult, share_identical_pages
 from vlab.machine.board import RAM_BASE, StopReason
-from vlab.machine.loader import Image, Segment, load
+from vlab.machine.loader import Image, Segment, image_from_program, load
 from vlab.machine.uart import UART_BASE
 from vlab.mmu.descriptors import LEVEL_SHIFT, OA_MASK
 from vlab.mmu.tables import PAGE
 from vlab.sched.registry import make_policy
 
-GROUP = 6  # hostile VMs per host: each is the victim's neighbour (and each other's)
+GROUP = 8  # hostile VMs per host: each is the victim's neighbour (and each other's)
 READ_CHECK_EVERY = 4  # hosts: one in so many runs again with the other secret
-HOSTILE_SNIPPETS = 12  # at most, per program: assembling them is a third of the cost
+HOSTILE_SNIPPETS = 10  # at most, per program: assembling them is a third of the cost
 BUDGET = 20_000  # instructions per VM; the victim needs about 6,000
 TIMEOUT_S = 30.0
+SPARE_FRAMES = 256  # free host frames beside a hand-written attack, for its stray writes to hit
 SLICES = (300, 1_000, 5_000)  # host ticks: the victim is preempted many times
-LAYOUTS = ("contiguous", "scattered", "demand", "demand")  # demand paging twice as often: cheaper to make
+LAYOUTS = ("contiguous", "scattered", "demand", "demand", "demand")  # demand paging most often: cheapest to make
 SECRETS = (0x5EC2_E7A1_1CE0_0001, 0x0BAD_C0DE_D00D_F00D)  # what the victim holds, in two runs
 SECRET_AT = RAM_BASE + 0x8000  # the secret's page (never copied to a hostile VM)
 BUFFER = RAM_BASE + 0x1_0000  # what the victim writes: a stream drawn from the secret, over 31 pages
@@ -150,7 +152,7 @@ class Setup:
                    rng.randint(0, hostile), tuple(rng.choice(LAYOUTS) for _ in range(hostile + 1)),
                    tuple(rng.choice((1, 2, 2, 4)) for _ in range(hostile)),
                    tuple(HCR.TSC | HCR(sum(b for b in _HOSTILE_TRAPS if rng.random() < 0.5)) for _ in range(hostile)),
-                   rng.random() < 0.3, tuple(rng.random() < 0.5 for _ in range(hostile)))
+                   rng.random() < 0.25, tuple(rng.random() < 0.5 for _ in range(hostile)))
 
     def describe(self) -> str:
         return (f"host seed {self.seed}: {self.pcpus} pCPU(s), {self.policy} slice {self.slice_ticks}, victim "
@@ -165,15 +167,21 @@ class Run:
     victim: VM
     hostile: list[VM]
     before: bytes
+    freed: int = 0  # host frames page sharing gave back
     error: str | None = None  # the traceback of a Python exception that escaped
 
 
-def build(setup: Setup, seeds: list[int], secret: int = SECRETS[0], sources: dict[int, Image] | None = None) -> Run:
-    """The host of `setup` with the victim and the hostile programs of `seeds`, loaded (and shared)."""
-    count = len(seeds)
-    # RAM and tables; a page shared gives its frame back, so copies on write need no more room
-    frames = (count + 1) * (RAM_SIZE // PAGE + 16)
-    host = Host(pcpus=setup.pcpus, memory=HostMemory(frames * PAGE, seed=setup.seed),
+def host_bytes(hostile: int) -> int:
+    """The host memory for the victim and `hostile` VMs: their RAM and tables (a page shared gives its
+    frame back, so the copies made on write need no more room)."""
+    return (hostile + 1) * (RAM_SIZE // PAGE + 16) * PAGE
+
+
+def build(setup: Setup, images: list[Image], secret: int = SECRETS[0], spare: int = 0) -> Run:
+    """The host of `setup` with the victim and one hostile VM per image, loaded (and sharing pages);
+    `spare` frames more than they need, free for a stray write to hit."""
+    count = len(images)
+    host = Host(pcpus=setup.pcpus, memory=HostMemory(host_bytes(count) + spare * PAGE, seed=setup.seed),
                 scheduler=make_policy(setup.policy, setup.pcpus, slice_ticks=setup.slice_ticks),
                 lockstep=setup.slice_ticks)
     victim, hostile = None, []
@@ -184,21 +192,20 @@ def build(setup: Setup, seeds: list[int], secret: int = SECRETS[0], sources: dic
             continue
         k = len(hostile)
         vm = VM(host=host, stage2=setup.layouts[k + 1], ram_size=RAM_SIZE, vcpus=setup.vcpus[k],
-                traps=setup.traps[k], seed=seeds[k])
-        load(vm, sources[seeds[k]] if sources else program(seeds[k], HOSTILE_SNIPPETS, hostile=True).image())
+                traps=setup.traps[k], seed=setup.seed + k + 1)
+        load(vm, images[k])
         if setup.copy_victim_code[k]:  # where its stores aim: a page it may share with the victim's code
             vm.write_memory(DATA, _victim_code()[:PAGE])
         paravirtual(vm)  # Xen's hypercalls too
         hostile.append(vm)
-    if setup.share:
-        share_identical_pages(victim, *hostile)
-    return Run(host, victim, hostile, bytes(host.memory.buffer))
+    freed = share_identical_pages(victim, *hostile) if setup.share else 0
+    return Run(host, victim, hostile, bytes(host.memory.buffer), freed)
 
 
-def run(run_: Run) -> Run:
+def run(run_: Run, budget: int = BUDGET) -> Run:
     """Run the host until every VM has stopped; a Python exception escaping is kept, not raised."""
     try:
-        run_.host.run(max_insns=BUDGET, timeout_s=TIMEOUT_S)
+        run_.host.run(max_insns=budget, timeout_s=TIMEOUT_S)
     except Exception:  # noqa: BLE001 - a Python exception escaping vlab is exactly what we look for
         run_.error = traceback.format_exc(limit=4)
     return run_
@@ -340,18 +347,36 @@ class NeighbourTally:
         return "\n".join(lines)
 
 
+def verify(run_: Run, secret: int) -> list[str]:
+    """Every way the victim of `run_` was touched: its end against its lone run's, the host buffer
+    outside the VMs' own frames, its stage-2 tables."""
+    sharers = run_.host.memory.sharers
+    hostile = set().union(*(Stage2Tree.of(vm.memory).private_frames(sharers) for vm in run_.hostile))
+    tree = Stage2Tree.of(run_.victim.memory)
+    return (victim_differences(run_.victim, tree, secret)
+            + host_buffer_differences(run_, hostile | tree.private_frames(sharers))
+            + stage2_problems(tree, sharers, hostile))
+
+
+def read_leaks(first: Run, second: Run, names: list[str]) -> list[str]:
+    """The hostile VMs (named by `names`) that end otherwise in `second`, whose victim holds another secret."""
+    return [f"{name} ends otherwise when the victim holds another secret"
+            for name, a, b in zip(names, first.hostile, second.hostile)
+            if hostile_state(a, Stage2Tree.of(a.memory)) != hostile_state(b, Stage2Tree.of(b.memory))]
+
+
 def check(seed: int, count: int = GROUP, read_check: bool | None = None) -> NeighbourTally:
     """Run the hostile programs of seeds seed .. seed + count - 1 beside the victim on the host of
-    `seed`, and tally what holds. `read_check`: run it again with the other secret (default: every
-    other host)."""
+    `seed`, and tally what holds. `read_check`: run it again with the other secret (default: one
+    host in READ_CHECK_EVERY)."""
     seeds = list(range(seed, seed + count))
     setup = Setup.of(seed, count)
     name = setup.describe()
     programs = [program(s, HOSTILE_SNIPPETS, hostile=True) for s in seeds]
-    images = {s: p.image() for s, p in zip(seeds, programs)}
+    images = [p.image() for p in programs]
     tally = NeighbourTally(programs=count, hosts=1, shared_hosts=int(setup.share),
                            kinds=Counter(kind for p in programs for kind in p.kinds))
-    first = run(build(setup, seeds, SECRETS[0], images))
+    first = run(build(setup, images, SECRETS[0]))
     if first.error:
         tally.findings.append(Finding(seed, name, "python exception", first.error.strip().splitlines()[-1]))
         return tally
@@ -360,21 +385,12 @@ def check(seed: int, count: int = GROUP, read_check: bool | None = None) -> Neig
         tally.findings += _robustness(seed, Machine(name, True), result, None)
         if vm is not first.victim:
             tally.endings[result.reason.value] += 1
-    sharers = first.host.memory.sharers
-    trees = [Stage2Tree.of(vm.memory) for vm in first.hostile]
-    victim_tree = Stage2Tree.of(first.victim.memory)
-    hostile_frames = set().union(*(tree.private_frames(sharers) for tree in trees))
-    leaks = (victim_differences(first.victim, victim_tree, SECRETS[0])
-             + host_buffer_differences(first, hostile_frames | victim_tree.private_frames(sharers))
-             + stage2_problems(victim_tree, sharers, hostile_frames))
+    leaks = verify(first, SECRETS[0])
     if read_check if read_check is not None else seed // count % READ_CHECK_EVERY == 0:
         tally.read_checks += 1
-        second = run(build(setup, seeds, SECRETS[1], images))
+        second = run(build(setup, images, SECRETS[1]))
         if second.error is None:
-            leaks += [f"hostile VM {i} (seed {s}) ends otherwise when the victim holds another secret"
-                      for i, (s, a, tree, b) in enumerate(zip(seeds, first.hostile, trees, second.hostile))
-                      if hostile_state(a, tree) != hostile_state(b, Stage2Tree.of(b.memory))]
-            leaks += victim_differences(second.victim, Stage2Tree.of(second.victim.memory), SECRETS[1])
+            leaks += read_leaks(first, second, [f"hostile program {s}" for s in seeds]) + verify(second, SECRETS[1])
     tally.findings += [Finding(seed, name, "leak", leak) for leak in leaks[:8]]
     return tally
 
@@ -386,3 +402,74 @@ def fuzz(seeds) -> NeighbourTally:
         group = seeds[i:i + GROUP]
         total.merge(check(group[0], len(group)))
     return total
+
+
+# --- one attack, by hand: the hostile-neighbour experiment ------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """One hand-written attack (vlab.fuzz.attacks) run beside the victim, and what held."""
+
+    attack: Attack
+    setup: Setup
+    attacker: VM  # as the first run left it (the victim holding SECRETS[0])
+    victim: VmRunResult
+    alone: VmRunResult
+    hostile: VmRunResult
+    leaks: list[str]  # the victim against alone, the host buffer, the victim's stage 2
+    read_leaks: list[str]  # the attacker's end with the other secret in the victim
+    frames_compared: int  # host frames compared byte for byte (not the VMs' own)
+    frames_freed: int  # by page sharing before the run
+
+    @property
+    def isolated(self) -> bool:
+        return not self.leaks and not self.read_leaks
+
+    def table(self) -> str:
+        """The victim beside the attacker against alone, the host buffer, the reads: a text report."""
+        v, a, h = self.victim, self.alone, self.hostile
+        same = lambda x, y: "same" if x == y else "DIFFERENT"
+        registers = [name for name in a.registers if a.registers[name] != v.registers.get(name)]
+        lines = [f"attack: {self.attack.name} -- {self.attack.what}",
+                 f"host: {self.setup.pcpus} pCPU(s), {self.setup.policy} slice {self.setup.slice_ticks} ticks, "
+                 f"page sharing {'on' if self.setup.share else 'off'}"
+                 + (f" ({self.frames_freed} frames freed)" if self.setup.share else ""),
+                 f"attacker: {h.reason.value} after {h.instructions:,} instructions, {sum(h.exits.values()):,} exits "
+                 f"({h.message})",
+                 f"{'':<14}{'alone':<22}{'beside the attacker':<22}",
+                 f"{'output':<14}{a.uart.strip()!r:<22}{v.uart.strip()!r:<22}{same(a.uart, v.uart)}",
+                 f"{'ended':<14}{a.reason.value:<22}{v.reason.value:<22}{same(a.reason, v.reason)}",
+                 f"{'instructions':<14}{a.instructions:<22,}{v.instructions:<22,}{same(a.instructions, v.instructions)}",
+                 f"{'registers':<14}{len(a.registers):<22}{len(a.registers) - len(registers):<22}"
+                 + ("same" if not registers else f"DIFFERENT: {', '.join(registers[:4])}"),
+                 f"host buffer: {self.frames_compared:,} frames outside the VMs' own compared byte for byte, "
+                 f"{sum('host frame' in leak for leak in self.leaks)} changed",
+                 f"reads: the attacker ends {'the same' if not self.read_leaks else 'OTHERWISE'} whichever secret "
+                 "the victim holds",
+                 "isolated: yes" if self.isolated else "isolated: NO -- " + "; ".join((self.leaks + self.read_leaks)[:4])]
+        return "\n".join(lines)
+
+
+def attack(chosen: str | Attack, share: bool = False, pcpus: int = 1, policy: str = "rr", slice_ticks: int = 1_000,
+           layout: str = "scattered", budget: int = 2_000_000) -> Outcome:
+    """Run the attack `chosen` (an Attack, or the name of one in vlab.fuzz.attacks.ATTACKS) beside the victim (first the victim, then
+    the attacker, on a host of `pcpus` cores) with `budget` instructions each, twice -- the victim
+    holding each of SECRETS -- and check what must hold. `share`: page sharing between the two,
+    with a copy of the victim's code page in the attacker's data for it to write."""
+    chosen = ATTACKS[chosen] if isinstance(chosen, str) else chosen
+    setup = Setup(0, pcpus, policy, slice_ticks, 0, (layout, layout), (chosen.vcpus,), (HCR.TSC,), share, (share,))
+    image = image_from_program(assemble(chosen.source(host_bytes(1) + SPARE_FRAMES * PAGE), RAM_BASE))
+    runs = []
+    for secret in SECRETS:
+        built = build(setup, [image], secret, spare=SPARE_FRAMES)
+        runs.append(run(built, budget))
+        if built.error:
+            raise RuntimeError(f"vlab failed on the attack {chosen.name!r}: {built.error}")
+    first, second = runs
+    private = set().union(*(Stage2Tree.of(vm.memory).private_frames(first.host.memory.sharers)
+                            for vm in (first.victim, *first.hostile)))
+    return Outcome(chosen, setup, first.hostile[0], first.victim.result(), alone(SECRETS[0])[1], first.hostile[0].result(),
+                   verify(first, SECRETS[0]) + verify(second, SECRETS[1]),
+                   read_leaks(first, second, [f"the attacker ({chosen.name})"]),
+                   len(first.before) // PAGE - len(private), first.freed)
