@@ -37,7 +37,6 @@ from vlab.guests.mmu import MMU_ON
 from vlab.hyp import SUPPORTED_TRAPS
 from vlab.hyp.equivalence import guest_state, ram_of
 from vlab.hyp.host import Host
-from vlab.hyp.lock_holder import paravirtual
 from vlab.hyp.memory import HostMemory, VmMemory
 from vlab.hyp.vm import VM, VmRunResult, share_identical_pages
 from vlab.machine.board import RAM_BASE, StopReason
@@ -196,7 +195,6 @@ def build(setup: Setup, images: list[Image], secret: int = SECRETS[0], spare: in
         load(vm, images[k])
         if setup.copy_victim_code[k]:  # where its stores aim: a page it may share with the victim's code
             vm.write_memory(DATA, _victim_code()[:PAGE])
-        paravirtual(vm)  # Xen's hypercalls too
         hostile.append(vm)
     freed = share_identical_pages(victim, *hostile) if setup.share else 0
     return Run(host, victim, hostile, bytes(host.memory.buffer), freed)
