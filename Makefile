@@ -98,6 +98,7 @@ bench: install
 	$(BIN)/python benchmarks/course.py
 	$(BIN)/python benchmarks/grading.py
 	$(BIN)/python benchmarks/types.py
+	$(BIN)/python benchmarks/fuzz.py
 	$(BIN)/python benchmarks/pv_vs_full.py
 
 exercises: install
