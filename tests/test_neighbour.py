@@ -79,6 +79,9 @@ def test_the_attacks_do_what_they_are_named_for(outcomes):
     registers = of("EL2/EL3 registers").attacker.vcpus[0]
     assert len(registers.entry.taken) == 3 * len(EL2_EL3_REGISTERS)  # each access UNDEFINED at EL1
     assert "exception loop" in of("exception loop").hostile.message
+    virtio = of("wild virtio").attacker
+    assert len(virtio.virtio.transports[-1].errors) >= 15  # each wild round refused by the device
+    assert virtio.virtio_console.text == "\0" * 8  # and the last, a sound one, served after all of them
     spinner = of("spins forever").hostile
     assert spinner.reason is StopReason.BUDGET and [v["state"] for v in spinner.vcpus] == ["runnable"] * 4
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from vlab.fuzz.programs import EL2_EL3_REGISTERS, IPA_BITS, RAM_SIZE
+from vlab.fuzz.programs import (DESC_INDIRECT, DESC_NEXT, DESC_WRITE, EL2_EL3_REGISTERS, IPA_BITS, RAM_SIZE, VIRTQ,
+                                 virtio_round)
 from vlab.guests.mmu import MMU_ON
 from vlab.hyp.memory import HOST_BASE
 from vlab.machine.board import RAM_BASE
@@ -268,6 +269,24 @@ def exception_loop(host_bytes: int) -> str:
             "    .balign 0x800\nloop_vectors:\n    eret\n    .balign 0x200\n    eret\n    .balign 0x200\n")
 
 
+def wild_virtio(host_bytes: int) -> str:
+    """Its virtio console driven wild: buffers outside its RAM, at host addresses, across its end,
+    of 4 GiB; chains that loop, run off the table, or point the wrong way; rings that are no power
+    of 2, outside its RAM or overlapping. Each round resets the device first."""
+    good = (VIRTQ, VIRTQ + 0x1000, VIRTQ + 0x2000)
+    buffer = VIRTQ + 0x3000
+    rounds = [(1, 8, good, (address, length, 0, 0)) for address, length in (
+        (HOST_BASE + RAM_BASE, 64), (RAM_END - 8, 64), ((1 << 64) - 8, 16), (0, 0xFFFF_FFFF), (RAM_BASE, 0xFFFF_FFFF),
+        (UART_BASE, 8), (host_bytes // 2, 64))]
+    rounds += [(1, 8, good, (buffer, 8, flags, following)) for flags, following in (
+        (DESC_NEXT, 0), (DESC_NEXT, 0xFFFF), (DESC_WRITE, 0), (DESC_INDIRECT, 0), (7, 7))]
+    rounds += [(0, 8, good, (HOST_BASE + RAM_BASE, 64, DESC_WRITE, 0)), (2, 8, good, (buffer, 8, 0, 0))]
+    rounds += [(1, size, rings, (buffer, 8, 0, 0)) for size, rings in (
+        (3, good), (0, good), (0xFFFF, good), (1024, (RAM_END - 0x1000, RAM_END - 8, RAM_END - 4)),
+        (8, (HOST_BASE, good[1], good[2])), (8, ((1 << 64) - 16, good[1], good[2])), (8, (good[0], good[0], good[0])))]
+    return "".join(virtio_round(*r) for r in rounds) + virtio_round(1, 8, good, (buffer, 8, 0, 0))
+
+
 def spins_forever(host_bytes: int) -> str:
     """All four vCPUs spin, never stopping: only the budget ends the VM."""
     return ("    mov     x20, #1\nstart_all:\n    ldr     x0, =0xc4000003\n    mov     x1, x20\n    adr     x2, spin\n"
@@ -284,5 +303,6 @@ ATTACKS = {attack.name: attack for attack in (
     Attack("wild CPU_ON", "PSCI CPU_ON at wild entries, then vCPUs writing all over its RAM", wild_cpu_on, vcpus=4),
     Attack("EL2/EL3 registers", "writes to the hypervisor's and the firmware's registers", el2_el3_writes),
     Attack("exception loop", "a vector table that returns to the faulting instruction", exception_loop),
+    Attack("wild virtio", "its virtio console driven with wild rings and buffers", wild_virtio),
     Attack("spins forever", "four vCPUs that never stop", spins_forever, vcpus=4, ends=False),
 )}

@@ -17,7 +17,8 @@ scratch base; x20..x30 belong to the kernel. `program(seed)` is the whole interf
 `program(seed, hostile=True)` mixes in the snippets of HOSTILE, which attack the hypervisor and
 whatever runs beside the VM (vlab.fuzz.neighbour): stores across the whole IPA space, stage-1
 tables that alias and overlap, TLBI and AT games, hypercalls with wild pointers and lengths,
-CPU_ON at wild entries, EL2/EL3 register writes, exception loops, spinning for ever.
+CPU_ON at wild entries, EL2/EL3 register writes, exception loops, spinning for ever, a virtio
+driver gone wild.
 """
 
 from __future__ import annotations
@@ -364,10 +365,52 @@ def _exception_loop(w: _Writer) -> None:
            w.rng.choice(["udf #7", "brk #1", "svc #0", "ldr x1, =0x20000000\n    ldr x2, [x1]"]))
 
 
+VIRTIO_CONSOLE = 0x0A00_0000 + 31 * 0x200  # QEMU virt puts its first virtio device on the last transport
+VIRTQ = RAM_BASE + 0xD_0000  # where a hostile driver keeps its descriptors, available and used rings
+DESC_NEXT, DESC_WRITE, DESC_INDIRECT = 1, 2, 4
+
+
+def virtio_round(queue: int, size: int, rings: tuple[int, int, int], descriptor: tuple[int, int, int, int]) -> str:
+    """A driver that resets the virtio console, negotiates VIRTIO_F_VERSION_1, sets up `queue` with
+    `size` entries and its descriptor table, available and used rings at `rings`, puts
+    `descriptor` (address, length, flags, next) in slot 0 of the table at VIRTQ, offers it as the
+    only chain of fresh rings and notifies.
+    Uses x9, x10, x11; a device it upsets sets DEVICE_NEEDS_RESET, which the next round's reset clears."""
+    address, length, flags, following = descriptor
+    registers = [(0x070, 0), (0x070, 1), (0x070, 3), (0x024, 1), (0x020, 1), (0x070, 11), (0x030, queue),
+                 (0x038, size)]
+    for offset, ring in zip((0x080, 0x090, 0x0A0), rings):
+        registers += [(offset, ring & 0xFFFF_FFFF), (offset + 4, ring >> 32)]
+    registers += [(0x044, 1), (0x070, 15)]
+    lines = [f"    ldr     x9, ={VIRTIO_CONSOLE:#x}"]
+    lines += [f"    ldr     w10, ={value:#x}\n    str     w10, [x9, #{offset:#x}]" for offset, value in registers]
+    lines += [f"    ldr     x10, ={VIRTQ:#x}", f"    ldr     x11, ={address:#x}", "    str     x11, [x10]",
+              f"    ldr     w11, ={length:#x}", "    str     w11, [x10, #8]",
+              f"    ldr     w11, ={flags | following << 16:#x}", "    str     w11, [x10, #12]",
+              f"    ldr     x10, ={rings[2]:#x}", "    strh    wzr, [x10, #2]",  # a fresh used ring
+              f"    ldr     x10, ={rings[1]:#x}", "    strh    wzr, [x10, #4]",  # avail.ring[0] = 0
+              "    mov     w11, #1", "    strh    w11, [x10, #2]",  # avail.idx = 1
+              f"    ldr     w10, ={queue}", "    str     w10, [x9, #0x50]"]  # QueueNotify
+    return "\n".join(lines) + "\n"
+
+
+def _wild_virtio(w: _Writer) -> None:
+    """The VM's virtio console driven by a hostile driver: rings and buffers anywhere, sizes that
+    are no power of 2, chains that loop or run off the table, buffers the wrong way round."""
+    rings = (VIRTQ, VIRTQ + 0x1000, VIRTQ + 0x2000)
+    if w.rng.random() < 0.3:
+        rings = tuple(w.rng.choice([VIRTQ, _wild_address(w), RAM_BASE + RAM_SIZE - 8, VIRTQ + 2]) for _ in range(3))
+    descriptor = (w.rng.choice([_wild_address(w), VIRTQ + 0x3000, RAM_BASE + RAM_SIZE - 4]),
+                  w.rng.choice([0, 8, 64, 4096, 0xFFFF_FFFF]), w.rng.choice([0, 0, DESC_NEXT, DESC_WRITE, DESC_INDIRECT, 7]),
+                  w.rng.choice([0, 1, 7, 0xFFFF]))
+    w.emit("wild_virtio", virtio_round(w.rng.choice([0, 1, 1, 2, 0xFFFF]), w.rng.choice([8, 8, 3, 0, 1024, 0xFFFF]),
+                                       rings, descriptor).rstrip("\n").replace("    ", "", 1))
+
+
 HOSTILE = {  # kind -> (generator, weight), drawn beside SNIPPETS by program(seed, hostile=True)
     "ipa_store": (_ipa_store, 4), "ipa_sweep": (_ipa_sweep, 1), "alias_tables": (_alias_tables, 1.5),
     "tlbi_at": (_tlbi_at, 2), "wild_hypercall": (_wild_hypercall, 3), "cpu_on": (_cpu_on, 1),
-    "el2_el3": (_el2_el3, 2), "exception_loop": (_exception_loop, 0.3),
+    "el2_el3": (_el2_el3, 2), "exception_loop": (_exception_loop, 0.3), "wild_virtio": (_wild_virtio, 0.7),
 }
 # How a program ends: power off, spin for ever, wait for an interrupt that never comes
 ENDINGS = ([["ldr     x0, =0x84000008", "hvc     #0"], ["wfi"], ["b       ."]], [90, 5, 5])
