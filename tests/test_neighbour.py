@@ -9,6 +9,7 @@ rules of vlab.fuzz.neighbour); each check is shown to catch the bug it is there 
 from __future__ import annotations
 
 import dataclasses
+import re
 import struct
 from concurrent.futures import ProcessPoolExecutor
 
@@ -280,3 +281,13 @@ def test_the_fuzzer_reports_python_exceptions_and_hangs(monkeypatch):
 def test_a_host_is_drawn_from_its_seed_and_hostile_vms_trap_smc():
     assert Setup.of(42) == Setup.of(42) and len({Setup.of(s) for s in range(30)}) == 30
     assert all(traps & HCR.TSC for s in range(30) for traps in Setup.of(s).traps)
+
+
+def test_the_command_line_runs_hostile_programs_and_prints_the_counts_and_the_rate(capsys):
+    from vlab.fuzz.__main__ import main
+
+    assert main(["16", "--neighbour", "--seed", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "fuzzing 16 hostile programs beside a victim, seeds 40..55" in out
+    assert "16 hostile programs on 2 hosts" in out and "leaks: 0, hangs: 0, Python errors: 0" in out
+    assert re.search(r"Fuzz programs per second: \d+\.\d \(1 job\(s\), beside a victim\)", out)
