@@ -83,6 +83,10 @@ def test_the_attacks_do_what_they_are_named_for(outcomes):
     virtio = of("wild virtio").attacker
     assert len(virtio.virtio.transports[-1].errors) >= 15  # each wild round refused by the device
     assert virtio.virtio_console.text == "\0" * 8  # and the last, a sound one, served after all of them
+    storm = of("interrupt storm").hostile  # both vCPUs, 16 rounds of 4 storms, each yielding
+    assert storm.exits["DABT_LOWER"] == 2 * 16 * 4 * 4  # 4 distributor writes a storm (the CPU interface: GICV)
+    assert storm.exits["HVC64"] > 2 * 16
+    assert storm.reason is StopReason.POWERED_OFF and all(v["instructions"] > 1000 for v in storm.vcpus)
     spinner = of("spins forever").hostile
     assert spinner.reason is StopReason.BUDGET and [v["state"] for v in spinner.vcpus] == ["runnable"] * 4
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from vlab.fuzz.programs import (DESC_INDIRECT, DESC_NEXT, DESC_WRITE, EL2_EL3_REGISTERS, IPA_BITS, RAM_SIZE, VIRTQ,
-                                 virtio_round)
+                                 interrupt_storm, virtio_round)
 from vlab.guests.mmu import MMU_ON
 from vlab.hyp.memory import HOST_BASE
 from vlab.machine.board import RAM_BASE
@@ -287,6 +287,18 @@ def wild_virtio(host_bytes: int) -> str:
     return "".join(virtio_round(*r) for r in rounds) + virtio_round(1, 8, good, (buffer, 8, 0, 0))
 
 
+def interrupt_storm_attack(host_bytes: int) -> str:
+    """Its GIC's every SGI and PPI pending on both its vCPUs, SGIs to all, its timer firing, IRQs
+    masked so that they stay in its list registers; some taken and left active, some completed;
+    yielding (Xen's sched_op) between rounds, so that world switches find them there."""
+    storm = "".join(interrupt_storm(sgir, 2, complete) for sgir, complete in (
+        (0x00FF_0001, False), (0x0100_0002, True), (0x0200_0003, False), (0xFFFF_FFFF, True)))
+    return (f"    ldr     x0, =0xc4000003\n    mov     x1, #1\n    adr     x2, storm\n    hvc     #0\n"
+            f"storm:\n    adr     x0, vectors\n    msr     vbar_el1, x0\n    mov     x12, #16\nround:\n{storm}"
+            "    ldr     x16, =29\n    mov     x0, #0\n    hvc     #0xea1\n"  # sched_op yield
+            "    subs    x12, x12, #1\n    b.ne    round\n")
+
+
 def spins_forever(host_bytes: int) -> str:
     """All four vCPUs spin, never stopping: only the budget ends the VM."""
     return ("    mov     x20, #1\nstart_all:\n    ldr     x0, =0xc4000003\n    mov     x1, x20\n    adr     x2, spin\n"
@@ -304,5 +316,7 @@ ATTACKS = {attack.name: attack for attack in (
     Attack("EL2/EL3 registers", "writes to the hypervisor's and the firmware's registers", el2_el3_writes),
     Attack("exception loop", "a vector table that returns to the faulting instruction", exception_loop),
     Attack("wild virtio", "its virtio console driven with wild rings and buffers", wild_virtio),
+    Attack("interrupt storm", "every interrupt pending and active on its vCPUs, across world switches",
+           interrupt_storm_attack, vcpus=2),
     Attack("spins forever", "four vCPUs that never stop", spins_forever, vcpus=4, ends=False),
 )}

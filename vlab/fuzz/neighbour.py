@@ -40,6 +40,7 @@ from vlab.hyp.host import Host
 from vlab.hyp.memory import HostMemory, VmMemory
 from vlab.hyp.vm import VM, VmRunResult, share_identical_pages
 from vlab.machine.board import RAM_BASE, StopReason
+from vlab.machine.gic import GICC_BASE, GICD_BASE
 from vlab.machine.loader import Image, Segment, image_from_program, load
 from vlab.machine.uart import UART_BASE
 from vlab.mmu.descriptors import LEVEL_SHIFT, OA_MASK
@@ -60,12 +61,26 @@ BUFFER = RAM_BASE + 0x1_0000  # what the victim writes: a stream drawn from the 
 WORDS, STRIDE = 512, 248
 _HOSTILE_TRAPS = [bit for bit in HCR if bit & SUPPORTED_TRAPS and bit is not HCR.TSC]
 
-# The victim: turns its MMU on, writes a stream drawn from its secret over 31 pages, sums it back
-# and prints the sum in hex. No branch depends on the secret, so its run takes the same
-# instructions and exits whatever the secret is.
+# The victim: turns its GIC and its MMU on, takes interrupts (it has no source of its own: alone
+# it takes none, and counts them in x28), writes a stream drawn from its secret over 31 pages,
+# sums it back and prints the sum in hex. No branch depends on the secret, so its run takes the
+# same instructions and exits whatever the secret is.
 VICTIM_SOURCE = f"""_start:
+    adr     x0, vectors
+    msr     vbar_el1, x0
+    ldr     x1, ={GICD_BASE:#x}
+    mov     w2, #1
+    str     w2, [x1]                     // GICD_CTLR
+    ldr     w2, =0xffffffff
+    str     w2, [x1, #0x100]             // GICD_ISENABLER0: every SGI and PPI
+    ldr     x1, ={GICC_BASE:#x}
+    mov     w2, #0xf0
+    str     w2, [x1, #4]                 // GICC_PMR
+    mov     w2, #1
+    str     w2, [x1]                     // GICC_CTLR
+    msr     daifclr, #2                  // IRQs on
     ldr     x1, ={RAM_BASE + 0x4_0000:#x}
-    ldr     x2, =0x405                   // VA 0 -> PA 0: devices
+    ldr     x2, =0x405                   // VA 0 -> PA 0, the devices
     str     x2, [x1]
     ldr     x2, ={RAM_BASE | 0x701:#x}   // VA 0x4000_0000 -> RAM
     str     x2, [x1, #8]
@@ -107,6 +122,19 @@ digit:
     strb    w5, [x21]
     ldr     x0, =0x84000008
     hvc     #0
+    .balign 0x800
+vectors:
+    b       .                            // a synchronous exception: none is expected
+    .balign 0x80
+    b       .
+    .balign 0x200
+    b       .
+    .balign 0x80
+    add     x28, x28, #1                 // an IRQ, from EL1 with SP_EL1: count it, acknowledge, complete
+    ldr     x26, ={GICC_BASE:#x}
+    ldr     w27, [x26, #0xc]             // GICC_IAR
+    str     w27, [x26, #0x10]            // GICC_EOIR
+    eret
 """
 VICTIM_TRAPS = HCR.TSC | HCR.TWI
 

@@ -18,7 +18,7 @@ scratch base; x20..x30 belong to the kernel. `program(seed)` is the whole interf
 whatever runs beside the VM (vlab.fuzz.neighbour): stores across the whole IPA space, stage-1
 tables that alias and overlap, TLBI and AT games, hypercalls with wild pointers and lengths,
 CPU_ON at wild entries, EL2/EL3 register writes, exception loops, spinning for ever, a virtio
-driver gone wild.
+driver gone wild, interrupts left pending.
 """
 
 from __future__ import annotations
@@ -407,10 +407,36 @@ def _wild_virtio(w: _Writer) -> None:
                                        rings, descriptor).rstrip("\n").replace("    ", "", 1))
 
 
+GICD, GICC = 0x0800_0000, 0x0801_0000  # QEMU virt's GICv2 (vlab.machine.gic)
+
+
+def interrupt_storm(sgir: int, acks: int, complete: bool) -> str:
+    """Its GIC on, every SGI and PPI enabled and made pending, SGIs by GICD_SGIR (`sgir`), its
+    virtual timer firing at once -- with IRQs masked, so they stay pending in its list registers
+    across world switches --, then `acks` interrupts taken from GICC_IAR, completed or left
+    active. Uses x9, x10, x11."""
+    lines = [f"    ldr     x9, ={GICD:#x}", "    mov     w10, #1", "    str     w10, [x9]",  # GICD_CTLR
+             "    mov     w10, #-1", "    str     w10, [x9, #0x100]", "    str     w10, [x9, #0x200]",  # ISENABLER0, ISPENDR0
+             f"    ldr     w10, ={sgir:#x}", "    str     w10, [x9, #0xf00]",  # GICD_SGIR
+             f"    ldr     x9, ={GICC:#x}", "    mov     w10, #0xff", "    str     w10, [x9, #4]",  # GICC_PMR
+             "    mov     w10, #1", "    str     w10, [x9]",  # GICC_CTLR
+             "    msr     daifset, #2", "    mov     x10, #1", "    msr     cntv_tval_el0, x10", "    msr     cntv_ctl_el0, x10"]
+    for _ in range(acks):
+        lines += ["    ldr     w11, [x9, #0xc]"] + (["    str     w11, [x9, #0x10]"] if complete else [])  # IAR, EOIR
+    return "\n".join(lines) + "\n"
+
+
+def _interrupt_storm(w: _Writer) -> None:
+    sgir = w.rng.choice([w.rng.randrange(1 << 32), 0x00FF_0000 | w.imm(15), 0x0100_0000 | w.imm(15), 0x0200_0000])
+    w.emit("interrupt_storm", interrupt_storm(sgir, w.rng.randint(0, 3), w.rng.random() < 0.5).rstrip("\n")
+           .replace("    ", "", 1))
+
+
 HOSTILE = {  # kind -> (generator, weight), drawn beside SNIPPETS by program(seed, hostile=True)
     "ipa_store": (_ipa_store, 4), "ipa_sweep": (_ipa_sweep, 1), "alias_tables": (_alias_tables, 1.5),
     "tlbi_at": (_tlbi_at, 2), "wild_hypercall": (_wild_hypercall, 3), "cpu_on": (_cpu_on, 1),
     "el2_el3": (_el2_el3, 2), "exception_loop": (_exception_loop, 0.3), "wild_virtio": (_wild_virtio, 0.7),
+    "interrupt_storm": (_interrupt_storm, 1),
 }
 # How a program ends: power off, spin for ever, wait for an interrupt that never comes
 ENDINGS = ([["ldr     x0, =0x84000008", "hvc     #0"], ["wfi"], ["b       ."]], [90, 5, 5])
