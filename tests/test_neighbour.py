@@ -113,31 +113,27 @@ def test_stores_anywhere_change_nothing_of_the_victim(stores, share, pcpus):
     assert outcome.isolated, outcome.table()
 
 
-TOUCHES_EVERY_PAGE = Attack("touches every page", "a store to every page of its (demand-paged) RAM", lambda _: f"""    ldr     x1, ={FREE_RAM:#x}
-    ldr     x2, ={RAM_BASE + 4 * RAM_SIZE:#x}
-touch:
-    str     x1, [x1]
-    add     x1, x1, #{PAGE:#x}
-    cmp     x1, x2
-    b.lo    touch
-""")
-
-
-@pytest.mark.parametrize("victim_layout", ["demand", "contiguous"])
-def test_an_overcommitted_neighbour_touching_all_its_ram_cannot_starve_the_victim(victim_layout):
+@pytest.mark.parametrize("victim_layout, share", [("demand", False), ("contiguous", True)])
+def test_an_overcommitted_neighbour_touching_all_its_ram_cannot_starve_the_victim(victim_layout, share):
     # A demand-paged VM may be larger than the host's free memory (its pages are taken as they are
     # touched); the host's frames the victim was promised -- for its own demand-paged pages, its
     # tables, its copies on write -- are not the attacker's to take, whatever it touches.
+    found = neighbour.overcommit(victim_layout, share)
+    assert found.differences == [] and "isolated: yes" in found.table(), found.table()
+    assert found.victim_promised > 0 and found.attacker_pages > found.attacker_ram_pages // 8  # it took the rest
+    assert found.attacker.reason is StopReason.ERROR and "promised to other VMs" in found.attacker.message
+
+
+def test_frames_promised_to_a_demand_paged_vm_are_not_offered_to_the_next():
     host = Host(pcpus=1, memory=HostMemory(2 * RAM_SIZE))
-    attacker = VM(host=host, stage2="demand", ram_size=4 * RAM_SIZE)  # larger than the host: it runs first
-    load(attacker, image_from_program(assemble(TOUCHES_EVERY_PAGE.source(0), RAM_BASE)))
-    victim = VM.from_image(neighbour.victim_image(), host=host, stage2=victim_layout, ram_size=RAM_SIZE,
-                           traps=neighbour.VICTIM_TRAPS)
-    if victim_layout == "contiguous":
-        share_identical_pages(victim, attacker)  # the victim's zero pages give their frames back
-    host.run(max_insns=2_000_000)
-    assert neighbour.victim_differences(victim, Stage2Tree.of(victim.memory)) == []
-    assert attacker.memory.demand_faults > RAM_SIZE // PAGE // 2  # it took what was not promised
+    first = VM(host=host, stage2="demand", ram_size=RAM_SIZE)
+    assert first.memory.promised == RAM_SIZE // PAGE + 2  # its pages, and the two tables below the root
+    assert host.memory.frames.free == 2 * RAM_SIZE // PAGE - 2  # taken so far: the root's two frames
+    with pytest.raises(ValueError, match=r"only 2\d\d of the host's 512 frames \(2 MiB\) are free \(25\d more are "
+                                         "promised to other VMs\)"):
+        VM(host=host, stage2="contiguous", ram_size=RAM_SIZE)
+    overcommitted = VM(host=host, stage2="demand", ram_size=RAM_SIZE)  # admitted, promised nothing
+    assert overcommitted.memory.promised == 0
 
 
 def test_without_tsc_an_smc_reaches_the_firmware_and_powers_the_whole_host_off():

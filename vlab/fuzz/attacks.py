@@ -299,6 +299,12 @@ def interrupt_storm_attack(host_bytes: int) -> str:
             "    subs    x12, x12, #1\n    b.ne    round\n")
 
 
+def touches_every_page(host_bytes: int) -> str:
+    """A store to every page of 4 MiB of RAM past its code (a demand-paged VM that big takes a
+    frame for each)."""
+    return _loop_stores("touch", f"={FREE_RAM:#x}", f"={RAM_BASE + 4 * RAM_SIZE:#x}", f"={PAGE:#x}", "str x1, [x1]")
+
+
 def spins_forever(host_bytes: int) -> str:
     """All four vCPUs spin, never stopping: only the budget ends the VM."""
     return ("    mov     x20, #1\nstart_all:\n    ldr     x0, =0xc4000003\n    mov     x1, x20\n    adr     x2, spin\n"
@@ -319,4 +325,5 @@ ATTACKS = {attack.name: attack for attack in (
     Attack("interrupt storm", "every interrupt pending and active on its vCPUs, across world switches",
            interrupt_storm_attack, vcpus=2),
     Attack("spins forever", "four vCPUs that never stop", spins_forever, vcpus=4, ends=False),
+    Attack("touches every page", "a store to every page of 4 MiB of RAM", touches_every_page),
 )}

@@ -499,3 +499,49 @@ def attack(chosen: str | Attack, share: bool = False, pcpus: int = 1, policy: st
                    verify(first, SECRETS[0]) + verify(second, SECRETS[1]),
                    read_leaks(first, second, [f"the attacker ({chosen.name})"]),
                    len(first.before) // PAGE - len(private), first.freed)
+
+
+# --- what the fuzzer found: an overcommitted neighbour -------------------------------------------------
+
+
+@dataclass
+class Overcommit:
+    """The victim beside a demand-paged attacker larger than the whole host, which touches every
+    page it has: what the victim ended with against alone, and what the attacker got."""
+
+    victim: VmRunResult
+    alone: VmRunResult
+    differences: list[str]
+    attacker: VmRunResult
+    attacker_pages: int  # frames the attacker's demand faults took
+    attacker_ram_pages: int
+    host_frames: int
+    victim_promised: int  # frames promised to the victim as the run starts
+
+    def table(self) -> str:
+        return "\n".join([
+            f"host: {self.host_frames:,} frames; the attacker has {self.attacker_ram_pages:,} pages of RAM, "
+            f"demand-paged (overcommitted), and touches them all",
+            f"frames promised to the victim as the run starts: {self.victim_promised:,}",
+            f"attacker: {self.attacker.reason.value}, its demand faults took {self.attacker_pages:,} frames "
+            f"({self.attacker.message})",
+            f"victim: {self.victim.reason.value}, output {self.victim.uart.strip()!r} "
+            f"(alone {self.alone.uart.strip()!r})",
+            "isolated: yes" if not self.differences else "isolated: NO -- " + "; ".join(self.differences[:3])])
+
+
+def overcommit(victim_layout: str = "demand", share: bool = False) -> Overcommit:
+    """An attacker made first, demand-paged with 4x the victim's RAM on a host of 2x: it runs first
+    and touches every page. The victim (`victim_layout`; `share`: its identical pages shared with
+    the attacker's, so that its writes need frames for their copies) must end as alone."""
+    host = Host(pcpus=1, memory=HostMemory(2 * RAM_SIZE))
+    attacker = VM(host=host, stage2="demand", ram_size=4 * RAM_SIZE)
+    load(attacker, image_from_program(assemble(ATTACKS["touches every page"].source(0), RAM_BASE)))
+    victim = VM.from_image(victim_image(), host=host, stage2=victim_layout, ram_size=RAM_SIZE, traps=VICTIM_TRAPS)
+    if share:
+        share_identical_pages(victim, attacker)
+    promised = victim.memory.promised
+    host.run(max_insns=2_000_000)
+    return Overcommit(victim.result(), alone()[1], victim_differences(victim, Stage2Tree.of(victim.memory)),
+                      attacker.result(), attacker.memory.demand_faults, attacker.ram_size // PAGE,
+                      host.memory.size // PAGE, promised)

@@ -99,9 +99,12 @@ class VmMemory:
         self.regime = Regime.stage2(VTCR_T0SZ, VTCR_SL0)
         promise = frames_needed(ram_base, ram_size, "contiguous") - frames_needed(ram_base, ram_size, "demand") \
             if layout == "demand" else 0
-        self.promised = promise if host.unpromised >= self.regime.concatenated + promise else 0
+        fits = host.unpromised >= self.regime.concatenated + promise
+        self.promised = 0
+        self.tables = TableBuilder(host.memory, self.regime, self)  # the root: not part of the promise
+        self.promised = promise if fits else 0
+        self._promise_made = fits or not promise
         host.reserved += self.promised
-        self.tables = TableBuilder(host.memory, self.regime, self)
         self.dirty: set[int] = set()  # IPA pages written since write protection was turned on
         self._write_protected: set[int] = set()
         self._logging = False  # write_protect() was called: record every write from now on
@@ -127,8 +130,10 @@ class VmMemory:
             self.promised -= count
             host.reserved -= count
         elif host.unpromised < count:
-            raise OutOfFrames(f"vm{self.vmid} has used every frame it was promised, and the host's "
-                              f"{host.frames.free:,} free frames are all promised to other VMs")
+            why = "has used every frame it was promised" if self._promise_made else \
+                "was promised none (it was made larger than the host's free memory: overcommitted)"
+            raise OutOfFrames(f"host out of memory: vm{self.vmid} {why}, and the host's {host.frames.free:,} "
+                              "free frames are all promised to other VMs")
         return host.frames.allocate(count)
 
     @property
