@@ -130,7 +130,7 @@ def test_frames_promised_to_a_demand_paged_vm_are_not_offered_to_the_next():
     assert first.memory.promised == RAM_SIZE // PAGE + 2  # its pages, and the two tables below the root
     assert host.memory.frames.free == 2 * RAM_SIZE // PAGE - 2  # taken so far: the root's two frames
     with pytest.raises(ValueError, match=r"only 2\d\d of the host's 512 frames \(2 MiB\) are free \(25\d more are "
-                                         "promised to other VMs\)"):
+                                         r"promised to other VMs\)"):
         VM(host=host, stage2="contiguous", ram_size=RAM_SIZE)
     overcommitted = VM(host=host, stage2="demand", ram_size=RAM_SIZE)  # admitted, promised nothing
     assert overcommitted.memory.promised == 0
