@@ -136,6 +136,24 @@ def test_frames_promised_to_a_demand_paged_vm_are_not_offered_to_the_next():
     assert overcommitted.memory.promised == 0
 
 
+U64 = st.integers(0, (1 << 64) - 1)
+CALL = st.tuples(st.sampled_from(["hvc #0", "smc #0", "hvc #0xea1"]),
+                 st.one_of(st.sampled_from([0x8600_0001, 0x8600_0002, 0xC400_0003, 0x8400_0000, 0, 1, 6]), U64),
+                 ADDRESS, st.one_of(st.sampled_from([0, 8, 4096, 0xFFFF_FFFF]), U64), ADDRESS,
+                 st.one_of(st.sampled_from([17, 18, 29, 48]), U64))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(calls=st.lists(CALL, min_size=1, max_size=8), share=st.booleans())
+def test_hypercalls_with_any_arguments_change_nothing_of_the_victim(calls, share):
+    # (SYSTEM_OFF, SYSTEM_RESET and CPU_OFF only end the attacker's run: they are drawn too)
+    body = "".join(f"    ldr     x0, ={x0:#x}\n    ldr     x1, ={x1:#x}\n    ldr     x2, ={x2:#x}\n"
+                   f"    ldr     x3, ={x3:#x}\n    ldr     x16, ={x16:#x}\n    {conduit}\n"
+                   for conduit, x0, x1, x2, x3, x16 in calls)
+    outcome = attack(Attack("hypercalls", "hypercalls drawn by hypothesis", lambda _: body), share=share)
+    assert outcome.isolated, outcome.table()
+
+
 def test_without_tsc_an_smc_reaches_the_firmware_and_powers_the_whole_host_off():
     # Why every hostile VM here has HCR_EL2.TSC (as KVM sets it): without it an SMC is the
     # machine's firmware's, and PSCI SYSTEM_OFF there stops every VM -- its neighbour too.
