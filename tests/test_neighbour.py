@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from vlab.arch.hcr import HCR
 from vlab.fuzz import neighbour
-from vlab.fuzz.attacks import ATTACKS, FILL, FREE_RAM, TABLE, Attack
+from vlab.fuzz.attacks import ATTACKS, FILL, FREE_RAM, TABLE, Attack, loop_stores
 from vlab.fuzz.neighbour import SECRETS, NeighbourTally, Setup, Stage2Tree, attack, fuzz
 from vlab.fuzz.programs import EL2_EL3_REGISTERS, HOSTILE, RAM_SIZE
 from vlab.hyp import handlers
@@ -169,16 +169,9 @@ def test_without_tsc_an_smc_reaches_the_firmware_and_powers_the_whole_host_off()
 
 # Small attacks, for the planted bugs: its RAM overwritten (every page it shares is copied on
 # write), one store where there is nothing (an abort), one console_io of its whole RAM.
-FILLS_ITS_RAM = Attack("fills its RAM", "overwrites its RAM past its code", lambda _: f"""    ldr     x3, ={FILL:#x}
-    ldr     x1, ={FREE_RAM:#x}
-    ldr     x2, ={RAM_BASE + RAM_SIZE:#x}
-fill:
-    str     x3, [x1], #8
-    cmp     x1, x2
-    b.lo    fill
-    ldr     x1, =0x20000000
-    str     x3, [x1]
-""")
+FILLS_ITS_RAM = Attack("fills its RAM", "overwrites its RAM past its code", lambda _: (
+    f"    ldr     x3, ={FILL:#x}\n" + loop_stores("fill", f"={FREE_RAM:#x}", f"={RAM_BASE + RAM_SIZE:#x}", "=8")
+    + "    ldr     x1, =0x20000000\n    str     x3, [x1]\n"))
 PRINTS_ITS_RAM = Attack("prints its RAM", "Xen console_io of its whole RAM", lambda _: f"""    ldr     x16, =18
     mov     x0, #0
     ldr     x1, ={RAM_SIZE:#x}

@@ -77,7 +77,7 @@ def _table(label: str, values) -> str:
     return f"    .balign 8\n{label}:\n" + "".join(f"    .quad   {v:#x}\n" for v in values)
 
 
-def _loop_stores(label: str, start: str, end: str, step: str, store: str = "str x3, [x1]") -> str:
+def loop_stores(label: str, start: str, end: str, step: str, store: str = "str x3, [x1]") -> str:
     """x1 from `start` to `end` by `step` (each =constant), `store` at each."""
     return (f"    ldr     x1, {start}\n    ldr     x2, {end}\n    ldr     x4, {step}\n"
             + f"{label}:\n    {store}\n    add     x1, x1, x4\n    cmp     x1, x2\n    b.lo    {label}\n")
@@ -91,11 +91,11 @@ def writes_everywhere(host_bytes: int) -> str:
     windows = [base + offset for base in (GICD_BASE, GICC_BASE, GICH_BASE, GICV_BASE, UART_BASE, VIRTIO_BASE)
                for offset in (0, 8, PAGE - 8, PAGE, 2 * PAGE)]
     return (f"    ldr     x3, ={FILL:#x}\n"
-            + _loop_stores("own_ram", f"={FREE_RAM:#x}", f"={RAM_END:#x}", "=8")
-            + _loop_stores("every_gib", "=0", f"={1 << IPA_BITS:#x}", f"={GIB:#x}")
-            + _loop_stores("devices", "=0", f"={RAM_BASE:#x}", f"={0x100_0000:#x}")
-            + _loop_stores("frames", "=0", f"={host_bytes:#x}", f"={16 * PAGE:#x}")
-            + _loop_stores("host_map", f"={HOST_BASE:#x}", f"={HOST_BASE + host_bytes:#x}", f"={PAGE:#x}")
+            + loop_stores("own_ram", f"={FREE_RAM:#x}", f"={RAM_END:#x}", "=8")
+            + loop_stores("every_gib", "=0", f"={1 << IPA_BITS:#x}", f"={GIB:#x}")
+            + loop_stores("devices", "=0", f"={RAM_BASE:#x}", f"={0x100_0000:#x}")
+            + loop_stores("frames", "=0", f"={host_bytes:#x}", f"={16 * PAGE:#x}")
+            + loop_stores("host_map", f"={HOST_BASE:#x}", f"={HOST_BASE + host_bytes:#x}", f"={PAGE:#x}")
             + _stores_at("windows", windows) + _stores_at("beyond", beyond))
 
 
@@ -136,7 +136,7 @@ blocks:
     ldr     x2, ={TABLE | 0x403:#x}      // and the level-1 table once more, as a level-3 table
     str     x2, [x11, #16]
 {MMU_ON}    ldr     x3, ={FILL:#x}
-""" + _loop_stores("through_blocks", f"={2 * GIB:#x}", f"={512 * GIB:#x}", f"={GIB + 0x1000:#x}")
+""" + loop_stores("through_blocks", f"={2 * GIB:#x}", f"={512 * GIB:#x}", f"={GIB + 0x1000:#x}")
             + f"""    ldr     x1, ={3 * GIB | 3 << 21 | 3 << 12:#x}   // the table itself, through the recursive map
     ldr     x2, ={HOST_BASE | 0x701:#x}
     str     x2, [x1, #40]                // a new entry: VA 5 GiB -> host memory's address, as an IPA
@@ -149,7 +149,7 @@ blocks:
     str     x3, [x1]
     ldr     x1, ={6 * GIB:#x}
     str     x3, [x1]
-""" + _loop_stores("overlap", f"={4 * GIB:#x}", f"={4 * GIB + (4 << 20):#x}", f"={0x4_0000:#x}")
+""" + loop_stores("overlap", f"={4 * GIB:#x}", f"={4 * GIB + (4 << 20):#x}", f"={0x4_0000:#x}")
             + f"""    ldr     x1, ={4 * GIB + (2 << 21) + (3 << 12):#x}   // the level-1 table through the level-2 alias
     str     x3, [x1, #56]                // L1[7] = garbage
     ldr     x1, ={HOST_BASE + host_bytes // 2:#x}
@@ -199,7 +199,7 @@ asids:
     b.lo    asids
     mov     x9, x1
     msr     ttbr0_el1, x9
-""" + "\n".join(lines) + "\n" + _loop_stores("at_every_gib", "=0", f"={512 * GIB:#x}", f"={GIB:#x}",
+""" + "\n".join(lines) + "\n" + loop_stores("at_every_gib", "=0", f"={512 * GIB:#x}", f"={GIB:#x}",
                                             "at s1e1w, x1\n    mrs x6, par_el1\n    at s1e0r, x1"))
 
 
@@ -249,10 +249,10 @@ def wild_cpu_on(host_bytes: int) -> str:
     mov     x3, #0
     hvc     #0
     ldr     x3, ={FILL:#x}
-""" + _loop_stores("first_writes", f"={RAM_BASE + 0x4_0000:#x}", f"={RAM_END - 0x2000:#x}", "=64")
+""" + loop_stores("first_writes", f"={RAM_BASE + 0x4_0000:#x}", f"={RAM_END - 0x2000:#x}", "=64")
             + "    b       finished\nsecond:\n    adr     x0, vectors\n    msr     vbar_el1, x0\n"
             f"    ldr     x3, ={FILL:#x}\n"
-            + _loop_stores("second_writes", f"={RAM_BASE + 0x4_0008:#x}", f"={RAM_END - 0x2000:#x}", "=64")
+            + loop_stores("second_writes", f"={RAM_BASE + 0x4_0008:#x}", f"={RAM_END - 0x2000:#x}", "=64")
             + "    b       spin\nfinished:\n")
 
 
@@ -302,7 +302,7 @@ def interrupt_storm_attack(host_bytes: int) -> str:
 def touches_every_page(host_bytes: int) -> str:
     """A store to every page of 4 MiB of RAM past its code (a demand-paged VM that big takes a
     frame for each)."""
-    return _loop_stores("touch", f"={FREE_RAM:#x}", f"={RAM_BASE + 4 * RAM_SIZE:#x}", f"={PAGE:#x}", "str x1, [x1]")
+    return loop_stores("touch", f"={FREE_RAM:#x}", f"={RAM_BASE + 4 * RAM_SIZE:#x}", f"={PAGE:#x}", "str x1, [x1]")
 
 
 def spins_forever(host_bytes: int) -> str:
