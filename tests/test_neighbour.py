@@ -41,14 +41,14 @@ JOBS = 2  # the suite runs on one core at a time; the fuzzing uses both
 @pytest.fixture(scope="module")
 def outcomes():
     """Each attack once with page sharing on (the victim's code page copied into the attacker's
-    data, for it to write), and the two that touch most again with sharing off on two cores."""
+    data, for it to write), and the two with several vCPUs again with sharing off on two cores."""
     runs = {(name, True, 1): attack(name, share=True) for name in ATTACKS}
-    runs |= {(name, False, 2): attack(name, share=False, pcpus=2) for name in ("writes everywhere", "wild CPU_ON")}
+    runs |= {(name, False, 2): attack(name, share=False, pcpus=2) for name in ("interrupt storm", "wild CPU_ON")}
     return runs
 
 
 @pytest.mark.parametrize("name, share, pcpus", [*((n, True, 1) for n in sorted(ATTACKS)),
-                                                ("writes everywhere", False, 2), ("wild CPU_ON", False, 2)])
+                                                ("interrupt storm", False, 2), ("wild CPU_ON", False, 2)])
 def test_an_attack_changes_nothing_of_the_victim_reads_nothing_and_writes_no_frame_it_does_not_own(
         outcomes, name, share, pcpus):
     outcome = outcomes[name, share, pcpus]
@@ -64,7 +64,7 @@ def test_the_attacks_do_what_they_are_named_for(outcomes):
         return outcomes[name, True, 1]
 
     writer = of("writes everywhere")
-    assert writer.hostile.exits["DABT_LOWER"] > 1024 + 800  # every GiB of the IPA space, every host frame
+    assert writer.hostile.exits["DABT_LOWER"] > 1024 + 200  # every GiB of the IPA space, host frames' addresses
     assert writer.attacker.read_memory(RAM_BASE + RAM_SIZE - 8, 8) == FILL.to_bytes(8, "little")
     tables = of("aliasing stage-1 tables").attacker
     level1 = struct.unpack("<8Q", tables.read_memory(TABLE, 64))

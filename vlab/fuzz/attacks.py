@@ -85,8 +85,8 @@ def loop_stores(label: str, start: str, end: str, step: str, store: str = "str x
 
 def writes_everywhere(host_bytes: int) -> str:
     """Its own RAM past its code; every GiB of the 40-bit IPA space; every 16 MiB below its RAM and
-    the devices' windows (its own GIC and UART, the host's GICH and GICV, virtio); every 16th host frame's address as an IPA, and every host
-    frame where host memory sits in a core's physical map; beyond the IPA space."""
+    the devices' windows (its own GIC and UART, the host's GICH and GICV, virtio); every 16th host frame's address as an IPA, and every 4th
+    where host memory sits in a core's physical map; beyond the IPA space."""
     beyond = [1 << IPA_BITS, (1 << IPA_BITS) + RAM_BASE, 1 << 44, 1 << 48, (1 << 64) - 8]
     windows = [base + offset for base in (GICD_BASE, GICC_BASE, GICH_BASE, GICV_BASE, UART_BASE, VIRTIO_BASE)
                for offset in (0, 8, PAGE - 8, PAGE, 2 * PAGE)]
@@ -95,7 +95,7 @@ def writes_everywhere(host_bytes: int) -> str:
             + loop_stores("every_gib", "=0", f"={1 << IPA_BITS:#x}", f"={GIB:#x}")
             + loop_stores("devices", "=0", f"={RAM_BASE:#x}", f"={0x100_0000:#x}")
             + loop_stores("frames", "=0", f"={host_bytes:#x}", f"={16 * PAGE:#x}")
-            + loop_stores("host_map", f"={HOST_BASE:#x}", f"={HOST_BASE + host_bytes:#x}", f"={PAGE:#x}")
+            + loop_stores("host_map", f"={HOST_BASE:#x}", f"={HOST_BASE + host_bytes:#x}", f"={4 * PAGE:#x}")
             + _stores_at("windows", windows) + _stores_at("beyond", beyond))
 
 
