@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from unicorn import arm64_const
 
 from vlab.arch.hcr import HCR
 from vlab.fuzz import neighbour
@@ -29,6 +30,7 @@ from vlab.hyp.memory import HOST_BASE, HostMemory, VmMemory
 from vlab.hyp.vm import VM, share_identical_pages
 from vlab.machine.loader import image_from_program, load
 from vlab.machine.board import RAM_BASE, StopReason
+from vlab.machine.cpu import CPU
 from vlab.mmu.tables import PAGE
 from vlab.mmu.tlb_fill import GuestTranslation
 
@@ -200,6 +202,18 @@ def test_a_world_switch_that_keeps_the_last_vms_stage_2_is_caught(monkeypatch):
     monkeypatch.setattr(GuestTranslation, "switch", keeps_stage2)
     outcome = attack(FILLS_ITS_RAM)
     assert not outcome.isolated
+
+
+def test_a_world_switch_that_loses_the_simd_registers_is_caught(monkeypatch):
+    real = CPU.note_context_restored
+
+    def loses_v31(self):  # the planted bug: the incoming vCPU's v31 is not restored
+        real(self)
+        self.uc.reg_write(arm64_const.UC_ARM64_REG_Q31, 0)
+
+    monkeypatch.setattr(CPU, "note_context_restored", loses_v31)
+    outcome = attack(FILLS_ITS_RAM)
+    assert any(leak.startswith("q31:") for leak in outcome.leaks), outcome.leaks
 
 
 def test_a_hypercall_that_reads_the_neighbours_memory_is_caught(monkeypatch):

@@ -62,7 +62,7 @@ WORDS, STRIDE = 512, 248
 _HOSTILE_TRAPS = [bit for bit in HCR if bit & SUPPORTED_TRAPS and bit is not HCR.TSC]
 
 # The victim: turns its GIC and its MMU on, takes interrupts (it has no source of its own: alone
-# it takes none, and counts them in x28), writes a stream drawn from its secret over 31 pages,
+# it takes none, and counts them in x28), keeps its secret in x19, d30 and v31, writes a stream drawn from its secret over 31 pages,
 # sums it back and prints the sum in hex. No branch depends on the secret, so its run takes the
 # same instructions and exits whatever the secret is.
 VICTIM_SOURCE = f"""_start:
@@ -86,6 +86,8 @@ VICTIM_SOURCE = f"""_start:
     str     x2, [x1, #8]
 {MMU_ON}    ldr     x9, ={SECRET_AT:#x}
     ldr     x19, [x9]                    // the secret, in a register
+    fmov    d30, x19                     // and in SIMD registers
+    dup     v31.2d, x19
     mov     x1, x19
     ldr     x20, ={BUFFER:#x}
     mov     x16, #{WORDS}
@@ -290,13 +292,14 @@ class Stage2Tree:
 
 
 def victim_differences(victim: VM, tree: Stage2Tree, secret: int = SECRETS[0]) -> list[str]:
-    """What differs between the victim's end and its lone run's with the same secret."""
+    """What differs between the victim's end and its lone run's with the same secret: how it ended,
+    its output, its registers (SIMD and floating-point too) and system registers, its RAM."""
     reference, theirs = alone(secret)
     mine = victim.result()
     found = [f"{what}: alone {a!r}, beside the hostile VMs {b!r}" for what, a, b in (
         ("stop reason", theirs.reason.value, mine.reason.value), ("console", theirs.uart, mine.uart),
         ("instructions", theirs.instructions, mine.instructions)) if a != b]
-    a, b = guest_state(reference.vcpus[0]), guest_state(victim.vcpus[0])
+    a, b = (guest_state(vm.vcpus[0]) | vm.vcpus[0].vector_registers() for vm in (reference, victim))
     found += [f"{name}: alone {a[name]:#x}, beside the hostile VMs {b[name]:#x}" for name in a if a[name] != b[name]]
     ram_alone, ram = ram_of(reference.vcpus[0]), tree.ram(victim.memory)
     if ram_alone != ram:
@@ -332,9 +335,10 @@ def stage2_problems(tree: Stage2Tree, sharers: dict[int, int], hostile: set[int]
 
 def hostile_state(vm: VM, tree: Stage2Tree) -> tuple:
     """Everything a hostile VM ends with that a leak could change: how it ended, its output, each
-    vCPU's registers and system registers, its RAM."""
+    vCPU's registers (SIMD and floating-point too) and system registers, its RAM."""
     result = vm.result()
-    return result.reason, result.uart, result.instructions, [guest_state(v) for v in vm.vcpus], tree.ram(vm.memory)
+    return (result.reason, result.uart, result.instructions, [guest_state(v) | v.vector_registers() for v in vm.vcpus],
+            tree.ram(vm.memory))
 
 
 # --- the tally ----------------------------------------------------------------------------------------
