@@ -48,8 +48,8 @@ from vlab.mmu.tables import PAGE
 from vlab.sched.registry import make_policy
 
 GROUP = 8  # hostile VMs per host: each is the victim's neighbour (and each other's)
-READ_CHECK_EVERY = 4  # hosts: one in so many runs again with the other secret
-HOSTILE_SNIPPETS = 10  # at most, per program: assembling them is a third of the cost
+READ_CHECK_EVERY = 8  # hosts: one in so many runs again with the other secret
+HOSTILE_SNIPPETS = 8  # at most, per program: assembling them is a third of the cost
 BUDGET = 20_000  # instructions per VM; the victim needs about 6,000
 TIMEOUT_S = 30.0
 SPARE_FRAMES = 256  # free host frames beside a hand-written attack, for its stray writes to hit
@@ -181,7 +181,7 @@ class Setup:
                    rng.randint(0, hostile), tuple(rng.choice(LAYOUTS) for _ in range(hostile + 1)),
                    tuple(rng.choice((1, 2, 2, 4)) for _ in range(hostile)),
                    tuple(HCR.TSC | HCR(sum(b for b in _HOSTILE_TRAPS if rng.random() < 0.5)) for _ in range(hostile)),
-                   rng.random() < 0.25, tuple(rng.random() < 0.5 for _ in range(hostile)))
+                   rng.random() < 0.15, tuple(rng.random() < 0.5 for _ in range(hostile)))
 
     def describe(self) -> str:
         return (f"host seed {self.seed}: {self.pcpus} pCPU(s), {self.policy} slice {self.slice_ticks}, victim "
