@@ -201,8 +201,8 @@ class Run:
 
 
 def host_bytes(hostile: int) -> int:
-    """The host memory for the victim and `hostile` VMs: their RAM and tables (a page shared gives its
-    frame back, so the copies made on write need no more room)."""
+    """The host memory for the victim and `hostile` VMs: their RAM and tables, every one promised
+    (a page shared gives its frame back, promised to it for the copy a write will make)."""
     return (hostile + 1) * (RAM_SIZE // PAGE + 16) * PAGE
 
 
