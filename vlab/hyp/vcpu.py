@@ -148,6 +148,10 @@ class VCpu:
         """x0..x30, sp, pc, pstate."""
         return self._engine().registers()
 
+    def vector_registers(self) -> dict[str, int]:
+        """q0..q31, fpcr, fpsr."""
+        return self._engine().vector_registers()
+
     def read_sysreg(self, name: str) -> int:
         """A guest-visible system register of this vCPU."""
         return self._engine().read_sysreg(name)
