@@ -148,7 +148,9 @@ class GuestTranslation:
     physical address `base` on. With stage2 None the IPA is the physical address (a bare
     machine whose MMU vlab walks). With a `tlb`, vlab's TLB model (entries tagged with `vmid`
     and the guest's ASID) answers before any walk and keeps what each walk finds; `walks`
-    counts the walks it could not spare.
+    counts the walks it could not spare, `references` the descriptors those walks read, faulting
+    or not (as a walker without walk caches reads them: (n + 1)(m + 1) - 1 for n stage-1 and m
+    stage-2 levels).
     """
 
     def __init__(self, cpu: CPU, memory: PhysicalMemory, stage2: Regime | None, vttbr: int,
@@ -158,6 +160,7 @@ class GuestTranslation:
         self.cpu, self.memory, self.stage2, self.vttbr = cpu, memory, stage2, vttbr
         self.base, self.tlb, self.vmid = base, tlb, vmid
         self.walks = 0
+        self.references = 0
         # With the MMU off, a VA is the (intermediate) physical address, up to the core's PARange.
         self.pa_bits = SIZE_ENCODING[cpu.read_sysreg("ID_AA64MMFR0_EL1") & 0xF]
         # A stage-2 fault the walk met, offered to the hypervisor before it becomes an abort:
@@ -243,11 +246,14 @@ class GuestTranslation:
             if self._fast:  # the walk in integers, for translations that succeed
                 found = fast_walk.translate(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, bit, el0, cache)
                 if found is not None:
-                    pa, perms_el1, perms_el0, ipa, global_ = found
+                    pa, perms_el1, perms_el0, ipa, global_, references = found
                     if tlb is not None:
+                        self.references += references
                         tlb.insert(self.vmid, asid, va, Entry(pa >> 12, ipa >> 12, perms_el1, perms_el0, global_))
                     return self.base + pa, perms_el0 if el0 else perms_el1
             t = nested_walk(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, access, el0)
+            if tlb is not None:
+                self.references += len(t.references)  # a walk that faults reads descriptors too
             if t.fault is None or t.fault.stage != 2 or tlb is None or self.on_stage2_fault is None:
                 break
             answer = self.on_stage2_fault(t.fault, access, va)
