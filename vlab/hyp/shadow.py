@@ -42,7 +42,7 @@ store form (STP, post-index, ...) completes exactly as the guest wrote it, and e
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome
 from vlab.hyp.memory import VmMemory
@@ -52,7 +52,7 @@ from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu.tables import PAGE, TableBuilder
 from vlab.mmu.tlb import Entry
 from vlab.mmu.tlb_fill import GuestTranslation, abort, permissions
-from vlab.mmu.walk import Regime, nested_walk, walk
+from vlab.mmu.walk import Regime, nested_walk
 
 PAGINGS = ("nested", "shadow")  # VM(paging=...): the hardware's stage 2, or the hypervisor's shadow tables
 # Where each core sees host memory a second time: the trapped stores to guest tables go there.
@@ -120,27 +120,24 @@ class ShadowPaging:
 
     # --- a shadow fault: the hypervisor's walk, and the entry it writes ----------------------------
 
-    def install(self, key: Key, regime: Regime, va: int, walked, stage1: Regime | None) -> tuple[int, int]:
-        """Write the shadow entry for `va` from `walked`, the successful nested walk of it; watch
-        every guest table frame it read. Returns the UC_PROT bits the entry gives EL1 and EL0:
-        the walk's, less write on guest tables (and anything one descriptor cannot say)."""
-        for ref in walked.references:
-            if ref.stage == 1:
-                span = LEVEL_SHIFT[ref.level] + stage1.index_bits(ref.level)
-                self._watch(ref.address & ~(PAGE - 1), (key, ref.level, va >> span << span))
+    def install(self, key: Key, regime: Regime, va: int, walked: Walked, stage1: Regime | None) -> tuple[int, int]:
+        """Write the shadow entry for `va` from `walked`, the hypervisor's successful walk of it;
+        watch every guest table frame it read. Returns the UC_PROT bits the entry gives EL1 and
+        EL0: the walk's, less write on guest tables (and anything one descriptor cannot say)."""
+        for level, address in walked.trail:
+            span = LEVEL_SHIFT[level] + stage1.index_bits(level)
+            self._watch(address & ~(PAGE - 1), (key, level, va >> span << span))
         builder = self.space(key, regime)  # after _watch: revoking may not drop it, but look it up fresh
-        frame = walked.output & ~(PAGE - 1)
-        el1, el0 = permissions(walked.leaves, False), permissions(walked.leaves, True)
+        frame = walked.pa & ~(PAGE - 1)
+        el1, el0 = walked.el1, walked.el0
         if frame in self.table_uses:
             el1, el0 = el1 & ~_W, el0 & ~_W
-        guest = walked.leaves[0] if stage1 is not None else None
         encoded = _encode(el1, el0)
         if encoded is None:
             return 0, 0
         (ap, pxn, uxn), el1, el0 = encoded
         before = len(builder.tables)
-        builder.set_page(va, Leaf(frame, 3, 1, attr=guest.attr if guest else 0, ap=ap, sh=guest.sh if guest else 0,
-                                  ng=guest.ng if guest else False, pxn=pxn, xn=uxn))
+        builder.set_page(va, Leaf(frame, 3, 1, attr=walked.attr, ap=ap, sh=walked.sh, ng=walked.ng, pxn=pxn, xn=uxn))
         self._claim(builder.tables[before:])
         self.mapped.setdefault(frame, set()).add((key, va & ~(PAGE - 1)))
         return el1, el0
@@ -219,6 +216,31 @@ class ShadowPaging:
                 f"{self.table_writes} table writes, {self.drops} shadows dropped")
 
 
+class Walked(NamedTuple):
+    """What the hypervisor's walk of the guest's stage 1 and its IPA -> PA map found for one VA."""
+    pa: int
+    el1: int  # UC_PROT bits both stages allow at EL1
+    el0: int
+    attr: int  # the guest leaf's AttrIndx, SH and nG (0 with the guest's MMU off)
+    sh: int
+    ng: bool
+    trail: list  # (level, host physical address) of each guest descriptor read
+
+    @classmethod
+    def from_fast(cls, found: tuple, trail: list, memory) -> Walked:
+        """From vlab.mmu.fast_walk's answer and trail."""
+        value = memory.read64(trail[-1][1]) if trail else 0
+        return cls(found[0], found[1], found[2], value >> 2 & 7, value >> 8 & 3, bool(value >> 11 & 1), trail)
+
+    @classmethod
+    def from_translation(cls, t, stage1: Regime | None) -> Walked:
+        """From the teaching walk's Translation (vlab.mmu.walk.nested_walk)."""
+        guest = t.leaves[0] if stage1 is not None else Leaf(0, 3, sh=0)
+        trail = [(r.level, r.address) for r in t.references if r.stage == 1]
+        return cls(t.output, permissions(t.leaves, False), permissions(t.leaves, True), guest.attr, guest.sh,
+                   guest.ng, trail)
+
+
 def _encode(el1: int, el0: int):
     """(AP[2:1], PXN, UXN) of a stage-1 page giving EL1 and EL0 these UC_PROT bits, and the bits it
     gives -- exactly, or else without what EL0 may do (or None: EL1 cannot read).
@@ -262,6 +284,18 @@ class ShadowTranslation(GuestTranslation):
             return self._translate(va, access, self.tlb)
         return self._shadowed(va, access)
 
+    def uncached(self, va: int, access: Access):
+        """vlab's own reads (an exit's instruction): through the shadow where it maps `va`, else as
+        stage 2 would translate them -- the TLB model and the counters left alone either way."""
+        space = self._space
+        if self.shadow is not None and space is not None and space[0] == self.shadow.generation and space[3]:
+            bit = 4 if access is Access.FETCH else 2 if access is Access.WRITE else 1
+            el0 = self.cpu.el == 0
+            found = fast_walk.translate(self.memory, space[2], space[3].root, None, 0, va, bit, el0)
+            if found is not None:
+                return self.base + found[0], found[2] if el0 else found[1]
+        return super().uncached(va, access)
+
     def _current_space(self) -> tuple:
         """The guest's address space, from its SCTLR_EL1, TCR_EL1 and TTBR0_EL1 (trapped: TVM)."""
         shadow, cpu = self.shadow, self.cpu
@@ -290,14 +324,15 @@ class ShadowTranslation(GuestTranslation):
                 return self.base + (entry.pa_page << 12 | va & 0xFFF), perms
         self.walks += 1
         if builder is not None:
-            found = fast_walk.translate(self.memory, regime, builder.root, None, 0, va, bit, el0)
+            trail: list = []  # the descriptors read, when the walk fails
+            found = fast_walk.translate(self.memory, regime, builder.root, None, 0, va, bit, el0, None, trail)
             if found is not None:  # the one-dimensional walk: the shadow's n descriptors
                 pa, perms_el1, perms_el0, _, global_, references = found
                 self.references += references
                 # (The TLB model's IPA field holds the PA: this hardware never sees an IPA.)
                 tlb.insert(self.vmid, asid, va, Entry(pa >> 12, pa >> 12, perms_el1, perms_el0, global_))
                 return self.base + pa, perms_el0 if el0 else perms_el1
-            self.references += len(walk(self.memory, regime, builder.root, va, access, el0).references)
+            self.references += len(trail)
         return self._shadow_fault(va, access, el0)
 
     def _shadow_fault(self, va: int, access: Access, el0: bool):
@@ -312,42 +347,58 @@ class ShadowTranslation(GuestTranslation):
         if isinstance(state, Fault):
             return self._reflect(state, access, va, ec)
         stage1, ttbr, asid = state
-        exits = self.on_stage2_fault is not None
-        served_elsewhere = False
-        while True:
-            t = nested_walk(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, access, el0)
-            shadow.software_references += len(t.references)
-            if t.fault is None or t.fault.stage != 2 or not exits:
-                break
-            answer = self.on_stage2_fault(t.fault, access, va)  # the stage-2 path's own exit (demand paging...)
-            served_elsewhere = True
-            if answer is not True:
-                if answer is not None:
-                    return answer  # an emulated device: not shadowed, each access is its exit
-                break
-        if t.fault is not None:
-            if t.fault.stage == 1:
-                return self._reflect(t.fault, access, va, ec)
-            return abort(cpu, t.fault, access, va)
+        walked, served_elsewhere = self._walk_guest(stage1, ttbr, va, access, el0)
+        if isinstance(walked, Fault):
+            if walked.stage == 1:
+                return self._reflect(walked, access, va, ec)
+            return abort(cpu, walked, access, va)
+        if not isinstance(walked, Walked):
+            return walked  # an emulated device: not shadowed, each access is its exit
         space = self._space = self._current_space()  # a stage-2 fix may have dropped every shadow
         _, key, regime, _, asid = space
-        el1_perms, el0_perms = shadow.install(key, regime, va, t, stage1)
-        frame = t.output & ~(PAGE - 1)
+        el1_perms, el0_perms = shadow.install(key, regime, va, walked, stage1)
+        frame = walked.pa & ~(PAGE - 1)
         if access is Access.WRITE and shadow.is_table(frame):
             # The store to a guest table: performed through the window, where the hypervisor sees it.
-            return SHADOW_WINDOW + t.output, _R | _W
+            return SHADOW_WINDOW + walked.pa, _R | _W
         shadow.fills += 1
         if not served_elsewhere and self.on_exit is not None:
             fault = Fault(FaultKind.TRANSLATION, 1, 3, va, "no shadow entry yet")
             self.on_exit(Syndrome(ec, fault.iss(access)), va,
                          f"shadow fault: VA {va & ~0xFFF:#x} -> host frame {frame:#x}, shadow entry written")
         perms = el0_perms if el0 else el1_perms
+        pa = walked.pa
         if perms & (4 if access is Access.FETCH else 2 if access is Access.WRITE else 1):
-            global_ = stage1 is None or not t.leaves[0].ng
-            self.tlb.insert(self.vmid, asid, va, Entry(t.output >> 12, t.output >> 12, el1_perms, el0_perms, global_))
-            return self.base + t.output, perms
+            self.tlb.insert(self.vmid, asid, va, Entry(pa >> 12, pa >> 12, el1_perms, el0_perms, not walked.ng))
+            return self.base + pa, perms
         # One descriptor cannot say what this access may do (EL0 with the MMU off): answered, not kept.
-        return self.base + t.output, permissions(t.leaves, el0)
+        return self.base + pa, walked.el0 if el0 else walked.el1
+
+    def _walk_guest(self, stage1: Regime | None, ttbr: int, va: int, access: Access, el0: bool):
+        """The hypervisor's walk of the guest's stage 1 through its IPA -> PA map: (what it found --
+        Walked, the Fault the guest's tables or the map give, or an emulated device's answer --,
+        whether a stage-2 exit such as demand paging was served on the way)."""
+        shadow, bit = self.shadow, 4 if access is Access.FETCH else 2 if access is Access.WRITE else 1
+        cache = self._stage2_caches.setdefault(self.vmid, {})
+        fixed = False
+        while True:
+            trail: list = []
+            found = fast_walk.translate(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, bit, el0, cache,
+                                        trail)
+            if found is not None:
+                shadow.software_references += found[5]
+                return Walked.from_fast(found, trail, self.memory), fixed
+            # the teaching walk says exactly how it fails (the integer walk answers only successes)
+            t = nested_walk(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, access, el0)
+            shadow.software_references += len(t.references)
+            if t.fault is None:
+                return Walked.from_translation(t, stage1), fixed
+            if t.fault.stage != 2 or self.on_stage2_fault is None:
+                return t.fault, fixed
+            answer = self.on_stage2_fault(t.fault, access, va)  # the stage-2 path's own exit (demand paging...)
+            if answer is not True:
+                return (t.fault if answer is None else answer), True
+            fixed = True
 
     def _reflect(self, fault: Fault, access: Access, va: int, ec: ExceptionClass):
         """The guest's own translation fault: an exit, then the abort its kernel would get under stage 2."""

@@ -35,18 +35,20 @@ Answer = tuple[int, int, int, int, bool, int]
 
 
 def translate(memory: BufferMemory, stage1: Regime | None, ttbr: int, stage2: Regime | None, vttbr: int,
-              va: int, access: int, el0: bool, stage2_cache: dict | None = None) -> Answer | None:
+              va: int, access: int, el0: bool, stage2_cache: dict | None = None,
+              trail: list | None = None) -> Answer | None:
     """Translate `va` for `access` (a UC_PROT bit) at EL0 or EL1: VA -> IPA through `stage1` (None:
     the guest's MMU is off), IPA -> PA through `stage2`. None when `nested_walk` would fault.
 
     `stage2_cache` (IPA page -> (PA page, stage-2 leaf descriptor)) keeps the stage-2 walks made, as
     a core's walk cache does; whoever edits the stage-2 tables must empty it. The references counted
-    are those of a walk without any cache, as the teaching walk records them."""
+    are those of a walk without any cache, as the teaching walk records them. `trail`, if given,
+    gets (level, physical address) of each stage-1 descriptor read, the leaf's last."""
     data, base, size = memory.data, memory.base, memory.size
     ipa, el1_perms, el0_perms, global_ = va, 7, 7, True
     through = _Stage2(data, base, size, stage2, vttbr, stage2_cache)
     if stage1 is not None:
-        leaf = _walk(data, base, size, stage1, ttbr, va, through)
+        leaf = _walk(data, base, size, stage1, ttbr, va, through, trail)
         if leaf is None:
             return None
         ipa, value, ap_table, xn_table, pxn_table, references = leaf
@@ -94,7 +96,8 @@ class _Stage2:
         return leaf[0], leaf[1], leaf[5]
 
 
-def _walk(data, base: int, size: int, regime: Regime, root: int, address: int, stage2: _Stage2 | None):
+def _walk(data, base: int, size: int, regime: Regime, root: int, address: int, stage2: _Stage2 | None,
+          trail: list | None = None):
     """One stage's walk of `address`: (output address, leaf descriptor, APTable, XNTable, PXNTable
     gathered on the way, the descriptors read -- with `stage2`, its walks' too), or None where `walk`
     would fault. With `stage2`, each table address is an IPA, translated (for a read) through it first."""
@@ -116,6 +119,8 @@ def _walk(data, base: int, size: int, regime: Regime, root: int, address: int, s
         offset = slot - base
         if offset < 0 or offset + 8 > size:
             return None  # an external abort on the walk
+        if trail is not None:
+            trail.append((level, slot))
         value = _WORD.unpack_from(data, offset)[0]
         if not value & 1:
             return None
