@@ -36,28 +36,37 @@ from vlab.hyp.equivalence import differences
 from vlab.hyp.vm import VM
 from vlab.machine.loader import Image, image_from_file, image_from_program
 
-RAM = 0x80_0000
-TABLES = 0x4001_0000  # the guests' level-1 table; level 2 and level 3 follow it
+RAM = 0x80_0000  # the VMs' RAM, unless the guest's pages need more
+TABLES = 0x4001_0000  # the guests' level-1 table; level 2 and the level-3 tables follow it
 DATA = 0x4020_0000  # the pages the guests touch, mapped at VA 0x8000_0000 with 4 KB pages
+MAX_PAGES = 2048  # four level-3 tables
 OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
+
+
+def ram_for(pages: int) -> int:
+    """RAM enough for the guests' code, tables and `pages` data pages."""
+    return max(RAM, -(-(DATA + pages * 0x1000 - 0x4000_0000) // 0x10_0000) * 0x10_0000)
 
 
 def _tables_then(body: str, pages: int) -> str:
     """A kernel that maps VA 0x4000_0000 (itself, a 1 GiB block) and `pages` 4 KB pages at VA
-    0x8000_0000 (level 1 -> level 2 -> level 3), turns its MMU on, then runs `body`."""
+    0x8000_0000 (level 1 -> level 2 -> consecutive level-3 tables, x4 the first), turns its MMU on,
+    then runs `body`."""
+    if not 1 <= pages <= MAX_PAGES:
+        raise ValueError(f"pages = {pages}: the guests map 1 to {MAX_PAGES} pages")
+    level2 = "".join(f"    ldr x4, ={TABLES + 0x2000 + 0x1000 * j:#x}\n    orr x2, x4, #3\n    str x2, [x3, #{8 * j}]\n"
+                     for j in range(-(-pages // 512)))
     return f"""    ldr x1, ={TABLES:#x}
     ldr x2, =0x40000701
     str x2, [x1, #8]
     ldr x3, ={TABLES + 0x1000:#x}
     orr x2, x3, #3
     str x2, [x1, #16]
-    ldr x4, ={TABLES + 0x2000:#x}
-    orr x2, x4, #3
-    str x2, [x3]
+{level2}    ldr x4, ={TABLES + 0x2000:#x}
     ldr x10, =0x703
     ldr x5, ={DATA:#x}
     orr x5, x5, x10
-    mov x6, #{pages}
+    ldr x6, ={pages}
     mov x7, x4
 fill:
     str x5, [x7], #8
@@ -70,6 +79,7 @@ fill:
 def _touch(pages: int) -> str:
     """Add the page's index to the first word of each of the `pages` pages at VA 0x8000_0000."""
     return f"""    mov x6, #0
+    ldr x13, ={pages}
     ldr x11, =0x80000000
 touch_%s:
     ldr x12, [x11]
@@ -77,7 +87,7 @@ touch_%s:
     str x12, [x11]
     add x11, x11, #0x1000
     add x6, x6, #1
-    cmp x6, #{pages}
+    cmp x6, x13
     b.ne touch_%s
 """
 
@@ -94,16 +104,18 @@ def remaps(pages: int = 64, rounds: int = 16) -> str:
     if pages & (pages - 1):
         raise ValueError(f"pages = {pages}: the rotation needs a power of two")
     remap = f"""    mov x6, #0
+    ldr x13, ={pages}
+    ldr x14, ={pages - 1}
 remap:
     add x8, x6, x20
-    and x8, x8, #{pages - 1}
+    and x8, x8, x14
     lsl x8, x8, #12
     ldr x9, ={DATA:#x}
     add x8, x8, x9
     orr x8, x8, x10
     str x8, [x4, x6, lsl #3]
     add x6, x6, #1
-    cmp x6, #{pages}
+    cmp x6, x13
     b.ne remap
     dsb ish
     tlbi vmalle1
@@ -208,10 +220,12 @@ def run_paging(image: Image, paging: str, layout: str = "scattered", ram_size: i
 
 
 def compare_paging(guest: str | Image = "remaps", pages: int = 64, rounds: int = 16, layout: str = "scattered",
-                   ram_size: int = RAM, max_insns: int = 5_000_000) -> ShadowComparison:
+                   ram_size: int | None = None, max_insns: int = 20_000_000) -> ShadowComparison:
     """Run `guest` (a name for `guest_image`, or an Image) under stage 2, then under shadow tables,
-    on the same RAM layout; the figures of both and what differs in the guest's final state."""
+    on the same RAM layout (`ram_size`: what the workload's pages need); the figures of both and what
+    differs in the guest's final state."""
     image = guest_image(guest, pages, rounds)
+    ram_size = ram_size or ram_for(pages if guest in WORKLOADS else 0)
     nested_vm, nested = run_paging(image, "nested", layout, ram_size, max_insns)
     shadow_vm, shadow = run_paging(image, "shadow", layout, ram_size, max_insns)
     found = differences(nested_vm.vcpus[0], shadow_vm.vcpus[0])
