@@ -97,6 +97,8 @@ bench: install
 	$(BIN)/python benchmarks/stage2.py
 	$(BIN)/python benchmarks/course.py
 	$(BIN)/python benchmarks/grading.py
+	$(BIN)/python benchmarks/types.py
+	$(BIN)/python benchmarks/pv_vs_full.py
 
 exercises: install
 	$(BIN)/vlab exercises

@@ -31,7 +31,8 @@ def test_several_files_are_vms_on_one_host_reported_in_their_order():
     assert [vm["file"] for vm in out["vms"]] == [HELLO, PAGING]
     assert [vm["uart"] for vm in out["vms"]] == [GUESTS["hello"].expected_uart, GUESTS["paging"].expected_uart]
     for vm in out["vms"]:
-        assert set(vm) == {"file", "uart", "stop", "message", "instructions", "exits", "vcpus"}
+        assert set(vm) == {"file", "uart", "virtio_console", "stop", "message", "instructions", "exits", "vcpus"}
+        assert vm["virtio_console"] == ""  # neither guest uses the virtio console
         assert vm["stop"] == "powered_off" and vm["exits"]["HVC64"] >= 1
     assert [p["pcpu"] for p in out["pcpus"]] == [0, 1]
     assert out["sched"]["policy"] == "credit" and len(out["sched"]["vcpus"]) == 2

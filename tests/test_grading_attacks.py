@@ -104,7 +104,8 @@ def test_hostile_submissions_cheat_nothing_harm_nothing_and_every_row_is_written
     for written in (out, js, *fb.iterdir()):
         text = written.read_text()
         assert not CONTROL.search(text), written.name
-        assert len(text) < 200_000, written.name  # 40 MB printed did not land in the results
+        assert len(text) < 1_000_000, written.name  # 40 MB printed did not land in the results (a class of
+        # ~20 submissions over every exercise writes a few hundred KB)
     for student in json.loads(js.read_text()):
         for result in student["exercises"].values():
             for test in result["tests"]:

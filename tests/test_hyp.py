@@ -111,10 +111,10 @@ def test_mmio_read_of_the_flag_register_gives_the_uart_value():
 
 
 def test_hvc_exits_after_the_instruction_and_an_unknown_hypercall_returns_not_supported():
-    vm = vm_for(f"    ldr x0, =0x86001234\n    hvc #7\n    mov x5, x0\n{OFF}")
+    vm = vm_for(f"    ldr x0, =0x86001234\n    hvc #0\n    mov x5, x0\n{OFF}")
     result = vm.run(max_insns=100)
     first = exits_of(vm, "HVC64")[0]
-    assert first.fields()["imm16"] == 7 and first.return_address == first.address + 4
+    assert first.fields()["imm16"] == 0 and first.return_address == first.address + 4
     assert result.registers["x5"] == NOT_SUPPORTED and result.reason is StopReason.POWERED_OFF
 
 

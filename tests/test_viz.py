@@ -23,7 +23,7 @@ from vlab.viz.machine_widget import MachineWidget
 SVC64 = 0x15  # ESR_ELx.EC for SVC executed in AArch64 state (Arm ARM D17.2.37)
 LOWER_EL_AARCH64_SYNC = 0x400  # vector offset: synchronous exception from a lower EL using AArch64
 QEMU_VIRT_BASES = {"flash": 0x0000_0000, "gicd": 0x0800_0000, "gicc": 0x0801_0000, "uart": 0x0900_0000,
-                   "ram": 0x4000_0000}  # QEMU hw/arm/virt.c memmap
+                   "virtio": 0x0a00_0000, "ram": 0x4000_0000}  # QEMU hw/arm/virt.c memmap
 
 
 def _numbers_in(text: str) -> set[int]:
@@ -54,14 +54,16 @@ def test_memory_map_lists_the_qemu_virt_regions_in_address_order():
     assert {r.name: r.base for r in rows} == QEMU_VIRT_BASES
     uart = next(r for r in rows if r.name == "uart")
     assert uart.device == "PL011" and uart.kind == "device"
+    assert next(r for r in rows if r.name == "virtio").device == "VirtioMmioBus"
     assert "0x0900_0000" in str(memory_map(Board())) and "<table>" in memory_map(Board())._repr_html_()
     assert next(r for r in rows if r.name == "gicd").device == "GICv2 distributor"
 
 
 def test_board_diagram_lists_what_qemu_virt_has_that_vlab_does_not_model():
     text = board_diagram(Board()).text
-    for name, base in (("PL031", 0x0901_0000), ("virtio-mmio", 0x0A00_0000), ("GICv2m", 0x0802_0000)):
+    for name, base in (("PL031", 0x0901_0000), ("PL061", 0x0903_0000), ("GICv2m", 0x0802_0000)):
         assert name in text and base in _numbers_in(text)
+    assert "virtio-mmio" not in text.split("not modelled")[-1]  # modelled now: a region of its own
     assert "PPI 27" in board_diagram(Board()).source  # the timer's wire into the GIC
 
 

@@ -77,7 +77,7 @@ class Host:
             return lambda vcpu, *args: self.calls.append((name, *args)) or f"{name} done"
 
         return xen.XenServices(console_write, record("yield"), record("block"), record("shutdown"),
-                               lambda vcpu: self.me, lambda: list(self.domains))
+                               lambda vcpu: self.me, lambda vcpu: list(self.domains))
 
 
 HVC_XEN = SimpleNamespace(syndrome=imm16_syndrome(ExceptionClass.HVC64, 0xEA1))

@@ -1,19 +1,23 @@
 """`vlab run FILE [FILE...]`: run guests on the bare board, or as VMs sharing a host, and print what they printed.
 
     vlab run hello.S                  # UART output, then a one-line stop report on stderr
-    vlab run prog.elf --json          # one JSON object: uart, stop, instructions, registers, ...
+    vlab run prog.elf --json          # one JSON object: uart, virtio_console, stop, instructions, registers, ...
     vlab run kernel.bin --max-insns 1000000
     vlab run my.c                     # built first with aarch64-linux-gnu-gcc and vlab's C runtime
     vlab run hello.S --virt --trap TVM,TWI   # inside a VM; the JSON adds `exits` (class -> count)
     vlab run smp.elf --virt --vcpus 4 --pcpus 2 --sched credit
     vlab run a.S b.S c.S --virt --pcpus 2 --sched credit --weights 512,256,256 --caps 0,50,0
     vlab run safety.S info.S --virt --sched arinc653 --windows "safety=2ms,info=4ms/frame=8ms"
+    vlab run hello.S --virt --hyp type2      # under a hypervisor structure: type1, type2 or vhe; the
+                                             # JSON adds `hyp`: per exit class, its count and paths
 
 Several FILEs are several VMs on one host, in that order, each with its RAM behind stage-2
 tables (demand-paged: a VM gets host frames as it touches its pages); --vcpus applies to every
 VM (a guest starts its secondaries with PSCI CPU_ON); --max-insns bounds each VM on its own, so
 one that never stops cannot keep the others from finishing. ARINC 653 windows name the VMs by
-their file's name without its suffix (or by their place: 0, 1, ...).
+their file's name without its suffix (or by their place: 0, 1, ...). Under --hyp every exit takes
+the structure's path (vlab.hyp.hypervisors); with type1, dom0 runs beside the guests, as the
+host's first VM, and is not reported.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from vlab.arch.hcr import HCR
 from vlab.errors import VlabError
 from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_RAM_SIZE, DEFAULT_TIMEOUT_S, Board
 from vlab.machine.loader import image_from_file, load
+
+VIRTIO_HEADING = "--- virtio console ---"  # in text mode, between the UART's output and the virtio console's
 
 
 def add_parser(subparsers) -> None:
@@ -56,6 +62,8 @@ def add_parser(subparsers) -> None:
                       help='with --sched arinc653: e.g. "a=2ms,b=4ms/frame=8ms"')
     host.add_argument("--weights", default=None, metavar="W1,W2,...", help="each VM's weight, in the order of the FILEs")
     host.add_argument("--caps", default=None, metavar="C1,C2,...", help="each VM's cap in percent of one physical CPU")
+    host.add_argument("--hyp", default=None, metavar="STRUCTURE",
+                      help="the hypervisor's structure: type1 (Xen-like, with dom0), type2 (KVM without VHE) or vhe")
     p.set_defaults(func=run_command)
 
 
@@ -70,7 +78,7 @@ def run_command(args: argparse.Namespace) -> int:
             board = Board()
             load(board, image_from_file(_guest(args.files[0])))
             return _report_one(args, board.run(max_insns=args.max_insns, timeout_s=args.timeout))
-        host, vms = _host(args)
+        host, vms, structure = _host(args)
         result = host.run(max_insns=args.max_insns, timeout_s=args.timeout)  # refuses what cannot run, first
     except (VlabError, ValueError) as e:  # a SchedError is a ValueError: weights, caps, windows, sizes
         print(f"vlab run: {e}", file=sys.stderr)
@@ -79,9 +87,11 @@ def run_command(args: argparse.Namespace) -> int:
         for vm in vms:
             for record in vm.trap_log:
                 print(f"vm{vm.index} {record}" if len(vms) > 1 else record, file=sys.stderr)
+    results = [result.vms[host.vms.index(vm)] for vm in vms]  # not dom0's, under --hyp type1
+    hyp = [{"structure": structure.name, "exits": structure.summary(vm)} if structure else None for vm in vms]
     if len(vms) == 1:
-        return _report_one(args, result.vms[0], _sched_of(host, vms[0]))
-    return _report_host(args, host, result)
+        return _report_one(args, results[0], _sched_of(host, vms[0]), hyp[0], structure and structure.text(vms[0]))
+    return _report_host(args, host, result.pcpus, vms, results, hyp)
 
 
 def _refused(args: argparse.Namespace) -> str:
@@ -92,7 +102,7 @@ def _refused(args: argparse.Namespace) -> str:
                                               ("--vcpus", args.vcpus != 1), ("--pcpus", args.pcpus),
                                               ("--sched", args.sched != "rr"), ("--slice", args.slice),
                                               ("--windows", args.windows), ("--weights", args.weights),
-                                              ("--caps", args.caps)) if value]
+                                              ("--caps", args.caps), ("--hyp", args.hyp)) if value]
     if not args.virt and (host_options or len(args.files) > 1):
         what = f"{host_options[0]} applies" if host_options else "several guests run"
         return f"{what} inside VMs under the hypervisor: add --virt"
@@ -112,8 +122,10 @@ def _numbers(option: str, text: str | None, default: int, count: int) -> list[in
 
 
 def _host(args: argparse.Namespace):
-    """The host and its VMs, as the options describe them; ValueError for anything they cannot be."""
+    """The host, its VMs and their hypervisor structure (None: vlab's own, as it is), as the options
+    describe them; ValueError for anything they cannot be."""
     from vlab.hyp import VM, Host  # only a VM run needs the hypervisor
+    from vlab.hyp.hypervisors import make_structure
     from vlab.sched.registry import make_policy
     from vlab.sched.units import ms
 
@@ -128,10 +140,17 @@ def _host(args: argparse.Namespace):
     caps = _numbers("--caps", args.caps, 0, len(files))
     traps = _trap_controls(args.trap)
     alone = len(files) == 1
-    host = Host(pcpus, memory=None if alone else len(files) * (DEFAULT_RAM_SIZE + 0x20_0000), scheduler=policy)
-    vms = [VM.from_file(_guest(f), traps=traps, vcpus=args.vcpus, host=host, weight=w, cap=c,
-                        stage2=None if alone else "demand") for f, w, c in zip(files, weights, caps)]
-    return host, vms
+    host = Host(pcpus, memory=None if alone else len(files) * (DEFAULT_RAM_SIZE + 0x20_0000) + 0x40_0000,
+                scheduler=policy)
+    # Made before the VMs: a type 1 hypervisor's dom0 is the host's first VM. Under a structure the
+    # guest's RAM is behind stage 2 (dom0 shares the host), laid out alike under each.
+    structure = make_structure(args.hyp, host) if args.hyp else None
+    stage2 = "demand" if not alone else "contiguous" if structure else None
+    vms = [VM.from_file(_guest(f), traps=traps, vcpus=args.vcpus, host=host, weight=w, cap=c, stage2=stage2)
+           for f, w, c in zip(files, weights, caps)]
+    for vm in vms if structure else ():
+        structure.attach(vm)
+    return host, vms, structure
 
 
 def _sched_of(host, vm) -> dict:
@@ -141,23 +160,29 @@ def _sched_of(host, vm) -> dict:
             "vcpus": [v for v in figures["vcpus"] if v["vm"] == vm.index]}
 
 
-def _report_one(args: argparse.Namespace, result, sched: dict | None = None) -> int:
+def _report_one(args: argparse.Namespace, result, sched: dict | None = None, hyp: dict | None = None,
+                hyp_text: str | None = None) -> int:
     if args.json:
         out = result.to_json()
         if sched is not None:
             out["sched"] = sched
+        if hyp is not None:
+            out["hyp"] = hyp
         print(json.dumps(out))
     else:
         _print_text(result, virt=args.virt)
+        if hyp_text:
+            print(hyp_text, file=sys.stderr)
     return 0 if result.reason.value in ("powered_off", "idle") else 1
 
 
 def _print_text(result, virt: bool, heading: str = "") -> None:
     if heading:
         print(heading)
-    sys.stdout.write(result.uart)
-    if result.uart and not result.uart.endswith("\n"):
-        sys.stdout.write("\n")
+    _print_output(result.uart)
+    if result.virtio_console:
+        print(VIRTIO_HEADING)
+        _print_output(result.virtio_console)
     print(f"[{result.reason.value}] {result.message} after {result.instructions:,} instructions, "
           f"PC={result.pc:#x} EL{result.el}", file=sys.stderr)
     if virt:
@@ -165,22 +190,23 @@ def _print_text(result, virt: bool, heading: str = "") -> None:
         print(f"exits: {exits}", file=sys.stderr)
 
 
-def _report_host(args: argparse.Namespace, host, result) -> int:
+def _report_host(args: argparse.Namespace, host, pcpus: list, vms: list, results: list, hyp: list) -> int:
     figures = host.figures()
     if args.json:
-        vms = []
-        for file, vm_result in zip(args.files, result.vms):
+        report = []
+        for file, vm_result, paths in zip(args.files, results, hyp):
             full = vm_result.to_json()
-            vms.append({"file": file, "uart": full["uart"], "stop": full["stop"], "message": full["message"],
-                        "instructions": full["instructions"], "exits": full["exits"], "vcpus": full["vcpus"]})
-        print(json.dumps({"vms": vms, "pcpus": result.pcpus, "sched": {"policy": host.policy.name,
-                                                                     **figures.as_dict()}}))
+            report.append({"file": file, "uart": full["uart"], "virtio_console": full["virtio_console"],
+                           "stop": full["stop"], "message": full["message"],
+                           "instructions": full["instructions"], "exits": full["exits"], "vcpus": full["vcpus"]}
+                          | ({"hyp": paths} if paths else {}))
+        print(json.dumps({"vms": report, "pcpus": pcpus, "sched": {"policy": host.policy.name, **figures.as_dict()}}))
     else:
-        for i, (file, vm_result) in enumerate(zip(args.files, result.vms)):
-            _print_text(vm_result, virt=True, heading=f"== vm{i}: {file} ==")
+        for vm, file, vm_result in zip(vms, args.files, results):  # vm.index: as the figures below name it
+            _print_text(vm_result, virt=True, heading=f"== vm{vm.index}: {file} ==")
         print(f"== {host.policy.name} on {len(host.pcpus)} physical CPU(s) ==", file=sys.stderr)
         print(figures.table(), file=sys.stderr)
-    return 0 if all(r.reason.value in ("powered_off", "idle") for r in result.vms) else 1
+    return 0 if all(r.reason.value in ("powered_off", "idle") for r in results) else 1
 
 
 def _guest(file: str) -> str | Path:
@@ -204,3 +230,10 @@ def _trap_controls(names: str) -> HCR:
         raise ValueError(f"unknown HCR_EL2 bit {unknown[0]!r}; the trap controls vlab's VMs honour: "
                          + ", ".join(bit.name for bit in HCR if bit & SUPPORTED_TRAPS))
     return HCR.parse(names)
+
+
+def _print_output(text: str) -> None:
+    """What a guest printed, ending with a newline whether or not the guest ended its last line."""
+    sys.stdout.write(text)
+    if text and not text.endswith("\n"):
+        sys.stdout.write("\n")

@@ -34,6 +34,15 @@ ANSWERS: dict[str, tuple[str, ...]] = {
                               "vlab.grading.specs.ch03.reference_translate"),
     "ch04.list_register": ("vlab.machine.gic_virt.ListRegister.encode", "vlab.hyp.vgic.VGic.flush",
                            "vlab.grading.specs.ch04.architecture_value"),
+    "ch06.predicted_cycles": ("vlab.hyp.cycle_model.cycles", "vlab.grading.specs.ch06.priced"),
+    "ch06.plan_devices": ("vlab.grading.specs.ch06.reference_plan",),
+    "ch07.console_write_source": (),
+    "ch07.offer_buffer": ("vlab.grading.specs.ch07.ring_after_offer",),
+    "ch07.console_io": ("vlab.hyp.xen.console_io", "vlab.hyp.xen.xen_handler", "vlab.hyp.xen.serve",
+                        "vlab.grading.specs.ch07.xen_answers"),
+    "ch05.pick_next": ("vlab.sched.fair.Fair", "vlab.grading.specs.ch05.reference_pick",
+                       "vlab.grading.specs.ch05.fair_charge"),
+    "ch05.arinc653_frame": (),
 }
 
 

@@ -7,6 +7,9 @@
                      then compares what the guest did with what it did on the bare board.
     AssemblyAnswer   a function returning assembly source: the grader runs it on the board, in its
                      exercise's harness, and compares what came out.
+    PolicyAnswer     a scheduling decision: compared exactly with vlab's on given states, and run --
+                     the grader runs guests on a host under a policy whose every decision is the
+                     student's (each crossing as plain data), then checks what the schedule promised.
 
 A failure's hint comes from the exercise's `mistakes`: functions given the case and what came
 back, each returning a hint when it recognises its mistake.
@@ -252,4 +255,87 @@ class AssemblyAnswer:
             why = self.judge(case, observed)
             if why:
                 return Verdict(False, f"{case.label}: {why}", first_hint(self.mistakes, case, (source, observed)))
+        return Verdict(True)
+
+
+# --- scheduling policies, on a host ------------------------------------------------------------------
+
+HOST_RUN = "guests on a host"  # a PolicyAnswer case whose args are (HOST_RUN, what to run): a run, not a call
+
+
+def is_run(case: Case) -> bool:
+    return len(case.args) == 2 and case.args[0] == HOST_RUN
+
+
+class _Stopped(Exception):
+    """The answer raised, reached for vlab's own answer or gave nothing back: the run ends there."""
+
+
+@dataclass
+class _Decisions:
+    """`decide(*arguments)` while guests run: one call to the answer's process per decision, plain data each
+    way. Only the answer's time counts against the test's limit (the guests' run is bounded by its duration)."""
+
+    exercise: Any
+    answers: Any
+    left_s: float
+    case: Case | None = None
+    stopped: Verdict | None = None
+
+    def __call__(self, *arguments):
+        exercise, start = self.exercise, time.monotonic()
+        try:
+            called = self.answers.call(exercise.id, exercise.module, exercise.function, [list(arguments)],
+                                       self.left_s)
+        finally:
+            self.left_s -= time.monotonic() - start
+        if called.delegated:
+            self.stopped = Verdict(False, messages.delegation(called.delegated), delegated=tuple(called.delegated))
+        elif called.error:
+            self.stopped = Verdict(False, f"{self.case.label}: {messages.raised(called.error, exercise.function)}",
+                                   not_done=_not_done(called.error))
+        elif len(called.values) != 1:
+            self.stopped = Verdict(False, f"{self.case.label}: no decision came back from {exercise.function}")
+        if self.stopped:
+            raise _Stopped
+        return called.values[0]
+
+
+@dataclass(frozen=True)
+class PolicyAnswer:
+    """A scheduling answer, tried on real guests. A case is a call or a run:
+    - a call: the answer's arguments and what vlab decides, compared exactly (as FunctionAnswer does),
+      hints from `mistakes`;
+    - a run, args (HOST_RUN, spec): `run(spec, decide)` runs guests on a Host under a policy made of the
+      answer's decisions -- `decide(*arguments)` calls the answer in its process and returns what it
+      returned, plain data each way -- and returns what happened (raising AssertionError with the student's
+      message when a decision cannot be used); `judge(case, observed)` says what is wrong, or "". Hints
+      come from `run_mistakes`, given the observation ({"error": message} for an unusable decision)."""
+
+    run: Callable[[Any, Callable], dict]
+    judge: Callable[[Case, dict], str]
+    mistakes: tuple[Mistake, ...] = ()
+    run_mistakes: tuple[Mistake, ...] = ()
+
+    def verdict(self, exercise, answers, cases: list[Case], timeout_s: float) -> Verdict:
+        start = time.monotonic()
+        calls = [c for c in cases if not is_run(c)]
+        if calls:
+            verdict = FunctionAnswer(self.mistakes).verdict(exercise, answers, calls, timeout_s)
+            if not verdict.passed:
+                return verdict
+        decisions = _Decisions(exercise, answers, timeout_s - (time.monotonic() - start))
+        for case in (c for c in cases if is_run(c)):
+            decisions.case = case
+            try:
+                observed = self.run(case.args[1], decisions)
+            except _Stopped:
+                return decisions.stopped
+            except AssertionError as e:
+                message = clean(str(e))
+                return Verdict(False, f"{case.label}: {message}",
+                               first_hint(self.run_mistakes, case, {"error": message}))
+            why = self.judge(case, observed)
+            if why:
+                return Verdict(False, f"{case.label}: {why}", first_hint(self.run_mistakes, case, observed))
         return Verdict(True)

@@ -26,9 +26,6 @@ COMPILER = "aarch64-linux-gnu-gcc"
 COMPILER_PACKAGE = "gcc-aarch64-linux-gnu"  # the Debian package that provides COMPILER
 RUNTIME = ("start.S", "lib.c")
 LINKER_SCRIPT = "link.ld"
-# Guests that need a device beyond the default board, and which one: they build like the others, but
-# `programs()` (the guests any board runs) leaves them out until vlab's board has that device too.
-DEVICE_GUESTS = {"virtio_console": "a virtio console on a virtio-mmio transport"}
 # -mgeneral-regs-only: no FP/SIMD registers, so no guest depends on the FPU state at boot.
 # -mstrict-align: with the MMU off, memory is Device memory and unaligned accesses fault.
 CFLAGS = (
@@ -57,9 +54,8 @@ MAIN = re.compile(r"^int main\(void\)", re.MULTILINE)
 
 
 def programs() -> list[str]:
-    """The names of the C guests shipped with vlab that run on the default board (every NAME.c with a main)."""
-    return sorted(p.stem for p in C_DIR.glob("*.c")
-                  if p.name not in RUNTIME and p.stem not in DEVICE_GUESTS and MAIN.search(p.read_text()))
+    """The names of the C guests shipped with vlab (every NAME.c with a main)."""
+    return sorted(p.stem for p in C_DIR.glob("*.c") if p.name not in RUNTIME and MAIN.search(p.read_text()))
 
 
 def linked_modules(main: Path) -> list[Path]:
@@ -79,7 +75,7 @@ def sources(program: str | Path) -> list[Path]:
     shipped = isinstance(program, str) and "/" not in program and not program.endswith((".c", ".S"))
     main = C_DIR / f"{program}.c" if shipped else Path(program)
     if not main.is_file():
-        raise ToolError(f"no C guest {str(program)!r}: vlab ships {', '.join(sorted([*programs(), *DEVICE_GUESTS]))}, "
+        raise ToolError(f"no C guest {str(program)!r}: vlab ships {', '.join(programs())}, "
                         "or give the path of a .c or .S file")
     if main.suffix == ".S":
         return [main, C_DIR / LINKER_SCRIPT]

@@ -5,8 +5,9 @@ thing on both. QEMU boots `-kernel FILE` at EL1 (no `virtualization=on`), where
 its PSCI firmware answers HVC -- the conduit vlab's guests use -- and SYSTEM_OFF
 ends the QEMU process. A guest that never powers off is stopped by a timeout.
 
-With `virtio_console=True` the board also gets a modern (version 2) virtio-mmio
-console, whose output QEMU writes to a file:
+Like vlab's board, QEMU's gets a modern (version 2) virtio-mmio console on its last
+transport, whose output QEMU writes to a file (`virtio_console=False` leaves QEMU's
+default: 32 legacy transports with nothing behind them):
 
     -global virtio-mmio.force-legacy=false -device virtio-serial-device
     -chardev file,id=c0,path=OUT -device virtconsole,chardev=c0
@@ -39,7 +40,7 @@ class QemuRun:
     uart: str
     powered_off: bool  # QEMU exited by itself (PSCI SYSTEM_OFF), not killed by the timeout
     stderr: str
-    virtio_console: str = ""  # what the guest sent to the virtio console, when the board had one
+    virtio_console: str = ""  # what the guest sent to the virtio console (none without one)
 
 
 def qemu() -> str:
@@ -47,12 +48,14 @@ def qemu() -> str:
     return require_tool(QEMU, QEMU_PACKAGE, "to compare guests with QEMU")
 
 
-def run_on_qemu(elf: str | Path, timeout_s: float = 20.0, virtio_console: bool = False, cpus: int = 1,
+def run_on_qemu(elf: str | Path, timeout_s: float = 20.0, virtio_console: bool = True, cpus: int = 1,
                 virtualization: bool = False, trace: str | None = None) -> QemuRun:
-    """Boot ELF on QEMU's virt board like `-kernel ELF` and return its UART (and virtio console) output.
+    """Boot ELF on QEMU's virt board like `-kernel ELF` and return its UART and virtio console output.
 
-    `cpus` is `-smp` (the boot CPU starts alone; PSCI CPU_ON, through HVC, starts the others); `virtualization` boots at EL2 (`-M virt,virtualization=on`, where PSCI is
-    reached by SMC); `trace` enables QEMU trace events (e.g. "gic_*"), which land in stderr.
+    `cpus` is `-smp` (the boot CPU starts alone; PSCI CPU_ON, through HVC, starts the others);
+    `virtualization` boots at EL2 (`-M virt,virtualization=on`, where PSCI is reached by SMC); `trace`
+    enables QEMU trace events (e.g. "gic_*"), which land in stderr. The virtio console is on by
+    default, as vlab's board has it.
     """
     machine = list(MACHINE)
     if virtualization:

@@ -11,6 +11,9 @@ vendor-specific hypervisor services (owner 6, fast calls):
 
     0x8600_0001  VLAB_PUTC    x1 = a byte to print on the VM's console; x0 = 0
     0x8600_0002  VLAB_WRITE   x1 = guest address, x2 = length (<= 4096); x0 = bytes written or -2
+
+and Xen's ARM hypercalls (HVC #0xEA1, the number in x16; vlab.hyp.xen). Any other HVC
+immediate is undefined for the guest, as Xen makes it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Callable
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess
 from vlab.arch import ldst
 from vlab.arch.sysregs import BY_ENCODING, name_of
+from vlab.hyp import xen
 from vlab.hyp.exits import Exit
 from vlab.machine import psci
 from vlab.machine.board import Device
@@ -61,7 +65,14 @@ def handle_wfx(vcpu: VCpu, exit: Exit) -> str:
 
 
 def handle_hvc(vcpu: VCpu, exit: Exit) -> str:
-    """A hypercall: PSCI (power management) or one of vlab's own. HVC has completed: no skip."""
+    """A hypercall: HVC #0 is PSCI (power management) or one of vlab's own, HVC #0xEA1 is Xen's.
+    HVC has completed: no skip."""
+    if xen.is_xen_hypercall(exit):
+        return xen.serve(vcpu, exit)
+    immediate = exit.syndrome.iss & 0xFFFF
+    if immediate != 0:
+        return vcpu.inject(exit, Syndrome(ExceptionClass.UNKNOWN), f"HVC #{immediate:#x} is neither PSCI's #0 "
+                           f"nor Xen's #{xen.XEN_HYPERCALL_TAG:#x}: undefined, as on Xen")
     return hypercall(vcpu, exit)
 
 
@@ -112,11 +123,17 @@ def handle_data_abort(vcpu: VCpu, exit: Exit) -> str:
                                                  "from the syndrome (a pair, writeback or SIMD)")
     value, action = emulate_mmio(vcpu, device, exit, abort, vcpu.x(abort.srt))
     if not abort.wnr:
-        if abort.sse and value >> (8 * abort.size - 1) & 1:
-            value -= 1 << (8 * abort.size)
-        vcpu.set_x(abort.srt, value & (_U64 if abort.sf else 0xFFFF_FFFF))
+        write_loaded_value(vcpu, abort, value)
     vcpu.skip(exit)
     return action
+
+
+def write_loaded_value(vcpu: VCpu, abort: DataAbort, value: int) -> None:
+    """An emulated load completes: the device's `value` (`abort.size` bytes) goes into the load's
+    register, sign- or zero-extended as the syndrome says (SSE, SF)."""
+    if abort.sse and value >> (8 * abort.size - 1) & 1:
+        value -= 1 << (8 * abort.size)
+    vcpu.set_x(abort.srt, value & (_U64 if abort.sf else 0xFFFF_FFFF))
 
 
 def emulate_mmio(vcpu: VCpu, device: Device, exit: Exit, abort: DataAbort, stored: int,

@@ -14,7 +14,7 @@ physical CPUs (each one Unicorn engine: vlab.hyp.pcpu), its VMs, the host clock 
       -> if the scheduler's decision for this core has run out (or its vCPU blocked, stopped,
          yielded, or a woken vCPU preempts it): ask the scheduler, and world-switch to its choice
       -> run that vCPU natively until the next event: the end of its slice, its timer, a wake-up
-         elsewhere, or a lockstep quantum (so that cores advance together)
+         elsewhere, a lockstep quantum (so that cores advance together), or its VM's polling device's turn
       -> what the run returned is finished by the core (vlab.hyp.pcpu): exits for the loop
 
 Host time counts guest instructions (one tick each, 62.5 MHz as the board's counter), plus idle
@@ -31,7 +31,7 @@ from vlab.hyp.memory import HostMemory, frames_needed
 from vlab.hyp.pcpu import PhysicalCpu
 from vlab.hyp.vcpu import VCpu, VCpuState
 from vlab.machine import psci
-from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, RAM_BASE, RunResult, StopReason
+from vlab.machine.board import DEFAULT_MAX_INSNS, DEFAULT_TIMEOUT_S, RAM_BASE, VIRTIO_POLL, RunResult, StopReason
 from vlab.machine.cpu import CPU, Watchdog
 from vlab.machine.gic import EOI_MODE, GIC, MAINTENANCE_PPI, MAX_CPUS, VIRTUAL_TIMER_PPI
 from vlab.machine.timer import FREQUENCY_HZ
@@ -87,6 +87,9 @@ class Host:
         self._cores = pcpus
         self.pcpus: list[PhysicalCpu] = []  # made at the first run, when the memory map is known
         self.gic: GIC | None = None  # the host's own interrupt controller, made with the cores
+        # Devices on the host's own bus, at physical addresses every core maps: a VM given one by
+        # passthrough reaches it through stage 2 with no exit (vlab.hyp.assign).
+        self.bus: list = []
         self.scratch = CPU()  # where a saved vCPU's registers are read and written
         self._reset = self.scratch.uc.context_save()  # a core's state at reset: every vCPU starts so
         self.midr = self.scratch.read_sysreg("MIDR_EL1")
@@ -172,17 +175,20 @@ class Host:
         self._leaves_core(vcpu)
         self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
 
-    def block(self, vcpu: VCpu) -> None:
+    def block(self, vcpu: VCpu, until: int | None = None) -> None:
         """A trapped WFI: the vCPU sleeps until an interrupt it would take -- its timer firing, an
-        SGI from another vCPU (`interrupt_arrived`)."""
-        pcpu = self.pcpu_of(vcpu)
-        if pcpu is not None:
-            pcpu.serve_physical_interrupts(vcpu)  # the timer may have fired just now
-            vcpu.vm.vgic.resample(vcpu.index)  # or been reprogrammed before its interrupt was taken
-        if vcpu.vm.vgic.wants_to_run(vcpu.index):
-            return  # an interrupt is already there: WFI does not wait
+        SGI from another vCPU (`interrupt_arrived`). With `until`, it waits for an event from another
+        VM instead (`wake`), whatever its timer does, and at host tick `until` at the latest: a vCPU
+        waiting for another VM's answer."""
+        if until is None:
+            pcpu = self.pcpu_of(vcpu)
+            if pcpu is not None:
+                pcpu.serve_physical_interrupts(vcpu)  # the timer may have fired just now
+                vcpu.vm.vgic.resample(vcpu.index)  # or been reprogrammed before its interrupt was taken
+            if vcpu.vm.vgic.wants_to_run(vcpu.index):
+                return  # an interrupt is already there: WFI does not wait
         vcpu.state = VCpuState.BLOCKED
-        vcpu.wake_at = vcpu.wake_deadline()
+        vcpu.wake_at = vcpu.wake_deadline() if until is None else until
         self._blocked.append(vcpu)
         self._leaves_core(vcpu)
         self._tell(lambda now: self.scheduler.sleep(vcpu.entity, now))
@@ -195,6 +201,12 @@ class Host:
             self._unblock(vcpu)
         elif vcpu.in_wfi:
             vcpu.wake_at = vcpu.ticks()
+
+    def wake(self, vcpu: VCpu) -> None:
+        """An event for `vcpu` from another VM (a request to serve, an answer to its request): if it
+        sleeps, it becomes runnable -- told to the scheduler after the current stretch is charged."""
+        if vcpu in self._blocked:
+            self._unblock(vcpu)
 
     def yield_(self, vcpu: VCpu) -> None:
         """A paravirtual yield: the scheduler picks again on the vCPU's core."""
@@ -361,6 +373,7 @@ class Host:
                           is DEFAULT_HANDLERS[ExceptionClass.DABT_LOWER]})
         for pcpu in self.pcpus:
             pcpu.map_devices(windows)
+            pcpu.map_bus(self.bus)
 
     def _finish(self, vms: list) -> None:
         """After a run (every VM of which has stopped, so its vCPUs have left the scheduler's queues:
@@ -447,12 +460,16 @@ class Host:
             vm.stop(StopReason.BUDGET, f"instruction budget of {vm.budget:,} spent", vcpu)
             return
         limit = min(limit, start + vm.budget_end - retired)
+        if vm.virtio.device_polls:
+            limit = min(limit, start + VIRTIO_POLL)
         pcpu.take_pending_irq(vcpu)
         self._in_run = True
         try:
             pcpu.run(max(limit - start, 1))
         finally:
             self._in_run = False
+        if vm.virtio.device_polls:
+            vm.virtio.poll()  # a polling device looks at its queues between the guest's runs
         end = pcpu.now()
         self.scheduler.charge(vcpu.entity, pcpu.index, end - start, end)
         told, self._after_charge = self._after_charge, []

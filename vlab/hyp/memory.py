@@ -123,6 +123,13 @@ class VmMemory:
         if replaced:
             self.on_change(ipa)
 
+    def map_device(self, ipa: int, pa: int, size: int) -> None:
+        """Map a device's registers at `ipa` to host physical address `pa` (passthrough, vlab.hyp.assign):
+        device memory (MemAttr Device-nGnRE), readable and writable, never executable."""
+        before = len(self.tables.tables)
+        self.tables.map(ipa, pa, size, attr=0b0001, ap=S2_READ | S2_WRITE, xn=True)
+        self._claim(self.tables.tables[before:], "stage-2 table")
+
     def in_ram(self, ipa: int | None) -> bool:
         return ipa is not None and self.ram_base <= ipa < self.ram_base + self.ram_size
 

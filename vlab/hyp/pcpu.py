@@ -76,6 +76,7 @@ class PhysicalCpu:
         self._translation: ShadowTranslation | None = None  # with stage 2 or shadows (virtual-TLB mode)
         self._window = False  # SHADOW_WINDOW is mapped (a shadow-paged VM ran here)
         self._windows: list[tuple[int, int]] = []  # device windows mapped for exits served in place
+        self._bus: set[int] = set()  # physical addresses of the host's devices mapped on this core
         self._pending: Callable[[], None] | None = None  # what an exit served in place left to the loop
         self._exits: dict[tuple, Exit] = {}  # exits of instructions that always make the same one
         self._split: tuple | None = None  # the first half of an 8-byte device access, awaiting the second
@@ -117,6 +118,17 @@ class PhysicalCpu:
             if (base, size) not in self._windows:
                 uc.mmio_map(base, size, self._mmio_read, base, self._mmio_write, base)
         self._windows = list(windows)
+
+    def map_bus(self, devices) -> None:
+        """Map the host's own devices (each with `.pa` and `.device`) at their physical addresses, their
+        registers reached directly -- the bus, no hypervisor code on the way (passthrough)."""
+        for entry in devices:
+            if entry.pa not in self._bus:
+                device = entry.device
+                self.cpu.uc.mmio_map(HOST_BASE + entry.pa, device.size,
+                                     lambda _uc, offset, size, d: d.read(offset, size), device,
+                                     lambda _uc, offset, size, value, d: d.write(offset, size, value), device)
+                self._bus.add(entry.pa)
 
     # --- the world switch -----------------------------------------------------------------------
 
@@ -305,7 +317,7 @@ class PhysicalCpu:
         elif isinstance(effect, Halt):
             vcpu.vm.halt(vcpu, effect.reason, effect.message)
         elif isinstance(effect, Block):
-            self.host.block(vcpu)
+            self.host.block(vcpu, effect.until)
         elif isinstance(effect, Yield):
             self.host.yield_(vcpu)
 
@@ -490,6 +502,9 @@ class PhysicalCpu:
         vcpu = self.current
         vm = vcpu.vm
         ec = ExceptionClass.IABT_LOWER if access is Access.FETCH else ExceptionClass.DABT_LOWER
+        if access is not Access.FETCH and not fault.s1ptw and GICC_BASE <= fault.ipa < GICC_BASE + GICC_SIZE:
+            # Stage 2 maps the GICV frame at the guest's GICC address, whoever handles the VM's exits.
+            return GICV_BASE + fault.ipa - GICC_BASE, 3
         handler = vm.handlers.get(ec)
         if handler is not handlers.DEFAULT_HANDLERS[ec]:
             return None  # a handler of someone else's sees the whole exit, in the loop
@@ -500,8 +515,6 @@ class PhysicalCpu:
                 return True  # fixed: the access is retried at once
             self._defer(exit, outcome)
             return None
-        if access is not Access.FETCH and not fault.s1ptw and GICC_BASE <= fault.ipa < GICC_BASE + GICC_SIZE:
-            return GICV_BASE + fault.ipa - GICC_BASE, 3  # stage 2 maps the GICV frame at the guest's GICC address
         if access is not Access.FETCH and not fault.s1ptw and vm.device_at(fault.ipa) is not None:
             return fault.ipa, 3  # read and write, never execute: devices are not code
         return None
@@ -602,7 +615,7 @@ class PhysicalCpu:
             if split is not None and split[0] == pc and split[1] == offset:
                 self._split = None  # the second half of an 8-byte access Unicorn makes as two 4-byte ones
                 if is_write:
-                    handlers.serve_mmio(vcpu, split[3], split[4], split[2] | value << 32)
+                    vcpu.vm.serve_mmio(vcpu, split[3], split[4], split[2] | value << 32)
                 return 0 if is_write else split[2]
             word, ipa, el = cpu.read_word(pc) or 0, base + offset, cpu.el
             # FAR is the virtual address (the guest's MMU may map the device elsewhere): the instruction's.
@@ -619,11 +632,11 @@ class PhysicalCpu:
                 cpu.abort_current(GuestException(exit.syndrome, pc, pc, el, target_el=2))
                 return 0
             if 1 << abort.sas == size:
-                return handlers.serve_mmio(vcpu, exit, abort, value, device, where)
+                return vcpu.vm.serve_mmio(vcpu, exit, abort, value, device, where)
             if is_write:  # the low half of an 8-byte store: the device sees it whole, with the high half
                 self._split = (pc, offset + 4, value, exit, abort)
                 return 0
-            loaded = handlers.serve_mmio(vcpu, exit, abort, 0, device, where)
+            loaded = vcpu.vm.serve_mmio(vcpu, exit, abort, 0, device, where)
             self._split = (pc, offset + 4, loaded >> 32)
             return loaded & 0xFFFF_FFFF
         except Exception as e:  # noqa: BLE001 - a device bug stops the run with a report

@@ -67,8 +67,12 @@ class Inject:
     exception: GuestException
 
 
+@dataclass(frozen=True)
 class Block:
-    """A handler put the vCPU to sleep until its timer fires or an event wakes it."""
+    """A handler put the vCPU to sleep until its timer fires or an event wakes it -- or, with
+    `until`, until another VM's event wakes it (`Host.wake`) or host tick `until` comes."""
+
+    until: int | None = None
 
 
 class Yield:
@@ -210,6 +214,12 @@ class VCpu:
         if deadline is None:
             return "the vCPU blocks; no timer will wake it: only an interrupt from another vCPU can"
         return f"the vCPU blocks until its timer fires at tick {deadline}"
+
+    def wait_for_event(self, until: int) -> str:
+        """Give up the physical CPU until another VM's event wakes it (`Host.wake`), or at host tick
+        `until` at the latest; its timer does not wake it meanwhile."""
+        self._effect = Block(until)
+        return f"the vCPU waits for an event, at the latest until tick {until}"
 
     def yield_cpu(self) -> str:
         """Give the physical CPU back to the scheduler for now (the vCPU stays runnable)."""

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from vlab.arch.hcr import HCR
 from vlab.hyp.exits import IN_PLACE, RUN_LOOP, Exit, TrapRecord
-from vlab.hyp.handlers import DEFAULT_HANDLERS, Handler
+from vlab.hyp.handlers import DEFAULT_HANDLERS, Handler, serve_mmio
 from vlab.hyp.memory import HostMemory, VmMemory, zeroed_host_buffer
 from vlab.hyp.platform import Platform
 from vlab.hyp.shadow import PAGINGS, ShadowPaging
@@ -40,7 +40,10 @@ from vlab.machine.board import (DEFAULT_MAX_INSNS, DEFAULT_RAM_SIZE, DEFAULT_TIM
 from vlab.machine.cpu import GuestException
 from vlab.machine.gic import VIRTUAL_TIMER_PPI
 from vlab.machine.loader import Image, image_from_file, image_from_program, load
+from vlab.machine.guest_memory import GuestMemory
 from vlab.machine.uart import PL011
+from vlab.machine.virtio_console import VirtioConsole
+from vlab.machine.virtio_mmio import VirtioMmioBus
 from vlab.mmu.tables import PAGE
 
 # The trap controls vlab can honour. TWE is missing on purpose: Unicorn executes WFE as a
@@ -81,12 +84,14 @@ class VM:
 
     def __init__(self, traps: HCR = HCR(0), ram_size: int = DEFAULT_RAM_SIZE, vcpus: int = 1,
                  trace_limit: int = 10_000, stage2: str | None = None, host=None, seed: int = 0,
-                 vmid: int | None = None, weight: int = 256, cap: int = 0, paging: str = "nested"):
+                 vmid: int | None = None, weight: int = 256, cap: int = 0, virtio_polls: bool = False,
+                 paging: str = "nested"):
         """A VM on `host` (a vlab.hyp.host.Host; a HostMemory puts it on that memory's host; None: a
         host of its own). With `stage2` ("contiguous", "scattered" or "demand") its RAM is host frames
         behind stage-2 tables; without, its RAM is mapped as it is (one such VM per host). Alone, it
         gets a host with one physical CPU per vCPU. `weight` and
         `cap` are its vCPUs' scheduling share and ceiling (percent of one physical CPU, 0: none).
+        With `virtio_polls` its virtio console polls its queues instead of waiting for notifications.
         `paging="shadow"`: the hardware walks shadow tables instead of stage 2 (vlab.hyp.shadow); the
         stage-2 tables (contiguous unless `stage2` says otherwise) stay the hypervisor's IPA -> PA map,
         and HCR_EL2.TVM and TRVM are set."""
@@ -131,8 +136,16 @@ class VM:
         self.vgic.map(VIRTUAL_TIMER_PPI, VIRTUAL_TIMER_PPI)  # the virtual timer, through a HW list register
         self.gicv_accesses: Counter[str] = Counter()  # GICV register name -> accesses, no exit
         self.gicv_trace: deque[MmioAccess] = deque(maxlen=trace_limit)  # those accesses, in order
-        self.devices: list[Device] = [self.uart, self.vgic.frame(0)]
+        # The board's virtio console, as the VM's own device: it reads and writes the VM's RAM by IPA.
+        # Its driver polls the used ring: the transports' interrupts (INTID 48 + n) are not wired.
+        self.virtio_console = VirtioConsole()
+        self.virtio = VirtioMmioBus(GuestMemory(RAM_BASE, ram_size, self.read_memory, self.write_memory),
+                                    [self.virtio_console], device_polls=virtio_polls)
+        self.devices: list[Device] = [self.uart, self.vgic.frame(0), self.virtio]
         self.handlers: dict = dict(DEFAULT_HANDLERS)
+        # An access to an emulated device served in place (vlab.hyp.pcpu), and every other exit
+        # (`dispatch`): a hypervisor structure (vlab.hyp.structure) wraps both on this VM.
+        self.serve_mmio = serve_mmio
         self.exits: Counter[str] = Counter()
         self.trap_log: deque[TrapRecord] = deque(maxlen=trace_limit)
         self.mmio_trace: deque[MmioAccess] = deque(maxlen=trace_limit)
@@ -365,7 +378,7 @@ class VM:
         reason, message, _, exception = self._stop or (StopReason.STOPPED, "not run yet", None, None)
         boot = self.vcpus[0]
         base = RunResult(reason, message, self.uart.text, sum(v.instructions for v in self.vcpus),
-                         boot.pc, boot.el, boot.registers(), exception)
+                         boot.pc, boot.el, boot.registers(), exception, self.virtio_console.text)
         fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(RunResult)}
         return VmRunResult(**fields, exits=dict(self.exits), vcpus=self.host.vcpu_figures(self),
                            without_exits=dict(self.gicv_accesses))

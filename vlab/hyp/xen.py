@@ -51,6 +51,11 @@ Where vlab differs from Xen, on purpose:
   IPAs, which is the same for a guest running with its MMU off.
 * Xen's debug builds clobber the argument registers after a call; vlab leaves
   them, which the ABI allows (a guest must not rely on either).
+* An HVC whose immediate is neither 0 (PSCI, SMCCC) nor 0xEA1 is undefined for the
+  guest, as Xen makes it (do_trap_hypercall: inject_undef_exception); vlab's ELR_EL1
+  then points at the HVC, as for any undefined instruction, Xen's after it.
+* vlab has no domain 0: its toolstack is the Python that builds the host. A VM's
+  domain id is its place on its host, counting from 1 (`domain_id`).
 
 Arguments are truncated to the C types of Xen's handlers (cmd and count are
 32-bit), exactly as the compiled Xen sees them.
@@ -63,6 +68,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from vlab.arch.esr import ExceptionClass
+from vlab.machine.board import StopReason
 
 XEN_HYPERCALL_TAG = 0xEA1
 
@@ -75,6 +81,7 @@ HYPERVISOR_arch_0 = 48  # vlab_domain_info: vlab's own
 XENVER_version, XENVER_extraversion, XENVER_get_features, XENVER_pagesize = 0, 1, 6, 7
 CONSOLEIO_write = 0
 SCHEDOP_yield, SCHEDOP_block, SCHEDOP_shutdown = 0, 1, 2
+SHUTDOWN_poweroff, SHUTDOWN_reboot, SHUTDOWN_soft_reset = 0, 1, 5
 SHUTDOWN_REASONS = {0: "poweroff", 1: "reboot", 2: "suspend", 3: "crash", 4: "watchdog", 5: "soft_reset"}
 VLAB_DOMAIN_self, VLAB_DOMAIN_list = 0, 1
 DOMID_FIRST_RESERVED = 0x7FF0
@@ -119,7 +126,7 @@ class XenServices:
     block(vcpu)                 put the vCPU to sleep until an event for it
     shutdown(vcpu, reason)      end the domain (SHUTDOWN_* reason)
     domain_id(vcpu)             the id of the vCPU's domain
-    domain_ids()                the ids of every domain on the host
+    domain_ids(vcpu)            the ids of every domain on the vCPU's host
     """
 
     console_write: Callable[[XenVCpu, bytes], None]
@@ -127,7 +134,7 @@ class XenServices:
     block: Callable[[XenVCpu], str]
     shutdown: Callable[[XenVCpu, int], str]
     domain_id: Callable[[XenVCpu], int]
-    domain_ids: Callable[[], list[int]]
+    domain_ids: Callable[[XenVCpu], list[int]]
 
 
 class _Fault(Exception):
@@ -256,7 +263,7 @@ def vlab_domain_info(vcpu: XenVCpu, services: XenServices) -> tuple[int, str]:
     if cmd == VLAB_DOMAIN_list:
         if most > DOMID_FIRST_RESERVED:
             return -EINVAL, f"vlab_domain_info: room for {most} ids is more than domains can exist: x0 = -EINVAL"
-        ids = sorted(services.domain_ids())
+        ids = sorted(services.domain_ids(vcpu))
         if most:
             _write(vcpu, arg, struct.pack(f"<{min(most, len(ids))}H", *ids[:most]))
         return len(ids), f"vlab_domain_info: {len(ids)} domains {ids}"
@@ -279,3 +286,31 @@ HYPERCALLS: dict[int, Hypercall] = {
         Hypercall(HYPERVISOR_arch_0, "vlab_domain_info", vlab_domain_info, False),
     )
 }
+
+
+# --- the services, as vlab's hypervisor provides them to a vCPU in a VM ------------------------
+
+
+def domain_id(vm) -> int:
+    """A VM's Xen domain id: its place on its host, from 1 (vlab has no domain 0)."""
+    return vm.index + 1
+
+
+def _shutdown(vcpu, reason: int) -> str:
+    """The domain ends: a reboot resets it, every other reason powers it off (vlab has no toolstack
+    to keep a suspended or crashed domain for)."""
+    name = SHUTDOWN_REASONS.get(reason, f"reason {reason}")
+    stop = StopReason.RESET if reason in (SHUTDOWN_reboot, SHUTDOWN_soft_reset) else StopReason.POWERED_OFF
+    vcpu.halt(stop, f"the guest asked Xen to shut its domain down ({name})")
+    return f"domain {domain_id(vcpu.vm)} {'resets' if stop is StopReason.RESET else 'is powered off'}"
+
+
+VM_SERVICES = XenServices(
+    console_write=lambda vcpu, data: vcpu.platform.console(data),  # the VM's console: what its run reports as uart
+    yield_=lambda vcpu: vcpu.yield_cpu(),
+    block=lambda vcpu: vcpu.wait_for_interrupt(),
+    shutdown=_shutdown,
+    domain_id=lambda vcpu: domain_id(vcpu.vm),
+    domain_ids=lambda vcpu: [domain_id(vm) for vm in vcpu.vm.host.vms],
+)
+serve = xen_handler(VM_SERVICES)  # what vlab.hyp.handlers.handle_hvc calls for HVC #0xEA1

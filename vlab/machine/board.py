@@ -4,6 +4,7 @@
     0x0800_0000  GICv2 distributor          which interrupts are enabled, pending, active
     0x0801_0000  GICv2 CPU interface        acknowledge (GICC_IAR), complete (GICC_EOIR)
     0x0900_0000  PL011 UART                 the console
+    0x0a00_0000  virtio-mmio, 32 transports a virtio console on the last one (vlab.machine.virtio_mmio)
     0x4000_0000  RAM (128 MiB by default)   where guests are loaded
 
 What QEMU's `virt` board has and vlab's does not model is listed in NOT_MODELLED.
@@ -16,6 +17,7 @@ The CPU runs guest code natively until something happens that the hardware
                  -> an interrupt?  the GIC signals IRQ and PSTATE.I allows it -> the IRQ vector
                  -> WFI?           a timer will fire and the GIC signal it -> sleep until then
                                    nothing can wake it -> stop: idle
+                 -> a device that polls its queues      -> let it look now
                  -> budget spent, wall clock exceeded  -> stop
 
 The generic timer's outputs are wires into the GIC (the virtual timer is PPI 27, the physical
@@ -36,8 +38,11 @@ from vlab.machine import psci
 from vlab.machine.cpu import CPU, CpuStop, GuestException, StopKind, Watchdog
 from vlab.machine.entry import ExceptionEntry, ExceptionTaken
 from vlab.machine.gic import GIC, PHYSICAL_TIMER_PPI, VIRTUAL_TIMER_PPI
+from vlab.machine.guest_memory import GuestMemory
 from vlab.machine.timer import GenericTimer, serve_timer
 from vlab.machine.uart import PL011
+from vlab.machine.virtio_console import VirtioConsole
+from vlab.machine.virtio_mmio import VirtioMmioBus
 
 FLASH_BASE, FLASH_SIZE = 0x0000_0000, 0x0800_0000
 RAM_BASE, DEFAULT_RAM_SIZE = 0x4000_0000, 0x0800_0000
@@ -53,9 +58,9 @@ NOT_MODELLED = (
     (0x0901_0000, "PL031", "the real-time clock"),
     (0x0902_0000, "fw_cfg", "QEMU's firmware configuration interface"),
     (0x0903_0000, "PL061", "GPIO (the power button)"),
-    (0x0a00_0000, "virtio-mmio", "32 transports of 0x200 bytes"),
     (0x1000_0000, "PCIe", "its MMIO and I/O windows (and ECAM at 0x40_1000_0000)"),
 )
+VIRTIO_POLL = 1_000  # a virtio device that polls its queues (instead of waiting for a notify) looks this often
 
 
 class Device(Protocol):
@@ -124,12 +129,13 @@ class RunResult:
     el: int
     registers: dict[str, int] = field(repr=False)
     exception: GuestException | None = None
+    virtio_console: str = ""  # what the guest sent through the virtio console
 
     def to_json(self) -> dict:
         """The `vlab run --json` object."""
         out = {
-            "uart": self.uart, "stop": self.reason.value, "message": self.message,
-            "instructions": self.instructions, "el": self.el, "registers": self.registers,
+            "uart": self.uart, "virtio_console": self.virtio_console, "stop": self.reason.value,
+            "message": self.message, "instructions": self.instructions, "el": self.el, "registers": self.registers,
         }
         if self.exception is not None:
             out["exception"] = {
@@ -141,13 +147,21 @@ class RunResult:
 
 
 class Board:
-    """A QEMU `virt`-compatible machine with one CPU, flash, RAM, a PL011 and a generic timer."""
+    """A QEMU `virt`-compatible machine with one CPU, flash, RAM, a PL011, a virtio console and a
+    generic timer. With `virtio_polls` the virtio console polls its queues and asks the driver for
+    no notifications."""
 
-    def __init__(self, ram_size: int = DEFAULT_RAM_SIZE, trace_limit: int = 10_000, uart: PL011 | None = None):
+    def __init__(self, ram_size: int = DEFAULT_RAM_SIZE, trace_limit: int = 10_000, uart: PL011 | None = None,
+                 virtio_polls: bool = False):
         if ram_size <= 0 or ram_size % 0x1000:
             raise ValueError(f"RAM size must be a positive multiple of 4 KiB, not {ram_size:#x}")
         self.cpu = CPU()
         self.uart = uart or PL011()
+        # QEMU virt's transports, with `-device virtio-serial-device -device virtconsole` on the last.
+        # Its driver polls the used ring: the transports' interrupts (INTID 48 + n) are not wired.
+        self.virtio_console = VirtioConsole()
+        self.virtio = VirtioMmioBus(GuestMemory(RAM_BASE, ram_size, self.read_memory, self.write_memory),
+                                    [self.virtio_console], device_polls=virtio_polls)
         self.idle_ticks = 0
         self.timer = GenericTimer(lambda: self.cpu.clock() + self.idle_ticks)
         self.mmio_trace: deque[MmioAccess] = deque(maxlen=trace_limit)
@@ -156,6 +170,7 @@ class Board:
         self._off_reason: StopReason | None = None
         # A rising IRQ line ends the run after the current instruction, so the IRQ is taken there.
         self.gic = GIC(cpus=1, on_signal=lambda _cpu: self.cpu.interrupt_pending())
+        self.devices: list[Device] = [*self.gic.devices(0), self.uart, self.virtio]
         self.regions = self._map_memory(ram_size)
         self.cpu.sysreg_handler = self._on_sysreg
 
@@ -164,11 +179,10 @@ class Board:
         uc = self.cpu.uc
         uc.mem_map(FLASH_BASE, FLASH_SIZE, UC_PROT_READ | UC_PROT_EXEC)
         uc.mem_map(RAM_BASE, ram_size)
-        devices = (*self.gic.devices(0), self.uart)
-        for device in devices:
+        for device in self.devices:
             self._map_device(device)
         return [Region("flash", FLASH_BASE, FLASH_SIZE, "rom"),
-                *(Region(d.name, d.base, d.size, "device") for d in devices),
+                *(Region(d.name, d.base, d.size, "device") for d in self.devices),
                 Region("ram", RAM_BASE, ram_size, "ram")]
 
     @property
@@ -276,6 +290,8 @@ class Board:
                     self.cpu.stop_when_unmasked(lambda: bool(self.gic.signal(0)))  # take it where PSTATE.I clears
                 stop = self.cpu.run(self._slice(left))
                 self._timer_lines()
+                if self.virtio.device_polls:
+                    self.virtio.poll()
                 if progress is not None:
                     progress(self.cpu.instructions)
                 if watchdog.fired and stop.kind is not StopKind.EXCEPTION:
@@ -287,7 +303,10 @@ class Board:
                     return self._result(StopReason.STOPPED, "stepped into an exception")
 
     def _slice(self, left: int) -> int:
-        """Run no further than the next timer deadline, so that its line rises on time."""
+        """Run no further than the next timer deadline, so that its line rises on time (and, with a
+        polling device, than its next look at its queues)."""
+        if self.virtio.device_polls:
+            left = min(left, VIRTIO_POLL)
         next_irq = self.timer.next_deadline(after=self.ticks())
         return left if next_irq is None else max(1, min(left, next_irq - self.ticks()))
 
@@ -367,4 +386,5 @@ class Board:
 
     def _result(self, reason: StopReason, message: str, exc: GuestException | None = None) -> RunResult:
         cpu = self.cpu
-        return RunResult(reason, message, self.uart.text, cpu.instructions, cpu.pc, cpu.el, cpu.registers(), exc)
+        return RunResult(reason, message, self.uart.text, cpu.instructions, cpu.pc, cpu.el, cpu.registers(), exc,
+                         self.virtio_console.text)

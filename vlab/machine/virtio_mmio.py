@@ -287,7 +287,7 @@ class VirtioMmioBus:
     the GIC line of each transport (INTID 48 + n).
     """
 
-    name = "virtio-mmio"
+    name = "virtio"
     base = MMIO_BASE
     size = TRANSPORTS * TRANSPORT_SIZE
 
@@ -295,6 +295,7 @@ class VirtioMmioBus:
                  interrupt: Callable[[int, bool], None] | None = None, device_polls: bool = False):
         if len(devices) > TRANSPORTS:
             raise ValueError(f"{len(devices)} virtio devices: QEMU's virt board has {TRANSPORTS} transports")
+        self.device_polls = device_polls  # the machine must then call poll() now and then
         self.transports: list[Transport | None] = [None] * TRANSPORTS
         for i, device in enumerate(devices):
             n = TRANSPORTS - 1 - i

@@ -87,8 +87,8 @@ class MemoryMap:
 
 def _devices(board: Board) -> dict[int, str]:
     """The board's MMIO device models, by base address."""
-    return {board.uart.base: type(board.uart).__name__, GICD_BASE: "GICv2 distributor",
-            GICC_BASE: "GICv2 CPU interface"}
+    names = {GICD_BASE: "GICv2 distributor", GICC_BASE: "GICv2 CPU interface"}
+    return {device.base: names.get(device.base, type(device).__name__) for device in board.devices}
 
 
 def not_modelled() -> str:

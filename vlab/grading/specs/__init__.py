@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from vlab.grading.exercise import Exercise
-from vlab.grading.specs import ch01, ch02, ch03, ch04
+from vlab.grading.specs import ch01, ch02, ch03, ch04, ch05, ch06, ch07
 
-EXERCISES: dict[str, Exercise] = {e.id: e for chapter in (ch01, ch02, ch03, ch04) for e in chapter.EXERCISES}
+EXERCISES: dict[str, Exercise] = {e.id: e for chapter in (ch01, ch02, ch03, ch04, ch05, ch06, ch07)
+                                  for e in chapter.EXERCISES}
 
 
 def lookup(exercise_id: str) -> Exercise:
