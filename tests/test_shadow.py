@@ -177,3 +177,34 @@ def test_a_malformed_guest_table_gives_the_guest_the_same_fault_as_stage_2():
     assert dfsc == [FaultStatus.TRANSLATION_L0 + 3, FaultStatus.TRANSLATION_L0 + 3, FaultStatus.ADDRESS_SIZE_L0 + 3]
     assert log[1::2] == [0x8000_0000, 0x8000_1018, 0x8000_2000]
     assert shadow_vm.shadow.reflected == 3
+
+
+# --- the widget ---------------------------------------------------------------------------------
+
+def test_the_shadow_widget_prints_the_comparison_without_a_front_end():
+    from vlab.viz.shadow_widget import ShadowWidget
+
+    s = ShadowWidget("remaps", pages=8, rounds=2)
+    text = s.text()
+    assert text.splitlines()[0] == s.summary() and "8 pages x 2 rounds" in text
+    assert f"takes {s.comparison.shadow.total_exits:,} exits to nested paging's 1" in text
+    assert "the same result under both" in text and "table writes trapped" in text
+    assert s.set_size(pages=12) is None and "power of two" in s.summary() and s.text() == s.summary()
+
+
+def test_the_shadow_widgets_controls_run_the_guest_and_settings_chosen():
+    from vlab.viz.shadow_widget import ShadowWidget
+
+    s = ShadowWidget("remaps", pages=8, rounds=1)
+    s.widget
+    c = s.controls
+    c.guest.value, c.pages.value, c.rounds.value, c.layout.value = "maps once", 16, 3, "demand"
+    c.go.click()
+    assert (s.guest, s.pages, s.rounds, s.layout) == ("maps once", 16, 3, "demand")
+    assert s.comparison.guest == "maps once" and s.comparison.same_result
+    assert "maps once, 16 pages x 3 rounds, demand RAM" in c.panes["summary"].value
+    assert "descriptors read" in c.panes["bars"].value and "shadow/nested" in c.panes["table"].value
+    assert [label for label, *_ in s.bars()] == ["exits", "TLB-fill walks", "descriptors read", "host time"]
+    c.guest.value = "paging"  # a demo guest: pages and rounds do not apply
+    c.go.click()
+    assert "paging, demand RAM" in c.panes["summary"].value and s.comparison.nested.uart == GUESTS["paging"].expected_uart

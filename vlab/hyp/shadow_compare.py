@@ -233,3 +233,12 @@ def compare_paging(guest: str | Image = "remaps", pages: int = 64, rounds: int =
         found.append("console output differs")
     name = guest if isinstance(guest, str) else "the guest"
     return ShadowComparison(name, nested, shadow, tuple(found))
+
+
+def walk_cost(pages: int = MAX_PAGES, rounds: tuple[int, int] = (2, 6), layout: str = "scattered") -> dict[str, float]:
+    """Host microseconds per TLB-fill walk once the shadow is built, under each kind of paging: the
+    extra rounds of "maps once" over `pages` (more than vlab's TLB model holds, so that every round
+    walks), divided by the extra walks they made. The shadow's warm-up faults cancel out."""
+    short, long = (compare_paging("maps once", pages, r, layout) for r in rounds)
+    return {paging: (getattr(long, paging).host_us - getattr(short, paging).host_us)
+            / max(1, getattr(long, paging).walks - getattr(short, paging).walks) for paging in ("nested", "shadow")}
