@@ -208,3 +208,49 @@ def test_the_shadow_widgets_controls_run_the_guest_and_settings_chosen():
     c.guest.value = "paging"  # a demo guest: pages and rounds do not apply
     c.go.click()
     assert "paging, demand RAM" in c.panes["summary"].value and s.comparison.nested.uart == GUESTS["paging"].expected_uart
+
+
+# --- a bounded cache: address spaces and host frames ---------------------------------------------
+
+def _switching_spaces(spaces: int, rounds: int) -> str:
+    """A kernel with `spaces` level-1 tables, each mapping VA 0x8000_0000 onto another 2 MiB block,
+    switching TTBR0_EL1 between them round after round, reading and writing through each."""
+    build = "".join(f"""    ldr x1, ={0x4010_0000 + 0x1000 * k:#x}
+    ldr x2, =0x40000701
+    str x2, [x1, #8]
+    ldr x3, ={0x4020_0000 + 0x1000 * k:#x}
+    orr x2, x3, #3
+    str x2, [x1, #16]
+    ldr x2, ={0x4000_0000 + 0x20_0000 * (k % 4) | 0x701:#x}
+    str x2, [x3]
+""" for k in range(spaces))
+    switch = "".join(f"""    ldr x1, ={0x4010_0000 + 0x1000 * k:#x}
+    msr ttbr0_el1, x1
+    isb
+    tlbi vmalle1
+    dsb ish
+    isb
+    ldr x3, ={0x8004_0000 + 8 * k:#x}
+    ldr x5, [x3]
+    add x6, x6, x5
+    add x6, x6, #{k + 1}
+    str x6, [x3]
+""" for k in range(spaces))
+    return build + "    ldr x1, =0x40100000\n" + MMU_ON + f"    mov x20, #{rounds}\nround:\n" + switch + \
+        "    subs x20, x20, #1\n    b.ne round\n" + OFF
+
+
+def test_more_address_spaces_than_shadows_kept_end_as_under_stage_2():
+    nested_vm, nested, shadow_vm, shadow = both(image_from_program(assemble(_switching_spaces(10, 3))))
+    assert differences(nested_vm.vcpus[0], shadow_vm.vcpus[0]) == []
+    assert shadow_vm.shadow.drops > 0 and len(shadow_vm.shadow.spaces) <= 8
+    assert shadow.exits["SYS64"] > nested.exits.get("SYS64", 0) + 30  # every TTBR0_EL1 write is an exit
+
+
+def test_shadows_past_their_frame_budget_are_dropped_and_rebuilt_with_the_same_results(monkeypatch):
+    from vlab.hyp import shadow as shadow_paging
+
+    monkeypatch.setattr(shadow_paging, "SHADOW_FRAMES", 5)
+    c = compare_paging("remaps", pages=1024, rounds=2, layout="contiguous")
+    assert c.same_result, c.differences
+    assert c.shadow.shadow["shadows dropped"] > 0

@@ -49,7 +49,7 @@ from vlab.hyp.memory import VmMemory
 from vlab.mmu import fast_walk
 from vlab.mmu.descriptors import LEVEL_SHIFT, Leaf, Table, decode
 from vlab.mmu.faults import Access, Fault, FaultKind
-from vlab.mmu.tables import PAGE, TableBuilder
+from vlab.mmu.tables import PAGE, OutOfFrames, TableBuilder
 from vlab.mmu.tlb import Entry
 from vlab.mmu.tlb_fill import GuestTranslation, abort, permissions
 from vlab.mmu.walk import Regime, nested_walk
@@ -58,6 +58,9 @@ PAGINGS = ("nested", "shadow")  # VM(paging=...): the hardware's stage 2, or the
 # Where each core sees host memory a second time: the trapped stores to guest tables go there.
 SHADOW_WINDOW = 0xC0_0000_0000
 SPACES_KEPT = 8  # shadows of this many guest address spaces are kept (the oldest is dropped)
+# A VM's shadows take at most this many host frames (4 MiB); past it, or when the host runs out,
+# they are dropped and rebuilt -- they are a cache of what the guest's tables say, nothing more.
+SHADOW_FRAMES = 1024
 # The shadow of a guest whose MMU is off maps its IPAs (VA = IPA) onto host frames: 39 bits hold its
 # RAM and devices, three levels as vlab's stage 2.
 MMU_OFF = Regime.stage1(25)
@@ -95,17 +98,33 @@ class ShadowPaging:
         if builder is None:
             if len(self.spaces) >= SPACES_KEPT:
                 self._drop(next(iter(self.spaces)))
-            builder = self.spaces[key] = TableBuilder(self.host.memory, regime, self.host.frames)
+            try:
+                builder = TableBuilder(self.host.memory, regime, self.host.frames)
+            except OutOfFrames:
+                self.drop_shadows()
+                builder = TableBuilder(self.host.memory, regime, self.host.frames)  # none at all: the run stops
+            self.spaces[key] = builder
             self._claim(builder.tables)
         self.spaces.move_to_end(key)
         return builder
 
-    def forget_all(self) -> None:
-        """Drop every shadow (the IPA -> PA map changed): they are rebuilt, fault by fault."""
+    @property
+    def frames(self) -> int:
+        """Host frames the shadows hold."""
+        return sum(len(b.tables) for b in self.spaces.values())
+
+    def drop_shadows(self) -> None:
+        """Drop every shadow table but keep watching the guest's table frames: their stores still
+        trap, so no TLB can hold a writable view of one."""
         for key in list(self.spaces):
             self._drop(key)
-        self.table_uses.clear()
         self.mapped.clear()
+
+    def forget_all(self) -> None:
+        """Drop every shadow and what was watched (the IPA -> PA map changed: frames moved; the
+        caller flushes every TLB): they are rebuilt, fault by fault."""
+        self.drop_shadows()
+        self.table_uses.clear()
 
     def _drop(self, key: Key) -> None:
         for frame in self.spaces.pop(key).tables:
@@ -127,7 +146,9 @@ class ShadowPaging:
         for level, address in walked.trail:
             span = LEVEL_SHIFT[level] + stage1.index_bits(level)
             self._watch(address & ~(PAGE - 1), (key, level, va >> span << span))
-        builder = self.space(key, regime)  # after _watch: revoking may not drop it, but look it up fresh
+        if self.frames + 2 > SHADOW_FRAMES:  # a leaf may need a level-2 and a level-3 table
+            self.drop_shadows()
+        builder = self.space(key, regime)
         frame = walked.pa & ~(PAGE - 1)
         el1, el0 = walked.el1, walked.el0
         if frame in self.table_uses:
@@ -137,7 +158,12 @@ class ShadowPaging:
             return 0, 0
         (ap, pxn, uxn), el1, el0 = encoded
         before = len(builder.tables)
-        builder.set_page(va, Leaf(frame, 3, 1, attr=walked.attr, ap=ap, sh=walked.sh, ng=walked.ng, pxn=pxn, xn=uxn))
+        try:
+            builder.set_page(va, Leaf(frame, 3, 1, attr=walked.attr, ap=ap, sh=walked.sh, ng=walked.ng, pxn=pxn,
+                                      xn=uxn))
+        except OutOfFrames:  # other VMs hold the host's frames: this one is answered, not kept
+            self.drop_shadows()
+            return 0, 0
         self._claim(builder.tables[before:])
         self.mapped.setdefault(frame, set()).add((key, va & ~(PAGE - 1)))
         return el1, el0
@@ -210,8 +236,7 @@ class ShadowPaging:
                     self.table_written(frame, offset)
 
     def describe(self) -> str:
-        frames = sum(len(b.tables) for b in self.spaces.values())
-        return (f"{len(self.spaces)} shadow table(s) in {frames} host frames, {len(self.table_uses)} guest table "
+        return (f"{len(self.spaces)} shadow table(s) in {self.frames} host frames, {len(self.table_uses)} guest table "
                 f"frames write-protected; {self.fills} shadow faults fixed, {self.reflected} reflected to the guest, "
                 f"{self.table_writes} table writes, {self.drops} shadows dropped")
 
