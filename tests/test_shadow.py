@@ -254,3 +254,41 @@ def test_shadows_past_their_frame_budget_are_dropped_and_rebuilt_with_the_same_r
     c = compare_paging("remaps", pages=1024, rounds=2, layout="contiguous")
     assert c.same_result, c.differences
     assert c.shadow.shadow["shadows dropped"] > 0
+
+
+# --- the IPA -> PA map changing under the shadows ------------------------------------------------
+
+def test_dirty_tracking_started_mid_run_finds_the_same_pages_and_results_under_shadows():
+    from vlab.hyp.shadow_compare import ram_for
+
+    image = image_from_program(assemble(remaps(pages=32, rounds=4)))
+    vms = []
+    for paging in ("nested", "shadow"):
+        vm = VM.from_image(image, stage2="scattered", ram_size=ram_for(32), paging=paging)
+        vm.run(max_insns=300)
+        vm.memory.write_protect()  # a migration round starts: every shadow is dropped
+        assert vm.run(max_insns=100_000).reason is StopReason.POWERED_OFF
+        vms.append(vm)
+    nested, shadowed = vms
+    assert shadowed.memory.dirty == nested.memory.dirty and len(nested.memory.dirty) > 32
+    assert differences(nested.vcpus[0], shadowed.vcpus[0]) == []
+    assert shadowed.shadow.drops > 0
+
+
+def test_copy_on_write_between_shadow_paged_vms_keeps_each_ones_writes():
+    from vlab.hyp.memory import HostMemory
+    from vlab.hyp.shadow_compare import ram_for
+    from vlab.hyp.vm import share_identical_pages
+
+    image = image_from_program(assemble(remaps(pages=32, rounds=4)))
+    host = HostMemory(0x200_0000)
+    a, b = (VM.from_image(image, stage2="contiguous", ram_size=ram_for(32), host=host, paging="shadow", vmid=n)
+            for n in (1, 2))
+    a.run(max_insns=700)
+    b.run(max_insns=900)  # at another point of its loop: their tables and pages differ
+    assert share_identical_pages(a, b) > 0
+    alone = VM.from_image(image, stage2="contiguous", ram_size=ram_for(32), paging="shadow")
+    alone.run(max_insns=100_000)
+    for vm in (a, b):
+        assert vm.run(max_insns=100_000).reason is StopReason.POWERED_OFF
+        assert differences(alone.vcpus[0], vm.vcpus[0]) == []

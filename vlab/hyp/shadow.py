@@ -86,7 +86,8 @@ class ShadowPaging:
         # guest table frame -> (address space, level, first VA the table maps) for each use of it
         self.table_uses: dict[int, set[tuple[Key, int, int]]] = {}
         self.mapped: dict[int, set[tuple[Key, int]]] = {}  # host frame -> shadow leaves mapping it
-        # told the VAs whose shadow entries lost write permission: TLBs holding them must forget them
+        # called when a frame starts being watched: every TLB must forget what it holds for this VM,
+        # which may include a writable translation of that frame
         self.on_revoke: Callable[[], None] | None = None
         self.fills = self.reflected = self.table_writes = self.drops = self.software_references = 0
 
@@ -169,18 +170,21 @@ class ShadowPaging:
         return el1, el0
 
     def _watch(self, frame: int, use: tuple[Key, int, int]) -> None:
-        """`frame` holds a guest table: from now on the shadow maps it read-only everywhere."""
+        """`frame` holds a guest table: from now on the shadow maps it read-only everywhere.
+
+        What keeps the shadows true: an entry is written only after every table frame its walk read
+        is watched, and a watched frame has no writable translation anywhere -- its shadow entries
+        are dropped here (refilled read-only at their next fault) and every TLB is flushed, since one
+        may hold a writable translation made before (or one the shadow answered without keeping)."""
         uses = self.table_uses.get(frame)
         if uses is None:
             uses = self.table_uses[frame] = set()
-            revoked = False
             for key, va in self.mapped.pop(frame, ()):
                 builder = self.spaces.get(key)
                 if builder is not None:
-                    builder.set_page(va, None)  # refilled read-only at its next fault
-                    revoked = True
-            if revoked and self.on_revoke is not None:
-                self.on_revoke()  # a TLB may still hold the writable translation
+                    builder.set_page(va, None)
+            if self.on_revoke is not None:
+                self.on_revoke()
         uses.add(use)
 
     def is_table(self, frame: int) -> bool:
@@ -271,9 +275,9 @@ def _encode(el1: int, el0: int):
     gives -- exactly, or else without what EL0 may do (or None: EL1 cannot read).
 
     AP = 0b01 lets EL0 write, and then EL1 may not execute (Arm ARM); EL1 can always read."""
+    if not el1 & _R:
+        return None
     for want0 in (el0, el0 & ~_W, 0):
-        if not el1 & _R:
-            return None
         ap = 0b01 if want0 & _W else (0 if el1 & _W else 2) | (1 if want0 & _R else 0)
         pxn, uxn = not el1 & _X, not want0 & _X
         got1 = _R | (0 if ap & 2 else _W) | (0 if pxn or ap == 0b01 else _X)
@@ -313,7 +317,8 @@ class ShadowTranslation(GuestTranslation):
         """vlab's own reads (an exit's instruction): through the shadow where it maps `va`, else as
         stage 2 would translate them -- the TLB model and the counters left alone either way."""
         space = self._space
-        if self.shadow is not None and space is not None and space[0] == self.shadow.generation and space[3]:
+        if self.shadow is not None and space is not None and space[0] == self.shadow.generation \
+                and space[3] is not None:
             bit = 4 if access is Access.FETCH else 2 if access is Access.WRITE else 1
             el0 = self.cpu.el == 0
             found = fast_walk.translate(self.memory, space[2], space[3].root, None, 0, va, bit, el0)
