@@ -292,3 +292,20 @@ def test_copy_on_write_between_shadow_paged_vms_keeps_each_ones_writes():
     for vm in (a, b):
         assert vm.run(max_insns=100_000).reason is StopReason.POWERED_OFF
         assert differences(alone.vcpus[0], vm.vcpus[0]) == []
+
+
+def test_vlab_run_takes_paging_shadow_and_reports_its_exits():
+    import json
+    import subprocess
+    import sys
+
+    def vlab(*args):
+        return subprocess.run([sys.executable, "-m", "vlab", "run", str(GUESTS["paging"].path), *args],
+                              capture_output=True, text=True, timeout=120)
+
+    done = vlab("--virt", "--paging", "shadow", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["uart"] == GUESTS["paging"].expected_uart and result["exits"]["SYS64"] >= 3  # TVM, TRVM
+    refused = vlab("--paging", "shadow")
+    assert refused.returncode == 2 and "--paging applies inside VMs under the hypervisor: add --virt" in refused.stderr
