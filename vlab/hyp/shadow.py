@@ -346,13 +346,9 @@ class ShadowTranslation(GuestTranslation):
         _, key, regime, builder, asid = space
         el0 = self.cpu.el == 0
         bit = 4 if access is Access.FETCH else 2 if access is Access.WRITE else 1
-        tlb = self.tlb
-        entry = tlb.lookup(self.vmid, asid, va)
-        if entry is not None:
-            perms = entry.perms_el0 if el0 else entry.perms_el1
-            if perms & bit:
-                return self.base + (entry.pa_page << 12 | va & 0xFFF), perms
-        self.walks += 1
+        hit = self.tlb_hit(asid, va, bit, el0)
+        if hit is not None:
+            return hit
         if builder is not None:
             trail: list = []  # the descriptors read, when the walk fails
             found = fast_walk.translate(self.memory, regime, builder.root, None, 0, va, bit, el0, None, trail)
@@ -360,7 +356,7 @@ class ShadowTranslation(GuestTranslation):
                 pa, perms_el1, perms_el0, _, global_, references = found
                 self.references += references
                 # (The TLB model's IPA field holds the PA: this hardware never sees an IPA.)
-                tlb.insert(self.vmid, asid, va, Entry(pa >> 12, pa >> 12, perms_el1, perms_el0, global_))
+                self.tlb.insert(self.vmid, asid, va, Entry(pa >> 12, pa >> 12, perms_el1, perms_el0, global_))
                 return self.base + pa, perms_el0 if el0 else perms_el1
             self.references += len(trail)
         return self._shadow_fault(va, access, el0)
@@ -372,8 +368,7 @@ class ShadowTranslation(GuestTranslation):
         ec = ExceptionClass.IABT_LOWER if fetch else ExceptionClass.DABT_LOWER
         state = self._stage1_state(va)
         if not isinstance(state, Fault) and state[0] is None and va >> self.pa_bits:
-            why = f"with the MMU off, the address is beyond the {self.pa_bits}-bit physical address range"
-            state = Fault(FaultKind.ADDRESS_SIZE, 1, 0, va, why)
+            state = self.beyond_pa_range(va)
         if isinstance(state, Fault):
             return self._reflect(state, access, va, ec)
         stage1, ttbr, asid = state

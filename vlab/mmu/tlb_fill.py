@@ -222,6 +222,23 @@ class GuestTranslation:
                                                           "(TTBR0_EL1)")
         return state
 
+    def beyond_pa_range(self, va: int) -> Fault:
+        """With the MMU off, an address past the core's PARange: a stage-1 address size fault at level 0 (Arm ARM)."""
+        return Fault(FaultKind.ADDRESS_SIZE, 1, 0, va,
+                     f"with the MMU off, the address is beyond the {self.pa_bits}-bit physical address range")
+
+    def tlb_hit(self, asid: int, va: int, bit: int, el0: bool):
+        """vlab's TLB model's answer for an access (`bit`, UC_PROT) to `va`, or None after counting the
+        walk it could not spare. An entry that does not allow the access is walked again, so that the
+        fault is reported exactly as the tables say."""
+        entry = self.tlb.lookup(self.vmid, asid, va)
+        if entry is not None:
+            perms = entry.perms_el0 if el0 else entry.perms_el1
+            if perms & bit:
+                return self.base + (entry.pa_page << 12 | va & 0xFFF), perms
+        self.walks += 1
+        return None
+
     def _translate(self, va: int, access: Access, tlb: TLB | None):
         cpu = self.cpu
         el0 = cpu.el == 0
@@ -229,18 +246,13 @@ class GuestTranslation:
         if isinstance(state, Fault):
             return abort(cpu, state, access, va)
         stage1, ttbr, asid = state
-        if stage1 is None and va >> self.pa_bits:  # Arm ARM: a stage-1 address size fault at level 0
-            why = f"with the MMU off, the address is beyond the {self.pa_bits}-bit physical address range"
-            return abort(cpu, Fault(FaultKind.ADDRESS_SIZE, 1, 0, va, why), access, va)
+        if stage1 is None and va >> self.pa_bits:
+            return abort(cpu, self.beyond_pa_range(va), access, va)
         bit = 4 if access is Access.FETCH else 2 if access is Access.WRITE else 1  # UC_PROT; enums hash slowly
         if tlb is not None:
-            entry = tlb.lookup(self.vmid, asid, va)
-            if entry is not None:
-                perms = entry.perms_el0 if el0 else entry.perms_el1
-                if perms & bit:
-                    return self.base + (entry.pa_page << 12 | va & 0xFFF), perms
-                # not allowed: walk again, so the fault is reported exactly as the tables say
-            self.walks += 1
+            hit = self.tlb_hit(asid, va, bit, el0)
+            if hit is not None:
+                return hit
         cache = self._stage2_caches.setdefault(self.vmid, {}) if self.stage2 is not None else None
         while True:
             if self._fast:  # the walk in integers, for translations that succeed
