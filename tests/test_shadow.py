@@ -309,3 +309,40 @@ def test_vlab_run_takes_paging_shadow_and_reports_its_exits():
     assert result["uart"] == GUESTS["paging"].expected_uart and result["exits"]["SYS64"] >= 3  # TVM, TRVM
     refused = vlab("--paging", "shadow")
     assert refused.returncode == 2 and "--paging applies inside VMs under the hypervisor: add --virt" in refused.stderr
+
+
+def test_every_store_form_to_a_guest_table_completes_and_is_one_exit():
+    """An exclusive pair, STP and a plain STR to the guest's live level-3 table, under shadows."""
+    source = f"""    ldr x1, =0x40010000
+    ldr x2, =0x40000701
+    str x2, [x1, #8]
+    ldr x3, =0x40011000
+    orr x2, x3, #3
+    str x2, [x1, #16]
+    ldr x4, ={L3:#x}
+    orr x2, x4, #3
+    str x2, [x3]
+    ldr x2, ={DATA | 0x703:#x}
+    str x2, [x4]
+{MMU_ON}    ldr x9, =0x80000000
+    ldr x5, [x9]
+    ldr x2, ={DATA + 0x1000 | 0x703:#x}
+retry:
+    ldxr x7, [x4]
+    stxr w8, x2, [x4]
+    cbnz w8, retry
+    stp x2, x2, [x4, #16]
+    str x2, [x4, #32]
+    dsb ish
+    tlbi vmalle1
+    dsb ish
+    isb
+    ldr x6, =0x77
+    str x6, [x9]
+    ldr x6, [x9, #0x3000]
+{OFF}"""
+    nested_vm, nested, shadow_vm, shadow = both(image_from_program(assemble(source)))
+    assert differences(nested_vm.vcpus[0], shadow_vm.vcpus[0]) == []
+    assert shadow_vm.read_memory(DATA + 0x1000, 8) == (0x77).to_bytes(8, "little")  # through the new mapping
+    stores = [r.exit.instruction.split()[0] for r in shadow_vm.trap_log if "table write" in r.action]
+    assert stores == ["stxr", "stp", "str"] and shadow_vm.shadow.table_writes == 3

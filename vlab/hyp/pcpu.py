@@ -554,8 +554,8 @@ class PhysicalCpu:
             shadow.table_writes += 1
             exit = Exit(table_write_syndrome(), pc, pc, word, vcpu.index, cpu.el, far)
             vcpu.vm.record(vcpu, exit.syndrome.ec.name, exit,
-                           f"table write: the guest's table frame {frame:#x} +{offset & 0xFFF:#x} <- {value:#x}; "
-                           "the shadow entries it made are dropped", IN_PLACE)
+                           f"table write: host frame {frame:#x} +{offset & 0xFFF:#x}, a guest table, stored to; "
+                           "the shadow entries its descriptor made are dropped", IN_PLACE)
         except Exception as e:  # noqa: BLE001 - a bug in the shadow stops the run with a report
             cpu.report_hook_error(f"shadow table write at host {offset:#x} failed: {type(e).__name__}: {e}")
 
