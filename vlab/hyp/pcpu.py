@@ -25,6 +25,7 @@ from vlab.arch.sysregs import BY_ENCODING
 from vlab.hyp import handlers
 from vlab.hyp.exits import IN_PLACE, RUN_LOOP, Exit
 from vlab.hyp.memory import HOST_BASE
+from vlab.hyp.shadow import SHADOW_WINDOW, ShadowTranslation, table_write_syndrome
 from vlab.hyp.vcpu import Block, Halt, Inject, VCpu, VCpuState, Yield
 from vlab.hyp.vgic import serve_physical_irq
 from vlab.machine.board import RAM_BASE, MmioAccess, StopReason
@@ -72,7 +73,8 @@ class PhysicalCpu:
         self.switches = 0
         self.tlb = TLB(TLB_ENTRIES)
         self._last_ran: dict[int, int] = {}  # VM index -> its vCPU that last ran here (KVM's last_vcpu_ran)
-        self._translation: tlb_fill.GuestTranslation | None = None  # with stage 2 (virtual-TLB mode)
+        self._translation: ShadowTranslation | None = None  # with stage 2 or shadows (virtual-TLB mode)
+        self._window = False  # SHADOW_WINDOW is mapped (a shadow-paged VM ran here)
         self._windows: list[tuple[int, int]] = []  # device windows mapped for exits served in place
         self._bus: set[int] = set()  # physical addresses of the host's devices mapped on this core
         self._pending: Callable[[], None] | None = None  # what an exit served in place left to the loop
@@ -100,9 +102,10 @@ class PhysicalCpu:
         uc.mmio_map(GICV_BASE, GICV_SIZE, self._gicv_read, None, self._gicv_write, None)
         memory = self.host.memory
         self.cpu.map_host_buffer(HOST_BASE, memory.size, memory.address)
-        self._translation = tlb_fill.GuestTranslation(self.cpu, memory.memory, None, 0, HOST_BASE, self.tlb,
-                                                      sees_every_write=True)
+        self._translation = ShadowTranslation(self.cpu, memory.memory, None, 0, HOST_BASE, self.tlb,
+                                              sees_every_write=True)
         self._translation.on_stage2_fault = self._stage2_fault
+        self._translation.on_exit = self._shadow_exit
         tlb_fill.install(self.cpu, self._translation, self._translation.uncached)
 
     def map_devices(self, windows: list[tuple[int, int]]) -> None:
@@ -152,7 +155,10 @@ class PhysicalCpu:
         vm = vcpu.vm
         if self._translation is not None:
             memory = vm.memory
-            self._translation.switch(memory.regime, memory.tables.root, memory.vmid)
+            self._translation.switch(memory.regime, memory.tables.root, memory.vmid, vm.shadow)
+            if vm.shadow is not None and not self._window:
+                self._window = True
+                uc.mmio_map(SHADOW_WINDOW, self.host.memory.size, self._window_read, None, self._window_write, None)
         if self._last_ran.get(vm.index, vcpu.index) != vcpu.index and vm.memory is not None:
             # Another vCPU of this VM ran here last: its stage-1 entries carry the same VMID and may
             # carry the same ASID with different tables. KVM flushes them here too.
@@ -192,12 +198,14 @@ class PhysicalCpu:
         if vcpu.in_wfi:
             self._wait_in_wfi(vcpu, ticks)
             return
-        walks = self._translation.walks if self._translation is not None else 0
+        translation = self._translation
+        walks, references = (translation.walks, translation.references) if translation is not None else (0, 0)
         stop = self.cpu.run(ticks)
         vcpu.instructions += stop.retired
         self.timer_lines(vcpu)
-        if self._translation is not None:
-            vcpu.walks += self._translation.walks - walks
+        if translation is not None:
+            vcpu.walks += translation.walks - walks
+            vcpu.references += translation.references - references
         kind = stop.kind
         if kind is StopKind.EXCEPTION:
             self._on_stop(vcpu, stop.exception)
@@ -515,6 +523,41 @@ class PhysicalCpu:
         exc = tlb_fill.abort(self.cpu, fault, access, va)(self.cpu.pc)  # PC is exact inside the fill hook
         return Exit(exc.syndrome, exc.address, exc.address, self.cpu.read_word(exc.address), vcpu.index, exc.el,
                     exc.far, exc.ipa)
+
+    # --- exits served in place: shadow paging ---------------------------------------------------------
+
+    def _shadow_exit(self, syndrome: Syndrome, far: int, action: str) -> None:
+        """An exit the shadow's fault path served inside the fill hook (PC is exact there)."""
+        cpu, vcpu = self.cpu, self.current
+        pc = cpu.pc
+        exit = Exit(syndrome, pc, pc, cpu.read_word(pc), vcpu.index, cpu.el, far)
+        vcpu.vm.record(vcpu, syndrome.ec.name, exit, action, IN_PLACE)
+
+    def _window_read(self, uc, offset: int, size: int, _user) -> int:
+        """A read of a guest table frame while the core holds its write view: plain memory, no exit."""
+        return int.from_bytes(self.host.memory.memory.read(offset, size), "little")
+
+    def _window_write(self, uc, offset: int, size: int, value: int, _user) -> None:
+        """A store to a write-protected guest table: the exit (one per instruction, however Unicorn
+        splits its bytes), the store performed, and the shadow entries of the changed descriptor dropped."""
+        cpu, vcpu = self.cpu, self.current
+        try:
+            self.host.memory.memory.write(offset, value.to_bytes(size, "little"))
+            shadow = vcpu.vm.shadow
+            frame = offset & ~0xFFF
+            shadow.table_written(frame, offset)
+            pc = cpu.pc  # exact inside a device callback
+            word = cpu.read_word(pc)
+            far = ldst.effective_address(word or 0, lambda n: cpu.sp if n == 31 else cpu.x(n), pc)
+            if far is not None and far & 0xFFF != offset & 0xFFF:
+                return  # the rest of an access already counted (an 8-byte store arrives as two halves)
+            shadow.table_writes += 1
+            exit = Exit(table_write_syndrome(), pc, pc, word, vcpu.index, cpu.el, far)
+            vcpu.vm.record(vcpu, exit.syndrome.ec.name, exit,
+                           f"table write: host frame {frame:#x} +{offset & 0xFFF:#x}, a guest table, stored to; "
+                           "the shadow entries its descriptor made are dropped", IN_PLACE)
+        except Exception as e:  # noqa: BLE001 - a bug in the shadow stops the run with a report
+            cpu.report_hook_error(f"shadow table write at host {offset:#x} failed: {type(e).__name__}: {e}")
 
     def _gicv_read(self, uc, offset: int, size: int, _user) -> int:
         return self._gicv(offset, size, 0, False)

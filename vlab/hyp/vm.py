@@ -31,6 +31,7 @@ from vlab.hyp.exits import IN_PLACE, RUN_LOOP, Exit, TrapRecord
 from vlab.hyp.handlers import DEFAULT_HANDLERS, Handler, serve_mmio
 from vlab.hyp.memory import HostMemory, VmMemory, zeroed_host_buffer
 from vlab.hyp.platform import Platform
+from vlab.hyp.shadow import PAGINGS, ShadowPaging
 from vlab.hyp.vcpu import VCpu, VCpuState
 from vlab.hyp.vgic import VGic
 from vlab.machine import psci
@@ -83,13 +84,17 @@ class VM:
 
     def __init__(self, traps: HCR = HCR(0), ram_size: int = DEFAULT_RAM_SIZE, vcpus: int = 1,
                  trace_limit: int = 10_000, stage2: str | None = None, host=None, seed: int = 0,
-                 vmid: int | None = None, weight: int = 256, cap: int = 0, virtio_polls: bool = False):
+                 vmid: int | None = None, weight: int = 256, cap: int = 0, virtio_polls: bool = False,
+                 paging: str = "nested"):
         """A VM on `host` (a vlab.hyp.host.Host; a HostMemory puts it on that memory's host; None: a
         host of its own). With `stage2` ("contiguous", "scattered" or "demand") its RAM is host frames
         behind stage-2 tables; without, its RAM is mapped as it is (one such VM per host). Alone, it
         gets a host with one physical CPU per vCPU. `weight` and
         `cap` are its vCPUs' scheduling share and ceiling (percent of one physical CPU, 0: none).
-        With `virtio_polls` its virtio console polls its queues instead of waiting for notifications."""
+        With `virtio_polls` its virtio console polls its queues instead of waiting for notifications.
+        `paging="shadow"`: the hardware walks shadow tables instead of stage 2 (vlab.hyp.shadow); the
+        stage-2 tables (contiguous unless `stage2` says otherwise) stay the hypervisor's IPA -> PA map,
+        and HCR_EL2.TVM and TRVM are set."""
         from vlab.hyp.host import Host  # the host module imports this one
 
         unsupported = HCR(traps) & ~SUPPORTED_TRAPS
@@ -97,6 +102,11 @@ class VM:
             raise ValueError(f"vlab cannot honour HCR_EL2.{unsupported.name}: "
                              + ("WFE runs as a NOP on Unicorn, so it never traps; " if unsupported & HCR.TWE else "")
                              + f"supported trap controls: {SUPPORTED_TRAPS.name}")
+        if paging not in PAGINGS:
+            raise ValueError(f"paging={paging!r}: choose one of {', '.join(PAGINGS)}")
+        if paging == "shadow":
+            stage2 = stage2 or "contiguous"
+            traps = HCR(traps) | HCR.TVM | HCR.TRVM  # the shadow must follow the guest's translation registers
         if not 1 <= vcpus <= MAX_VCPUS:
             raise ValueError(f"a VM has 1 to {MAX_VCPUS} vCPUs, not {vcpus}")
         if ram_size <= 0 or ram_size % PAGE:
@@ -109,12 +119,16 @@ class VM:
         self.ram_size = ram_size
         self.trace_limit = trace_limit
         self.index = self.host.admit(self, stage2, vmid)
+        self.shadow: ShadowPaging | None = None
         if stage2 is None:
             self.memory = None
             self._ram, self.ram_address = zeroed_host_buffer(ram_size)
         else:
             self.memory = VmMemory(self.host.memory, RAM_BASE, ram_size, stage2, seed, self.vmid)
             self.memory.on_change = self.stage2_changed
+            if paging == "shadow":
+                self.shadow = ShadowPaging(self.memory)
+                self.shadow.on_revoke = lambda: self.host.invalidate_stage2(self, None)
         self.uart = PL011()
         # The GIC: its distributor emulated by the hypervisor (an exit per access); its CPU interface
         # is the hardware's GICV, which stage 2 maps at the guest's GICC address (no exits).
@@ -209,6 +223,8 @@ class VM:
             raise ValueError(f"{len(data)} bytes at {ipa:#x} do not fit in the VM's RAM")
         if self.memory is not None:
             self.memory.write(ipa, bytes(data))
+            if self.shadow is not None:
+                self.shadow.written_by_hypervisor(ipa, len(data))
         else:
             self._ram[ipa - RAM_BASE:ipa - RAM_BASE + len(data)] = bytes(data)
 
@@ -220,6 +236,9 @@ class VM:
         """Stage-2 entries changed (of one IPA page, or all): every TLB that may hold the old ones, on
         every physical CPU, forgets them -- what TLBI IPAS2E1IS / VMALLS12E1IS broadcast on hardware."""
         self._miss_levels.clear()
+        if self.shadow is not None:
+            self.shadow.forget_all()  # every shadow entry was made through the old map
+            ipa = None  # and the TLB model's entries hold no IPA to find them by
         self.host.invalidate_stage2(self, ipa)
 
     def translation_changed(self, vcpu: VCpu) -> None:
