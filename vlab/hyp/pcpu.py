@@ -94,8 +94,9 @@ class PhysicalCpu:
         uc = self.cpu.uc
         if identity is not None:
             self.cpu.map_host_buffer(RAM_BASE, identity.ram_size, identity.ram_address)
-            # No stage-2 tables to put the GICV frame at the guest's GICC address: it is mapped there.
-            uc.mmio_map(GICC_BASE, GICC_SIZE, self._gicv_read, None, self._gicv_write, None)
+            if not identity.gicc_emulated:
+                # No stage-2 tables to put the GICV frame at the guest's GICC address: it is mapped there.
+                uc.mmio_map(GICC_BASE, GICC_SIZE, self._gicv_read, None, self._gicv_write, None)
             return
         uc.mmio_map(GICV_BASE, GICV_SIZE, self._gicv_read, None, self._gicv_write, None)
         memory = self.host.memory
@@ -380,8 +381,10 @@ class PhysicalCpu:
             plan = vm.sysreg_plans[access] = _plan(vm, access)
         if plan is NATIVE:
             handled = serve_timer(cpu, vcpu.timer, access, value)
-            if handled and not access.is_read:
-                self.timer_lines(vcpu)  # a reprogrammed timer raises or lowers its line at once
+            if handled:
+                vm.timer_accesses += 1  # the counter and virtual timer answer the guest: no exit
+                if not access.is_read:
+                    self.timer_lines(vcpu)  # a reprogrammed timer raises or lowers its line at once
             return handled
         if plan is TRAP:
             return self._trap_sysreg(cpu, vcpu, access)
@@ -494,7 +497,8 @@ class PhysicalCpu:
         vcpu = self.current
         vm = vcpu.vm
         ec = ExceptionClass.IABT_LOWER if access is Access.FETCH else ExceptionClass.DABT_LOWER
-        if access is not Access.FETCH and not fault.s1ptw and GICC_BASE <= fault.ipa < GICC_BASE + GICC_SIZE:
+        if access is not Access.FETCH and not fault.s1ptw and GICC_BASE <= fault.ipa < GICC_BASE + GICC_SIZE \
+                and not vm.gicc_emulated:
             # Stage 2 maps the GICV frame at the guest's GICC address, whoever handles the VM's exits.
             return GICV_BASE + fault.ipa - GICC_BASE, 3
         handler = vm.handlers.get(ec)

@@ -49,6 +49,7 @@ from vlab.mmu.tables import PAGE
 # NOP, so a guest's WFE can never trap -- vlab will not pretend that it did.
 SUPPORTED_TRAPS = HCR.TVM | HCR.TRVM | HCR.TID3 | HCR.TACR | HCR.TSC | HCR.TWI
 MAX_VCPUS = 8
+GIC_CPU_INTERFACES = ("virtual", "emulated")
 _PERMANENT = (StopReason.POWERED_OFF, StopReason.RESET)
 _U64 = (1 << 64) - 1
 
@@ -83,13 +84,16 @@ class VM:
 
     def __init__(self, traps: HCR = HCR(0), ram_size: int = DEFAULT_RAM_SIZE, vcpus: int = 1,
                  trace_limit: int = 10_000, stage2: str | None = None, host=None, seed: int = 0,
-                 vmid: int | None = None, weight: int = 256, cap: int = 0, virtio_polls: bool = False):
+                 vmid: int | None = None, weight: int = 256, cap: int = 0, virtio_polls: bool = False,
+                 gic_cpu_interface: str = "virtual"):
         """A VM on `host` (a vlab.hyp.host.Host; a HostMemory puts it on that memory's host; None: a
         host of its own). With `stage2` ("contiguous", "scattered" or "demand") its RAM is host frames
         behind stage-2 tables; without, its RAM is mapped as it is (one such VM per host). Alone, it
         gets a host with one physical CPU per vCPU. `weight` and
         `cap` are its vCPUs' scheduling share and ceiling (percent of one physical CPU, 0: none).
-        With `virtio_polls` its virtio console polls its queues instead of waiting for notifications."""
+        With `virtio_polls` its virtio console polls its queues instead of waiting for notifications.
+        `gic_cpu_interface`: "virtual", the GIC's virtual CPU interface at the guest's GICC (no exits),
+        or "emulated", as on a chip without one: every GICC access an exit the hypervisor emulates."""
         from vlab.hyp.host import Host  # the host module imports this one
 
         unsupported = HCR(traps) & ~SUPPORTED_TRAPS
@@ -101,6 +105,8 @@ class VM:
             raise ValueError(f"a VM has 1 to {MAX_VCPUS} vCPUs, not {vcpus}")
         if ram_size <= 0 or ram_size % PAGE:
             raise ValueError(f"RAM size must be a positive multiple of 4 KiB, not {ram_size:#x}")
+        if gic_cpu_interface not in GIC_CPU_INTERFACES:
+            raise ValueError(f"gic_cpu_interface is one of {', '.join(GIC_CPU_INTERFACES)}, not {gic_cpu_interface!r}")
         if isinstance(host, HostMemory):
             host = Host.of(host)
         # Alone, a VM gets a host with a physical CPU for each of its vCPUs.
@@ -122,12 +128,18 @@ class VM:
         self.vgic.map(VIRTUAL_TIMER_PPI, VIRTUAL_TIMER_PPI)  # the virtual timer, through a HW list register
         self.gicv_accesses: Counter[str] = Counter()  # GICV register name -> accesses, no exit
         self.gicv_trace: deque[MmioAccess] = deque(maxlen=trace_limit)  # those accesses, in order
+        # Guest accesses to the generic timer's registers (CNTVCT_EL0, CNTV_*...), which the timer
+        # serves in hardware: the guest's counter is offset by CNTVOFF_EL2, and no access exits.
+        self.timer_accesses = 0
         # The board's virtio console, as the VM's own device: it reads and writes the VM's RAM by IPA.
         # Its driver polls the used ring: the transports' interrupts (INTID 48 + n) are not wired.
         self.virtio_console = VirtioConsole()
         self.virtio = VirtioMmioBus(GuestMemory(RAM_BASE, ram_size, self.read_memory, self.write_memory),
                                     [self.virtio_console], device_polls=virtio_polls)
         self.devices: list[Device] = [self.uart, self.vgic.frame(0), self.virtio]
+        self.gicc_emulated = gic_cpu_interface == "emulated"
+        if self.gicc_emulated:
+            self.devices.append(self.vgic.cpu_interface_frame(0))
         self.handlers: dict = dict(DEFAULT_HANDLERS)
         # An access to an emulated device served in place (vlab.hyp.pcpu), and every other exit
         # (`dispatch`): a hypervisor structure (vlab.hyp.structure) wraps both on this VM.
