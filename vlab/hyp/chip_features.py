@@ -1,11 +1,11 @@
 """What must a chip provide? Each mechanism vlab's hypervisor uses, the hardware feature that makes
-it efficient, and what it costs without that feature -- measured now, both ways, where vlab can
-run the alternative; from the code, and labelled so, where it cannot.
+it efficient, and what it costs without that feature -- measured now, both ways, on the same
+guests, where vlab can run the alternative; from the code, and labelled so, where it cannot.
 
     trap_controls()   EL2 and HCR_EL2's traps     vs binary translation, paravirtualization (chapter 7)
     stage2()          stage 2, VMID-tagged TLBs    vs shadow page tables (chapter 3)
     virtual_gic()     list registers, GICV         vs an exit per acknowledge and completion (chapter 4)
-    virtual_timer()   the virtual timer, CNTVOFF   vs trapping every timer access
+    virtual_timer()   the virtual timer, CNTVOFF   vs CNTHCTL_EL2 trapping every timer access
     smmu()            the SMMU                     vs untranslated DMA, or emulated devices (chapter 6)
     vhe()             VHE                          vs KVM's split mode (chapter 6)
     measure(name)     one of them by its name (FEATURES); gather() all six, in the course's order
@@ -13,8 +13,9 @@ run the alternative; from the code, and labelled so, where it cannot.
 
 Every row holds `Measured` pairs: one quantity with the feature and without it. Each is a cost
 -- exits, microseconds, wrong answers, bytes of a neighbour overwritten -- so the hardware
-predicts the first is smaller (`Measured.saves`). Host time is the best of `repeats` runs: a shared
-machine's noise only adds. Microseconds here are an emulator calling Python: compare them with
+predicts the first is smaller (`Measured.saves`). Host time is the best of `repeats` runs (a shared
+machine's noise only adds), or for the hypervisor structures' exits vlab.hyp.type_costs' median of
+`repeats` pairs of runs. Microseconds here are an emulator calling Python: compare them with
 each other, not with the published cycle counts each row cites beside them.
 """
 
@@ -33,23 +34,21 @@ from vlab.hyp.type_costs import path_for
 from vlab.hyp.vm import VM
 from vlab.hyp.host import Host
 from vlab.guests.para_or_full import FULL
+from vlab.machine.timer import EL1PCEN, EL1PCTEN, TRAP_ALL_TIME
 from vlab.x86 import answers, paravirt
 
-MEASURED = "measured now"
 LEVELS = 4  # of a 4 KB-granule, 48-bit translation: stage 1 and stage 2 alike
 IACK_EOI = "    ldr w5, [x10, #0xc]\n    str w5, [x10, #0x10]\n"  # GICC_IAR, then GICC_EOIR (x10 = GICC)
 
 
 @dataclass(frozen=True)
 class Measured:
-    """One cost, with the feature and without it. `how` says where the numbers come from: measured
-    in this run, or an estimate built from measured parts (and says how)."""
+    """One cost, measured in this run with the feature and without it."""
 
     quantity: str
     with_feature: float
     without: float
     unit: str = ""
-    how: str = MEASURED
 
     @property
     def saves(self) -> bool:
@@ -58,8 +57,7 @@ class Measured:
 
     def text(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
-        how = "" if self.how == MEASURED else f" ({self.how})"
-        return f"{self.quantity}: {_number(self.with_feature)}{unit} with, {_number(self.without)}{unit} without{how}"
+        return f"{self.quantity}: {_number(self.with_feature)}{unit} with, {_number(self.without)}{unit} without"
 
 
 @dataclass(frozen=True)
@@ -89,6 +87,16 @@ def _number(value: float) -> str:
 def _best(seconds, repeats: int) -> float:
     """The least of `repeats` timings of `seconds()`: noise on a shared machine only adds."""
     return min(seconds() for _ in range(repeats))
+
+
+def _per_iteration(body: str, iterations: int, repeats: int, **vm_options) -> float:
+    """Host microseconds of one `body` in a VM (options as VM's): a loop of it minus the same loop of
+    NOPs, the two run in turn `repeats` times, the best of each -- so a burst of load falls on both."""
+    def seconds(loop: str) -> float:
+        return cost.run_seconds(cost.loop_program(loop, iterations), **vm_options)
+
+    pairs = [(seconds(body), seconds("    nop\n")) for _ in range(repeats)]
+    return max(0.0, min(op for op, _ in pairs) - min(nop for _, nop in pairs)) / iterations * 1e6
 
 
 # --- EL2 and HCR_EL2 ---------------------------------------------------------------------------------
@@ -150,10 +158,7 @@ def exits_per_interrupt(vm: VM, result) -> float:
 def microseconds_per_iack_eoi(gic_cpu_interface: str, iterations: int = 300, repeats: int = 3) -> float:
     """Host microseconds of one GICC_IAR read and GICC_EOIR write in a VM (a loop of them, minus the
     same loop of NOPs), with the virtual CPU interface or an emulated one."""
-    options = {"gic_cpu_interface": gic_cpu_interface}
-    op = _best(lambda: cost.run_seconds(cost.loop_program(IACK_EOI, iterations), **options), repeats)
-    nop = _best(lambda: cost.run_seconds(cost.loop_program("    nop\n", iterations), **options), repeats)
-    return max(0.0, op - nop) / iterations * 1e6
+    return _per_iteration(IACK_EOI, iterations, repeats, gic_cpu_interface=gic_cpu_interface)
 
 
 def virtual_gic(iterations: int = 300, repeats: int = 3) -> Row:
@@ -184,29 +189,35 @@ def virtual_gic(iterations: int = 300, repeats: int = 3) -> Row:
 
 # --- the virtual timer -------------------------------------------------------------------------------
 
+COUNTER_READ = "    mrs x5, cntvct_el0\n"
+
+
 def virtual_timer(iterations: int = 300, repeats: int = 3) -> Row:
-    """ticks.S's timer-register accesses: none exits, since the guest programs the virtual timer and
-    reads the virtual counter itself; on a chip without them each would trap (an estimate: their
-    number times a trapped system-register access's measured price)."""
-    vm, result = ticks_run("virtual")
-    accesses = vm.timer_accesses
-    trapped = result.exits.get("SYS64", 0)
-    body, traps = cost.OPERATIONS["MRS SCTLR_EL1 (TRVM)"]
-    op = _best(lambda: cost.run_seconds(cost.loop_program(body, iterations), traps), repeats)
-    nop = _best(lambda: cost.run_seconds(cost.loop_program("    nop\n", iterations)), repeats)
-    per_trap = max(0.0, op - nop) / iterations * 1e6
-    estimate = f"estimate: {accesses} accesses x {per_trap:.1f} us, a trapped MRS measured now"
+    """ticks.S with its counter and timer the guest's own (the virtual timer, offset by CNTVOFF_EL2)
+    and with CNTHCTL_EL2 trapping every access (the hypervisor emulating guest time): exits, and
+    the host time of one counter read."""
+    runs = {way: VM.from_image(GUESTS["ticks"].image(), cnthctl=cnthctl) for way, cnthctl in
+            (("virtual", EL1PCTEN | EL1PCEN), ("trapped", TRAP_ALL_TIME))}
+    results = {way: vm.run() for way, vm in runs.items()}
+    if len({(r.uart, r.instructions) for r in results.values()}) != 1:
+        raise RuntimeError("ticks.S ran differently with its time trapped")
+    exits = {way: r.exits.get("SYS64", 0) for way, r in results.items()}
+    per = {way: _per_iteration(COUNTER_READ, iterations, repeats, cnthctl=cnthctl)
+           for way, cnthctl in (("virtual", EL1PCTEN | EL1PCEN), ("trapped", TRAP_ALL_TIME))}
     return Row(
         "the virtual timer",
         "guest time: the guest reads its counter and programs its timer directly",
         "the virtual counter and timer (CNTVCT_EL0, CNTV_*), offset per VM by CNTVOFF_EL2",
-        "trap the guest's timer and counter accesses (CNTHCTL_EL2) and emulate them",
-        (Measured("exits for ticks.S's timer-register accesses", trapped, accesses),
-         Measured("host time of those accesses", 0.0, accesses * per_trap, "us", estimate)),
-        f"ticks.S read or wrote timer registers {accesses} times, with {trapped} system-register exits. vlab "
-        "sets CNTVOFF_EL2 when a VM starts, so its counter starts at 0 wherever the host's stands; it has no "
-        "mode trapping the timer, hence the estimate. The timer's interrupt is one exit (the physical PPI 27 "
-        "the hypervisor takes) with or without -- the virtual GIC's list register then spares the EOI.",
+        "trap every counter and timer access (CNTHCTL_EL2) and emulate the guest's time in software",
+        (Measured("exits for ticks.S's counter and timer accesses", exits["virtual"], exits["trapped"]),
+         Measured("host time of a counter read (CNTVCT_EL0)", per["virtual"], per["trapped"], "us")),
+        f"ticks.S's {runs['virtual'].timer_accesses} counter and timer accesses, served by the timer itself, or "
+        f"each a system-register exit (VM(cnthctl=TRAP_ALL_TIME): EL1PCTEN = EL1PCEN = 0, EL1TVT = EL1TVCT = 1); "
+        "the same output either way. vlab sets CNTVOFF_EL2 when a VM starts, so its counter starts at 0 "
+        "wherever the host's stands. Unicorn has no generic timer, so on vlab even the untrapped read is a "
+        "Python hook: the time with the feature is vlab's floor, not the hardware's. The timer's interrupt is "
+        "one exit with or without (the physical PPI 27 the hypervisor takes); the virtual GIC's list register "
+        "then spares its completion.",
         (), "chapter 4")
 
 
@@ -335,7 +346,7 @@ class ChipTable:
         """One line per measured cost: the feature, the cost, with it and without it."""
         lines = [("feature", "cost", "with it", "without")]
         for row in self.rows:
-            costs = [(m.quantity + (" (estimate)" if m.how != MEASURED else ""),
+            costs = [(m.quantity,
                       _number(m.with_feature) + (f" {m.unit}" if m.unit else ""),
                       _number(m.without) + (f" {m.unit}" if m.unit else "")) for m in row.measured]
             for n, cost_ in enumerate(costs or [("not measured in this run", "", "")]):

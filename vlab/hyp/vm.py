@@ -40,6 +40,7 @@ from vlab.machine.cpu import GuestException
 from vlab.machine.gic import VIRTUAL_TIMER_PPI
 from vlab.machine.loader import Image, image_from_file, image_from_program, load
 from vlab.machine.guest_memory import GuestMemory
+from vlab.machine.timer import EL1PCEN, EL1PCTEN, TRAP_ALL_TIME
 from vlab.machine.uart import PL011
 from vlab.machine.virtio_console import VirtioConsole
 from vlab.machine.virtio_mmio import VirtioMmioBus
@@ -85,7 +86,7 @@ class VM:
     def __init__(self, traps: HCR = HCR(0), ram_size: int = DEFAULT_RAM_SIZE, vcpus: int = 1,
                  trace_limit: int = 10_000, stage2: str | None = None, host=None, seed: int = 0,
                  vmid: int | None = None, weight: int = 256, cap: int = 0, virtio_polls: bool = False,
-                 gic_cpu_interface: str = "virtual"):
+                 gic_cpu_interface: str = "virtual", cnthctl: int = EL1PCTEN | EL1PCEN):
         """A VM on `host` (a vlab.hyp.host.Host; a HostMemory puts it on that memory's host; None: a
         host of its own). With `stage2` ("contiguous", "scattered" or "demand") its RAM is host frames
         behind stage-2 tables; without, its RAM is mapped as it is (one such VM per host). Alone, it
@@ -93,7 +94,10 @@ class VM:
         `cap` are its vCPUs' scheduling share and ceiling (percent of one physical CPU, 0: none).
         With `virtio_polls` its virtio console polls its queues instead of waiting for notifications.
         `gic_cpu_interface`: "virtual", the GIC's virtual CPU interface at the guest's GICC (no exits),
-        or "emulated", as on a chip without one: every GICC access an exit the hypervisor emulates."""
+        or "emulated", as on a chip without one: every GICC access an exit the hypervisor emulates.
+        `cnthctl` is the hypervisor's CNTHCTL_EL2 for it: by default the guest uses its counters and
+        timers without exits; TRAP_ALL_TIME (vlab.machine.timer) makes every access exit, as on a chip
+        without a virtual timer, the hypervisor emulating guest time."""
         from vlab.hyp.host import Host  # the host module imports this one
 
         unsupported = HCR(traps) & ~SUPPORTED_TRAPS
@@ -112,6 +116,14 @@ class VM:
         # Alone, a VM gets a host with a physical CPU for each of its vCPUs.
         self.host = host if host is not None else Host(vcpus, memory=2 * ram_size + 0x10_0000 if stage2 else None)
         self.traps = HCR(traps)
+        if cnthctl & ~(EL1PCTEN | EL1PCEN | TRAP_ALL_TIME):
+            raise ValueError(f"CNTHCTL_EL2 = {cnthctl:#x}: vlab honours EL1PCTEN, EL1PCEN, EL1TVT and EL1TVCT "
+                             "(bits 0, 1, 13, 14) and nothing else")
+        if cnthctl not in (EL1PCTEN | EL1PCEN, TRAP_ALL_TIME):
+            raise ValueError(f"CNTHCTL_EL2 = {cnthctl:#x}: vlab traps the guest's time all or not at all "
+                             f"({EL1PCTEN | EL1PCEN:#x}: no trap, TRAP_ALL_TIME = {TRAP_ALL_TIME:#x}: every access)")
+        self.cnthctl = cnthctl
+        self.time_trapped = cnthctl == TRAP_ALL_TIME
         self.ram_size = ram_size
         self.trace_limit = trace_limit
         self.index = self.host.admit(self, stage2, vmid)
@@ -128,8 +140,8 @@ class VM:
         self.vgic.map(VIRTUAL_TIMER_PPI, VIRTUAL_TIMER_PPI)  # the virtual timer, through a HW list register
         self.gicv_accesses: Counter[str] = Counter()  # GICV register name -> accesses, no exit
         self.gicv_trace: deque[MmioAccess] = deque(maxlen=trace_limit)  # those accesses, in order
-        # Guest accesses to the generic timer's registers (CNTVCT_EL0, CNTV_*...), which the timer
-        # serves in hardware: the guest's counter is offset by CNTVOFF_EL2, and no access exits.
+        # Guest accesses to its counters and timers (CNTVCT_EL0, CNTV_*...: what CNTHCTL_EL2 could trap)
+        # that the generic timer served without an exit, the virtual counter offset by CNTVOFF_EL2.
         self.timer_accesses = 0
         # The board's virtio console, as the VM's own device: it reads and writes the VM's RAM by IPA.
         # Its driver polls the used ring: the transports' interrupts (INTID 48 + n) are not wired.
