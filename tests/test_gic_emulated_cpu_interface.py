@@ -5,7 +5,6 @@ import pytest
 
 from vlab.guests import GUESTS
 from vlab.guests.para_or_full import FULL
-from vlab.hyp.cost import microseconds_per_virtual_interrupt
 from vlab.hyp.vm import VM
 
 
@@ -41,8 +40,3 @@ def test_ticks_acknowledges_and_completes_each_interrupt_through_an_exit():
 def test_an_unknown_cpu_interface_mode_is_refused():
     with pytest.raises(ValueError, match="gic_cpu_interface is one of virtual, emulated"):
         VM(gic_cpu_interface="none")
-
-
-def test_the_virtual_interrupt_cost_can_be_measured_with_either_interface():
-    for mode in ("virtual", "emulated"):
-        assert microseconds_per_virtual_interrupt(20, mode) > 0
