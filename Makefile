@@ -99,6 +99,7 @@ bench: install
 	$(BIN)/python benchmarks/grading.py
 	$(BIN)/python benchmarks/types.py
 	$(BIN)/python benchmarks/pv_vs_full.py
+	$(BIN)/python benchmarks/chip_features.py
 
 exercises: install
 	$(BIN)/vlab exercises
