@@ -1,7 +1,7 @@
 """The closing chapter's table: each hardware feature measured with it and without it, on vlab.
 
 Counts (exits, wrong answers, bytes overwritten, world switches) must go the way the hardware
-predicts; host times are only required to be measured (their ratios are benchmarks/chip_features.py's).
+predicts; host times are not asserted (benchmarks/chip_features.py prints their ratios).
 """
 
 import re
