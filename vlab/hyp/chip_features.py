@@ -56,8 +56,8 @@ class Measured:
         return self.with_feature < self.without
 
     def text(self) -> str:
-        unit = f" {self.unit}" if self.unit else ""
-        return f"{self.quantity}: {_number(self.with_feature)}{unit} with, {_number(self.without)}{unit} without"
+        return (f"{self.quantity}: {_with_unit(self.with_feature, self.unit)} with, "
+                f"{_with_unit(self.without, self.unit)} without")
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,10 @@ class Row:
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:,.1f}"
+
+
+def _with_unit(value: float, unit: str) -> str:
+    return f"{_number(value)} {unit}" if unit else _number(value)
 
 
 def _best(seconds, repeats: int) -> float:
@@ -340,15 +344,17 @@ class ChipTable:
     def __init__(self, rows: list[Row]):
         self.rows = rows
 
+    @staticmethod
+    def costs(row: Row) -> list[tuple[str, str, str]]:
+        """A row's lines: (cost, with it, without), or one saying it was not measured."""
+        return [(m.quantity, _with_unit(m.with_feature, m.unit), _with_unit(m.without, m.unit))
+                for m in row.measured] or [("not measured in this run", "", "")]
+
     def __str__(self) -> str:
         """One line per measured cost: the feature, the cost, with it and without it."""
         lines = [("feature", "cost", "with it", "without")]
         for row in self.rows:
-            costs = [(m.quantity,
-                      _number(m.with_feature) + (f" {m.unit}" if m.unit else ""),
-                      _number(m.without) + (f" {m.unit}" if m.unit else "")) for m in row.measured]
-            for n, cost_ in enumerate(costs or [("not measured in this run", "", "")]):
-                lines.append((row.name if n == 0 else "", *cost_))
+            lines += [(row.name if n == 0 else "", *cost_) for n, cost_ in enumerate(self.costs(row))]
         widths = [max(len(line[i]) for line in lines) for i in range(4)]
         return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}".rstrip()
                          for a, b, c, d in lines)
@@ -357,13 +363,17 @@ class ChipTable:
         return str(self)
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in ("the hardware feature", "the mechanism it makes efficient",
-                                                   "without it", "with / without, measured in this run"))
+        """The same lines as the text: the feature (and what stands in for it without) once per row."""
+        left = "style='text-align:left; vertical-align:top'"  # JupyterLab right-aligns table cells
+        right = "style='text-align:right; vertical-align:top'"
+        head = (f"<tr><th {left}>the hardware feature</th><th {left}>cost</th><th {right}>with it</th>"
+                f"<th {right}>without</th></tr>")
         body = []
         for row in self.rows:
-            measured = "<br>".join(html.escape(m.text()) for m in row.measured) or "<i>not measured in this run</i>"
-            body.append(f"<tr><td><b>{html.escape(row.name)}</b>: {html.escape(row.feature)}</td>"
-                        f"<td>{html.escape(row.mechanism)} <small>({row.chapter})</small></td>"
-                        f"<td>{html.escape(row.alternative)}</td><td>{measured}</td></tr>")
-        return (f"<table style='text-align:left'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}"
-                f"</tbody></table>")
+            costs = self.costs(row)
+            feature = (f"<td {left} rowspan='{len(costs)}'><b>{html.escape(row.name)}</b><br>"
+                       f"<small>without it: {html.escape(row.alternative)}</small></td>")
+            for n, (quantity, with_it, without) in enumerate(costs):
+                body.append(f"<tr>{feature if n == 0 else ''}<td {left}>{html.escape(quantity)}</td>"
+                            f"<td {right}>{with_it}</td><td {right}>{without}</td></tr>")
+        return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
