@@ -88,6 +88,11 @@ def _with_unit(value: float, unit: str) -> str:
     return f"{_number(value)} {unit}" if unit else _number(value)
 
 
+def _unbroken(text: str) -> str:
+    """A number and its unit kept on one line in HTML."""
+    return html.escape(text).replace(" ", "&nbsp;")
+
+
 def _best(seconds, repeats: int) -> float:
     """The least of `repeats` timings of `seconds()`: noise on a shared machine only adds."""
     return min(seconds() for _ in range(repeats))
@@ -366,7 +371,7 @@ class ChipTable:
         """The same lines as the text: the feature (and what stands in for it without) once per row."""
         left = "style='text-align:left; vertical-align:top'"  # JupyterLab right-aligns table cells
         right = "style='text-align:right; vertical-align:top'"
-        head = (f"<tr><th {left}>the hardware feature</th><th {left}>cost</th><th {right}>with it</th>"
+        head = (f"<tr><th {left}>the hardware feature</th><th {left}>cost</th><th {right}>with&nbsp;it</th>"
                 f"<th {right}>without</th></tr>")
         body = []
         for row in self.rows:
@@ -375,5 +380,5 @@ class ChipTable:
                        f"<small>without it: {html.escape(row.alternative)}</small></td>")
             for n, (quantity, with_it, without) in enumerate(costs):
                 body.append(f"<tr>{feature if n == 0 else ''}<td {left}>{html.escape(quantity)}</td>"
-                            f"<td {right}>{with_it}</td><td {right}>{without}</td></tr>")
+                            f"<td {right}>{_unbroken(with_it)}</td><td {right}>{_unbroken(without)}</td></tr>")
         return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
