@@ -97,3 +97,12 @@ def test_the_start_pages_doctor_cell_prints_the_report_and_shows_no_value():
     kinds = [out.output_type for out in cell.outputs]
     assert "execute_result" not in kinds, cell.outputs  # it once showed a stray `0`, main()'s exit status
     assert "Everything vlab needs is here." in "".join(out.get("text", "") for out in cell.outputs)
+
+
+def test_a_machine_that_cannot_confine_submissions_is_a_warning_naming_bubblewrap(monkeypatch):
+    from vlab.grading import sandbox
+
+    monkeypatch.setattr(sandbox, "sandbox_status", lambda: sandbox.Status(False, "no sandbox: bwrap is not installed"))
+    check = doctor.check_sandbox()
+    assert not check.ok and not check.required
+    assert "[warn] grading sandbox" in check.line() and "apt-get install bubblewrap" in check.line()

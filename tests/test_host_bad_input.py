@@ -39,7 +39,7 @@ def test_a_vm_with_more_vcpus_than_allowed_is_refused_naming_the_limit(vcpus):
 
 @pytest.mark.parametrize("pcpus", [0, -2, MAX_PCPUS + 1])
 def test_a_host_with_no_or_too_many_physical_cpus_is_refused(pcpus):
-    with pytest.raises(ValueError, match=f"1 to {MAX_PCPUS} physical CPUs, not {pcpus}"):
+    with pytest.raises(ValueError, match=rf"1 to {MAX_PCPUS} physical CPUs \(its GICv2 serves {MAX_PCPUS}\), not {pcpus}"):
         Host(pcpus=pcpus)
 
 

@@ -22,6 +22,11 @@ RAM = 0x40_0000
 MAX_INSNS = 10_000_000
 GUEST_NAMES = [f"demo:{name}" for name in sorted(GUESTS)] + [f"c:{name}" for name in builder.programs()]
 # One stage-2 layout per number of physical CPUs, so that every layout meets several core counts
+# Guests whose control flow follows their timer's interrupts. Virtual time runs on while a vCPU
+# waits for its core, as CNTVCT does under KVM and Xen: on a crowded core a tick can come late and
+# the next one at once, so the guest takes its interrupts at other instructions than alone. What
+# it prints, and how it stops, must not change; its registers and RAM may.
+TIMER_DRIVEN = {"demo:ticks", "c:gic_timer"}
 LAYOUT = {1: None, 2: "contiguous", 3: "scattered", 4: "demand"}
 
 
@@ -79,6 +84,7 @@ def test_all_guests_sharing_one_host_each_end_as_alone(policy, pcpus):
     for guest, vm, result in zip(GUEST_NAMES, vms, results):
         reference = alone(guest)
         assert (result.reason, result.uart) == (reference.result.reason, reference.result.uart), guest
-        assert differences(reference.vcpus[0], vm.vcpus[0]) == [], guest
+        if guest not in TIMER_DRIVEN:
+            assert differences(reference.vcpus[0], vm.vcpus[0]) == [], guest
     ran = {s.entity.vm for s in host.trace.segments}
     assert ran == set(range(len(vms)))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from host_setups import POLICIES, WORK_CONSERVING, c_guest, combinations, scheduler
 from vlab.arch.hcr import HCR
-from vlab.guests import GUESTS
+from vlab.guests import GIC_TIMER_ON, GUESTS
 from vlab.hyp import lock_holder
 from vlab.hyp.host import Host
 from vlab.hyp.vm import VM
@@ -18,12 +18,12 @@ from vlab.sched.round_robin import RoundRobin
 
 RAM = 0x40_0000
 SLEEP = 200_000  # ticks the sleeper's timer is set to
-SLEEPER = f"""
+SLEEPER = f"""{GIC_TIMER_ON}
     ldr     x1, ={SLEEP}
     msr     cntv_tval_el0, x1           // the virtual timer fires in SLEEP ticks
     mov     x1, #1
     msr     cntv_ctl_el0, x1
-    wfi                                 // IRQs are masked: WFI still wakes when the timer fires
+    wfi                                 // IRQs are masked: WFI still wakes when the GIC signals the timer
     mrs     x20, cntvct_el0
     ldr     x0, =0x84000008
     hvc     #0

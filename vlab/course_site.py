@@ -22,6 +22,10 @@ from nbconvert import HTMLExporter
 
 from vlab.viz.widget_snapshot import snapshot_html
 
+SITE_HELP = """Execute every chapter and write the course as a static HTML site: one page a chapter, each
+widget as it stood after its cell ran, and an index page. The pages read offline, from disk:
+open OUT/index.html in a browser. `make book` does the same."""
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "jupyter" / "nbconvert" / "templates"  # vlab-site: the lab template, fetching nothing
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -73,8 +77,9 @@ def build(out: Path, progress=print) -> list[Path]:
 def add_parser(subparsers) -> None:
     """Register the `site` subcommand."""
     p = subparsers.add_parser("site", help="build a static HTML site of the executed chapters",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out", type=Path, nargs="?", default=ROOT / "_build" / "html")
+                              description=SITE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", type=Path, nargs="?", default=ROOT / "_build" / "html",
+                   help="the folder to write it to (default: _build/html)")
     p.set_defaults(func=site_command)
 
 

@@ -100,6 +100,16 @@ def check_machine() -> Check:
     return Check("vlab machine", True, f"hello guest ran {result.instructions} instructions and powered off")
 
 
+def check_sandbox() -> Check:
+    """Whether `vlab grade` can confine students' code here (bubblewrap): only instructors need it."""
+    from vlab.grading.sandbox import sandbox_status
+
+    status = sandbox_status()
+    return Check("grading sandbox", status.sandboxed, status.how,
+                 "vlab grade needs bubblewrap to confine submissions: apt-get install bubblewrap, on a Linux "
+                 "that allows unprivileged namespaces (without it, grading is best-effort only)", required=False)
+
+
 def run_checks() -> list[Check]:
     """Every check, in the order they are printed."""
     checks = [Check("python", sys.version_info >= (3, 11), sys.version.split()[0], "vlab needs Python 3.11+")]
@@ -109,6 +119,7 @@ def run_checks() -> list[Check]:
                                 required=False))
     checks.append(check_command("qemu-system-aarch64", "qemu-system-arm",
                                 "to compare guests with a real emulator", required=False))
+    checks.append(check_sandbox())
     checks.append(check_machine())
     return checks
 
