@@ -13,7 +13,8 @@ guests, where vlab can run the alternative; from the code, and labelled so, wher
 
 Every row holds `Measured` pairs: one quantity with the feature and without it. Each is a cost
 -- exits, microseconds, wrong answers, bytes of a neighbour overwritten -- so the hardware
-predicts the first is smaller (`Measured.saves`). Host time is the best of `repeats` runs (a shared
+predicts the first is smaller (`Measured.as_predicted`), except where a feature has a price (stage 2's
+longer walk). Host time is the best of `repeats` runs (a shared
 machine's noise only adds), or for the hypervisor structures' exits vlab.hyp.type_costs' median of
 `repeats` pairs of runs. Microseconds here are an emulator calling Python: compare them with
 each other, not with the published cycle counts each row cites beside them.
@@ -43,17 +44,19 @@ IACK_EOI = "    ldr w5, [x10, #0xc]\n    str w5, [x10, #0x10]\n"  # GICC_IAR, th
 
 @dataclass(frozen=True)
 class Measured:
-    """One cost, measured in this run with the feature and without it."""
+    """One cost, measured in this run with the feature and without it. `price`: a cost the feature
+    adds in return (the hardware predicts it higher with the feature)."""
 
     quantity: str
     with_feature: float
     without: float
     unit: str = ""
+    price: bool = False
 
     @property
-    def saves(self) -> bool:
-        """What the hardware predicts: the feature makes the cost smaller."""
-        return self.with_feature < self.without
+    def as_predicted(self) -> bool:
+        """What the hardware predicts: the feature makes the cost smaller -- or, for its price, larger."""
+        return self.without < self.with_feature if self.price else self.with_feature < self.without
 
     def text(self) -> str:
         return (f"{self.quantity}: {_with_unit(self.with_feature, self.unit)} with, "
