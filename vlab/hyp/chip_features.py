@@ -27,14 +27,14 @@ from dataclasses import dataclass
 
 from vlab.data import published
 from vlab.guests import GUESTS
+from vlab.guests.para_or_full import FULL
 from vlab.hyp import cost, type_costs
+from vlab.hyp.host import Host
 from vlab.hyp.para_vs_full import run_in_vm, run_on_board
 from vlab.hyp.scenarios import assignment
 from vlab.hyp.smmu import Smmu
 from vlab.hyp.type_costs import path_for
 from vlab.hyp.vm import VM
-from vlab.hyp.host import Host
-from vlab.guests.para_or_full import FULL
 from vlab.machine.timer import EL1PCEN, EL1PCTEN, TRAP_ALL_TIME
 from vlab.x86 import answers, paravirt
 
@@ -77,7 +77,8 @@ class Row:
     chapter: str = ""
 
     def text(self) -> str:
-        lines = [f"{self.name}: {self.mechanism} ({self.chapter})", f"  hardware: {self.feature}", f"  without it: {self.alternative}"]
+        lines = [f"{self.name}: {self.mechanism} ({self.chapter})", f"  hardware: {self.feature}",
+                 f"  without it: {self.alternative}"]
         lines += [f"  - {m.text()}" for m in self.measured]
         lines += [f"  {self.notes}"] + [f"  published: {p}" for p in self.published]
         return "\n".join(lines)
