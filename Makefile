@@ -101,6 +101,7 @@ bench: install
 	$(BIN)/python benchmarks/fuzz.py
 	$(BIN)/python benchmarks/pv_vs_full.py
 	$(BIN)/python benchmarks/migration.py
+	$(BIN)/python benchmarks/chip_features.py
 
 exercises: install
 	$(BIN)/vlab exercises

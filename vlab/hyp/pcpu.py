@@ -32,7 +32,7 @@ from vlab.machine.board import RAM_BASE, MmioAccess, StopReason
 from vlab.machine.cpu import CPU, EXCP_HVC, EXCP_SMC, GuestException, StopKind
 from vlab.machine.gic import GICC_BASE, GICC_SIZE, MAINTENANCE_PPI, PHYSICAL_TIMER_PPI, VIRTUAL_TIMER_PPI
 from vlab.machine.gic_virt import GICV_BASE, GICV_SIZE, VirtualCpuInterface
-from vlab.machine.timer import serve_timer
+from vlab.machine.timer import TRAPPED_BY_CNTHCTL, el0_may_access, serve_timer, stop_by_next_deadline
 from vlab.mmu import tlb_fill
 from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu.tlb import TLB
@@ -51,7 +51,7 @@ STUCK_EXITS = 8  # the same trapped instruction exiting this many times in a row
 EXITS_KEPT = 4096  # exits built once per instruction (see _trap_sysreg), at most
 
 # What a system-register access means to the hypervisor, decided once per VM and access:
-NATIVE, TRAP, IDENTITY, TRANSLATION, TLBI, AT = range(6)
+NATIVE, TRAP, IDENTITY, TRANSLATION, TLBI, AT, TIME, TIME_TRAP = range(8)
 
 
 class PhysicalCpu:
@@ -96,8 +96,9 @@ class PhysicalCpu:
         uc = self.cpu.uc
         if identity is not None:
             self.cpu.map_host_buffer(RAM_BASE, identity.ram_size, identity.ram_address)
-            # No stage-2 tables to put the GICV frame at the guest's GICC address: it is mapped there.
-            uc.mmio_map(GICC_BASE, GICC_SIZE, self._gicv_read, None, self._gicv_write, None)
+            if not identity.gicc_emulated:
+                # No stage-2 tables to put the GICV frame at the guest's GICC address: it is mapped there.
+                uc.mmio_map(GICC_BASE, GICC_SIZE, self._gicv_read, None, self._gicv_write, None)
             return
         uc.mmio_map(GICV_BASE, GICV_SIZE, self._gicv_read, None, self._gicv_write, None)
         memory = self.host.memory
@@ -386,13 +387,17 @@ class PhysicalCpu:
         plan = vm.sysreg_plans.get(access)
         if plan is None:
             plan = vm.sysreg_plans[access] = _plan(vm, access)
-        if plan is NATIVE:
+        if plan is NATIVE or plan is TIME:
             handled = serve_timer(cpu, vcpu.timer, access, value)
+            if handled and plan is TIME:
+                vm.timer_accesses += 1  # the guest's counter and timers answer it: no exit
             if handled and not access.is_read:
                 self.timer_lines(vcpu)  # a reprogrammed timer raises or lowers its line at once
             return handled
         if plan is TRAP:
             return self._trap_sysreg(cpu, vcpu, access)
+        if plan is TIME_TRAP:
+            return self._trap_time(cpu, vcpu, access, value)
         if plan is IDENTITY:
             cpu.set_x(access.rt, vcpu.vpidr if access.op2 == 0 else vcpu.vmpidr)
             return True
@@ -405,6 +410,17 @@ class PhysicalCpu:
         self._address_translate(vcpu, access)  # AT
         return True
 
+    def _trap_time(self, cpu: CPU, vcpu: VCpu, access: SysRegAccess, value: int) -> bool:
+        """A counter or timer access that CNTHCTL_EL2 traps: an exit, the hypervisor emulating the
+        vCPU's timer (handle_sysreg). At EL0 an access CNTKCTL_EL1 refuses traps to EL1 first."""
+        if cpu.el == 0 and not el0_may_access(BY_ENCODING[access.encoding].name, cpu.read_sysreg("CNTKCTL_EL1")):
+            return serve_timer(cpu, vcpu.timer, access, value)
+        handled = self._trap_sysreg(cpu, vcpu, access)
+        if not access.is_read:
+            self.timer_lines(vcpu)
+            stop_by_next_deadline(cpu, vcpu.timer)
+        return handled
+
     def _trap_sysreg(self, cpu: CPU, vcpu: VCpu, access: SysRegAccess) -> bool:
         pc = cpu.pc
         key = (pc, access, vcpu.index)
@@ -412,7 +428,7 @@ class PhysicalCpu:
         if exit is None:  # the same instruction always makes the same exit: build it once
             self._keep_few_exits()
             syndrome = Syndrome(ExceptionClass.SYS64, access.iss)
-            exit = self._exits[key] = Exit(syndrome, pc, pc, _sysreg_word(access), vcpu.index, 1)
+            exit = self._exits[key] = Exit(syndrome, pc, pc, _sysreg_word(access), vcpu.index, cpu.el)
         resume_at, effect = outcome = vcpu.vm.dispatch(vcpu, exit, IN_PLACE)
         if effect is None and resume_at == pc + 4:
             return True  # emulated: Unicorn skips the instruction, which counts as retired
@@ -502,7 +518,8 @@ class PhysicalCpu:
         vcpu = self.current
         vm = vcpu.vm
         ec = ExceptionClass.IABT_LOWER if access is Access.FETCH else ExceptionClass.DABT_LOWER
-        if access is not Access.FETCH and not fault.s1ptw and GICC_BASE <= fault.ipa < GICC_BASE + GICC_SIZE:
+        if access is not Access.FETCH and not fault.s1ptw and GICC_BASE <= fault.ipa < GICC_BASE + GICC_SIZE \
+                and not vm.gicc_emulated:
             # Stage 2 maps the GICV frame at the guest's GICC address, whoever handles the VM's exits.
             return GICV_BASE + fault.ipa - GICC_BASE, 3
         handler = vm.handlers.get(ec)
@@ -661,6 +678,8 @@ def _plan(vm: VM, access: SysRegAccess) -> int:
     if reg is not None:
         if (reg.read_trap if access.is_read else reg.write_trap) & vm.traps:
             return TRAP
+        if reg.name in TRAPPED_BY_CNTHCTL:
+            return TIME_TRAP if vm.time_trapped else TIME
         if access.is_read and reg.name in ("MIDR_EL1", "MPIDR_EL1"):
             return IDENTITY  # the hardware substitutes VPIDR_EL2/VMPIDR_EL2, without an exit
         if not access.is_read and reg.name in ("SCTLR_EL1", "TTBR0_EL1", "TTBR1_EL1", "TCR_EL1") \
