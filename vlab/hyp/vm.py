@@ -96,7 +96,7 @@ class VM:
         With `virtio_polls` its virtio console polls its queues instead of waiting for notifications.
         `paging="shadow"`: the hardware walks shadow tables instead of stage 2 (vlab.hyp.shadow); the
         stage-2 tables (contiguous unless `stage2` says otherwise) stay the hypervisor's IPA -> PA map,
-        and HCR_EL2.TVM and TRVM are set."""
+        and HCR_EL2.TVM and TRVM are set.
         `gic_cpu_interface`: "virtual", the GIC's virtual CPU interface at the guest's GICC (no exits),
         or "emulated", as on a chip without one: every GICC access an exit the hypervisor emulates.
         `cnthctl` is the hypervisor's CNTHCTL_EL2 for it: by default the guest uses its counters and
