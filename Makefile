@@ -12,7 +12,7 @@ PORT    ?= 8888
 # apt-get needs root; use sudo when we are not root and sudo exists.
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && echo sudo; })
 
-.PHONY: lab demo slides book test install system-tools dot cross browser sandbox bench fuzz doctor exercises binder-badge clean
+.PHONY: lab demo slides book test install system-tools dot cross browser sandbox bench fuzz fuzz-neighbour doctor exercises binder-badge clean
 
 # JupyterLab opens on the chapter index, or on the notebooks folder until there is one. It listens on
 # localhost only; as root (containers, lab machines) it needs --allow-root.
@@ -98,8 +98,10 @@ bench: install
 	$(BIN)/python benchmarks/course.py
 	$(BIN)/python benchmarks/grading.py
 	$(BIN)/python benchmarks/types.py
+	$(BIN)/python benchmarks/fuzz.py
 	$(BIN)/python benchmarks/pv_vs_full.py
 	$(BIN)/python benchmarks/migration.py
+	$(BIN)/python benchmarks/chip_features.py
 
 exercises: install
 	$(BIN)/vlab exercises
@@ -110,6 +112,11 @@ N ?= 10000
 JOBS ?= 1
 fuzz: install
 	$(BIN)/python -m vlab.fuzz $(N) --jobs $(JOBS) $(if $(SEED),--seed $(SEED))
+
+# Isolation, fuzzed (make test runs 2,000): N hostile programs beside a victim on shared hosts, then
+# the counts -- leaks, hangs, Python errors -- and programs per second. SEED and JOBS as for fuzz.
+fuzz-neighbour: install
+	$(BIN)/python -m vlab.fuzz $(N) --neighbour --jobs $(JOBS) $(if $(SEED),--seed $(SEED))
 
 # Binder builds from a public GitHub repository: the README badge for this clone's `origin`.
 BINDER_START := urlpath=lab/tree/notebooks/00_start_here.ipynb

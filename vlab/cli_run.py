@@ -52,6 +52,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--trap", default="", metavar="BITS",
                    help="with --virt: HCR_EL2 trap controls, e.g. TVM,TRVM,TID3,TACR,TSC,TWI")
     p.add_argument("--trap-log", action="store_true", help="with --virt: print the hypervisor's trap log (stderr)")
+    p.add_argument("--paging", choices=("nested", "shadow"), default="nested",
+                   help="with --virt: the hardware's stage 2 (nested, the default) or the hypervisor's shadow "
+                        "page tables, which trap the guest's table writes and TTBR/TCR/SCTLR (TVM, TRVM)")
     host = p.add_argument_group("the host (with --virt)")
     host.add_argument("--vcpus", type=int, default=1, metavar="N", help="vCPUs of every VM (default 1)")
     host.add_argument("--pcpus", type=int, default=None, metavar="M",
@@ -106,7 +109,8 @@ def _refused(args: argparse.Namespace) -> str:
                                               ("--vcpus", args.vcpus != 1), ("--pcpus", args.pcpus),
                                               ("--sched", args.sched != "rr"), ("--slice", args.slice),
                                               ("--windows", args.windows), ("--weights", args.weights),
-                                              ("--caps", args.caps), ("--hyp", args.hyp)) if value]
+                                              ("--caps", args.caps), ("--hyp", args.hyp),
+                                              ("--paging", args.paging != "nested")) if value]
     if not args.virt and (host_options or len(args.files) > 1):
         what = f"{host_options[0]} applies" if host_options else "several guests run"
         return f"{what} inside VMs under the hypervisor: add --virt"
@@ -150,8 +154,8 @@ def _host(args: argparse.Namespace):
     # guest's RAM is behind stage 2 (dom0 shares the host), laid out alike under each.
     structure = make_structure(args.hyp, host) if args.hyp else None
     stage2 = "demand" if not alone else "contiguous" if structure else None
-    vms = [VM.from_file(_guest(f), traps=traps, vcpus=args.vcpus, host=host, weight=w, cap=c, stage2=stage2)
-           for f, w, c in zip(files, weights, caps)]
+    vms = [VM.from_file(_guest(f), traps=traps, vcpus=args.vcpus, host=host, weight=w, cap=c, stage2=stage2,
+                        paging=args.paging) for f, w, c in zip(files, weights, caps)]
     for vm in vms if structure else ():
         structure.attach(vm)
     return host, vms, structure

@@ -1,7 +1,9 @@
-"""`python -m vlab.fuzz [N] [--seed S] [--jobs J]`: check N generated programs, print the counts.
+"""`python -m vlab.fuzz [N] [--seed S] [--jobs J] [--neighbour]`: check N generated programs, print the counts.
 
 The seeds are S, S+1, ... (S random unless given, and printed: a finding reproduces with
-`vlab.fuzz.check.check(seed)`). Exit status 1 if anything was found.
+`vlab.fuzz.check.check(seed)`, or with --neighbour `vlab.fuzz.neighbour.check(seed)` for the
+host seed it names). --neighbour runs hostile programs beside a victim on shared hosts
+(vlab.fuzz.neighbour) instead of bare against VMs. Exit status 1 if anything was found.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from vlab.fuzz.check import Tally, fuzz
+from vlab.fuzz import check, neighbour
 
-CHUNK = 100  # programs per task: progress is printed after each
+CHUNK = 96  # programs per task (whole hosts of neighbour.GROUP) (whole hosts of neighbour.GROUP): progress is printed after each
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,11 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("n", nargs="?", type=int, default=2_000, help="how many programs (default 2000)")
     parser.add_argument("--seed", type=int, default=None, help="the first seed (default: a random one)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--neighbour", action="store_true",
+                        help="hostile programs beside a victim on one host: isolation (vlab.fuzz.neighbour)")
     args = parser.parse_args(argv)
+    fuzz, total = (neighbour.fuzz, neighbour.NeighbourTally()) if args.neighbour else (check.fuzz, check.Tally())
     first = random.randrange(2**32) if args.seed is None else args.seed
-    print(f"fuzzing {args.n:,} programs, seeds {first}..{first + args.n - 1}, {args.jobs} job(s)", flush=True)
+    what = "hostile programs beside a victim" if args.neighbour else "programs"
+    print(f"fuzzing {args.n:,} {what}, seeds {first}..{first + args.n - 1}, {args.jobs} job(s)", flush=True)
     chunks = [range(start, min(start + CHUNK, first + args.n)) for start in range(first, first + args.n, CHUNK)]
-    total, began = Tally(), time.monotonic()
+    began = time.monotonic()
     with ProcessPoolExecutor(args.jobs) as pool:
         for tally in pool.map(fuzz, chunks):
             total.merge(tally)
@@ -35,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {total.programs:,}/{args.n:,} programs, {len(total.findings)} findings, "
                   f"{rate:.1f} programs/s", flush=True)
     print(total.report())
-    print(f"{total.programs / (time.monotonic() - began):.1f} programs/s")
+    print(f"Fuzz programs per second: {total.programs / (time.monotonic() - began):.1f} "
+          f"({args.jobs} job(s){', beside a victim' if args.neighbour else ''})")
     return 1 if total.findings else 0
 
 

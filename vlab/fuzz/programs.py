@@ -13,7 +13,12 @@ checker's rules speak of):
               An IRQ (the virtual timer) turns the timer off and returns.
 
 Registers: snippets compute in x1..x15 (x9 is also an address), x16 counts loops, x19 is a
-scratch base; x20..x30 belong to the kernel. `program(seed)` is the whole interface.
+scratch base; x20..x30 belong to the kernel. `program(seed)` is the whole interface;
+`program(seed, hostile=True)` mixes in the snippets of HOSTILE, which attack the hypervisor and
+whatever runs beside the VM (vlab.fuzz.neighbour): stores across the whole IPA space, stage-1
+tables that alias and overlap, TLBI and AT games, hypercalls with wild pointers and lengths,
+CPU_ON at wild entries, EL2/EL3 register writes, exception loops, spinning for ever, a virtio
+driver gone wild, interrupts left pending.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 
 from vlab.asm import assemble
 from vlab.guests.mmu import MMU_ON
+from vlab.hyp.memory import HOST_BASE
 from vlab.machine.board import FLASH_BASE, RAM_BASE
 from vlab.machine.loader import Image, Segment
 from vlab.machine.uart import UART_BASE
@@ -233,6 +239,210 @@ SNIPPETS = {  # kind -> (generator, weight); the kinds where a VM differs from t
     "illegal_return": (_illegal_return, 1), "el0": (_el0, 1),
 }
 
+
+# --- hostile snippets: what a guest does to harm its neighbours (program(seed, hostile=True)) ----------
+
+IPA_BITS = 40  # vlab's stage 2 (VTCR_EL2.T0SZ = 24)
+HOST_FRAMES = 0x1000 * 4096  # host-physical addresses a guest may guess at: the first 16 MiB of frames
+EL2_EL3_REGISTERS = ["hcr_el2", "vttbr_el2", "vtcr_el2", "sctlr_el2", "vbar_el2", "tpidr_el2", "cptr_el2",
+                     "mdcr_el2", "cnthctl_el2", "cntvoff_el2", "vpidr_el2", "vmpidr_el2", "elr_el2", "spsr_el2",
+                     "sp_el1", "esr_el2", "far_el2", "hpfar_el2", "tcr_el2", "ttbr0_el2", "mair_el2",
+                     "ich_hcr_el2", "scr_el3", "sctlr_el3", "vbar_el3", "mdcr_el3", "cptr_el3", "elr_el3"]
+TLBIS = ["vmalle1", "vmalle1is", "vae1, {r}", "vale1, {r}", "aside1, {r}", "vaae1, {r}", "vaale1, {r}",
+         "vae1is, {r}", "alle1", "alle2", "alle3", "vmalls12e1", "ipas2e1, {r}"]  # the last five: EL2/EL3 only
+ATS = ["s1e1r", "s1e1w", "s1e0r", "s1e0w", "s12e1r", "s12e0w", "s1e2r", "s1e3w"]  # the last four: EL2/EL3 only
+XEN_CALLS = [17, 18, 29, 48]  # xen_version, console_io, sched_op, vlab_domain_info (vlab.hyp.xen)
+ERET, UDF0 = 0xD69F03E0, 0x0000_0000
+
+
+def _wild_address(w: _Writer) -> int:
+    """Somewhere a hostile guest aims: anywhere in or beyond the IPA space, a host frame's address
+    (as an IPA, or where host memory sits in a core's physical map), the edges of its RAM."""
+    frame = 0x1000 * w.rng.randrange(HOST_FRAMES // 0x1000) + 8 * w.imm(511)
+    return w.rng.choice([w.rng.randrange(1 << IPA_BITS), w.rng.randrange(1 << IPA_BITS) & ~((1 << 30) - 1),
+                         w.rng.randrange(1 << 64), frame, HOST_BASE + frame, RAM_BASE - 8, RAM_BASE + RAM_SIZE,
+                         RAM_BASE + w.rng.randrange(RAM_SIZE), (1 << IPA_BITS) + RAM_BASE, (1 << 64) - 8])
+
+
+def _ipa_store(w: _Writer) -> None:
+    """A store (or a load, or a pair) at a wild address."""
+    access = w.rng.choice([f"str {w.reg()}, [x9]", f"ldr {w.reg()}, [x9]", "stp x3, x4, [x9]", "strb w5, [x9]",
+                           "dc zva, x9"])
+    w.emit("ipa_store", f"ldr x9, ={_wild_address(w) & ~15:#x}", access)
+
+
+def _ipa_sweep(w: _Writer) -> None:
+    """Stores every `stride` bytes from a wild start: across the IPA space, or over the VM's own RAM
+    (its code and kernel too, so that it may wreck itself)."""
+    top = w.label()
+    start, stride, count = w.rng.choice([
+        (0, 1 << 34, 64),  # the whole 40-bit IPA space, every 16 GiB
+        (w.rng.randrange(1 << IPA_BITS) & ~0xFFF, 1 << w.rng.randint(12, 36), w.rng.randint(2, 16)),
+        (RAM_BASE + 0x1000 * w.rng.randrange(RAM_SIZE // 0x1000), 0x1000, w.rng.randint(1, 64)),
+        (DATA, 8 * w.rng.randint(1, 512), w.rng.randint(1, 512))])
+    w.emit("ipa_sweep", f"ldr x9, ={start:#x}", f"ldr x10, ={stride:#x}", f"ldr x16, ={count}",
+           f"ldr x11, ={w.rng.randrange(1 << 64):#x}", f"{top}:", "str x11, [x9]", "add x9, x9, x10",
+           "subs x16, x16, #1", f"b.ne {top}")
+
+
+def _alias_tables(w: _Writer) -> None:
+    """Stage-1 tables that alias and overlap: level-1 entries pointing back at the table itself
+    (a recursive map: the tables become writable through it), at hostile-written data as a table,
+    blocks onto wild IPAs, onto the RAM again; then accesses through them, with or without a TLBI."""
+    w.emit("alias_tables", _MMU_ON.rstrip("\n").replace("    ", "", 1))
+    for _ in range(w.rng.randint(1, 4)):
+        slot = w.rng.randint(3, 511)
+        descriptor = w.rng.choice([TABLES | 3, DATA | 3, (_wild_address(w) & ~((1 << 30) - 1) & ((1 << 48) - 1)) | 0x701,
+                                   RAM_BASE | 0x705, RAM_BASE | 0x401, TABLES + 0x1000 | 3,
+                                   w.rng.randrange(1 << 64) | 1])
+        w.emit("alias_tables", f"ldr x19, ={TABLES:#x}", f"ldr x9, ={descriptor:#x}", f"str x9, [x19, #{8 * slot}]")
+        if w.rng.random() < 0.7:
+            w.emit("alias_tables", w.rng.choice(["tlbi vmalle1", "dsb sy", "isb"]))
+        va = slot << 30 | w.rng.choice([0, 1 << 21, 1 << 21 | 1 << 12, 3 << 21 | 3 << 12, w.rng.randrange(1 << 30)]) & ~7
+        w.emit("alias_tables", f"ldr x9, ={va:#x}",
+               w.rng.choice([f"str {w.reg()}, [x9]", f"ldr {w.reg()}, [x9]", f"at s1e1w, x9\n    mrs {w.reg()}, par_el1"]))
+    if w.rng.random() < 0.2:  # a translation table base the guest made up
+        w.emit("alias_tables", f"ldr x9, ={w.rng.choice([DATA, TABLES + 8, _wild_address(w)]):#x}",
+               "msr ttbr0_el1, x9", "isb", f"ldr {w.reg()}, [x20]")
+
+
+def _tlbi_at(w: _Writer) -> None:
+    """TLB maintenance and address translation with wild operands, the EL2/EL3 forms among them."""
+    r = w.reg()
+    w.emit("tlbi_at", f"ldr {r}, ={w.rng.choice([w.rng.randrange(1 << 64), _wild_address(w)]):#x}")
+    if w.rng.random() < 0.5:
+        w.emit("tlbi_at", "tlbi " + w.rng.choice(TLBIS).format(r=r), "dsb sy", "isb")
+    else:
+        w.emit("tlbi_at", f"at {w.rng.choice(ATS)}, {r}", "isb", f"mrs {w.reg()}, par_el1")
+
+
+def _wild_hypercall(w: _Writer) -> None:
+    """vlab's hypercalls, PSCI and Xen's, with wild function numbers, pointers and lengths."""
+    wild, conduit = _wild_address(w), w.rng.choice(["hvc #0", "hvc #0", "smc #0", f"hvc #{w.imm(0xFFFF):#x}"])
+    length = w.rng.choice([0, 1, 4095, 4096, 4097, RAM_SIZE, 0xFFFF_FFFF, (1 << 64) - 1, w.rng.randrange(1 << 64)])
+    kind = w.rng.choice(["vlab", "psci", "xen"])
+    if kind == "vlab":
+        w.emit("wild_hypercall", f"ldr x0, ={w.rng.choice([0x8600_0001, 0x8600_0002, 0x8600_0003]):#x}",
+               f"ldr x1, ={wild:#x}", f"ldr x2, ={length:#x}", conduit)
+    elif kind == "psci":
+        fid = w.rng.choice([0x8400_0000 | w.imm(0x1F), 0xC400_0000 | w.imm(0x1F), w.rng.randrange(1 << 64)])
+        w.emit("wild_hypercall", f"ldr x0, ={fid:#x}", f"ldr x1, ={wild:#x}", f"ldr x2, ={length:#x}",
+               f"ldr x3, ={w.rng.randrange(1 << 64):#x}", conduit)
+    else:
+        number = w.rng.choice(XEN_CALLS + [w.rng.randrange(64), w.rng.randrange(1 << 64)])
+        w.emit("wild_hypercall", f"ldr x16, ={number:#x}", f"ldr x0, ={w.rng.choice([0, 1, 2, 6, 7, w.imm(1 << 16)]):#x}",
+               f"ldr x1, ={w.rng.choice([length, wild]):#x}", f"ldr x2, ={wild:#x}", "hvc #0xea1")
+    w.emit("wild_hypercall", f"mov {w.reg()}, x0")
+
+
+def _cpu_on(w: _Writer) -> None:
+    """PSCI CPU_ON of a vCPU that exists or not, at an entry that is code, data, zeros, misaligned,
+    a device or nowhere."""
+    target = w.rng.choice([0, 1, 1, 2, 3, 0x100, w.rng.randrange(1 << 64)])
+    entry = w.rng.choice(["_start", f"={KERNEL:#x}", f"={ZEROS:#x}", f"={RAM_BASE + 4 * w.rng.randrange(RAM_SIZE // 4):#x}",
+                          f"={RAM_BASE + 2:#x}", f"={UART_BASE:#x}", f"={w.rng.randrange(1 << 64):#x}",
+                          f"={RAM_BASE + RAM_SIZE - 4:#x}"])
+    w.emit("cpu_on", "ldr x0, =0xc4000003", f"ldr x1, ={target:#x}",
+           "adr x2, _start" if entry == "_start" else f"ldr x2, {entry}", f"ldr x3, ={w.rng.randrange(1 << 64):#x}",
+           w.rng.choice(["hvc #0", "smc #0"]), f"mov {w.reg()}, x0")
+
+
+def _el2_el3(w: _Writer) -> None:
+    """A write (or read) of a register of the hypervisor or the firmware: UNDEFINED at EL1."""
+    register, r = w.rng.choice(EL2_EL3_REGISTERS), w.reg()
+    if w.rng.random() < 0.7:
+        w.emit("el2_el3", f"ldr {r}, ={w.rng.randrange(1 << 64):#x}", f"msr {register}, {r}")
+    else:
+        w.emit("el2_el3", f"mrs {r}, {register}")
+
+
+def _exception_loop(w: _Writer) -> None:
+    """A vector table that returns to the faulting instruction (eret) or faults itself (udf #0),
+    written into its data page at run time, then an exception: the VM loops until it is stopped."""
+    word = w.rng.choice([ERET, UDF0])
+    w.emit("exception_loop", f"ldr x9, ={DATA:#x}", f"ldr w10, ={word:#x}", "str w10, [x9, #0x200]",
+           "str w10, [x9, #0x400]", "dsb sy", "ic iallu", "msr vbar_el1, x9", "isb",
+           w.rng.choice(["udf #7", "brk #1", "svc #0", "ldr x1, =0x20000000\n    ldr x2, [x1]"]))
+
+
+VIRTIO_CONSOLE = 0x0A00_0000 + 31 * 0x200  # QEMU virt puts its first virtio device on the last transport
+VIRTQ = RAM_BASE + 0xD_0000  # where a hostile driver keeps its descriptors, available and used rings
+DESC_NEXT, DESC_WRITE, DESC_INDIRECT = 1, 2, 4
+
+
+def virtio_round(queue: int, size: int, rings: tuple[int, int, int], descriptor: tuple[int, int, int, int]) -> str:
+    """A driver that resets the virtio console, negotiates VIRTIO_F_VERSION_1, sets up `queue` with
+    `size` entries and its descriptor table, available and used rings at `rings`, puts
+    `descriptor` (address, length, flags, next) in slot 0 of the table at VIRTQ, offers it as the
+    only chain of fresh rings and notifies.
+    Uses x9, x10, x11; a device it upsets sets DEVICE_NEEDS_RESET, which the next round's reset clears."""
+    address, length, flags, following = descriptor
+    registers = [(0x070, 0), (0x070, 1), (0x070, 3), (0x024, 1), (0x020, 1), (0x070, 11), (0x030, queue),
+                 (0x038, size)]
+    for offset, ring in zip((0x080, 0x090, 0x0A0), rings):
+        registers += [(offset, ring & 0xFFFF_FFFF), (offset + 4, ring >> 32)]
+    registers += [(0x044, 1), (0x070, 15)]
+    lines = [f"    ldr     x9, ={VIRTIO_CONSOLE:#x}"]
+    lines += [f"    ldr     w10, ={value:#x}\n    str     w10, [x9, #{offset:#x}]" for offset, value in registers]
+    lines += [f"    ldr     x10, ={VIRTQ:#x}", f"    ldr     x11, ={address:#x}", "    str     x11, [x10]",
+              f"    ldr     w11, ={length:#x}", "    str     w11, [x10, #8]",
+              f"    ldr     w11, ={flags | following << 16:#x}", "    str     w11, [x10, #12]",
+              f"    ldr     x10, ={rings[2]:#x}", "    strh    wzr, [x10, #2]",  # a fresh used ring
+              f"    ldr     x10, ={rings[1]:#x}", "    strh    wzr, [x10, #4]",  # avail.ring[0] = 0
+              "    mov     w11, #1", "    strh    w11, [x10, #2]",  # avail.idx = 1
+              f"    ldr     w10, ={queue}", "    str     w10, [x9, #0x50]"]  # QueueNotify
+    return "\n".join(lines) + "\n"
+
+
+def _wild_virtio(w: _Writer) -> None:
+    """The VM's virtio console driven by a hostile driver: rings and buffers anywhere, sizes that
+    are no power of 2, chains that loop or run off the table, buffers the wrong way round."""
+    rings = (VIRTQ, VIRTQ + 0x1000, VIRTQ + 0x2000)
+    if w.rng.random() < 0.3:
+        rings = tuple(w.rng.choice([VIRTQ, _wild_address(w), RAM_BASE + RAM_SIZE - 8, VIRTQ + 2]) for _ in range(3))
+    descriptor = (w.rng.choice([_wild_address(w), VIRTQ + 0x3000, RAM_BASE + RAM_SIZE - 4]),
+                  w.rng.choice([0, 8, 64, 4096, 0xFFFF_FFFF]), w.rng.choice([0, 0, DESC_NEXT, DESC_WRITE, DESC_INDIRECT, 7]),
+                  w.rng.choice([0, 1, 7, 0xFFFF]))
+    w.emit("wild_virtio", virtio_round(w.rng.choice([0, 1, 1, 2, 0xFFFF]), w.rng.choice([8, 8, 3, 0, 1024, 0xFFFF]),
+                                       rings, descriptor).rstrip("\n").replace("    ", "", 1))
+
+
+GICD, GICC = 0x0800_0000, 0x0801_0000  # QEMU virt's GICv2 (vlab.machine.gic)
+
+
+def interrupt_storm(sgir: int, acks: int, complete: bool) -> str:
+    """Its GIC on, every SGI and PPI enabled and made pending, SGIs by GICD_SGIR (`sgir`), its
+    virtual timer firing at once -- with IRQs masked, so they stay pending in its list registers
+    across world switches --, then `acks` interrupts taken from GICC_IAR, completed or left
+    active. Uses x9, x10, x11."""
+    lines = [f"    ldr     x9, ={GICD:#x}", "    mov     w10, #1", "    str     w10, [x9]",  # GICD_CTLR
+             "    mov     w10, #-1", "    str     w10, [x9, #0x100]", "    str     w10, [x9, #0x200]",  # ISENABLER0, ISPENDR0
+             f"    ldr     w10, ={sgir:#x}", "    str     w10, [x9, #0xf00]",  # GICD_SGIR
+             f"    ldr     x9, ={GICC:#x}", "    mov     w10, #0xff", "    str     w10, [x9, #4]",  # GICC_PMR
+             "    mov     w10, #1", "    str     w10, [x9]",  # GICC_CTLR
+             "    msr     daifset, #2", "    mov     x10, #1", "    msr     cntv_tval_el0, x10", "    msr     cntv_ctl_el0, x10"]
+    for _ in range(acks):
+        lines += ["    ldr     w11, [x9, #0xc]"] + (["    str     w11, [x9, #0x10]"] if complete else [])  # IAR, EOIR
+    return "\n".join(lines) + "\n"
+
+
+def _interrupt_storm(w: _Writer) -> None:
+    sgir = w.rng.choice([w.rng.randrange(1 << 32), 0x00FF_0000 | w.imm(15), 0x0100_0000 | w.imm(15), 0x0200_0000])
+    w.emit("interrupt_storm", interrupt_storm(sgir, w.rng.randint(0, 3), w.rng.random() < 0.5).rstrip("\n")
+           .replace("    ", "", 1))
+
+
+HOSTILE = {  # kind -> (generator, weight), drawn beside SNIPPETS by program(seed, hostile=True)
+    "ipa_store": (_ipa_store, 4), "ipa_sweep": (_ipa_sweep, 1), "alias_tables": (_alias_tables, 1.5),
+    "tlbi_at": (_tlbi_at, 2), "wild_hypercall": (_wild_hypercall, 3), "cpu_on": (_cpu_on, 1),
+    "el2_el3": (_el2_el3, 2), "exception_loop": (_exception_loop, 0.3), "wild_virtio": (_wild_virtio, 0.7),
+    "interrupt_storm": (_interrupt_storm, 1),
+}
+# How a program ends: power off, spin for ever, wait for an interrupt that never comes
+ENDINGS = ([["ldr     x0, =0x84000008", "hvc     #0"], ["wfi"], ["b       ."]], [90, 5, 5])
+HOSTILE_ENDINGS = ([["ldr     x0, =0x84000008", "hvc     #0"], ["msr     daifset, #2", "wfi"], ["b       ."]],
+                   [50, 15, 35])
+
 _MMU_ON = f"""    ldr     x1, ={TABLES:#x}
     ldr     x2, =0x00000405              // VA 0 -> PA 0, 1 GiB of device memory (flash, UART)
     str     x2, [x1]
@@ -304,10 +514,12 @@ def _kernel_segment() -> Segment:
     return Segment(KERNEL, code, len(code))
 
 
-def program(seed: int, max_snippets: int = 24) -> Program:
-    """The program of `seed`: the same source and kinds on every call."""
-    w = _Writer(random.Random(seed))
-    kinds, weights = zip(*((kind, weight) for kind, (_, weight) in SNIPPETS.items()))
+def program(seed: int, max_snippets: int = 24, hostile: bool = False) -> Program:
+    """The program of `seed`: the same source and kinds on every call. `hostile`: a program of
+    its own for the seed, with HOSTILE's snippets among the others (it ends by spinning more often)."""
+    w = _Writer(random.Random(seed ^ 0x4057_11E if hostile else seed))
+    table = SNIPPETS | HOSTILE if hostile else SNIPPETS
+    kinds, weights = zip(*((kind, weight) for kind, (_, weight) in table.items()))
     head = ["_start:", f"    ldr     x0, ={KERNEL:#x}", "    msr     vbar_el1, x0", f"    ldr     x20, ={DATA:#x}",
             f"    ldr     x21, ={UART_BASE:#x}", f"    ldr     x0, ={STACK:#x}", "    mov     sp, x0"]
     if w.rng.random() < 0.1:  # no vector table: the first exception ends the run
@@ -317,7 +529,7 @@ def program(seed: int, max_snippets: int = 24) -> Program:
         head.append(_MMU_ON.rstrip("\n"))
         w.kinds.add("mmu")
     for kind in w.rng.choices(kinds, weights, k=w.rng.randint(1, max_snippets)):
-        SNIPPETS[kind][0](w)
-    ending = w.rng.choices([["ldr     x0, =0x84000008", "hvc     #0"], ["wfi"], ["b       ."]], [90, 5, 5])[0]
+        table[kind][0](w)
+    ending = w.rng.choices(*(HOSTILE_ENDINGS if hostile else ENDINGS))[0]
     source = "\n".join(head + w.lines + [f"    {line}" for line in ending]) + "\n"
     return Program(seed, source, frozenset(w.kinds))

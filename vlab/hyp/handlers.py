@@ -27,6 +27,7 @@ from vlab.hyp import xen
 from vlab.hyp.exits import Exit
 from vlab.machine import psci
 from vlab.machine.board import Device
+from vlab.machine.timer import TRAPPED_BY_CNTHCTL
 
 if TYPE_CHECKING:
     from vlab.hyp.vcpu import VCpu
@@ -46,6 +47,14 @@ def handle_sysreg(vcpu: VCpu, exit: Exit) -> str:
     reg = BY_ENCODING.get(access.encoding)
     if reg is None:
         return vcpu.inject(exit, Syndrome(ExceptionClass.UNKNOWN), f"no register {name_of(access.encoding)}")
+    if reg.name in TRAPPED_BY_CNTHCTL:  # the guest's time, emulated: the vCPU's counter and timers
+        written = vcpu.x(access.rt)
+        _, value = vcpu.timer.handle(access, written)
+        vcpu.skip(exit)
+        if access.is_read:
+            vcpu.set_x(access.rt, value)
+            return f"read {reg.name} = {value:#x} into x{access.rt}, from the vCPU's emulated timer"
+        return f"wrote x{access.rt} = {written:#x} to {reg.name} of the vCPU's emulated timer"
     if access.is_read:
         value = vcpu.read_sysreg(reg.name)
         vcpu.set_x(access.rt, value)

@@ -139,13 +139,15 @@ class Host:
         return index
 
     def _check_room(self, ram_size: int, needed: int) -> None:
-        """Refuse a VM whose memory would not fit in the host's free frames, before any is taken."""
-        frames = self.memory.frames
-        if needed > frames.free:
+        """Refuse a VM whose memory would not fit in the host's free frames that no other VM has been
+        promised (vlab.hyp.memory.VmMemory), before any is taken."""
+        frames, free = self.memory.frames, self.memory.unpromised
+        if needed > free:
+            promised = f" ({self.memory.reserved:,} more are promised to other VMs)" if self.memory.reserved else ""
             raise ValueError(f"a VM with {_size(ram_size)} of RAM needs {needed:,} host frames of 4 KiB (its RAM "
-                             f"and stage-2 tables), but only {frames.free:,} of the host's {frames.size // PAGE:,} "
-                             f"frames ({_size(frames.size)}) are free: give the host more memory (Host(memory=...)), "
-                             "the VM less RAM (ram_size=...), or demand paging (stage2='demand')")
+                             f"and stage-2 tables), but only {free:,} of the host's {frames.size // PAGE:,} "
+                             f"frames ({_size(frames.size)}) are free{promised}: give the host more memory "
+                             "(Host(memory=...)), the VM less RAM (ram_size=...), or demand paging (stage2='demand')")
 
     def vmid_of(self, vm) -> int:
         return self._vmids[vm.index]

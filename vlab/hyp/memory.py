@@ -21,7 +21,7 @@ from typing import Callable
 
 from vlab.mmu.descriptors import OA_MASK, Leaf
 from vlab.mmu.memory import BufferMemory
-from vlab.mmu.tables import PAGE, FrameAllocator, TableBuilder
+from vlab.mmu.tables import PAGE, FrameAllocator, OutOfFrames, TableBuilder
 from vlab.mmu.walk import LEVEL_SHIFT, Access, Regime, Translation, walk
 
 # Where host physical memory appears in each core's (Unicorn's) physical address map.
@@ -54,6 +54,14 @@ class HostMemory:
         self.frames = FrameAllocator(0, size, seed, self.memory)  # scrubs every frame given back
         self.owner: dict[int, str] = {}  # frame -> who uses it ("vm1 RAM", "vm1 stage-2 table", ...)
         self.sharers: dict[int, int] = {}  # frame -> how many VM pages map it copy-on-write
+        # Free frames promised to VMs: the demand-paged pages and tables they will take, the copies
+        # their shared pages will need on a write. No other VM may take them (VmMemory.take_frame).
+        self.reserved = 0
+
+    @property
+    def unpromised(self) -> int:
+        """Free frames no VM has been promised: what a new VM, or one beyond its promise, may take."""
+        return self.frames.free - self.reserved
 
 
 def frames_needed(ram_base: int, ram_size: int, layout: str) -> int:
@@ -75,7 +83,11 @@ def frames_needed(ram_base: int, ram_size: int, layout: str) -> int:
 class VmMemory:
     """One VM's RAM: `ram_size` bytes of IPA space at `ram_base`, backed by host frames via stage 2.
 
-    Every frame the VM receives is zero or holds its own data. After `write_protect`, every write
+    Every frame the VM receives is zero or holds its own data. What it may take later is promised
+    when it is made, if the host has it: the frames of its demand-paged RAM and tables, and one
+    per page it shares (for the copy a write makes). A VM promised nothing (a demand-paged VM
+    larger than the host's free memory: overcommitted) takes only frames promised to no one, so
+    its neighbours' pages never depend on what it touches. After `write_protect`, every write
     to its RAM -- the guest's, through a stage-2 permission fault, or the loader's -- is in `dirty`.
     Whenever a valid stage-2 entry changes, `on_change` (set by the VM) is told its IPA page, or
     None for many: every TLB that may hold the old entry, on every core running the VM, must
@@ -87,7 +99,14 @@ class VmMemory:
         frames_needed(ram_base, ram_size, layout)  # refuses an unknown layout
         self.host, self.ram_base, self.ram_size, self.layout, self.vmid = host, ram_base, ram_size, layout, vmid
         self.regime = Regime.stage2(VTCR_T0SZ, VTCR_SL0)
-        self.tables = TableBuilder(host.memory, self.regime, host.frames)
+        promise = frames_needed(ram_base, ram_size, "contiguous") - frames_needed(ram_base, ram_size, "demand") \
+            if layout == "demand" else 0
+        fits = host.unpromised >= self.regime.concatenated + promise
+        self.promised = 0
+        self.tables = TableBuilder(host.memory, self.regime, self)  # the root: not part of the promise
+        self.promised = promise if fits else 0
+        self._promise_made = fits or not promise
+        host.reserved += self.promised
         self.dirty: set[int] = set()  # IPA pages written since write protection was turned on
         self._write_protected: set[int] = set()
         self._logging = False  # write_protect() was called: record every write from now on
@@ -100,11 +119,25 @@ class VmMemory:
         self._claim(self.tables.tables, "stage-2 table")
         if layout != "demand":
             pages = list(range(ram_base, ram_base + ram_size, PAGE))
-            frames = [host.frames.allocate() for _ in pages]
+            frames = [self.allocate() for _ in pages]
             if layout == "scattered":
                 random.Random(seed).shuffle(frames)
             for ipa, frame in zip(pages, frames):
                 self._map(ipa, frame)
+
+    def allocate(self, count: int = 1) -> int:
+        """Take `count` contiguous host frames for this VM (its tables' allocator too): from what it
+        was promised while that lasts, else from what no VM was promised (OutOfFrames if none is left)."""
+        host = self.host
+        if self.promised >= count:
+            self.promised -= count
+            host.reserved -= count
+        elif host.unpromised < count:
+            why = "has used every frame it was promised" if self._promise_made else \
+                "was promised none (it was made larger than the host's free memory: overcommitted)"
+            raise OutOfFrames(f"host out of memory: vm{self.vmid} {why}, and the host's {host.frames.free:,} "
+                              "free frames are all promised to other VMs")
+        return host.frames.allocate(count)
 
     @property
     def vttbr(self) -> int:
@@ -199,7 +232,7 @@ class VmMemory:
 
     def _allocate(self, page: int, writable: bool = True) -> int:
         """A fresh host frame (zero: frames are scrubbed when given back), mapped at `page`."""
-        frame = self.host.frames.allocate()
+        frame = self.allocate()
         self._map(page, frame, writable)
         return frame
 
@@ -211,7 +244,7 @@ class VmMemory:
             del self.host.sharers[frame]
             self._map(page, frame)
             return f"copy-on-write: IPA page {page:#x} was the last sharer of frame {frame:#x}: made writable"
-        copy = self.host.frames.allocate()
+        copy = self.allocate()
         self.host.memory.write(copy, self.host.memory.read(frame, PAGE))
         self._map(page, copy)
         return f"copy-on-write: IPA page {page:#x} copied from shared frame {frame:#x} to {copy:#x}"
@@ -226,6 +259,8 @@ class VmMemory:
         if own is not None and own != frame and own not in self.host.sharers:
             self.host.frames.release(own)  # scrubbed: the next VM to get it must not read this one's data
             self.host.owner.pop(own, None)
+            self.promised += 1  # a write will need a frame for its copy: this one stays ours to take
+            self.host.reserved += 1
 
     def write_protect(self) -> None:
         """Make every RAM page read-only at stage 2 and forget what was dirty (a migration round starts).

@@ -25,13 +25,14 @@ from vlab.arch.sysregs import BY_ENCODING
 from vlab.hyp import handlers
 from vlab.hyp.exits import IN_PLACE, RUN_LOOP, Exit
 from vlab.hyp.memory import HOST_BASE
+from vlab.hyp.shadow import SHADOW_WINDOW, ShadowTranslation, table_write_syndrome
 from vlab.hyp.vcpu import Block, Halt, Inject, VCpu, VCpuState, Yield
 from vlab.hyp.vgic import serve_physical_irq
 from vlab.machine.board import RAM_BASE, MmioAccess, StopReason
 from vlab.machine.cpu import CPU, EXCP_HVC, EXCP_SMC, GuestException, StopKind
 from vlab.machine.gic import GICC_BASE, GICC_SIZE, MAINTENANCE_PPI, PHYSICAL_TIMER_PPI, VIRTUAL_TIMER_PPI
 from vlab.machine.gic_virt import GICV_BASE, GICV_SIZE, VirtualCpuInterface
-from vlab.machine.timer import serve_timer
+from vlab.machine.timer import TRAPPED_BY_CNTHCTL, el0_may_access, serve_timer, stop_by_next_deadline
 from vlab.mmu import tlb_fill
 from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu.tlb import TLB
@@ -50,7 +51,7 @@ STUCK_EXITS = 8  # the same trapped instruction exiting this many times in a row
 EXITS_KEPT = 4096  # exits built once per instruction (see _trap_sysreg), at most
 
 # What a system-register access means to the hypervisor, decided once per VM and access:
-NATIVE, TRAP, IDENTITY, TRANSLATION, TLBI, AT = range(6)
+NATIVE, TRAP, IDENTITY, TRANSLATION, TLBI, AT, TIME, TIME_TRAP = range(8)
 
 
 class PhysicalCpu:
@@ -72,7 +73,8 @@ class PhysicalCpu:
         self.switches = 0
         self.tlb = TLB(TLB_ENTRIES)
         self._last_ran: dict[int, int] = {}  # VM index -> its vCPU that last ran here (KVM's last_vcpu_ran)
-        self._translation: tlb_fill.GuestTranslation | None = None  # with stage 2 (virtual-TLB mode)
+        self._translation: ShadowTranslation | None = None  # with stage 2 or shadows (virtual-TLB mode)
+        self._window = False  # SHADOW_WINDOW is mapped (a shadow-paged VM ran here)
         self._windows: list[tuple[int, int]] = []  # device windows mapped for exits served in place
         self._bus: set[int] = set()  # physical addresses of the host's devices mapped on this core
         self._pending: Callable[[], None] | None = None  # what an exit served in place left to the loop
@@ -94,15 +96,17 @@ class PhysicalCpu:
         uc = self.cpu.uc
         if identity is not None:
             self.cpu.map_host_buffer(RAM_BASE, identity.ram_size, identity.ram_address)
-            # No stage-2 tables to put the GICV frame at the guest's GICC address: it is mapped there.
-            uc.mmio_map(GICC_BASE, GICC_SIZE, self._gicv_read, None, self._gicv_write, None)
+            if not identity.gicc_emulated:
+                # No stage-2 tables to put the GICV frame at the guest's GICC address: it is mapped there.
+                uc.mmio_map(GICC_BASE, GICC_SIZE, self._gicv_read, None, self._gicv_write, None)
             return
         uc.mmio_map(GICV_BASE, GICV_SIZE, self._gicv_read, None, self._gicv_write, None)
         memory = self.host.memory
         self.cpu.map_host_buffer(HOST_BASE, memory.size, memory.address)
-        self._translation = tlb_fill.GuestTranslation(self.cpu, memory.memory, None, 0, HOST_BASE, self.tlb,
-                                                      sees_every_write=True)
+        self._translation = ShadowTranslation(self.cpu, memory.memory, None, 0, HOST_BASE, self.tlb,
+                                              sees_every_write=True)
         self._translation.on_stage2_fault = self._stage2_fault
+        self._translation.on_exit = self._shadow_exit
         tlb_fill.install(self.cpu, self._translation, self._translation.uncached)
 
     def map_devices(self, windows: list[tuple[int, int]]) -> None:
@@ -152,7 +156,10 @@ class PhysicalCpu:
         vm = vcpu.vm
         if self._translation is not None:
             memory = vm.memory
-            self._translation.switch(memory.regime, memory.tables.root, memory.vmid)
+            self._translation.switch(memory.regime, memory.tables.root, memory.vmid, vm.shadow)
+            if vm.shadow is not None and not self._window:
+                self._window = True
+                uc.mmio_map(SHADOW_WINDOW, self.host.memory.size, self._window_read, None, self._window_write, None)
         if self._last_ran.get(vm.index, vcpu.index) != vcpu.index and vm.memory is not None:
             # Another vCPU of this VM ran here last: its stage-1 entries carry the same VMID and may
             # carry the same ASID with different tables. KVM flushes them here too.
@@ -192,12 +199,14 @@ class PhysicalCpu:
         if vcpu.in_wfi:
             self._wait_in_wfi(vcpu, ticks)
             return
-        walks = self._translation.walks if self._translation is not None else 0
+        translation = self._translation
+        walks, references = (translation.walks, translation.references) if translation is not None else (0, 0)
         stop = self.cpu.run(ticks)
         vcpu.instructions += stop.retired
         self.timer_lines(vcpu)
-        if self._translation is not None:
-            vcpu.walks += self._translation.walks - walks
+        if translation is not None:
+            vcpu.walks += translation.walks - walks
+            vcpu.references += translation.references - references
         kind = stop.kind
         if kind is StopKind.EXCEPTION:
             self._on_stop(vcpu, stop.exception)
@@ -378,13 +387,17 @@ class PhysicalCpu:
         plan = vm.sysreg_plans.get(access)
         if plan is None:
             plan = vm.sysreg_plans[access] = _plan(vm, access)
-        if plan is NATIVE:
+        if plan is NATIVE or plan is TIME:
             handled = serve_timer(cpu, vcpu.timer, access, value)
+            if handled and plan is TIME:
+                vm.timer_accesses += 1  # the guest's counter and timers answer it: no exit
             if handled and not access.is_read:
                 self.timer_lines(vcpu)  # a reprogrammed timer raises or lowers its line at once
             return handled
         if plan is TRAP:
             return self._trap_sysreg(cpu, vcpu, access)
+        if plan is TIME_TRAP:
+            return self._trap_time(cpu, vcpu, access, value)
         if plan is IDENTITY:
             cpu.set_x(access.rt, vcpu.vpidr if access.op2 == 0 else vcpu.vmpidr)
             return True
@@ -397,6 +410,17 @@ class PhysicalCpu:
         self._address_translate(vcpu, access)  # AT
         return True
 
+    def _trap_time(self, cpu: CPU, vcpu: VCpu, access: SysRegAccess, value: int) -> bool:
+        """A counter or timer access that CNTHCTL_EL2 traps: an exit, the hypervisor emulating the
+        vCPU's timer (handle_sysreg). At EL0 an access CNTKCTL_EL1 refuses traps to EL1 first."""
+        if cpu.el == 0 and not el0_may_access(BY_ENCODING[access.encoding].name, cpu.read_sysreg("CNTKCTL_EL1")):
+            return serve_timer(cpu, vcpu.timer, access, value)
+        handled = self._trap_sysreg(cpu, vcpu, access)
+        if not access.is_read:
+            self.timer_lines(vcpu)
+            stop_by_next_deadline(cpu, vcpu.timer)
+        return handled
+
     def _trap_sysreg(self, cpu: CPU, vcpu: VCpu, access: SysRegAccess) -> bool:
         pc = cpu.pc
         key = (pc, access, vcpu.index)
@@ -404,7 +428,7 @@ class PhysicalCpu:
         if exit is None:  # the same instruction always makes the same exit: build it once
             self._keep_few_exits()
             syndrome = Syndrome(ExceptionClass.SYS64, access.iss)
-            exit = self._exits[key] = Exit(syndrome, pc, pc, _sysreg_word(access), vcpu.index, 1)
+            exit = self._exits[key] = Exit(syndrome, pc, pc, _sysreg_word(access), vcpu.index, cpu.el)
         resume_at, effect = outcome = vcpu.vm.dispatch(vcpu, exit, IN_PLACE)
         if effect is None and resume_at == pc + 4:
             return True  # emulated: Unicorn skips the instruction, which counts as retired
@@ -494,7 +518,8 @@ class PhysicalCpu:
         vcpu = self.current
         vm = vcpu.vm
         ec = ExceptionClass.IABT_LOWER if access is Access.FETCH else ExceptionClass.DABT_LOWER
-        if access is not Access.FETCH and not fault.s1ptw and GICC_BASE <= fault.ipa < GICC_BASE + GICC_SIZE:
+        if access is not Access.FETCH and not fault.s1ptw and GICC_BASE <= fault.ipa < GICC_BASE + GICC_SIZE \
+                and not vm.gicc_emulated:
             # Stage 2 maps the GICV frame at the guest's GICC address, whoever handles the VM's exits.
             return GICV_BASE + fault.ipa - GICC_BASE, 3
         handler = vm.handlers.get(ec)
@@ -515,6 +540,41 @@ class PhysicalCpu:
         exc = tlb_fill.abort(self.cpu, fault, access, va)(self.cpu.pc)  # PC is exact inside the fill hook
         return Exit(exc.syndrome, exc.address, exc.address, self.cpu.read_word(exc.address), vcpu.index, exc.el,
                     exc.far, exc.ipa)
+
+    # --- exits served in place: shadow paging ---------------------------------------------------------
+
+    def _shadow_exit(self, syndrome: Syndrome, far: int, action: str) -> None:
+        """An exit the shadow's fault path served inside the fill hook (PC is exact there)."""
+        cpu, vcpu = self.cpu, self.current
+        pc = cpu.pc
+        exit = Exit(syndrome, pc, pc, cpu.read_word(pc), vcpu.index, cpu.el, far)
+        vcpu.vm.record(vcpu, syndrome.ec.name, exit, action, IN_PLACE)
+
+    def _window_read(self, uc, offset: int, size: int, _user) -> int:
+        """A read of a guest table frame while the core holds its write view: plain memory, no exit."""
+        return int.from_bytes(self.host.memory.memory.read(offset, size), "little")
+
+    def _window_write(self, uc, offset: int, size: int, value: int, _user) -> None:
+        """A store to a write-protected guest table: the exit (one per instruction, however Unicorn
+        splits its bytes), the store performed, and the shadow entries of the changed descriptor dropped."""
+        cpu, vcpu = self.cpu, self.current
+        try:
+            self.host.memory.memory.write(offset, value.to_bytes(size, "little"))
+            shadow = vcpu.vm.shadow
+            frame = offset & ~0xFFF
+            shadow.table_written(frame, offset)
+            pc = cpu.pc  # exact inside a device callback
+            word = cpu.read_word(pc)
+            far = ldst.effective_address(word or 0, lambda n: cpu.sp if n == 31 else cpu.x(n), pc)
+            if far is not None and far & 0xFFF != offset & 0xFFF:
+                return  # the rest of an access already counted (an 8-byte store arrives as two halves)
+            shadow.table_writes += 1
+            exit = Exit(table_write_syndrome(), pc, pc, word, vcpu.index, cpu.el, far)
+            vcpu.vm.record(vcpu, exit.syndrome.ec.name, exit,
+                           f"table write: host frame {frame:#x} +{offset & 0xFFF:#x}, a guest table, stored to; "
+                           "the shadow entries its descriptor made are dropped", IN_PLACE)
+        except Exception as e:  # noqa: BLE001 - a bug in the shadow stops the run with a report
+            cpu.report_hook_error(f"shadow table write at host {offset:#x} failed: {type(e).__name__}: {e}")
 
     def _gicv_read(self, uc, offset: int, size: int, _user) -> int:
         return self._gicv(offset, size, 0, False)
@@ -618,6 +678,8 @@ def _plan(vm: VM, access: SysRegAccess) -> int:
     if reg is not None:
         if (reg.read_trap if access.is_read else reg.write_trap) & vm.traps:
             return TRAP
+        if reg.name in TRAPPED_BY_CNTHCTL:
+            return TIME_TRAP if vm.time_trapped else TIME
         if access.is_read and reg.name in ("MIDR_EL1", "MPIDR_EL1"):
             return IDENTITY  # the hardware substitutes VPIDR_EL2/VMPIDR_EL2, without an exit
         if not access.is_read and reg.name in ("SCTLR_EL1", "TTBR0_EL1", "TTBR1_EL1", "TCR_EL1") \

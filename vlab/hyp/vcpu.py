@@ -97,6 +97,7 @@ class VCpu:
         self.vmpidr = MPIDR_RES1 | index
         self.instructions = 0  # retired by this vCPU
         self.walks = 0  # nested walks its accesses needed (vlab's TLB model missed); 0 without stage 2
+        self.references = 0  # descriptors those walks read (nested: (n+1)(m+1)-1 each; shadow: n)
         self.wake_at: int | None = None  # while BLOCKED: the host tick its timer wakes it at
         self.in_wfi = False  # in a WFI the hypervisor did not trap: it waits, holding its physical CPU
         self._cpu: CPU | None = None  # the physical CPU's engine while loaded
@@ -147,6 +148,10 @@ class VCpu:
     def registers(self) -> dict[str, int]:
         """x0..x30, sp, pc, pstate."""
         return self._engine().registers()
+
+    def vector_registers(self) -> dict[str, int]:
+        """q0..q31, fpcr, fpsr."""
+        return self._engine().vector_registers()
 
     def read_sysreg(self, name: str) -> int:
         """A guest-visible system register of this vCPU."""

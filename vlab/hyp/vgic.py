@@ -6,7 +6,11 @@ A guest sees the same GICv2 as on the board, at the same addresses. Behind it:
                           performs it on the VM's own Distributor (`distributor_access`)
     GICC_* (0x0801_0000)  stage 2 maps the hardware's GICV frame there: IAR, EOIR, PMR... go to
                           the virtual CPU interface, which serves them from the list registers
-                          -- no exit
+                          -- no exit. A VM made with gic_cpu_interface="emulated" stands for a
+                          chip without that hardware: GICC is not mapped, every access is an
+                          exit, and the hypervisor performs it on the same interface model
+                          (`cpu_interface_frame`): the guest sees the same registers, at the
+                          price of an exit for each access
     an interrupt for the guest (a virtual device's line, an SGI a vCPU sent, the virtual timer's
                           physical PPI 27) -> pending in the VM's distributor
 
@@ -36,8 +40,9 @@ from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Callable
 
-from vlab.machine.gic import (EOI_MODE, FIRST_SPI, GICD_BASE, GICD_SIZE, QEMU_VIRT_SPIS, SGIS, SPURIOUS, Candidate,
-                              CpuInterface, Distributor, Interrupt)
+from vlab.machine.gic import (CPU_INTERFACE_REGISTERS, EOI_MODE, FIRST_SPI, GICC_BASE, GICC_SIZE, GICD_BASE,
+                              GICD_SIZE, QEMU_VIRT_SPIS, SGIS, SPURIOUS, Candidate, CpuInterface, Distributor,
+                              Interrupt)
 from vlab.machine.gic_virt import (HCR_EN, HCR_EOICOUNT_SHIFT, HCR_LRENPIE, HCR_UIE, LIST_REGISTERS, PRIORITY_BITS,
                                    ListRegister, LrState, VirtualCpuInterface, VirtualInterfaceState, cpu_state_of,
                                    describe_list_registers, vmcr_of)
@@ -125,6 +130,11 @@ class VGic:
     def frame(self, vcpu: int) -> DistributorExits:
         """The distributor as vCPU `vcpu`'s accesses reach it (each one an exit), as a device."""
         return DistributorExits(self, vcpu)
+
+    def cpu_interface_frame(self, vcpu: int) -> CpuInterfaceExits:
+        """The guest's GICC frame as vCPU `vcpu`'s accesses reach it when GICV is not mapped there
+        (each one an exit), as a device."""
+        return CpuInterfaceExits(self, vcpu)
 
     def refresh(self) -> None:
         """Sync and flush the loaded vCPUs in place (after a maintenance interrupt)."""
@@ -396,6 +406,37 @@ class DistributorExits:
 
     def restore(self, state: dict) -> None:
         self.vgic.restore(state)
+
+
+class CpuInterfaceExits:
+    """The VM's GICC frame for one vCPU's exits, on a chip without a virtual CPU interface the guest
+    can reach: the hypervisor emulates each access on the interface model of the physical CPU the
+    vCPU is loaded on -- the same registers and list registers the hardware's GICV would use."""
+
+    name, base, size = "gicc", GICC_BASE, GICC_SIZE
+
+    def __init__(self, vgic: VGic, vcpu: int):
+        self.vgic, self.vcpu = vgic, vcpu
+
+    def _interface(self) -> VirtualCpuInterface:
+        interface = self.vgic.loaded.get(self.vcpu)
+        if interface is None:  # an exit comes from a running vCPU, which is loaded: a vlab bug
+            raise RuntimeError(f"vCPU{self.vcpu} accessed its GICC while not loaded on a physical CPU")
+        return interface
+
+    def read(self, offset: int, size: int) -> int:
+        return self._interface().read(offset, size)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self._interface().write(offset, size, value)
+
+    def register_name(self, offset: int) -> str:
+        name = CPU_INTERFACE_REGISTERS.get(offset & ~3)
+        return f"GICC_{name}" if name else f"GICC+{offset:#x}"
+
+    def for_vcpu(self, index: int) -> CpuInterfaceExits:
+        """The same frame as vCPU `index` reaches it (its own CPU interface)."""
+        return self.vgic.cpu_interface_frame(index)
 
 
 def _lowest(bits: int) -> int:

@@ -31,6 +31,7 @@ from vlab.hyp.exits import IN_PLACE, RUN_LOOP, Exit, TrapRecord
 from vlab.hyp.handlers import DEFAULT_HANDLERS, Handler, serve_mmio
 from vlab.hyp.memory import HostMemory, VmMemory, zeroed_host_buffer
 from vlab.hyp.platform import Platform
+from vlab.hyp.shadow import PAGINGS, ShadowPaging
 from vlab.hyp.vcpu import VCpu, VCpuState
 from vlab.hyp.vgic import VGic
 from vlab.machine import psci
@@ -40,6 +41,7 @@ from vlab.machine.cpu import GuestException
 from vlab.machine.gic import VIRTUAL_TIMER_PPI
 from vlab.machine.loader import Image, image_from_file, image_from_program, load
 from vlab.machine.guest_memory import GuestMemory
+from vlab.machine.timer import EL1PCEN, EL1PCTEN, TRAP_ALL_TIME
 from vlab.machine.uart import PL011
 from vlab.machine.virtio_console import VirtioConsole
 from vlab.machine.virtio_mmio import VirtioMmioBus
@@ -49,6 +51,7 @@ from vlab.mmu.tables import PAGE
 # NOP, so a guest's WFE can never trap -- vlab will not pretend that it did.
 SUPPORTED_TRAPS = HCR.TVM | HCR.TRVM | HCR.TID3 | HCR.TACR | HCR.TSC | HCR.TWI
 MAX_VCPUS = 8
+GIC_CPU_INTERFACES = ("virtual", "emulated")
 _PERMANENT = (StopReason.POWERED_OFF, StopReason.RESET)
 _U64 = (1 << 64) - 1
 
@@ -83,13 +86,22 @@ class VM:
 
     def __init__(self, traps: HCR = HCR(0), ram_size: int = DEFAULT_RAM_SIZE, vcpus: int = 1,
                  trace_limit: int = 10_000, stage2: str | None = None, host=None, seed: int = 0,
-                 vmid: int | None = None, weight: int = 256, cap: int = 0, virtio_polls: bool = False):
+                 vmid: int | None = None, weight: int = 256, cap: int = 0, virtio_polls: bool = False,
+                 paging: str = "nested", gic_cpu_interface: str = "virtual", cnthctl: int = EL1PCTEN | EL1PCEN):
         """A VM on `host` (a vlab.hyp.host.Host; a HostMemory puts it on that memory's host; None: a
         host of its own). With `stage2` ("contiguous", "scattered" or "demand") its RAM is host frames
         behind stage-2 tables; without, its RAM is mapped as it is (one such VM per host). Alone, it
         gets a host with one physical CPU per vCPU. `weight` and
         `cap` are its vCPUs' scheduling share and ceiling (percent of one physical CPU, 0: none).
-        With `virtio_polls` its virtio console polls its queues instead of waiting for notifications."""
+        With `virtio_polls` its virtio console polls its queues instead of waiting for notifications.
+        `paging="shadow"`: the hardware walks shadow tables instead of stage 2 (vlab.hyp.shadow); the
+        stage-2 tables (contiguous unless `stage2` says otherwise) stay the hypervisor's IPA -> PA map,
+        and HCR_EL2.TVM and TRVM are set.
+        `gic_cpu_interface`: "virtual", the GIC's virtual CPU interface at the guest's GICC (no exits),
+        or "emulated", as on a chip without one: every GICC access an exit the hypervisor emulates.
+        `cnthctl` is the hypervisor's CNTHCTL_EL2 for it: by default the guest uses its counters and
+        timers without exits; TRAP_ALL_TIME (vlab.machine.timer) makes every access exit, as on a chip
+        without a virtual timer, the hypervisor emulating guest time."""
         from vlab.hyp.host import Host  # the host module imports this one
 
         unsupported = HCR(traps) & ~SUPPORTED_TRAPS
@@ -97,24 +109,43 @@ class VM:
             raise ValueError(f"vlab cannot honour HCR_EL2.{unsupported.name}: "
                              + ("WFE runs as a NOP on Unicorn, so it never traps; " if unsupported & HCR.TWE else "")
                              + f"supported trap controls: {SUPPORTED_TRAPS.name}")
+        if paging not in PAGINGS:
+            raise ValueError(f"paging={paging!r}: choose one of {', '.join(PAGINGS)}")
+        if paging == "shadow":
+            stage2 = stage2 or "contiguous"
+            traps = HCR(traps) | HCR.TVM | HCR.TRVM  # the shadow must follow the guest's translation registers
         if not 1 <= vcpus <= MAX_VCPUS:
             raise ValueError(f"a VM has 1 to {MAX_VCPUS} vCPUs, not {vcpus}")
         if ram_size <= 0 or ram_size % PAGE:
             raise ValueError(f"RAM size must be a positive multiple of 4 KiB, not {ram_size:#x}")
+        if gic_cpu_interface not in GIC_CPU_INTERFACES:
+            raise ValueError(f"gic_cpu_interface is one of {', '.join(GIC_CPU_INTERFACES)}, not {gic_cpu_interface!r}")
         if isinstance(host, HostMemory):
             host = Host.of(host)
         # Alone, a VM gets a host with a physical CPU for each of its vCPUs.
         self.host = host if host is not None else Host(vcpus, memory=2 * ram_size + 0x10_0000 if stage2 else None)
         self.traps = HCR(traps)
+        if cnthctl & ~(EL1PCTEN | EL1PCEN | TRAP_ALL_TIME):
+            raise ValueError(f"CNTHCTL_EL2 = {cnthctl:#x}: vlab honours EL1PCTEN, EL1PCEN, EL1TVT and EL1TVCT "
+                             "(bits 0, 1, 13, 14) and nothing else")
+        if cnthctl not in (EL1PCTEN | EL1PCEN, TRAP_ALL_TIME):
+            raise ValueError(f"CNTHCTL_EL2 = {cnthctl:#x}: vlab traps the guest's time all or not at all "
+                             f"({EL1PCTEN | EL1PCEN:#x}: no trap, TRAP_ALL_TIME = {TRAP_ALL_TIME:#x}: every access)")
+        self.cnthctl = cnthctl
+        self.time_trapped = cnthctl == TRAP_ALL_TIME
         self.ram_size = ram_size
         self.trace_limit = trace_limit
         self.index = self.host.admit(self, stage2, vmid)
+        self.shadow: ShadowPaging | None = None
         if stage2 is None:
             self.memory = None
             self._ram, self.ram_address = zeroed_host_buffer(ram_size)
         else:
             self.memory = VmMemory(self.host.memory, RAM_BASE, ram_size, stage2, seed, self.vmid)
             self.memory.on_change = self.stage2_changed
+            if paging == "shadow":
+                self.shadow = ShadowPaging(self.memory)
+                self.shadow.on_revoke = lambda: self.host.invalidate_stage2(self, None)
         self.uart = PL011()
         # The GIC: its distributor emulated by the hypervisor (an exit per access); its CPU interface
         # is the hardware's GICV, which stage 2 maps at the guest's GICC address (no exits).
@@ -122,12 +153,18 @@ class VM:
         self.vgic.map(VIRTUAL_TIMER_PPI, VIRTUAL_TIMER_PPI)  # the virtual timer, through a HW list register
         self.gicv_accesses: Counter[str] = Counter()  # GICV register name -> accesses, no exit
         self.gicv_trace: deque[MmioAccess] = deque(maxlen=trace_limit)  # those accesses, in order
+        # Guest accesses to its counters and timers (CNTVCT_EL0, CNTV_*...: what CNTHCTL_EL2 could trap)
+        # that the generic timer served without an exit, the virtual counter offset by CNTVOFF_EL2.
+        self.timer_accesses = 0
         # The board's virtio console, as the VM's own device: it reads and writes the VM's RAM by IPA.
         # Its driver polls the used ring: the transports' interrupts (INTID 48 + n) are not wired.
         self.virtio_console = VirtioConsole()
         self.virtio = VirtioMmioBus(GuestMemory(RAM_BASE, ram_size, self.read_memory, self.write_memory),
                                     [self.virtio_console], device_polls=virtio_polls)
         self.devices: list[Device] = [self.uart, self.vgic.frame(0), self.virtio]
+        self.gicc_emulated = gic_cpu_interface == "emulated"
+        if self.gicc_emulated:
+            self.devices.append(self.vgic.cpu_interface_frame(0))
         self.handlers: dict = dict(DEFAULT_HANDLERS)
         # An access to an emulated device served in place (vlab.hyp.pcpu), and every other exit
         # (`dispatch`): a hypervisor structure (vlab.hyp.structure) wraps both on this VM.
@@ -209,6 +246,8 @@ class VM:
             raise ValueError(f"{len(data)} bytes at {ipa:#x} do not fit in the VM's RAM")
         if self.memory is not None:
             self.memory.write(ipa, bytes(data))
+            if self.shadow is not None:
+                self.shadow.written_by_hypervisor(ipa, len(data))
         else:
             self._ram[ipa - RAM_BASE:ipa - RAM_BASE + len(data)] = bytes(data)
 
@@ -220,6 +259,9 @@ class VM:
         """Stage-2 entries changed (of one IPA page, or all): every TLB that may hold the old ones, on
         every physical CPU, forgets them -- what TLBI IPAS2E1IS / VMALLS12E1IS broadcast on hardware."""
         self._miss_levels.clear()
+        if self.shadow is not None:
+            self.shadow.forget_all()  # every shadow entry was made through the old map
+            ipa = None  # and the TLB model's entries hold no IPA to find them by
         self.host.invalidate_stage2(self, ipa)
 
     def translation_changed(self, vcpu: VCpu) -> None:

@@ -275,6 +275,12 @@ class CPU:
         regs.update(sp=self.sp, pc=self.pc, pstate=self.pstate)
         return regs
 
+    def vector_registers(self) -> dict[str, int]:
+        """q0..q31, fpcr, fpsr: the SIMD and floating-point state (a world switch must move it too)."""
+        regs = {f"q{i}": self.uc.reg_read(A.UC_ARM64_REG_Q0 + i) for i in range(32)}
+        regs.update(fpcr=self.uc.reg_read(A.UC_ARM64_REG_FPCR), fpsr=self.uc.reg_read(A.UC_ARM64_REG_FPSR))
+        return regs
+
     def read_sysreg(self, name: str) -> int:
         self._select_sysreg(name)
         uclib.uc_reg_read(self._uch, A.UC_ARM64_REG_CP_REG, self._cp_ref)

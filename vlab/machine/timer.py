@@ -31,6 +31,18 @@ def _sext32(value: int) -> int:
 # CNTKCTL_EL1: which timer registers EL0 may use (Arm ARM D19.11, CNTKCTL_EL1)
 EL0PCTEN, EL0VCTEN, EL0VTEN, EL0PTEN = 1 << 0, 1 << 1, 1 << 8, 1 << 9
 
+# CNTHCTL_EL2 (HCR_EL2.E2H = 0): which counter and timer registers trap from EL1 and EL0 to EL2.
+# EL1PCTEN (bit 0) = 0 traps the physical counter, EL1PCEN (bit 1) = 0 the physical timer, and
+# FEAT_ECV's EL1TVCT (bit 14) = 1 the virtual counter, EL1TVT (bit 13) = 1 the virtual timer
+# (Linux's include/clocksource/arm_arch_timer.h, checked). With all four, every access the guest
+# makes to its time exits: what a hypervisor must do to emulate time on a chip without a virtual
+# timer and CNTVOFF_EL2 (KVM does it on chips whose CNTVOFF_EL2 is broken).
+EL1PCTEN, EL1PCEN, EL1TVT, EL1TVCT = 1 << 0, 1 << 1, 1 << 13, 1 << 14
+TRAP_ALL_TIME = EL1TVT | EL1TVCT  # and EL1PCTEN = EL1PCEN = 0
+TRAPPED_BY_CNTHCTL = {"CNTPCT_EL0": "EL1PCTEN = 0", "CNTP_CTL_EL0": "EL1PCEN = 0", "CNTP_CVAL_EL0": "EL1PCEN = 0",
+                      "CNTP_TVAL_EL0": "EL1PCEN = 0", "CNTVCT_EL0": "EL1TVCT = 1", "CNTV_CTL_EL0": "EL1TVT = 1",
+                      "CNTV_CVAL_EL0": "EL1TVT = 1", "CNTV_TVAL_EL0": "EL1TVT = 1"}
+
 
 def el0_may_access(name: str, cntkctl: int) -> bool:
     """Whether EL0 may access timer register `name` under CNTKCTL_EL1; if not, it traps to EL1."""
@@ -141,6 +153,13 @@ def serve_timer(cpu, timer: GenericTimer, access: SysRegAccess, value: int) -> b
     handled, result = timer.handle(access, value)
     if handled and access.is_read:
         cpu.set_x(access.rt, result)
-    elif handled and (deadline := timer.next_deadline(after=timer.ticks())) is not None:
-        cpu.stop_within(deadline - timer.ticks())
+    elif handled:
+        stop_by_next_deadline(cpu, timer)
     return handled
+
+
+def stop_by_next_deadline(cpu, timer: GenericTimer) -> None:
+    """After a write that may arm the timer sooner than the current run was going to last: shorten
+    the run, so that its line rises on time without stopping the guest for every write."""
+    if (deadline := timer.next_deadline(after=timer.ticks())) is not None:
+        cpu.stop_within(deadline - timer.ticks())

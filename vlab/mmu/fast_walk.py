@@ -29,25 +29,29 @@ _SHIFT = (39, 30, 21, 12)
 _READ, _WRITE, _EXEC = 1, 2, 4
 _WORD = struct.Struct("<Q")
 
-# (pa, UC_PROT bits at EL1, at EL0, ipa, global: nG clear or no stage 1)
-Answer = tuple[int, int, int, int, bool]
+# (pa, UC_PROT bits at EL1, at EL0, ipa, global: nG clear or no stage 1, the descriptors a walker
+# without walk caches reads: n + (n + 1) m for n stage-1 and m stage-2 levels walked)
+Answer = tuple[int, int, int, int, bool, int]
 
 
 def translate(memory: BufferMemory, stage1: Regime | None, ttbr: int, stage2: Regime | None, vttbr: int,
-              va: int, access: int, el0: bool, stage2_cache: dict | None = None) -> Answer | None:
+              va: int, access: int, el0: bool, stage2_cache: dict | None = None,
+              trail: list | None = None) -> Answer | None:
     """Translate `va` for `access` (a UC_PROT bit) at EL0 or EL1: VA -> IPA through `stage1` (None:
     the guest's MMU is off), IPA -> PA through `stage2`. None when `nested_walk` would fault.
 
     `stage2_cache` (IPA page -> (PA page, stage-2 leaf descriptor)) keeps the stage-2 walks made, as
-    a core's walk cache does; whoever edits the stage-2 tables must empty it."""
+    a core's walk cache does; whoever edits the stage-2 tables must empty it. The references counted
+    are those of a walk without any cache, as the teaching walk records them. `trail`, if given,
+    gets (level, physical address) of each stage-1 descriptor read, the leaf's last."""
     data, base, size = memory.data, memory.base, memory.size
     ipa, el1_perms, el0_perms, global_ = va, 7, 7, True
     through = _Stage2(data, base, size, stage2, vttbr, stage2_cache)
     if stage1 is not None:
-        leaf = _walk(data, base, size, stage1, ttbr, va, through)
+        leaf = _walk(data, base, size, stage1, ttbr, va, through, trail)
         if leaf is None:
             return None
-        ipa, value, ap_table, xn_table, pxn_table = leaf
+        ipa, value, ap_table, xn_table, pxn_table, references = leaf
         ap = ((value >> 6 & 3) | ap_table & 2) & ~(ap_table & 1)
         uxn, pxn = bool(value >> 54 & 1) or xn_table, bool(value >> 53 & 1) or pxn_table
         el1_perms = _READ | (0 if ap & 2 else _WRITE) | (0 if pxn or ap == 0b01 else _EXEC)
@@ -55,22 +59,25 @@ def translate(memory: BufferMemory, stage1: Regime | None, ttbr: int, stage2: Re
         global_ = not value >> 11 & 1
         if not (el0_perms if el0 else el1_perms) & access:
             return None
+    else:
+        references = 0
     pa = ipa
     if stage2 is not None:
         leaf = through(ipa)
         if leaf is None:
             return None
-        pa, value = leaf
+        pa, value, walked = leaf
+        references += walked
         s2 = (value >> 6 & 3) | (0 if value >> 54 & 1 else _EXEC)
         if not s2 & access:
             return None
         el1_perms, el0_perms = el1_perms & s2, el0_perms & s2
-    return pa, el1_perms, el0_perms, ipa, global_
+    return pa, el1_perms, el0_perms, ipa, global_, references
 
 
 class _Stage2:
-    """IPA -> (PA, stage-2 leaf descriptor), or None where the stage-2 walk faults (any access:
-    permissions are the caller's to check); through the cache when there is one."""
+    """IPA -> (PA, stage-2 leaf descriptor, descriptors the walk reads), or None where the stage-2 walk
+    faults (any access: permissions are the caller's to check); through the cache when there is one."""
 
     def __init__(self, data, base: int, size: int, regime: Regime | None, vttbr: int, cache: dict | None):
         self.data, self.base, self.size, self.regime, self.vttbr, self.cache = data, base, size, regime, vttbr, cache
@@ -80,24 +87,25 @@ class _Stage2:
         if cache is not None:
             hit = cache.get(ipa >> 12)
             if hit is not None:
-                return hit[0] | ipa & 0xFFF, hit[1]
+                return hit[0] | ipa & 0xFFF, hit[1], hit[2]
         leaf = _walk(self.data, self.base, self.size, self.regime, self.vttbr, ipa, None)
         if leaf is None:
             return None
         if cache is not None:
-            cache[ipa >> 12] = (leaf[0] & ~0xFFF, leaf[1])
-        return leaf[0], leaf[1]
+            cache[ipa >> 12] = (leaf[0] & ~0xFFF, leaf[1], leaf[5])
+        return leaf[0], leaf[1], leaf[5]
 
 
-def _walk(data, base: int, size: int, regime: Regime, root: int, address: int, stage2: _Stage2 | None):
+def _walk(data, base: int, size: int, regime: Regime, root: int, address: int, stage2: _Stage2 | None,
+          trail: list | None = None):
     """One stage's walk of `address`: (output address, leaf descriptor, APTable, XNTable, PXNTable
-    gathered on the way), or None where `walk` would fault. With `stage2`, each table address is an
-    IPA, translated (for a read) through it first."""
+    gathered on the way, the descriptors read -- with `stage2`, its walks' too), or None where `walk`
+    would fault. With `stage2`, each table address is an IPA, translated (for a read) through it first."""
     bits, out_bits, start = regime.input_bits, regime.output_bits, regime.start_level
     if not regime.enabled or address >> bits or root >> out_bits:
         return None
     table = root & ~(regime.start_table_bytes - 1)
-    ap_table, xn_table, pxn_table, level = 0, False, False, start
+    ap_table, xn_table, pxn_table, level, references = 0, False, False, start, 0
     while True:
         shift = _SHIFT[level]
         index_bits = bits - shift if level == start else 9
@@ -107,9 +115,12 @@ def _walk(data, base: int, size: int, regime: Regime, root: int, address: int, s
             if through is None or not through[1] >> 6 & 1:  # the table must be readable at stage 2
                 return None
             slot = through[0]
+            references += through[2]
         offset = slot - base
         if offset < 0 or offset + 8 > size:
             return None  # an external abort on the walk
+        if trail is not None:
+            trail.append((level, slot))
         value = _WORD.unpack_from(data, offset)[0]
         if not value & 1:
             return None
@@ -128,4 +139,5 @@ def _walk(data, base: int, size: int, regime: Regime, root: int, address: int, s
         output = value & _OA & ~((1 << shift) - 1)
         if output >> out_bits or not value >> 10 & 1:  # beyond the output range; access flag clear
             return None
-        return output | (address & ((1 << shift) - 1)), value, ap_table, xn_table, pxn_table
+        return (output | (address & ((1 << shift) - 1)), value, ap_table, xn_table, pxn_table,
+                references + level - start + 1)

@@ -148,7 +148,9 @@ class GuestTranslation:
     physical address `base` on. With stage2 None the IPA is the physical address (a bare
     machine whose MMU vlab walks). With a `tlb`, vlab's TLB model (entries tagged with `vmid`
     and the guest's ASID) answers before any walk and keeps what each walk finds; `walks`
-    counts the walks it could not spare.
+    counts the walks it could not spare, `references` the descriptors those walks read, faulting
+    or not (as a walker without walk caches reads them: (n + 1)(m + 1) - 1 for n stage-1 and m
+    stage-2 levels).
     """
 
     def __init__(self, cpu: CPU, memory: PhysicalMemory, stage2: Regime | None, vttbr: int,
@@ -158,6 +160,7 @@ class GuestTranslation:
         self.cpu, self.memory, self.stage2, self.vttbr = cpu, memory, stage2, vttbr
         self.base, self.tlb, self.vmid = base, tlb, vmid
         self.walks = 0
+        self.references = 0
         # With the MMU off, a VA is the (intermediate) physical address, up to the core's PARange.
         self.pa_bits = SIZE_ENCODING[cpu.read_sysreg("ID_AA64MMFR0_EL1") & 0xF]
         # A stage-2 fault the walk met, offered to the hypervisor before it becomes an abort:
@@ -219,6 +222,23 @@ class GuestTranslation:
                                                           "(TTBR0_EL1)")
         return state
 
+    def beyond_pa_range(self, va: int) -> Fault:
+        """With the MMU off, an address past the core's PARange: a stage-1 address size fault at level 0 (Arm ARM)."""
+        return Fault(FaultKind.ADDRESS_SIZE, 1, 0, va,
+                     f"with the MMU off, the address is beyond the {self.pa_bits}-bit physical address range")
+
+    def tlb_hit(self, asid: int, va: int, bit: int, el0: bool):
+        """vlab's TLB model's answer for an access (`bit`, UC_PROT) to `va`, or None after counting the
+        walk it could not spare. An entry that does not allow the access is walked again, so that the
+        fault is reported exactly as the tables say."""
+        entry = self.tlb.lookup(self.vmid, asid, va)
+        if entry is not None:
+            perms = entry.perms_el0 if el0 else entry.perms_el1
+            if perms & bit:
+                return self.base + (entry.pa_page << 12 | va & 0xFFF), perms
+        self.walks += 1
+        return None
+
     def _translate(self, va: int, access: Access, tlb: TLB | None):
         cpu = self.cpu
         el0 = cpu.el == 0
@@ -226,28 +246,26 @@ class GuestTranslation:
         if isinstance(state, Fault):
             return abort(cpu, state, access, va)
         stage1, ttbr, asid = state
-        if stage1 is None and va >> self.pa_bits:  # Arm ARM: a stage-1 address size fault at level 0
-            why = f"with the MMU off, the address is beyond the {self.pa_bits}-bit physical address range"
-            return abort(cpu, Fault(FaultKind.ADDRESS_SIZE, 1, 0, va, why), access, va)
+        if stage1 is None and va >> self.pa_bits:
+            return abort(cpu, self.beyond_pa_range(va), access, va)
         bit = 4 if access is Access.FETCH else 2 if access is Access.WRITE else 1  # UC_PROT; enums hash slowly
         if tlb is not None:
-            entry = tlb.lookup(self.vmid, asid, va)
-            if entry is not None:
-                perms = entry.perms_el0 if el0 else entry.perms_el1
-                if perms & bit:
-                    return self.base + (entry.pa_page << 12 | va & 0xFFF), perms
-                # not allowed: walk again, so the fault is reported exactly as the tables say
-            self.walks += 1
+            hit = self.tlb_hit(asid, va, bit, el0)
+            if hit is not None:
+                return hit
         cache = self._stage2_caches.setdefault(self.vmid, {}) if self.stage2 is not None else None
         while True:
             if self._fast:  # the walk in integers, for translations that succeed
                 found = fast_walk.translate(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, bit, el0, cache)
                 if found is not None:
-                    pa, perms_el1, perms_el0, ipa, global_ = found
+                    pa, perms_el1, perms_el0, ipa, global_, references = found
                     if tlb is not None:
+                        self.references += references
                         tlb.insert(self.vmid, asid, va, Entry(pa >> 12, ipa >> 12, perms_el1, perms_el0, global_))
                     return self.base + pa, perms_el0 if el0 else perms_el1
             t = nested_walk(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, access, el0)
+            if tlb is not None:
+                self.references += len(t.references)  # a walk that faults reads descriptors too
             if t.fault is None or t.fault.stage != 2 or tlb is None or self.on_stage2_fault is None:
                 break
             answer = self.on_stage2_fault(t.fault, access, va)

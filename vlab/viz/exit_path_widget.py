@@ -118,10 +118,6 @@ class ExitPathWidget(LiveView):
     def _build_controls(self) -> _Controls:
         return _Controls(self)
 
-    def refresh(self) -> None:
-        if self._ui is not None:
-            self._ui.show()
-
 
 class _Controls:
     def __init__(self, owner: ExitPathWidget):

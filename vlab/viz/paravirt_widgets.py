@@ -45,15 +45,9 @@ class _Panes:
         self.body.value = _pre(rest)
 
 
-class _Widget(LiveView):
-    def refresh(self) -> None:
-        if self._ui is not None:
-            self._ui.show()
-
-
 # --- x86 under each answer ------------------------------------------------------------------------
 
-class X86Widget(_Widget):
+class X86Widget(LiveView):
     """The x86 probe kernel (vlab/x86/probe.S) at ring 3 under one answer, beside the bare machine."""
 
     def __init__(self, answer: str = "trap-and-emulate"):
@@ -100,7 +94,7 @@ class X86Widget(_Widget):
 
 # --- the paravirtual switches, one by one ----------------------------------------------------------
 
-class ParavirtWidget(_Widget):
+class ParavirtWidget(LiveView):
     """The para_or_full kernel in a VM configured like KVM's guests: tick a paravirtual feature and
     the same work runs again, built with it. The full build's run is the yardstick."""
 
@@ -157,7 +151,7 @@ class ParavirtWidget(_Widget):
 
 # --- virtio: the batch size ------------------------------------------------------------------------
 
-class VirtioBatchWidget(_Widget):
+class VirtioBatchWidget(LiveView):
     """Exits per KB of text through the emulated PL011, Xen's console_io and the virtio console
     (notified, and polling its queue) at the batch size the slider sets."""
 

@@ -84,10 +84,6 @@ class SchedWidget(LiveView):
     def _build_controls(self) -> _Controls:
         return _Controls(self)
 
-    def refresh(self) -> None:
-        if self._ui is not None:
-            self._ui.show()
-
 
 class _Controls:
     def __init__(self, sched: SchedWidget):

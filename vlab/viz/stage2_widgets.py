@@ -66,10 +66,6 @@ class WalkWidget(LiveView):
     def _build_controls(self) -> _WalkControls:
         return _WalkControls(self)
 
-    def refresh(self) -> None:
-        if self._ui is not None:
-            self._ui.show()
-
 
 class _WalkControls:
     def __init__(self, owner: WalkWidget):
@@ -142,10 +138,6 @@ class TlbWidget(LiveView):
 
     def _build_controls(self) -> _TlbControls:
         return _TlbControls(self)
-
-    def refresh(self) -> None:
-        if self._ui is not None:
-            self._ui.show()
 
 
 class _TlbControls:
