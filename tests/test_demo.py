@@ -25,14 +25,9 @@ TEXT_PLAIN = re.compile(r'"text/plain": ("(?:[^"\\]|\\.)*")')
 CELL_OUTPUT = re.compile(r'<script type="application/vnd.voila.cell-output\+json">(.*?)</script>', re.S)
 
 
-# Chapter 8's section "Isolation and sandboxing, attacked" came before its chapter, as its own
-# dashboard (notebooks/demo/ch08_isolation.ipynb): a dashboard may come first, never a chapter.
-CHAPTERS_BEING_WRITTEN = {8}
-
-
 def test_every_chapter_has_a_dashboard():
     chapters = {int(p.name[:2]) for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb") if p.name[:2] != "00"}
-    assert chapters <= set(dashboards()) <= chapters | CHAPTERS_BEING_WRITTEN
+    assert set(dashboards()) == chapters
 
 
 def test_an_unknown_chapter_is_refused_with_the_list():
