@@ -44,8 +44,7 @@ class ChipWidget(LiveView):
         return self._rows[self.feature]
 
     def summary(self) -> str:
-        first = self.row.measured[0].text() if self.row.measured else "not measured in this run"
-        return f"{self.feature}: {first}"
+        return f"{self.feature}: {self.row.measured[0].text()}"
 
     def text(self) -> str:
         return f"{self.summary()}\n{self.row.text()}"
