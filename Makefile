@@ -102,6 +102,8 @@ bench: install
 	$(BIN)/python benchmarks/pv_vs_full.py
 	$(BIN)/python benchmarks/migration.py
 	$(BIN)/python benchmarks/chip_features.py
+	$(BIN)/python benchmarks/sched.py
+	$(BIN)/python benchmarks/shadow.py
 
 exercises: install
 	$(BIN)/vlab exercises
