@@ -24,7 +24,7 @@ def grid(timeline: Timeline) -> Chart:
     cell = (WIDTH - LEFT - 10) / max(len(epochs), 1)
     height = TOP + ROW * (len(hosts) + 1) + 40
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}pt" height="{height}pt" '
-             f'viewBox="0 0 {WIDTH} {height}" font-family="Helvetica, Arial, sans-serif" font-size="10">',
+             f'viewBox="0 0 {WIDTH} {height}" style="max-width:100%;height:auto" font-family="Helvetica, Arial, sans-serif" font-size="10">',
              f'<text x="{LEFT}" y="14" font-weight="bold" font-size="11">{html.escape(timeline.summary())}</text>']
     for row, host in enumerate(hosts):
         y = TOP + ROW * row

@@ -39,7 +39,7 @@ def line_chart(series: dict[str, list[tuple[float, float]]], x_label: str, y_lab
         return TOP + inner_h * (1 - (fy(y) - y0) / (y1 - y0))
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}pt" height="{HEIGHT}pt" '
-             f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif" font-size="11">',
+             f'viewBox="0 0 {WIDTH} {HEIGHT}" style="max-width:100%;height:auto" font-family="Helvetica, Arial, sans-serif" font-size="11">',
              f'<text x="{LEFT}" y="16" font-weight="bold">{html.escape(title)}</text>',
              f'<rect x="{LEFT}" y="{TOP}" width="{inner_w}" height="{inner_h}" fill="#fafafa" stroke="#ccc"/>']
     for i in range(5):

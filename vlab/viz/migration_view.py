@@ -35,7 +35,7 @@ def timeline(m: Migration) -> Chart:
         return inner_h * pages / tallest
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}pt" height="{HEIGHT}pt" '
-             f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif" font-size="11">',
+             f'viewBox="0 0 {WIDTH} {HEIGHT}" style="max-width:100%;height:auto" font-family="Helvetica, Arial, sans-serif" font-size="11">',
              f'<text x="{LEFT}" y="16" font-weight="bold">{html.escape(headline(m))}</text>',
              f'<line x1="{LEFT}" x2="{LEFT + inner_w}" y1="{TOP + inner_h}" y2="{TOP + inner_h}" stroke="#999"/>',
              f'<text x="{LEFT - 6}" y="{TOP + 8}" text-anchor="end">{tallest:,}</text>',
