@@ -116,13 +116,15 @@ def test_a_slip_fails_the_tests_of_its_requirement_with_its_hint(tmp_path, exerc
     failed = failures(exercise_id, answer_with(exercise_id, old, new, tmp_path))
     everything = {t.name for t in EXERCISES[exercise_id].tests}
     expected = everything if failing == "*" else set(hint) if failing is None else failing
-    if isinstance(new, str) and new.endswith("random.choice(tied)"):  # a coin among ties: the random cases may hold none it loses
-        assert expected - {"random decisions"} <= set(failed) <= expected
+    if isinstance(new, str) and new.endswith("random.choice(tied)"):
+        # A coin among ties may win the tosses of any one test; it cannot win them all.
+        assert failed and set(failed) <= expected
     else:
         assert set(failed) == expected
     for name, (_, got) in failed.items():
         assert (hint if isinstance(hint, str) else hint[name]) in got, (name, got)
-    assert any(message in m for m, _ in failed.values()), {n: m for n, (m, _) in failed.items()}
+    coin_won = "the same guests give the same schedule" in expected - set(failed)  # only the coin slip can
+    assert coin_won or any(message in m for m, _ in failed.values()), {n: m for n, (m, _) in failed.items()}
 
 
 def test_a_frame_too_long_to_check_or_leaving_a_partition_out_is_said_so():
