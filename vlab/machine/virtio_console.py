@@ -16,6 +16,12 @@ F_SIZE (0) and F_MULTIPORT (1), so the config space reads cols = rows = 0 and on
 The output is kept up to `output_limit` bytes; past it, bytes are counted in
 `dropped` and not read from the guest, so a guest offering huge buffers costs
 neither the host's memory nor its time.
+
+What migrates with its VM (`state`) is what the guest has not received yet -- the bytes fed
+for its receiveq -- and how much of the limit the text kept so far has used. The text itself
+stays in the source host's records, as the UART's does: a migrated run's output is the
+source's, then the destination's. The device holds no chain between serves (it returns each
+one it takes before `serve` returns), so nothing else is in flight.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 
+from vlab.machine.device_state import Fields
 from vlab.machine.virtqueue import RingError, SplitQueue
 
 CONSOLE_DEVICE_ID = 3
@@ -45,6 +52,7 @@ class VirtioConsole:
         self.output = bytearray()
         self.dropped = 0
         self.output_limit = output_limit
+        self.kept_before = 0  # bytes kept on the hosts the VM ran on before this one: they count against the limit
         self._input: deque[int] = deque()
 
     @property
@@ -55,6 +63,20 @@ class VirtioConsole:
     def feed(self, data: str | bytes) -> None:
         """Queue bytes for the guest's receiveq; they are delivered when the queue is next served."""
         self._input.extend(data.encode() if isinstance(data, str) else bytes(data))
+
+    # --- migration ------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The bytes not yet delivered to the guest, and the bytes of output kept so far, as plain data."""
+        return {"input": list(self._input), "kept": self.kept_before + len(self.output)}
+
+    def restore(self, state: object, where: str = "virtio-console") -> None:
+        """Take what `state()` gave (on another host); MigrationError naming `where` if it is not a console's."""
+        fields = Fields(state, where, {"input", "kept"})
+        data = fields.items("input")
+        if not all(type(b) is int and 0 <= b < 256 for b in data):
+            raise fields.bad("input", data, "a list of bytes (0 to 255)")
+        self.kept_before, self._input = fields.integer("kept", 64), deque(data)
 
     # --- configuration space --------------------------------------------------------
 
@@ -94,7 +116,7 @@ class VirtioConsole:
                 queue.push(chain.head, written)
 
     def _room(self) -> int:
-        return max(0, self.output_limit - len(self.output))
+        return max(0, self.output_limit - self.kept_before - len(self.output))
 
     def _emit(self, data: bytes) -> None:
         take = min(self._room(), len(data))

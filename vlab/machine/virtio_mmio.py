@@ -26,6 +26,14 @@ notify before DRIVER_OK or to a queue that is not ready, a bad descriptor chain 
 never raises: the device sets DEVICE_NEEDS_RESET in Status, remembers why
 (`error`), sends a configuration-change interrupt if the driver was running, and
 ignores its queues until the driver resets it by writing 0 to Status.
+
+What migrates with a VM (`state`, `restore`) is each transport's whole guest-visible state --
+Status, the feature selectors and words, QueueSel, each queue's size, ring addresses and
+ready bit, InterruptStatus, the error that halted it -- with each ready queue's device-side
+indices and the device's own state. ConfigGeneration stays 0 (the configuration never
+changes) and the rings are guest RAM, which travels as pages. QEMU's virtio-mmio carries the
+same (its vmstate: the selectors, guest features, each queue's num, enabled, desc, avail, used;
+virtio's: status, ISR, queue_sel, last_avail_idx).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from vlab.errors import MigrationError
+from vlab.machine.device_state import Fields
 from vlab.machine.guest_memory import GuestMemory, GuestMemoryError
 from vlab.machine.virtqueue import RingError, SplitQueue
 
@@ -76,6 +85,8 @@ class VirtioDevice(Protocol):
     def config_read(self, offset: int, size: int) -> int: ...
     def config_write(self, offset: int, size: int, value: int) -> None: ...
     def serve(self, index: int, queue: SplitQueue) -> None: ...  # take and return queue `index`'s buffers
+    def state(self) -> dict: ...  # what migrates with the VM, as plain data
+    def restore(self, state: object, where: str) -> None: ...  # MigrationError naming `where` if not its state
 
 
 @dataclass
@@ -189,6 +200,11 @@ class Transport:
         if value & DRIVER_OK and not value & FEATURES_OK:
             self._fail("DRIVER_OK without FEATURES_OK: the features were never agreed")
 
+    def _ring(self, queue: QueueConfig, features: int) -> SplitQueue:
+        """The device's side of `queue`'s rings (RingError if the driver placed them badly)."""
+        return SplitQueue(self.memory, queue.size, queue.desc, queue.driver, queue.device,
+                          event_idx=bool(features & F_EVENT_IDX), max_size=QUEUE_SIZE_MAX)
+
     def _selected(self) -> QueueConfig | None:
         return self.queues[self.queue_sel] if self.queue_sel < len(self.queues) else None
 
@@ -217,8 +233,7 @@ class Transport:
             return self._fail(f"queue {self.queue_sel} made ready before FEATURES_OK: the ring's layout "
                               "depends on the features (EVENT_IDX)")
         try:
-            queue.ring = SplitQueue(self.memory, queue.size, queue.desc, queue.driver, queue.device,
-                                    event_idx=bool(self.features & F_EVENT_IDX), max_size=QUEUE_SIZE_MAX)
+            queue.ring = self._ring(queue, self.features)
             queue.ring.ask_for_notifications(not self.device_polls)
         except (RingError, GuestMemoryError) as e:
             queue.ring = None
@@ -271,6 +286,61 @@ class Transport:
         self.interrupt_status |= cause
         self.interrupts += 1
         self._line(True)
+
+    # --- migration ----------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The transport's registers, its queues and its device, as plain data (see the module's docstring).
+        The counts of notifications, interrupts and errors are the hypervisor's records: they stay."""
+        return {"device": self.device.name, "status": self.status, "features": self.features,
+                "driver_features": self.driver_features, "device_features_sel": self.device_features_sel,
+                "driver_features_sel": self.driver_features_sel, "queue_sel": self.queue_sel,
+                "shm_sel": self.shm_sel, "interrupt_status": self.interrupt_status, "error": self.error,
+                "queues": [{"size": q.size, "desc": q.desc, "driver": q.driver, "device": q.device, "ready": q.ready,
+                            "ring": None if q.ring is None else q.ring.state()} for q in self.queues],
+                "device_state": self.device.state()}
+
+    def restore(self, state: object, where: str) -> None:
+        """Take the state `state()` gave, on another host. Guest memory is not touched (post-copy
+        restores before the rings arrive). MigrationError naming `where` and the field if the state
+        is malformed or of another device; then nothing has changed."""
+        fields = Fields(state, where, {"device", "status", "features", "driver_features", "device_features_sel",
+                                       "driver_features_sel", "queue_sel", "shm_sel", "interrupt_status", "error",
+                                       "queues", "device_state"})
+        if fields.text("device") != self.device.name:
+            raise fields.bad("device", state["device"], f"{self.device.name!r}, the device on this transport")
+        values = {key: fields.integer(key, 32) for key in ("device_features_sel", "driver_features_sel", "queue_sel",
+                                                           "shm_sel", "interrupt_status")}
+        values |= {"status": fields.integer("status", 8), "features": fields.integer("features", 64),
+                   "driver_features": fields.integer("driver_features", 64), "error": fields.text("error")}
+        if values["features"] & ~self.offered:
+            raise fields.bad("features", values["features"], f"features this {self.device.name} offers "
+                             f"({self.offered:#x})")
+        if values["interrupt_status"] & ~(USED_BUFFER | CONFIG_CHANGE):
+            raise fields.bad("interrupt_status", values["interrupt_status"], "bits 0 (used buffer) and 1 (config)")
+        values["queues"] = [self._restored_queue(q, f"{where} queue {i}", values["features"])
+                            for i, q in enumerate(fields.items("queues", count=self.device.queue_count))]
+        self.device.restore(state["device_state"], f"{where} {self.device.name}")
+        for name, value in values.items():  # all checked: now the transport takes them
+            setattr(self, name, value)
+        # The line's level without telling the interrupt controller: its own state, which travels
+        # too, holds the level the line had.
+        self._level = bool(self.interrupt_status)
+
+    def _restored_queue(self, state: object, where: str, features: int) -> QueueConfig:
+        fields = Fields(state, where, {"size", "desc", "driver", "device", "ready", "ring"})
+        queue = QueueConfig(fields.integer("size", 32), fields.integer("desc", 64), fields.integer("driver", 64),
+                            fields.integer("device", 64), fields.flag("ready"))
+        if state["ring"] is None:
+            return queue
+        if not queue.ready:
+            raise fields.bad("ring", state["ring"], "null: the queue is not ready")
+        try:
+            queue.ring = self._ring(queue, features)
+        except RingError as e:  # a driver's mistake is caught when made: a ring that got this far was good
+            raise MigrationError(f"{where}: the migrated queue has a ring no driver could have set up: {e}") from None
+        queue.ring.restore(state["ring"], f"{where} ring")
+        return queue
 
     def _line(self, level: bool) -> None:
         """Drive the interrupt line; the interrupt controller hears only changes of level."""
@@ -326,19 +396,25 @@ class VirtioMmioBus:
         return f"virtio{n}.{name}"
 
     def state(self) -> dict:
-        """What migrates with its VM: nothing while no driver has touched a transport (a device at
-        reset keeps no state). A device a driver has set up is refused: vlab does not carry a virtio
-        device's registers and queues to another host yet."""
-        for n, transport in enumerate(self.transports):
-            if transport is not None and (transport.status or any(q.ready for q in transport.queues)):
-                raise MigrationError(f"the guest drives the virtio {transport.device.name} on transport {n}: vlab "
-                                     "cannot carry a virtio device's registers and queues to another host yet")
-        return {}
+        """What migrates with its VM: every transport that has a device behind it (the placeholders
+        have no state), and whether the devices poll -- which the driver was told through its rings."""
+        return {"polls": self.device_polls,
+                "transports": {str(n): t.state() for n, t in enumerate(self.transports) if t is not None}}
 
-    def restore(self, state: dict) -> None:
-        """Take what `state()` gave: the transports stay at reset."""
-        if state:
-            raise MigrationError("a virtio device's registers and queues cannot be restored: vlab does not migrate them")
+    def restore(self, state: object) -> None:
+        """Take the state `state()` gave (on another host), into a bus with the same devices on the same
+        transports. MigrationError naming the transport and the field if the state is malformed or foreign."""
+        fields = Fields(state, "virtio", {"polls", "transports"})
+        if fields.flag("polls") != self.device_polls:
+            raise fields.bad("polls", state["polls"], f"{self.device_polls}: a driver told to "
+                             f"{'not ' if state['polls'] else ''}notify its device would wait for ever here")
+        ours = {str(n): t for n, t in enumerate(self.transports) if t is not None}
+        transports = state["transports"]
+        if not isinstance(transports, dict) or transports.keys() != ours.keys():
+            raise fields.bad("transports", transports, f"the states of transport(s) {', '.join(ours)}, where this "
+                             "board's virtio devices sit")
+        for n, transport in ours.items():
+            transport.restore(transports[n], f"virtio{n}")
 
     def poll(self) -> None:
         """Let every polling device serve its queues."""

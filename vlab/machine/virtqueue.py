@@ -15,7 +15,8 @@ then advancing avail.idx; the device takes it, does the I/O, writes {head, bytes
 written} into used.ring and advances used.idx. Both indices run free, modulo 2^16:
 an entry's slot is idx % size, and the queue size is a power of 2 so the slots
 stay in sequence when an index wraps. The device remembers `last_avail` (the
-next entry it will take) and `used_idx` (the next one it will fill).
+next entry it will take) and `used_idx` (the next one it will fill): the only
+state of a queue that is not in guest memory, and what migrates with it (`state`).
 
 Ordering: the driver writes the entries, then (barrier) the index; the device
 reads the index, then (barrier) the entries, and writes used entries, then
@@ -34,6 +35,7 @@ import struct
 from dataclasses import dataclass
 
 from vlab.errors import VlabError
+from vlab.machine.device_state import Fields
 from vlab.machine.guest_memory import GuestMemory, GuestMemoryError
 
 DESC_SIZE = 16
@@ -104,6 +106,23 @@ class SplitQueue:
         self.desc, self.driver, self.device = desc, driver, device
         self.last_avail = 0  # the next available entry the device will take
         self.used_idx = 0  # the next used entry the device will fill
+
+    # --- migration ------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The device's two indices, as plain data. The tables are guest RAM and travel as its pages;
+        chains taken and not yet returned number last_avail - used_idx (mod 2^16)."""
+        return {"last_avail": self.last_avail, "used_idx": self.used_idx}
+
+    def restore(self, state: object, where: str) -> None:
+        """Take the indices `state()` gave. Guest memory is not read: on the destination of a
+        post-copy migration the rings may not have arrived yet. MigrationError naming `where` if
+        the state is not a queue's, or holds more chains in flight than the queue has entries."""
+        fields = Fields(state, where, {"last_avail", "used_idx"})
+        last_avail, used_idx = fields.integer("last_avail", 16), fields.integer("used_idx", 16)
+        if (last_avail - used_idx) & 0xFFFF > self.size:  # QEMU's virtio_load refuses the same
+            raise fields.bad("used_idx", used_idx, f"at most {self.size} entries behind last_avail {last_avail}")
+        self.last_avail, self.used_idx = last_avail, used_idx
 
     # --- the driver area ---------------------------------------------------------------
 
