@@ -99,6 +99,7 @@ class Host:
         self._blocked: list[VCpu] = []
         self._watchdog: Watchdog | None = None
         self._in_run = False  # a core is running a vCPU: tell the scheduler what it did after its charge
+        self.turn: PhysicalCpu | None = None  # the core whose turn of the loop it is, during a run
         self._end: int | None = None  # the host tick a run with a duration ends at
         self._after_charge: list[Callable[[], None]] = []
 
@@ -347,6 +348,7 @@ class Host:
             return vm.result()
         self._start([vm], 1)
         pcpu, vcpu = self.pcpus[0], vm.vcpus[0]
+        self.turn = pcpu
         pcpu.load(vcpu)
         before = vcpu.instructions
         pcpu.run(1)
@@ -430,6 +432,7 @@ class Host:
             if decision is not None and decision[0] is not None:
                 self._decision[i] = (self.scheduler.pick(i, self.pcpus[i].now(), None).entity, 0)
         self.trace.finish(max(p.now() for p in self.pcpus))
+        self.turn = None
 
     def _now(self) -> int:
         """The host clock: how far every core has got."""
@@ -478,6 +481,7 @@ class Host:
         """One turn of the loop: the core furthest behind runs (or idles) until its next event."""
         pcpus = self.pcpus
         pcpu = pcpus[0] if len(pcpus) == 1 else min(pcpus, key=_furthest_behind)
+        self.turn = pcpu  # what the hypervisor does until the next turn, it does on this core
         now = pcpu.now()
         if self._blocked:
             self._wake_due(now)

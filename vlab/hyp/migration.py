@@ -28,8 +28,9 @@ Post-copy turns it around: pause, send the vCPUs and devices, resume on the dest
 memory at all. Each page the guest touches there is missing from its stage 2 -- a stage-2 fault
 that the destination's hypervisor serves by pulling the page from the source (a request and an
 answer on the link, while the vCPU waits), as vlab's demand paging serves a fresh page; between
-the faults the source pushes the pages nobody asked for yet. The downtime is tiny; the price is
-paid after, in faults.
+the faults the source pushes the pages nobody asked for yet. A device's access to the guest's
+RAM (the virtio console reading a ring or a buffer) pulls its pages the same way, the core
+serving the device waiting for them. The downtime is tiny; the price is paid after, in faults.
 
 Time is the hosts' own: one tick per guest instruction at 62.5 MHz, and the link's time in the
 same ticks (vlab.hyp.link), so while a round is on the wire the guest runs exactly as many
@@ -120,7 +121,7 @@ class Migration:
     downtime_ticks: int = 0  # the guest paused, from its last instruction on the source to its first on the destination
     completed: bool = False  # the guest runs on the destination, and the source has let it go
     why: str = ""  # why pre-copy stopped, or why there was nothing to migrate
-    faults: int = 0  # post-copy: pages the guest pulled by touching them
+    faults: int = 0  # post-copy: pages pulled because the guest, or a device for it, touched them
     stall_ticks: int = 0  # post-copy: ticks its vCPUs waited for pulled pages
     history: list[RoundStats] = field(default_factory=list)  # what the stopping rule saw, round by round
 
@@ -308,12 +309,16 @@ def postcopy(vm, destination, link: Link = Link(), budget: int = FOREVER, push: 
         m.transfers.append(Round(kind, tuple(pages), len(data), ticks))
         return ticks
 
+    def pull(page: int) -> int:
+        return send([page], "pull", trips=2)  # a request, then the page
+
     m.downtime_ticks = link.ticks(len(state))
     m.transfers.append(Round("stop-and-copy", (), len(state), m.downtime_ticks))
     _arrive(m, shell, state, m.downtime_ticks, timeout_s)
     defaults = {ec: shell.handlers[ec] for ec in (ExceptionClass.DABT_LOWER, ExceptionClass.IABT_LOWER)}
     for ec, handler in defaults.items():
-        shell.set_handler(ec, _pulling(handler, missing, lambda page: send([page], "pull", trips=2), m))
+        shell.set_handler(ec, _pulling(handler, missing, pull, m))
+    shell.fetch_remote = _fetching(shell, missing, pull, m)
     while missing and budget > 0:
         ticks = link.ticks(stream.page_data_size(min(push, len(missing))))  # the next batch, while the guest runs
         before = vm_instructions(shell)
@@ -326,6 +331,7 @@ def postcopy(vm, destination, link: Link = Link(), budget: int = FOREVER, push: 
         send(sorted(missing), "push")
     for ec, handler in defaults.items():
         shell.set_handler(ec, handler)
+    shell.fetch_remote = None
     vm.depart("migrated to another host (post-copy)")  # the source had the last of its pages
     return m
 
@@ -343,3 +349,20 @@ def _pulling(handler, missing: set[int], pull: Callable[[int], int], m: Migratio
         m.stall_ticks += ticks
         return f"post-copy: IPA page {page:#x} pulled from the source host, the vCPU waited {ticks:,} ticks"
     return post_copy_fault
+
+
+def _fetching(shell, missing: set[int], pull: Callable[[int], int], m: Migration) -> Callable[[int, int], None]:
+    """What the destination's hypervisor does before it, or a device, touches `shell`'s RAM during
+    post-copy: pull each page of the range still on the source. The vCPU on the core serving the
+    access waits for them (a notify is served in its exit, a polling device between its runs)."""
+    def fetch(ipa: int, size: int) -> None:
+        for page in range(ipa & ~(PAGE - 1), ipa + max(size, 1), PAGE):
+            if page not in missing:
+                continue
+            ticks = pull(page)
+            m.faults += 1
+            core = shell.host.turn
+            if core is not None and core.current is not None and core.current.vm is shell:
+                shell.host.stall(core.current, ticks)
+                m.stall_ticks += ticks
+    return fetch

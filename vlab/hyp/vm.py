@@ -25,6 +25,7 @@ import dataclasses
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from vlab.arch.hcr import HCR
 from vlab.hyp.exits import IN_PLACE, RUN_LOOP, Exit, TrapRecord
@@ -146,6 +147,10 @@ class VM:
             if paging == "shadow":
                 self.shadow = ShadowPaging(self.memory)
                 self.shadow.on_revoke = lambda: self.host.invalidate_stage2(self, None)
+        # Post-copy (vlab.hyp.migration): told (ipa, size) before the hypervisor or a device reads or
+        # writes the VM's RAM, to pull the pages still on the source host first -- as a stage-2 fault
+        # pulls them for the guest. None: the VM's RAM is all here.
+        self.fetch_remote: Callable[[int, int], None] | None = None
         self.uart = PL011()
         # The GIC: its distributor emulated by the hypervisor (an exit per access); its CPU interface
         # is the hardware's GICV, which stage 2 maps at the guest's GICC address (no exits).
@@ -237,6 +242,8 @@ class VM:
         """Guest RAM by IPA."""
         if not self.ram.contains(ipa, size):
             raise ValueError(f"{size} bytes at {ipa:#x} are not in the VM's RAM")
+        if self.fetch_remote is not None:
+            self.fetch_remote(ipa, size)
         if self.memory is not None:
             return self.memory.read(ipa, size)
         return bytes(self._ram[ipa - RAM_BASE:ipa - RAM_BASE + size])
@@ -244,6 +251,8 @@ class VM:
     def write_memory(self, ipa: int, data: bytes) -> None:
         if not self.ram.contains(ipa, max(len(data), 1)):
             raise ValueError(f"{len(data)} bytes at {ipa:#x} do not fit in the VM's RAM")
+        if self.fetch_remote is not None:
+            self.fetch_remote(ipa, len(data))  # a page written in part must hold the rest of its data first
         if self.memory is not None:
             self.memory.write(ipa, bytes(data))
             if self.shadow is not None:
