@@ -178,13 +178,15 @@ def _report_one(args: argparse.Namespace, result, sched: dict | None = None, hyp
             out["hyp"] = hyp
         print(json.dumps(out))
     else:
-        _print_text(result, virt=args.virt)
+        print_text(result, virt=args.virt)
         if hyp_text:
             print(hyp_text, file=sys.stderr)
     return 0 if result.reason.value in ("powered_off", "idle") else 1
 
 
-def _print_text(result, virt: bool, heading: str = "") -> None:
+def print_text(result, virt: bool, heading: str = "") -> None:
+    """A run's outcome in text mode: its UART's output, its virtio console's under a heading, on
+    stdout; how it ended (and, in a VM, its exits) on stderr."""
     if heading:
         print(heading)
     _print_output(result.uart)
@@ -211,7 +213,7 @@ def _report_host(args: argparse.Namespace, host, pcpus: list, vms: list, results
         print(json.dumps({"vms": report, "pcpus": pcpus, "sched": {"policy": host.policy.name, **figures.as_dict()}}))
     else:
         for vm, file, vm_result in zip(vms, args.files, results):  # vm.index: as the figures below name it
-            _print_text(vm_result, virt=True, heading=f"== vm{vm.index}: {file} ==")
+            print_text(vm_result, virt=True, heading=f"== vm{vm.index}: {file} ==")
         print(f"== {host.policy.name} on {len(host.pcpus)} physical CPU(s) ==", file=sys.stderr)
         print(figures.table(), file=sys.stderr)
     return 0 if all(r.reason.value in ("powered_off", "idle") for r in results) else 1

@@ -4,8 +4,9 @@
     vlab run hello.elf --virt --migrate-at 5000 --bandwidth 100 --latency 0.5 --json
     vlab run hello.elf --virt --migrate-at 5000 --post-copy
 
-What it prints is the whole run's UART (on the source, then on the destination); stderr says how
-the run ended and what the migration cost. The JSON adds `migration`: rounds, pages_sent,
+What it prints is the whole run's output, as `vlab run` prints it -- the UART's, then the virtio
+console's under a heading -- on the source, then on the destination; stderr says how the run
+ended, its exits on both hosts and what the migration cost. The JSON adds `migration`: rounds, pages_sent,
 downtime_insns (the pause in the guest's time: one instruction per tick), downtime_ms_modelled
 (the same pause on the modelled link), and the rest of vlab.hyp.migration's report.
 """
@@ -69,6 +70,7 @@ def refused(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run FILE with a migration in it; exit status as `vlab run`'s (0: powered off or idle)."""
     from vlab.arch.hcr import HCR
+    from vlab.cli_run import print_text  # which imports this module
     from vlab.hyp.link import Link
     from vlab.hyp.migration import RULES
     from vlab.hyp.migration_experiment import migrate_guest
@@ -86,11 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(run.to_json()))
     else:
-        sys.stdout.write(run.uart)
-        if run.uart and not run.uart.endswith("\n"):
-            sys.stdout.write("\n")
-        print(f"[{result.reason.value}] {result.message} after {result.instructions:,} instructions, "
-              f"PC={result.pc:#x} EL{result.el}", file=sys.stderr)
+        print_text(result, virt=True)
         if run.migration is None:
             print(f"migration: none -- the guest stopped before instruction {args.migrate_at:,}", file=sys.stderr)
         else:

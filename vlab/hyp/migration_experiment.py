@@ -9,7 +9,8 @@
 `migrate_guest` is what `vlab run FILE --virt --migrate-at N` does: the guest boots in a VM on
 one host (its RAM demand-paged behind stage 2, so its pages can be tracked), runs N
 instructions, migrates to a second host over the link, and runs there to its end. What it
-printed is both halves, in order; what it ended as is the destination's.
+printed -- on the UART and on the virtio console -- is both halves, in order; what it ended as
+is the destination's.
 
 The sweeps migrate a `dirtier` (vlab.guests.workloads) that has `resident` pages and keeps
 writing its first `wws` of them, one page every so many instructions: its *dirty rate*, in
@@ -44,7 +45,7 @@ class MigratedRun:
     """A guest's whole run with a migration in it: what it printed, how it ended, the migration."""
 
     uart: str  # everything it printed, on the source then on the destination
-    result: VmRunResult  # how its run ended (on the destination, once it got there), `uart` the whole
+    result: VmRunResult  # how its run ended (on the destination, once it got there), its output the whole
     migration: Migration | None  # None: the guest stopped before the migration point
     source: VM
     destination: VM | None
@@ -56,13 +57,16 @@ class MigratedRun:
 
 def migrate_guest(image: Image, at: int, link: Link = Link(), post_copy: bool = False, rule: StoppingRule = xen,
                   max_insns: int = DEFAULT_MAX_INSNS, vcpus: int = 1, traps: HCR = HCR(0),
-                  ram_size: int = DEFAULT_RAM_SIZE, timeout_s: float = DEFAULT_TIMEOUT_S) -> MigratedRun:
+                  ram_size: int = DEFAULT_RAM_SIZE, timeout_s: float = DEFAULT_TIMEOUT_S,
+                  virtio_polls: bool = False) -> MigratedRun:
     """Boot `image` in a VM, run `at` instructions, migrate it to another host (pre-copy with `rule`, or
-    post-copy), and run it there until it stops; `max_insns` bounds the whole run."""
+    post-copy), and run it there until it stops; `max_insns` bounds the whole run. With `virtio_polls`
+    the VM's virtio console polls its queues, on both hosts."""
     if not 0 <= at < max_insns:
         raise ValueError(f"the migration point must be 0 to {max_insns - 1:,} instructions (within --max-insns), "
                          f"not {at:,}")
-    source = VM.from_image(image, host=Host(vcpus), stage2="demand", vcpus=vcpus, traps=traps, ram_size=ram_size)
+    source = VM.from_image(image, host=Host(vcpus), stage2="demand", vcpus=vcpus, traps=traps, ram_size=ram_size,
+                           virtio_polls=virtio_polls)
     if at:
         before = source.run(max_insns=at, timeout_s=timeout_s)
         if source.powered_off or before.reason.value in ("idle", "exception", "error", "timeout"):
@@ -78,9 +82,10 @@ def migrate_guest(image: Image, at: int, link: Link = Link(), post_copy: bool = 
     arrived = migration.destination_vm
     left = max_insns - vm_instructions(arrived)
     final = arrived.run(max_insns=left, timeout_s=timeout_s) if left > 0 else arrived.result()
-    uart = source.uart.text + final.uart
+    uart, virtio_console = source.uart.text + final.uart, source.virtio_console.text + final.virtio_console
     exits = dict(Counter(source.exits) + Counter(arrived.exits))
-    return MigratedRun(uart, dataclasses.replace(final, uart=uart, exits=exits), migration, source, arrived)
+    return MigratedRun(uart, dataclasses.replace(final, uart=uart, virtio_console=virtio_console, exits=exits),
+                       migration, source, arrived)
 
 
 # --- curves --------------------------------------------------------------------------------------

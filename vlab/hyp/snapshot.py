@@ -11,11 +11,14 @@ A vCPU is its saved core (Unicorn's whole context: the registers, PSTATE, the EL
 registers -- a superset of the architectural list in vlab.hyp.world_switch), its scheduling
 state (off, runnable, blocked in WFI), how many instructions it has retired, the identity it
 reads (VPIDR, VMPIDR), and its timers: each comparator's CTL and CVAL, and the virtual counter's
-value when it stopped, from which it goes on. A device is whatever its `state()` gives, and
-comes back through `restore(state)`; a VM with a device that has neither cannot be migrated.
+value when it stopped, from which it goes on. A device is whatever its `state()` gives, as
+JSON -- the UART's registers and receive FIFO, the vGIC, each virtio transport's registers and
+queues with its device (vlab.machine.virtio_mmio) -- and comes back through `restore(state)`;
+a VM with a device that has neither cannot be migrated.
 
 What does not travel is what the hypervisor keeps *about* the VM -- its trap log, its exit
-counts, what the guest already printed -- which stays in the source host's records.
+counts, what the guest already printed on the UART or the virtio console -- which stays in the
+source host's records: a migrated run's output is the source's, then the destination's.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def capture(vm) -> bytes:
                                  "its registers to another host")
     entity = vm.vcpus[0].entity
     config = {"ram_size": vm.ram_size, "vcpus": len(vm.vcpus), "traps": int(vm.traps),
-              "weight": entity.weight, "cap": entity.cap, "devices": [d.name for d in vm.devices]}
+              "weight": entity.weight, "cap": entity.cap, "virtio_polls": vm.virtio.device_polls,
+              "devices": [d.name for d in vm.devices]}
     out = [_json(Record.VM_CONFIG, config)]
     for vcpu in vm.vcpus:
         timer = vcpu.timer
@@ -65,13 +69,14 @@ def config_of(data: bytes) -> dict:
 
 
 def empty_vm(data: bytes, host, handlers: dict | None = None):
-    """A VM on `host` shaped as the captured one (RAM size, vCPUs, trap controls, weight and cap),
-    with demand-paged RAM and nothing in it yet; `handlers`: the exit handlers it runs with."""
+    """A VM on `host` shaped as the captured one (RAM size, vCPUs, trap controls, weight and cap, a
+    virtio console that polls or not), with demand-paged RAM and nothing in it yet; `handlers`: the
+    exit handlers it runs with."""
     from vlab.hyp.vm import VM  # the VM module imports the vCPU module, as this one does
 
     config = config_of(data)
     vm = VM(traps=HCR(config["traps"]), ram_size=config["ram_size"], vcpus=config["vcpus"], stage2="demand",
-            host=host, weight=config["weight"], cap=config["cap"])
+            host=host, weight=config["weight"], cap=config["cap"], virtio_polls=config["virtio_polls"])
     if handlers is not None:
         vm.handlers = dict(handlers)
     return vm
