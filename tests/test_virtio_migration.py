@@ -230,17 +230,22 @@ MALFORMED = {
     "polls-differ": (_set(_bus, "polls", True), "a driver told to not notify its device would wait for ever"),
     "other-transports": (_set(_bus, "transports", {"30": None}), "the states of transport\\(s\\) 31"),
     "other-device": (_set(_transport, "device", "virtio-blk"), "'virtio-console', the device on this transport"),
-    "status-too-wide": (_set(_transport, "status", 256), "virtio31: the migrated status is 256, not a number from 0 to 0xff"),
+    "status-too-wide": (_set(_transport, "status", 256),
+                        "virtio31: the migrated status is 256, not a number from 0 to 0xff"),
     "status-not-a-number": (_set(_transport, "status", "running"), "virtio31: the migrated status is 'running'"),
-    "features-not-offered": (_set(_transport, "features", F_VERSION_1 | 1 << 40), "features this virtio-console offers"),
+    "features-not-offered": (_set(_transport, "features", F_VERSION_1 | 1 << 40),
+                             "features this virtio-console offers"),
     "interrupt-bits": (_set(_transport, "interrupt_status", 4), "bits 0 \\(used buffer\\) and 1"),
     "queues-missing": (_set(_transport, "queues", []), "the migrated queues is \\[\\], not a list of 2"),
-    "ring-on-idle-queue": (_set(_queue, "ready", False), "virtio31 queue 1: the migrated ring .* null: the queue is not ready"),
-    "ring-outside-ram": (_set(_queue, "desc", 0x1000), "virtio31 queue 1: the migrated queue has a ring no driver could have set up"),
+    "ring-on-idle-queue": (_set(_queue, "ready", False),
+                           "virtio31 queue 1: the migrated ring .* null: the queue is not ready"),
+    "ring-outside-ram": (_set(_queue, "desc", 0x1000),
+                         "virtio31 queue 1: the migrated queue has a ring no driver could have set up"),
     "size-not-power-of-2": (_set(_queue, "size", 3), "queue size 3 is not a power of 2"),
     "index-a-bool": (_set(_ring, "last_avail", True), "virtio31 queue 1 ring: the migrated last_avail is True"),
     "too-many-in-flight": (_too_far_behind, "at most 4 entries behind last_avail"),
-    "device-state-null": (_set(_transport, "device_state", None), "virtio31 virtio-console: the migrated state is NoneType"),
+    "device-state-null": (_set(_transport, "device_state", None),
+                          "virtio31 virtio-console: the migrated state is NoneType"),
     "input-not-bytes": (_set(_console, "input", [104, 300]), "a list of bytes \\(0 to 255\\)"),
 }
 
@@ -270,6 +275,18 @@ def test_a_stream_carrying_a_corrupt_virtio_record_is_refused_before_the_vm_runs
         snapshot.restore(shell, b"".join(out))
 
 
+def _driven_state() -> dict:
+    """A bus whose driver set up the transmitq (EVENT_IDX on) and sent a batch, as plain data."""
+    ram, memory = guest_ram()
+    bus = VirtioMmioBus(memory, [VirtioConsole()])
+    driver = Driver(bus, ram)
+    driver.setup(8, F_VERSION_1 | F_EVENT_IDX)
+    driver.send_batch([[b"hello"]])
+    assert driver.status == ACK | DRIVER | FEATURES_OK | DRIVER_OK
+    return bus.state()
+
+
+STATE = _driven_state()
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-2, 1 << 65) | st.text(max_size=4),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
                     max_leaves=6)
@@ -295,20 +312,6 @@ def test_a_virtio_state_changed_anywhere_is_refused_or_taken_as_it_is(data):
     except MigrationError:
         return
     assert target.state() == state
-
-
-def _driven_state() -> dict:
-    """A bus whose driver set up the transmitq (EVENT_IDX on) and sent a batch, as plain data."""
-    ram, memory = guest_ram()
-    bus = VirtioMmioBus(memory, [VirtioConsole()])
-    driver = Driver(bus, ram)
-    driver.setup(8, F_VERSION_1 | F_EVENT_IDX)
-    driver.send_batch([[b"hello"]])
-    assert driver.status == ACK | DRIVER | FEATURES_OK | DRIVER_OK
-    return bus.state()
-
-
-STATE = _driven_state()
 
 
 # --- the command line ----------------------------------------------------------------------------------
