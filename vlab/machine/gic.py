@@ -645,9 +645,9 @@ class GIC:
     line per CPU.
 
     A board maps `devices(cpu)` on CPU `cpu`'s core, drives the devices' lines with `set_ppi` and
-    `set_spi`, and asks `signal(cpu)` ("IRQ", "FIQ" or None) before letting the core run on. When a
-    CPU's line rises -- a guest wrote GICD_SGIR, unmasked with GICC_PMR, a timer fired --
-    `on_signal(cpu)` is called, so that a running core can be stopped to take the interrupt.
+    `set_spi`, and asks `signal(cpu)` ("IRQ", "FIQ" or None) for a CPU's lines. When they change -- a guest wrote
+    GICD_SGIR, unmasked with GICC_PMR, acknowledged, a timer fired -- `on_signal(cpu)` is called,
+    so that the core's input follows (and a running core can be stopped to take the interrupt).
     """
 
     def __init__(self, cpus: int = 1, spis: int = QEMU_VIRT_SPIS, on_signal: Callable[[int], None] | None = None):
@@ -704,7 +704,7 @@ class GIC:
     def _refresh(self) -> None:
         for cpu in range(self.cpus):
             now = self.cpu_interfaces[cpu].signal()
-            rose = now is not None and now != self._signalled[cpu]
+            changed = now != self._signalled[cpu]
             self._signalled[cpu] = now
-            if rose and self.on_signal is not None:
+            if changed and self.on_signal is not None:
                 self.on_signal(cpu)

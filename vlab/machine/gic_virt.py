@@ -204,7 +204,7 @@ class VirtualCpuInterface(CpuInterface):
     """One physical CPU's virtual interface: the GICH registers for the hypervisor, and the GICV
     registers (a CpuInterface with 5 priority bits) for the vCPU it runs.
 
-    `on_signal(cpu)` is called when the virtual IRQ (or FIQ) line rises, like GIC.on_signal.
+    `on_signal(cpu)` is called when the virtual IRQ (or FIQ) line changes, like GIC.on_signal.
     `distributor` is the physical one, which receives the maintenance interrupt and the
     deactivation of HW interrupts (None: a detached model, with neither).
     """
@@ -279,9 +279,9 @@ class VirtualCpuInterface(CpuInterface):
         if self.distributor is not None:
             self.distributor.set_line(MAINTENANCE_PPI, self.maintenance(), self.cpu)
         now = self.signal()
-        rose = now is not None and now != self._signalled
+        changed = now != self._signalled
         self._signalled = now
-        if rose and self.on_signal is not None:
+        if changed and self.on_signal is not None:
             self.on_signal(self.cpu)
 
     # --- the GICH frame (the hypervisor's) -------------------------------------------------------
