@@ -39,6 +39,7 @@ class IrqLine:
         self.cpu = cpu
         self.on_taken = on_taken
         self.asserted = False
+        self._held = False  # another context (a type-2 host kernel's) is on the core: see hold()
         self._hooks: dict[int, int] = {}  # vector address -> its Unicorn hook
         self._vbar: int | None = None  # the vector table those hooks watch
 
@@ -46,7 +47,18 @@ class IrqLine:
         """The controller drives the line (from anywhere, a device callback included)."""
         if asserted != self.asserted:
             self.asserted = asserted
-            self.sync()
+            if not self._held:
+                self.sync()
+
+    def hold(self) -> None:
+        """Another context is loaded on the core (a host kernel's, between a guest's exit and its
+        return): the line is remembered, not written into that context, until `release()`."""
+        self._held = True
+
+    def release(self) -> None:
+        """The guest's context is back on the core: its line goes in."""
+        self._held = False
+        self.sync()
 
     def sync(self) -> None:
         """Write the line into the core's HCR_EL2 and watch the vectors VBAR_EL1 now names. Before
