@@ -9,7 +9,7 @@ delivered twice.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vlab.hyp.vgic import VGic, serve_physical_irq
@@ -256,6 +256,9 @@ OPERATIONS = st.lists(st.one_of(
 
 @settings(max_examples=300)
 @given(PRIORITIES, OPERATIONS, st.integers(1, VCPUS))
+# Found by the property: SGI 0 active from vCPU1 and pending from vCPUs 0 and 1 -- after the EOI the
+# lowest source (0) goes first on a bare GIC, and so must it through the list registers.
+@example(dict(zip(INTIDS, range(0, 72, 8))), [("sgi", 1, 1, 0), ("iar", 0, 0), ("sgi", 0, 1, 0), ("sgi", 1, 1, 0)], 1)
 def test_no_interrupt_is_lost_or_delivered_twice_through_list_registers_and_world_switches(priorities, ops, pcpus):
     bare = GIC(VCPUS)
     bd = [bare.devices(n) for n in range(VCPUS)]

@@ -267,8 +267,10 @@ class VGic:
         irq = self._irq(vcpu, intid)
         hw, sgi = intid in self.mapped, intid in SGIS
         # One list register holds one instance: an SGI from another source, or the pending part of
-        # a HW interrupt (which cannot be pending and active), waits here.
-        pending = self._deliverable(irq) and not (hw and irq.active) and (not sgi or bool(irq.sources >> source & 1))
+        # a HW interrupt (which cannot be pending and active), waits here. An active SGI's pending
+        # part rides with it only if no lower source waits: the lowest goes first, as on the GIC.
+        pending = self._deliverable(irq) and not (hw and irq.active) and \
+            (not sgi or bool(irq.sources >> source & 1) and (not irq.active or _lowest(irq.sources) == source))
         state = LrState(int(pending) | (LrState.ACTIVE if irq.active else 0))
         # Ask to hear of the EOI when something waits behind it: another source's SGI, a level still high.
         eoi = not hw and bool((sgi and irq.sources & ~(1 << source)) or (not irq.edge and irq.line))
