@@ -232,7 +232,7 @@ class PhysicalCpu:
     def _virtual_irq_changed(self) -> None:
         """GICV's virtual IRQ drives the core's IRQ input; a rise in the middle of a run ends it after
         the current instruction, so that the IRQ is taken before the next one."""
-        asserted = self.gicv.signal() == "IRQ"
+        asserted = self.gicv.signalled == "IRQ"
         self.cpu.irq.set(asserted)
         if asserted:
             self.cpu.interrupt_pending()
@@ -259,12 +259,15 @@ class PhysicalCpu:
         When the virtual timer's line drops, a virtual IRQ 27 the guest has not taken yet is
         withdrawn from its list register at once (VGic.resample: KVM does it at its next exit). The
         core would otherwise find it pending at the guest's next WFI, which then would not wait."""
-        gic, asserted = self.host.gic, vcpu.timer.virtual.asserted()
-        fell = not asserted and gic.distributor.interrupt(self.index, VIRTUAL_TIMER_PPI).line
-        gic.set_ppi(self.index, VIRTUAL_TIMER_PPI, asserted)
-        if fell:
-            vcpu.vm.vgic.resample(vcpu.index)
-        vcpu.vm.vgic.set_line(vcpu.index, PHYSICAL_TIMER_PPI, vcpu.timer.physical.asserted())
+        # Called at every run's end and every timer access: the GIC is told only of a change.
+        gic, vgic, asserted = self.host.gic, vcpu.vm.vgic, vcpu.timer.virtual.asserted()
+        if asserted != gic.distributor.interrupt(self.index, VIRTUAL_TIMER_PPI).line:
+            gic.set_ppi(self.index, VIRTUAL_TIMER_PPI, asserted)
+            if not asserted:
+                vgic.resample(vcpu.index)
+        asserted = vcpu.timer.physical.asserted()
+        if asserted != vgic.distributor.interrupt(vcpu.index, PHYSICAL_TIMER_PPI).line:
+            vgic.set_line(vcpu.index, PHYSICAL_TIMER_PPI, asserted)
 
     def _wait_in_wfi(self, vcpu: VCpu, ticks: int) -> None:
         """A WFI the hypervisor does not trap: the core sleeps in the guest until its timer fires or

@@ -146,7 +146,8 @@ class VGic:
         for vcpu in self.loaded:
             self.resample(vcpu)
         before = {v for v in range(self.vcpus) if self.wants_to_run(v)} if self.on_wake else set()
-        states = {vcpu: interface.save() for vcpu, interface in self.loaded.items()}
+        # The registers, not emptied: nothing reads the interfaces until they are restored below.
+        states = {vcpu: interface.registers() for vcpu, interface in self.loaded.items()}
         for vcpu, state in states.items():
             self.sync(vcpu, state)
         change()

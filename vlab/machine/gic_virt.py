@@ -38,6 +38,7 @@ GICH_VTR = 0x9000_0003, the same as Arm's GIC-400), checked by a program run at 
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -93,6 +94,7 @@ class ListRegister:
         return value | int(self.eoi) << 19 | (self.cpuid & 7) << 10
 
     @classmethod
+    @functools.lru_cache(maxsize=1024)  # a handful of values recur: every world switch and refill decodes them
     def decode(cls, value: int) -> ListRegister:
         hw = bool(value >> 31 & 1)
         return cls(vintid=value & 0x3FF, state=LrState(value >> 28 & 3), priority=(value >> 23 & 0x1F) << 3,
@@ -228,9 +230,13 @@ class VirtualCpuInterface(CpuInterface):
         """The loaded vCPU's state, as the WORLD_SWITCH_REGISTERS; the interface is left empty and off
         (GICH_HCR = 0, no list register valid), as KVM leaves it, so no stale interrupt reaches
         the next vCPU."""
-        saved = VirtualInterfaceState(self.hcr, vmcr_of(self.state), self.state.active_priorities, list(self.lrs))
+        saved = self.registers()
         self.restore(VirtualInterfaceState())
         return saved
+
+    def registers(self) -> VirtualInterfaceState:
+        """The loaded vCPU's state as `save` gives it, the interface left as it is."""
+        return VirtualInterfaceState(self.hcr, vmcr_of(self.state), self.state.active_priorities, list(self.lrs))
 
     def restore(self, saved: VirtualInterfaceState) -> None:
         """Load a vCPU's saved state onto this interface."""
@@ -274,6 +280,11 @@ class VirtualCpuInterface(CpuInterface):
     def maintenance(self) -> bool:
         """The maintenance interrupt's line (PPI 25 of this CPU)."""
         return bool(self.hcr & HCR_EN) and self.misr() != 0
+
+    @property
+    def signalled(self) -> str | None:
+        """What `signal()` gave when the interface last changed: what `on_signal` is told of."""
+        return self._signalled
 
     def _refresh(self) -> None:
         if self.distributor is not None:
