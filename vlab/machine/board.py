@@ -158,10 +158,11 @@ class Board:
         self.cpu = CPU()
         self.uart = uart or PL011()
         # QEMU virt's transports, with `-device virtio-serial-device -device virtconsole` on the last.
-        # Its driver polls the used ring: the transports' interrupts (INTID 48 + n) are not wired.
         self.virtio_console = VirtioConsole()
+        # Transport n's interrupt is SPI 16 + n (INTID 48 + n) of the GIC (made below), as on QEMU virt.
         self.virtio = VirtioMmioBus(GuestMemory(RAM_BASE, ram_size, self.read_memory, self.write_memory),
-                                    [self.virtio_console], device_polls=virtio_polls)
+                                    [self.virtio_console], interrupt=lambda intid, level: self.gic.set_spi(intid, level),
+                                    device_polls=virtio_polls)
         self.idle_ticks = 0
         self.timer = GenericTimer(lambda: self.cpu.clock() + self.idle_ticks)
         self.mmio_trace: deque[MmioAccess] = deque(maxlen=trace_limit)
