@@ -9,7 +9,7 @@ delivered twice.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vlab.hyp.vgic import VGic, serve_physical_irq
@@ -256,6 +256,9 @@ OPERATIONS = st.lists(st.one_of(
 
 @settings(max_examples=300)
 @given(PRIORITIES, OPERATIONS, st.integers(1, VCPUS))
+# Found by the property: SGI 0 active from vCPU1 and pending from vCPUs 0 and 1 -- after the EOI the
+# lowest source (0) goes first on a bare GIC, and so must it through the list registers.
+@example(dict(zip(INTIDS, range(0, 72, 8))), [("sgi", 1, 1, 0), ("iar", 0, 0), ("sgi", 0, 1, 0), ("sgi", 1, 1, 0)], 1)
 def test_no_interrupt_is_lost_or_delivered_twice_through_list_registers_and_world_switches(priorities, ops, pcpus):
     bare = GIC(VCPUS)
     bd = [bare.devices(n) for n in range(VCPUS)]
@@ -330,10 +333,10 @@ def test_a_guest_polling_its_timer_with_irqs_masked_sleeps_each_period_as_on_the
     assert workloads.progress(machine) == 49  # a round per 5,000 ticks: never a WFI woken by a stale interrupt
 
 
-def test_a_virtual_interrupt_costs_two_starts_of_the_emulator(monkeypatch):
-    # One run ends at the guest's WFI; the hypervisor takes the physical interrupt, fills a list
-    # register and enters the guest's vector; one step executes its GICV_IAR read, after which no
-    # interrupt waits for PSTATE.I and the rest runs unwatched, to the next WFI.
+def test_a_virtual_interrupt_costs_one_start_of_the_emulator(monkeypatch):
+    # One run ends at the guest's WFI; the hypervisor takes the physical interrupt and fills a list
+    # register; the next run takes the virtual IRQ at once (the core does, with no Python on the
+    # way) and goes on through the handler's GICV_IAR, EOIR and ERET to the next WFI.
     from vlab.hyp import VM
     from vlab.hyp.cost import interrupt_loop_program
     from vlab.machine.cpu import CPU
@@ -352,4 +355,4 @@ def test_a_virtual_interrupt_costs_two_starts_of_the_emulator(monkeypatch):
         assert vm.run(max_insns=1_000_000).reason.value == "powered_off"
         assert vm.exits["IRQ"] == vm.gicv_accesses["GICV_EOIR"] == n
         counts.append(starts[0])
-    assert (counts[1] - counts[0]) / 100 == 2
+    assert (counts[1] - counts[0]) / 100 == 1

@@ -14,6 +14,7 @@ import sys
 import pytest
 from test_c_guests import elf, require_qemu  # noqa: F401 - elf is a fixture
 
+from vlab.arch.hcr import HCR
 from vlab.guests import SELF_CHECK_OK
 from vlab.guests import build as builder
 from vlab.guests import qemu as oracle
@@ -142,3 +143,27 @@ def test_a_guest_that_never_uses_virtio_prints_no_heading_and_an_empty_key(tmp_p
     source.write_text("    ldr x0, =0x84000008\n    hvc #0\n")
     assert vlab_run(str(source)).stdout == ""
     assert json.loads(vlab_run(str(source), "--json").stdout)["virtio_console"] == ""
+
+
+# --- the transports' interrupts: SPI 16 + n through the GIC, as on QEMU virt ------------------------------
+
+IRQ_DRIVEN_TEXT = "This driver offers one buffer at a time,\nnotifies the device, and sleeps in WFI:\n" \
+                  "the used-buffer interrupt wakes it.\n"
+
+
+@pytest.mark.parametrize("where", ["board", "vm", "vm-TWI"])
+def test_a_driver_that_sleeps_until_the_used_buffer_interrupt_runs_as_on_qemu(elf, where):
+    require_qemu()
+    path = elf("virtio_irq")
+    on_qemu = oracle.run_on_qemu(path, timeout_s=30)
+    assert on_qemu.powered_off and on_qemu.uart.endswith("all checks passed\n"), on_qemu.uart
+    assert on_qemu.virtio_console == IRQ_DRIVEN_TEXT
+    if where == "board":
+        result, machine = run_on_vlab(path)
+    else:
+        machine = VM.from_file(path, traps=HCR.TWI if where == "vm-TWI" else HCR(0))
+        result = machine.run(max_insns=10_000_000)
+    assert result.reason is StopReason.POWERED_OFF, result.message
+    assert (result.uart, result.virtio_console) == (on_qemu.uart, on_qemu.virtio_console)
+    assert machine.virtio.transports[31].interrupts == 3  # one used-buffer interrupt a line
+

@@ -12,6 +12,7 @@ instruction again. IL is 1 for a 32-bit instruction (always, in AArch64).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
@@ -127,6 +128,7 @@ class SysRegAccess(NamedTuple):
         )
 
     @classmethod
+    @functools.lru_cache(maxsize=4096)  # every trapped MRS/MSR decodes its syndrome: a few recur
     def from_iss(cls, iss: int) -> SysRegAccess:
         return cls(
             op0=(iss >> 20) & 3, op1=(iss >> 14) & 7, crn=(iss >> 10) & 0xF,

@@ -401,7 +401,8 @@ class Host:
         """The host's GICv2, programmed as KVM's host programs its own: forwarding on; on each core
         the virtual timer's PPI and the maintenance interrupt enabled; each CPU interface with
         EOImode = 1, so that an interrupt handed to a guest stays active until the guest completes it."""
-        gic = GIC(self._cores, on_signal=lambda cpu: self.pcpus[cpu].cpu.interrupt_pending())
+        # A physical IRQ rising stops the core's run: it is an exit to the hypervisor (HCR_EL2.IMO).
+        gic = GIC(self._cores, on_signal=lambda cpu: self.pcpus[cpu].cpu.interrupt_pending() if gic.signal(cpu) else None)
         for cpu in range(self._cores):
             distributor, interface = gic.devices(cpu)
             distributor.write(0x000, 4, 1)  # GICD_CTLR
@@ -512,7 +513,7 @@ class Host:
         limit = min(limit, start + vm.budget_end - retired)
         if vm.virtio.device_polls:
             limit = min(limit, start + VIRTIO_POLL)
-        pcpu.take_pending_irq(vcpu)
+        pcpu.serve_interrupts(vcpu)
         self._in_run = True
         try:
             pcpu.run(max(limit - start, 1))

@@ -64,10 +64,11 @@ class PhysicalCpu:
         self.cpu.exception_handler = self._on_exception
         self.current: VCpu | None = None  # loaded (its state is in the engine), running or not
         # This core's part of the host's GIC: its CPU interface (the hypervisor's), and its virtual
-        # CPU interface, whose list registers hold the loaded vCPU's interrupts. A virtual IRQ
-        # rising stops the engine, so that the guest takes it at the next instruction.
+        # CPU interface, whose list registers hold the loaded vCPU's interrupts and which drives
+        # the core's virtual IRQ: the guest takes it by itself, with no exit.
         self.gicc = host.gic.cpu_interfaces[index]
-        self.gicv = VirtualCpuInterface(host.gic.distributor, index, on_signal=lambda _cpu: self.cpu.interrupt_pending())
+        self.gicv = VirtualCpuInterface(host.gic.distributor, index, on_signal=lambda _cpu: self._virtual_irq_changed())
+        self.cpu.irq.on_taken = self._virtual_irq_taken
         self.idle_ticks = 0  # host ticks with no vCPU to run, or waiting in a guest's WFI
         self.switch_ticks = 0  # host ticks charged for world switches
         self.switches = 0
@@ -217,21 +218,29 @@ class PhysicalCpu:
         elif kind is StopKind.UNSUPPORTED:
             vcpu.vm.stop(StopReason.ERROR, stop.message, vcpu)
         if vcpu.state is VCpuState.RUNNABLE and not vcpu.in_wfi and vcpu.vm.running:
-            self.take_pending_irq(vcpu)
+            self.serve_interrupts(vcpu)
 
-    def take_pending_irq(self, vcpu: VCpu) -> None:
+    def serve_interrupts(self, vcpu: VCpu) -> None:
         """Before the guest goes on: the physical interrupts that came in (each an exit to the
-        hypervisor), then the virtual IRQ, which the guest takes at its IRQ vector -- the hardware
-        enters it, no exit -- if GICV signals one and PSTATE.I does not mask it."""
+        hypervisor), and the list registers' level-sensitive interrupts resampled. The virtual IRQ
+        GICV then signals the guest takes at its IRQ vector by itself -- no exit -- once PSTATE.I
+        allows (vlab.machine.irq_line)."""
         self.timer_lines(vcpu)  # time may have passed since the last run (idle, blocked)
         self.serve_physical_interrupts(vcpu)
         vcpu.vm.vgic.resample(vcpu.index)
-        if self.gicv.signal() != "IRQ":
-            return
-        if self.cpu.irqs_masked():
-            self.cpu.stop_when_unmasked(lambda: self.gicv.signal() == "IRQ")  # taken where the guest unmasks IRQs
-            return
-        vcpu.entry.interrupt(self.cpu, vcpu.instructions, self.now())
+
+    def _virtual_irq_changed(self) -> None:
+        """GICV's virtual IRQ drives the core's IRQ input; a rise in the middle of a run ends it after
+        the current instruction, so that the IRQ is taken before the next one."""
+        asserted = self.gicv.signalled == "IRQ"
+        self.cpu.irq.set(asserted)
+        if asserted:
+            self.cpu.interrupt_pending()
+
+    def _virtual_irq_taken(self, vector_address: int, return_address: int, from_el: int) -> None:
+        vcpu, cpu = self.current, self.cpu
+        retired = vcpu.instructions + cpu.clock() - cpu.instructions  # before the vector's first instruction
+        vcpu.entry.interrupt_taken(vector_address, return_address, from_el, retired, self.now())
 
     def serve_physical_interrupts(self, vcpu: VCpu) -> None:
         """Physical IRQs for this core while `vcpu` runs go to the hypervisor (HCR_EL2.IMO): one exit
@@ -245,9 +254,20 @@ class PhysicalCpu:
     def timer_lines(self, vcpu: VCpu) -> None:
         """The loaded vCPU's timers drive this core's timer inputs: the virtual timer the physical
         PPI 27 (the hypervisor hands it to the guest), the EL1 physical timer -- emulated by the
-        hypervisor -- the virtual PPI 30 directly."""
-        self.host.gic.set_ppi(self.index, VIRTUAL_TIMER_PPI, vcpu.timer.virtual.asserted())
-        vcpu.vm.vgic.set_line(vcpu.index, PHYSICAL_TIMER_PPI, vcpu.timer.physical.asserted())
+        hypervisor -- the virtual PPI 30 directly.
+
+        When the virtual timer's line drops, a virtual IRQ 27 the guest has not taken yet is
+        withdrawn from its list register at once (VGic.resample: KVM does it at its next exit). The
+        core would otherwise find it pending at the guest's next WFI, which then would not wait."""
+        # Called at every run's end and every timer access: the GIC is told only of a change.
+        gic, vgic, asserted = self.host.gic, vcpu.vm.vgic, vcpu.timer.virtual.asserted()
+        if asserted != gic.distributor.interrupt(self.index, VIRTUAL_TIMER_PPI).line:
+            gic.set_ppi(self.index, VIRTUAL_TIMER_PPI, asserted)
+            if not asserted:
+                vgic.resample(vcpu.index)
+        asserted = vcpu.timer.physical.asserted()
+        if asserted != vgic.distributor.interrupt(vcpu.index, PHYSICAL_TIMER_PPI).line:
+            vgic.set_line(vcpu.index, PHYSICAL_TIMER_PPI, asserted)
 
     def _wait_in_wfi(self, vcpu: VCpu, ticks: int) -> None:
         """A WFI the hypervisor does not trap: the core sleeps in the guest until its timer fires or
@@ -259,7 +279,7 @@ class PhysicalCpu:
             if vcpu.wake_at is None or self.now() < vcpu.wake_at:
                 return
         vcpu.in_wfi, vcpu.wake_at = False, None
-        self.take_pending_irq(vcpu)
+        self.serve_interrupts(vcpu)
 
     def _on_wfi(self, vcpu: VCpu) -> None:
         cpu = self.cpu

@@ -93,10 +93,12 @@ class SplitMode(Kvm):
         cpu.uc.context_update(vcpu.context)
         vcpu._cpu = None  # its registers are now the saved context's
         cpu.uc.context_restore(kernel)
+        cpu.irq.hold()  # the guest's IRQ line is not the host kernel's
         return cpu, kernel
 
     def _leave(self, vcpu: VCpu, token: tuple[CPU, object]) -> None:
         cpu, kernel = token
         cpu.uc.context_update(kernel)
         cpu.uc.context_restore(vcpu.context)
+        cpu.irq.release()
         vcpu._cpu = cpu

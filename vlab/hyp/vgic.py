@@ -146,7 +146,8 @@ class VGic:
         for vcpu in self.loaded:
             self.resample(vcpu)
         before = {v for v in range(self.vcpus) if self.wants_to_run(v)} if self.on_wake else set()
-        states = {vcpu: interface.save() for vcpu, interface in self.loaded.items()}
+        # The registers, not emptied: nothing reads the interfaces until they are restored below.
+        states = {vcpu: interface.registers() for vcpu, interface in self.loaded.items()}
         for vcpu, state in states.items():
             self.sync(vcpu, state)
         change()
@@ -267,8 +268,10 @@ class VGic:
         irq = self._irq(vcpu, intid)
         hw, sgi = intid in self.mapped, intid in SGIS
         # One list register holds one instance: an SGI from another source, or the pending part of
-        # a HW interrupt (which cannot be pending and active), waits here.
-        pending = self._deliverable(irq) and not (hw and irq.active) and (not sgi or bool(irq.sources >> source & 1))
+        # a HW interrupt (which cannot be pending and active), waits here. An active SGI's pending
+        # part rides with it only if no lower source waits: the lowest goes first, as on the GIC.
+        pending = self._deliverable(irq) and not (hw and irq.active) and \
+            (not sgi or bool(irq.sources >> source & 1) and (not irq.active or _lowest(irq.sources) == source))
         state = LrState(int(pending) | (LrState.ACTIVE if irq.active else 0))
         # Ask to hear of the EOI when something waits behind it: another source's SGI, a level still high.
         eoi = not hw and bool((sgi and irq.sources & ~(1 << source)) or (not irq.edge and irq.line))

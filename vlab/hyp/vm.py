@@ -162,10 +162,11 @@ class VM:
         # that the generic timer served without an exit, the virtual counter offset by CNTVOFF_EL2.
         self.timer_accesses = 0
         # The board's virtio console, as the VM's own device: it reads and writes the VM's RAM by IPA.
-        # Its driver polls the used ring: the transports' interrupts (INTID 48 + n) are not wired.
         self.virtio_console = VirtioConsole()
+        # Transport n's interrupt is SPI 16 + n (INTID 48 + n) of the VM's virtual distributor, as on QEMU virt.
         self.virtio = VirtioMmioBus(GuestMemory(RAM_BASE, ram_size, self.read_memory, self.write_memory),
-                                    [self.virtio_console], device_polls=virtio_polls)
+                                    [self.virtio_console], interrupt=lambda intid, level: self.vgic.set_line(0, intid, level),
+                                    device_polls=virtio_polls)
         self.devices: list[Device] = [self.uart, self.vgic.frame(0), self.virtio]
         self.gicc_emulated = gic_cpu_interface == "emulated"
         if self.gicc_emulated:

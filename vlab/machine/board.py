@@ -158,10 +158,11 @@ class Board:
         self.cpu = CPU()
         self.uart = uart or PL011()
         # QEMU virt's transports, with `-device virtio-serial-device -device virtconsole` on the last.
-        # Its driver polls the used ring: the transports' interrupts (INTID 48 + n) are not wired.
         self.virtio_console = VirtioConsole()
+        # Transport n's interrupt is SPI 16 + n (INTID 48 + n) of the GIC (made below), as on QEMU virt.
         self.virtio = VirtioMmioBus(GuestMemory(RAM_BASE, ram_size, self.read_memory, self.write_memory),
-                                    [self.virtio_console], device_polls=virtio_polls)
+                                    [self.virtio_console], interrupt=lambda intid, level: self.gic.set_spi(intid, level),
+                                    device_polls=virtio_polls)
         self.idle_ticks = 0
         self.timer = GenericTimer(lambda: self.cpu.clock() + self.idle_ticks)
         self.mmio_trace: deque[MmioAccess] = deque(maxlen=trace_limit)
@@ -169,7 +170,8 @@ class Board:
         self.powered_off = False
         self._off_reason: StopReason | None = None
         # A rising IRQ line ends the run after the current instruction, so the IRQ is taken there.
-        self.gic = GIC(cpus=1, on_signal=lambda _cpu: self.cpu.interrupt_pending())
+        self.gic = GIC(cpus=1, on_signal=lambda _cpu: self._irq_line_changed())
+        self.cpu.irq.on_taken = self._irq_taken
         self.devices: list[Device] = [*self.gic.devices(0), self.uart, self.virtio]
         self.regions = self._map_memory(ram_size)
         self.cpu.sysreg_handler = self._on_sysreg
@@ -286,8 +288,6 @@ class Board:
                     return self._result(StopReason.BUDGET, f"instruction budget of {max_insns:,} spent")
                 if watchdog.fired:
                     return self._result(StopReason.TIMEOUT, f"wall-clock guard of {timeout_s:g} s reached")
-                if self.gic.signal(0) and self.cpu.irqs_masked():
-                    self.cpu.stop_when_unmasked(lambda: bool(self.gic.signal(0)))  # take it where PSTATE.I clears
                 stop = self.cpu.run(self._slice(left))
                 self._timer_lines()
                 if self.virtio.device_polls:
@@ -322,7 +322,6 @@ class Board:
             return self._result(StopReason.TIMEOUT, "wall-clock guard reached")
         if stop.kind is StopKind.WFI:
             return self._on_wfi()
-        self._take_pending_irq()
         if stop.kind is StopKind.REQUESTED and self.powered_off:
             return self._result(self._off_reason, "powered off")
         return None  # BUDGET (end of a slice) or a requested stop: the loop decides
@@ -355,12 +354,17 @@ class Board:
         problem = self.entry.deliver(self.cpu, exc, self.cpu.instructions, self.ticks())
         return None if problem is None else self._result(StopReason.EXCEPTION, problem, exc)
 
-    def _take_pending_irq(self) -> bool:
-        """The IRQ exception, when the GIC signals one and PSTATE.I does not mask it."""
-        if self.gic.irq_pending(0) and not self.cpu.irqs_masked():
-            self.entry.interrupt(self.cpu, self.cpu.instructions, self.ticks())
-            return True
-        return False
+    def _irq_line_changed(self) -> None:
+        """The GIC's IRQ output drives the core's IRQ input; a rise in the middle of a run ends it
+        after the current instruction, so that the IRQ is taken before the next one."""
+        asserted = self.gic.irq_pending(0)
+        self.cpu.irq.set(asserted)
+        if asserted:
+            self.cpu.interrupt_pending()
+
+    def _irq_taken(self, vector_address: int, return_address: int, from_el: int) -> None:
+        retired = self.cpu.clock()  # inside the run: those before the vector's first instruction
+        self.entry.interrupt_taken(vector_address, return_address, from_el, retired, retired + self.idle_ticks)
 
     def _on_wfi(self) -> RunResult | None:
         """WFI: sleep until the GIC signals an interrupt -- taken if PSTATE.I allows, and WFI wakes
@@ -372,7 +376,6 @@ class Board:
                                     "that could wake the core" + self._silent_timers())
             self.idle_ticks += deadline - self.ticks()
             self._timer_lines()
-        self._take_pending_irq()
         return None
 
     def _silent_timers(self) -> str:

@@ -7,7 +7,8 @@ access to nothing -- Unicorn stops and tells us a *number*. This module turns
 that into what the architecture would report (a `GuestException` with an
 ESR-style syndrome), and `take_exception()` does what the hardware does next:
 save PSTATE and the return address, write ESR/FAR, switch to EL1 and jump to
-the guest kernel's vector table.
+the guest kernel's vector table. Interrupts are the exception: the core takes
+them by itself, through its IRQ line (vlab.machine.irq_line).
 
 Only this package imports Unicorn; everything above speaks registers,
 exceptions and syndromes.
@@ -16,7 +17,6 @@ exceptions and syndromes.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import enum
 import threading
 from dataclasses import dataclass
@@ -36,8 +36,8 @@ from vlab.arch import ldst, sysregs
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess, imm16_syndrome
 from vlab.machine.abort_info import AbortInfo
 from vlab.machine.icount import InstructionCounter
+from vlab.machine.irq_line import IrqLine
 
-UNMASK_STEPS = 32  # while an interrupt waits for PSTATE.I to clear: single steps, before a hook watches
 _UC_CTL_TLB_FLUSH = 11  # unicorn_const.UC_CTL_TLB_FLUSH
 
 # Unicorn's (QEMU's) exception numbers, as the UC_HOOK_INTR callback reports them
@@ -50,6 +50,7 @@ _RT = {reg: n for n, reg in enumerate(_X)} | {A.UC_ARM64_REG_XZR: 31}
 _WFI, _ERET = 0xD503207F, 0xD69F03E0
 _FETCH_FAULTS = (ExceptionClass.IABT_LOWER, ExceptionClass.IABT_CURRENT, ExceptionClass.PC_ALIGN)
 _SPSR_EL1 = (3, 0, 4, 0, 0)  # (op0, op1, CRn, CRm, op2)
+_VBAR_EL1 = (3, 0, 12, 0, 0)
 
 PSTATE_DAIF = 0xF << 6
 PSTATE_NZCV = 0xF << 28
@@ -192,8 +193,6 @@ class CPU:
         self._trapped_at: int | None = None  # the counter when trap() was called in this run
         self._make_fault: Callable[[int], GuestException] | None = None  # set by fault()
         self._rollback = None  # set by abort_current(): the state to restore once the run stops
-        self._watch_unmask: Callable[[], bool] | None = None  # set by stop_when_unmasked(): the next run only
-        self._unmasked_at: int | None = None  # the counter when that watch saw PSTATE.I clear
         self._running = False  # inside emu_start: the live counter is part of the clock
         self._abort_info: AbortInfo | None = None  # made at the first abort Unicorn's own MMU raises
         self._unsupported: str | None = None  # why the guest cannot go on, when the emulator cannot run it
@@ -204,8 +203,10 @@ class CPU:
         self.write_sysreg("SCR_EL3", (1 << 8) | (1 << 10) | 1)
         # HCR_EL2.RW: EL1 is AArch64. Unicorn's core has EL2, and with RW = 0 it takes EL1 for
         # AArch32, so every ERET from EL1 to EL1 is an illegal return that sets PSTATE.IL.
-        # Firmware on a real board sets RW before it enters an AArch64 kernel at EL1.
-        self.write_sysreg("HCR_EL2", 1 << 31)
+        # Firmware on a real board sets RW before it enters an AArch64 kernel at EL1. The IRQ
+        # input is HCR_EL2's too (IMO, VI): see vlab.machine.irq_line.
+        self.irq = IrqLine(self)
+        self.irq.sync()
         # No stop address. Unicorn would otherwise translate the one emu_start is given, as an instruction
         # fetch of the byte before it, after every run -- a guest-visible translation of a page the guest
         # may use (in virtual-TLB mode, a call of vlab's fill hook) -- and stop a guest that runs there.
@@ -379,8 +380,8 @@ class CPU:
 
     def interrupt_pending(self) -> None:
         """From any hook (a device callback, a system-register access): an interrupt line rose, so
-        end the run once the current instruction has retired -- the loop then takes the interrupt
-        before the next one. (Unlike request_stop() from a device callback, which leaves PC on the
+        end the run once the current instruction has retired, so that the interrupt is taken before
+        the next one -- not where Unicorn's translated block happens to end. (Unlike request_stop() from a device callback, which leaves PC on the
         access, so that the access would be made again.) Outside a run, nothing to do."""
         if self._running:
             self.stop_within(1)
@@ -412,46 +413,12 @@ class CPU:
         self._make_fault = make
         self._trapped_at = self._counter.started()  # counted as for trap(): this instruction did not retire
 
-    def stop_when_unmasked(self, waiting: Callable[[], bool]) -> None:
-        """For the next run only: stop before the first instruction that would run with IRQs
-        unmasked (PSTATE.I clear), so that an interrupt waiting while they were masked is taken
-        there, as the hardware takes it. Unicorn gives no notice of `msr daifclr` or of an ERET
-        that unmasks, so this looks at every instruction: use it only while an interrupt waits.
-        `waiting()` says whether it still does: once the handler acknowledged it (or its device
-        withdrew it), the run goes on unwatched."""
-        self._watch_unmask = waiting
-
     def run(self, max_insns: int, timeout_us: int = 0) -> CpuStop:
         """Execute from PC until an event, at most max_insns instructions (> 0)."""
-        waiting = self._watch_unmask
-        if waiting is None:
-            return self._run(max_insns, timeout_us)
-        self._watch_unmask = None
-        # A handler usually acknowledges its interrupt, or unmasks, within a few instructions
-        # (its GICC_IAR read, its ERET): step through those, one emu_start each. Past that, a hook
-        # on every instruction watches -- it needs the emulator's translated code flushed, which
-        # costs more than a few steps.
-        retired = 0
-        for _ in range(UNMASK_STEPS):
-            if not self.irqs_masked():
-                return CpuStop(StopKind.REQUESTED, retired)
-            if not waiting():
-                stop = self._run(max_insns - retired, timeout_us)
-                return dataclasses.replace(stop, retired=retired + stop.retired)
-            stop = self._run(1, timeout_us)
-            retired += stop.retired
-            if stop.kind is not StopKind.BUDGET or retired >= max_insns:
-                return dataclasses.replace(stop, retired=retired)
-        stop = self._run(max_insns - retired, timeout_us, watch=True)
-        return dataclasses.replace(stop, retired=retired + stop.retired)
+        return self._run(max_insns, timeout_us)
 
-    def _on_code(self, uc: Uc, address: int, size: int, _user) -> None:
-        if not self._read64(A.UC_ARM64_REG_PSTATE) & PSTATE_I:
-            self._unmasked_at = self._counter.started()  # this instruction was counted, not executed
-            uc.emu_stop()
-
-    def _run(self, max_insns: int, timeout_us: int, watch: bool = False) -> CpuStop:
-        """One emu_start: until an event or max_insns; `watch`: also until PSTATE.I clears."""
+    def _run(self, max_insns: int, timeout_us: int) -> CpuStop:
+        """One emu_start: until an event or max_insns."""
         if self._misaligned_block is not None:  # translated, never run: Unicorn would run it next time
             self.uc.ctl_remove_cache(self._misaligned_block, self._misaligned_block + 4)
             self._misaligned_block = None
@@ -459,14 +426,11 @@ class CPU:
             self._watch_erets()
         self._exception = self._memory_fault = self._hook_error = self._trapped_at = self._make_fault = None
         self._unsupported = None
-        self._stop_requested, self._unmasked_at = False, None
+        self._stop_requested = False
         if self.pc & 3:  # Unicorn has no PC alignment check, and would run the misaligned words
             return CpuStop(StopKind.EXCEPTION, 0, self._pc_alignment_fault(self.pc))
         error: UcError | None = None
-        hook = None
-        if watch:
-            hook = self.uc.hook_add(UC_HOOK_CODE, self._on_code)
-            self.uc.ctl_flush_tb()  # code translated before the hook existed would not call it
+        self.irq.sync()
         self._running = True
         try:
             self.uc.emu_start(self.pc, 0, timeout=timeout_us, count=max_insns)  # `until` unused: no exits
@@ -476,9 +440,6 @@ class CPU:
             self._hook_error = self._hook_error or f"{type(e).__name__}: {e}"
         finally:
             self._running = False
-            if hook is not None:
-                self.uc.hook_del(hook)
-                self.uc.ctl_flush_tb()  # and code translated with it would go on paying for it
         if self._rollback is not None:
             self.uc.context_restore(self._rollback)
             self._rollback = None
@@ -509,8 +470,6 @@ class CPU:
                 last_started = self._trapped_at if self._trapped_at is not None else started
                 return CpuStop(StopKind.EXCEPTION, _retired_before(exc, last_started), exc)
             return CpuStop(StopKind.EXCEPTION, started, exc)
-        if self._unmasked_at is not None:
-            return CpuStop(StopKind.REQUESTED, self._unmasked_at - 1)  # stopped before that instruction
         if started > max_insns:
             return CpuStop(StopKind.BUDGET, max_insns)
         if self.uc.query(UC_QUERY_TIMEOUT):
@@ -665,7 +624,9 @@ class CPU:
             access, min_el = known
             if min_el and (min_el > 1 or self.el == 0):
                 return False  # UNDEFINED at this level: the hardware raises it, not us
-            if key[:5] == _SPSR_EL1 and not is_read and \
+            if key[:5] == _VBAR_EL1 and not is_read and self.irq.asserted:
+                self.request_stop()  # the IRQ vectors move: watch the new ones before the guest can unmask
+            elif key[:5] == _SPSR_EL1 and not is_read and \
                     _eret_needs_vlab(self.x(access.rt)) != (self._eret_watch is not None):
                 self._eret_watch_stale = True  # the hook that watches ERETs goes on (or off) before the next one
                 self.request_stop()

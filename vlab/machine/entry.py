@@ -1,11 +1,12 @@
 """Taking exceptions into the guest kernel, as the hardware does -- and noticing a guest that can
 no longer make progress.
 
-Unicorn never enters a guest's vector table (see vlab.machine.cpu): vlab does, for the bare
-board's CPU and for each vCPU a physical CPU runs. `ExceptionEntry` is that step for one
-guest-kernel context, with the one piece of judgement the hardware does not need but a student
-does: an exception the guest kernel cannot handle stops the run with a message saying why
-(no vector table, a broken one, the same exception again and again without progress).
+Unicorn enters no guest vector table for a synchronous exception (see vlab.machine.cpu): vlab
+does, for the bare board's CPU and for each vCPU a physical CPU runs. `ExceptionEntry` is that
+step for one guest-kernel context, with the one piece of judgement the hardware does not need
+but a student does: an exception the guest kernel cannot handle stops the run with a message
+saying why (no vector table, a broken one, the same exception again and again without
+progress). IRQs the core takes by itself (vlab.machine.irq_line); they are logged here too.
 """
 
 from __future__ import annotations
@@ -60,18 +61,24 @@ class ExceptionEntry:
             return (explain(cpu, exc) + f"; the same exception was taken {times} times in a row without "
                     f"progress: the handler (VBAR_EL1 = {vbar:#x}) faults itself or returns to the faulting "
                     "instruction without fixing its cause -- an exception loop")
-        self.enter(cpu, Vector.SYNC, exc.syndrome, exc.return_address, retired, tick, exc.far)
+        self._enter(cpu, Vector.SYNC, exc.syndrome, exc.return_address, retired, tick, exc.far)
         return None
 
-    def interrupt(self, cpu: CPU, retired: int, tick: int) -> None:
-        """Take an IRQ into the guest kernel: it returns to the interrupted instruction."""
+    def interrupt_taken(self, vector_address: int, return_address: int, from_el: int, retired: int,
+                        tick: int) -> None:
+        """The core took an IRQ (by itself) into the vector at `vector_address`; it returns to
+        `return_address`. `retired` and `tick` as for `deliver`."""
         self._repeats = (None, 0)  # an interrupt in between: not a loop of one exception
-        self.enter(cpu, Vector.IRQ, None, cpu.pc, retired, tick)
+        self._log(Vector.IRQ, from_el, vector_address, return_address, None, retired, tick)
 
-    def enter(self, cpu: CPU, vector: Vector, syndrome: Syndrome | None, return_address: int,
+    def _enter(self, cpu: CPU, vector: Vector, syndrome: Syndrome | None, return_address: int,
               retired: int, tick: int, far: int | None = None) -> None:
         from_el = cpu.el
         address = cpu.take_exception(vector, syndrome, return_address, far)
+        self._log(vector, from_el, address, return_address, syndrome, retired, tick)
+
+    def _log(self, vector: Vector, from_el: int, address: int, return_address: int, syndrome: Syndrome | None,
+             retired: int, tick: int) -> None:
         self._vector_entered_at = retired
         self.taken.append(ExceptionTaken(tick, vector, from_el, address, return_address, syndrome))
 

@@ -290,8 +290,13 @@ class Distributor:
         value wins, then the lowest INTID (as QEMU)."""
         groups &= self.ctlr
         best: Candidate | None = None
-        for intid in self.live(cpu):
-            irq = self.interrupt(cpu, intid)
+        if not groups:
+            return None
+        private, shared = self._private[cpu], self._shared
+        for bank, intid in self._live:  # few: only the pending and active ones
+            if bank != cpu and bank != _SHARED:
+                continue
+            irq = private[intid] if intid < FIRST_SPI else shared[intid - FIRST_SPI]
             if not irq.pending or not irq.enabled or irq.active or not groups >> irq.group & 1:
                 continue
             if intid >= FIRST_SPI and not irq.targets >> cpu & 1:
@@ -427,6 +432,7 @@ class CpuInterface:
         QEMU's GICC; a virtual interface keeps both groups in one (GICH_APR)."""
         self.source = source
         self.priority_bits = priority_bits
+        self._priority_mask = (0xFF << (8 - priority_bits)) & 0xFF  # the bits it implements
         self.group1_apart = group1_apart
         self.min_bpr = max(0, 7 - priority_bits)
         self._level_shift = self.min_bpr + 1  # group priority >> this = its bit in the active priorities
@@ -435,9 +441,6 @@ class CpuInterface:
 
     # --- priorities -------------------------------------------------------------------------------
 
-    @property
-    def _priority_mask(self) -> int:
-        return (0xFF << (8 - self.priority_bits)) & 0xFF
 
     def group_priority(self, priority: int, group: int) -> int:
         """The part of a priority that decides preemption: bits above the binary point
@@ -645,9 +648,9 @@ class GIC:
     line per CPU.
 
     A board maps `devices(cpu)` on CPU `cpu`'s core, drives the devices' lines with `set_ppi` and
-    `set_spi`, and asks `signal(cpu)` ("IRQ", "FIQ" or None) before letting the core run on. When a
-    CPU's line rises -- a guest wrote GICD_SGIR, unmasked with GICC_PMR, a timer fired --
-    `on_signal(cpu)` is called, so that a running core can be stopped to take the interrupt.
+    `set_spi`, and asks `signal(cpu)` ("IRQ", "FIQ" or None) for a CPU's lines. When they change -- a guest wrote
+    GICD_SGIR, unmasked with GICC_PMR, acknowledged, a timer fired -- `on_signal(cpu)` is called,
+    so that the core's input follows (and a running core can be stopped to take the interrupt).
     """
 
     def __init__(self, cpus: int = 1, spis: int = QEMU_VIRT_SPIS, on_signal: Callable[[int], None] | None = None):
@@ -704,7 +707,7 @@ class GIC:
     def _refresh(self) -> None:
         for cpu in range(self.cpus):
             now = self.cpu_interfaces[cpu].signal()
-            rose = now is not None and now != self._signalled[cpu]
+            changed = now != self._signalled[cpu]
             self._signalled[cpu] = now
-            if rose and self.on_signal is not None:
+            if changed and self.on_signal is not None:
                 self.on_signal(cpu)

@@ -38,6 +38,7 @@ GICH_VTR = 0x9000_0003, the same as Arm's GIC-400), checked by a program run at 
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -93,6 +94,7 @@ class ListRegister:
         return value | int(self.eoi) << 19 | (self.cpuid & 7) << 10
 
     @classmethod
+    @functools.lru_cache(maxsize=1024)  # a handful of values recur: every world switch and refill decodes them
     def decode(cls, value: int) -> ListRegister:
         hw = bool(value >> 31 & 1)
         return cls(vintid=value & 0x3FF, state=LrState(value >> 28 & 3), priority=(value >> 23 & 0x1F) << 3,
@@ -204,7 +206,7 @@ class VirtualCpuInterface(CpuInterface):
     """One physical CPU's virtual interface: the GICH registers for the hypervisor, and the GICV
     registers (a CpuInterface with 5 priority bits) for the vCPU it runs.
 
-    `on_signal(cpu)` is called when the virtual IRQ (or FIQ) line rises, like GIC.on_signal.
+    `on_signal(cpu)` is called when the virtual IRQ (or FIQ) line changes, like GIC.on_signal.
     `distributor` is the physical one, which receives the maintenance interrupt and the
     deactivation of HW interrupts (None: a detached model, with neither).
     """
@@ -228,9 +230,13 @@ class VirtualCpuInterface(CpuInterface):
         """The loaded vCPU's state, as the WORLD_SWITCH_REGISTERS; the interface is left empty and off
         (GICH_HCR = 0, no list register valid), as KVM leaves it, so no stale interrupt reaches
         the next vCPU."""
-        saved = VirtualInterfaceState(self.hcr, vmcr_of(self.state), self.state.active_priorities, list(self.lrs))
+        saved = self.registers()
         self.restore(VirtualInterfaceState())
         return saved
+
+    def registers(self) -> VirtualInterfaceState:
+        """The loaded vCPU's state as `save` gives it, the interface left as it is."""
+        return VirtualInterfaceState(self.hcr, vmcr_of(self.state), self.state.active_priorities, list(self.lrs))
 
     def restore(self, saved: VirtualInterfaceState) -> None:
         """Load a vCPU's saved state onto this interface."""
@@ -275,13 +281,18 @@ class VirtualCpuInterface(CpuInterface):
         """The maintenance interrupt's line (PPI 25 of this CPU)."""
         return bool(self.hcr & HCR_EN) and self.misr() != 0
 
+    @property
+    def signalled(self) -> str | None:
+        """What `signal()` gave when the interface last changed: what `on_signal` is told of."""
+        return self._signalled
+
     def _refresh(self) -> None:
         if self.distributor is not None:
             self.distributor.set_line(MAINTENANCE_PPI, self.maintenance(), self.cpu)
         now = self.signal()
-        rose = now is not None and now != self._signalled
+        changed = now != self._signalled
         self._signalled = now
-        if rose and self.on_signal is not None:
+        if changed and self.on_signal is not None:
             self.on_signal(self.cpu)
 
     # --- the GICH frame (the hypervisor's) -------------------------------------------------------

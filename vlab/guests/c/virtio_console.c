@@ -15,51 +15,14 @@
  *      interrupts: VIRTQ_AVAIL_F_NO_INTERRUPT).
  * What it sends goes to the virtio console; its report goes to the PL011.
  */
-#include "virt.h"
+// links: virtio.c
+#include "virtio.h"
 
-typedef unsigned short u16;
-
-#define MMIO_BASE 0x0a000000UL
-#define MMIO_STRIDE 0x200UL
-#define MMIO_TRANSPORTS 32
-#define MAGIC_VALUE 0x000
-#define VERSION 0x004
-#define DEVICE_ID 0x008
-#define VENDOR_ID 0x00c
-#define DEVICE_FEATURES 0x010
-#define DEVICE_FEATURES_SEL 0x014
-#define DRIVER_FEATURES 0x020
-#define DRIVER_FEATURES_SEL 0x024
-#define QUEUE_SEL 0x030
-#define QUEUE_SIZE_MAX 0x034
-#define QUEUE_SIZE 0x038
-#define QUEUE_READY 0x044
-#define QUEUE_NOTIFY 0x050
-#define STATUS 0x070
-#define QUEUE_DESC 0x080                /* low word; the high word follows at +4 */
-#define QUEUE_DRIVER 0x090
-#define QUEUE_DEVICE 0x0a0
-
-#define MAGIC 0x74726976                /* "virt" */
-#define CONSOLE_ID 3
-#define STATUS_ACKNOWLEDGE 1
-#define STATUS_DRIVER 2
-#define STATUS_DRIVER_OK 4
-#define STATUS_FEATURES_OK 8
-#define STATUS_NEEDS_RESET 64
-#define F_VERSION_1_HIGH (1u << 0)      /* feature bit 32: bit 0 of the second feature word */
-
-#define TRANSMITQ 1                     /* port 0's transmit queue */
 #define QSIZE 16                        /* descriptors: a power of 2, 8 chains of two in flight */
-#define DESC_F_NEXT 1
-#define AVAIL_F_NO_INTERRUPT 1
-#define USED_F_NO_NOTIFY 1
 #define BATCHES 6                       /* batch b sends b lines: 21 in all, so the rings wrap */
 #define POLL_LIMIT 1000000
 
-struct virtq_desc { u64 addr; u32 len; u16 flags; u16 next; };
 struct virtq_avail { u16 flags; u16 idx; u16 ring[QSIZE]; u16 used_event; };
-struct virtq_used_elem { u32 id; u32 len; };
 struct virtq_used { u16 flags; u16 idx; struct virtq_used_elem ring[QSIZE]; u16 avail_event; };
 
 static volatile struct virtq_desc desc[QSIZE] __attribute__((aligned(16)));
@@ -91,63 +54,6 @@ static const char *const text[] = {
     "the guest knows, and works with its hypervisor.\n",
 };
 #define LINES (sizeof(text) / sizeof(text[0]))
-
-static u32 reg(u64 base, u32 offset) { return mmio_read32(base + offset); }
-static void set(u64 base, u32 offset, u32 value) { mmio_write32(base + offset, value); }
-static void barrier(void) { __asm__ volatile("dmb sy" ::: "memory"); }
-
-/* The base address of the first transport holding a modern console, or 0. */
-static u64 find_console(int *index)
-{
-    for (int n = 0; n < MMIO_TRANSPORTS; n++) {
-        u64 base = MMIO_BASE + MMIO_STRIDE * n;
-        if (reg(base, MAGIC_VALUE) != MAGIC || reg(base, VERSION) != 2)
-            continue;                   /* not virtio-mmio, or the legacy interface (version 1) */
-        if (reg(base, DEVICE_ID) == CONSOLE_ID) {
-            *index = n;
-            return base;
-        }
-    }
-    return 0;
-}
-
-/* Device initialization (virtio 1.2, 3.1.1): returns 0, or a reason for failing. */
-static const char *negotiate(u64 base)
-{
-    set(base, STATUS, 0);               /* reset */
-    set(base, STATUS, STATUS_ACKNOWLEDGE);
-    set(base, STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-    set(base, DEVICE_FEATURES_SEL, 1);
-    if (!(reg(base, DEVICE_FEATURES) & F_VERSION_1_HIGH))
-        return "the device does not offer VIRTIO_F_VERSION_1";
-    set(base, DRIVER_FEATURES_SEL, 0);
-    set(base, DRIVER_FEATURES, 0);
-    set(base, DRIVER_FEATURES_SEL, 1);
-    set(base, DRIVER_FEATURES, F_VERSION_1_HIGH);
-    set(base, STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
-    if (!(reg(base, STATUS) & STATUS_FEATURES_OK))
-        return "the device refused our features";
-    return 0;
-}
-
-/* Queue setup (4.2.3.2): returns the device's maximum size, or 0 when the queue is unusable. */
-static u32 setup_transmitq(u64 base)
-{
-    set(base, QUEUE_SEL, TRANSMITQ);
-    u32 max = reg(base, QUEUE_SIZE_MAX);
-    if (max < QSIZE || reg(base, QUEUE_READY))
-        return 0;
-    set(base, QUEUE_SIZE, QSIZE);
-    avail.flags = AVAIL_F_NO_INTERRUPT; /* we poll the used ring */
-    set(base, QUEUE_DESC, (u32)(u64)desc);
-    set(base, QUEUE_DESC + 4, (u32)((u64)desc >> 32));
-    set(base, QUEUE_DRIVER, (u32)(u64)&avail);
-    set(base, QUEUE_DRIVER + 4, (u32)((u64)&avail >> 32));
-    set(base, QUEUE_DEVICE, (u32)(u64)&used);
-    set(base, QUEUE_DEVICE + 4, (u32)((u64)&used >> 32));
-    set(base, QUEUE_READY, 1);
-    return max;
-}
 
 /* Format "[b.i] " into out (b and i below 10). */
 static void format_prefix(char *out, int b, int i)
@@ -209,12 +115,13 @@ int main(void)
         printf("negotiation failed: %s\n", refused);
         return 0xbad;
     }
-    u32 max = setup_transmitq(base);
+    avail.flags = AVAIL_F_NO_INTERRUPT; /* we poll the used ring */
+    u32 max = setup_queue(base, TRANSMITQ, QSIZE, desc, &avail, &used);
     if (!max) {
         puts("the transmit queue cannot be set up\n");
         return 0xbad;
     }
-    set(base, STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+    set(base, STATUS, STATUS_RUNNING);
     printf("negotiated VIRTIO_F_VERSION_1; transmitq: %d of at most %u descriptors\n", QSIZE, max);
 
     unsigned line = 0;
