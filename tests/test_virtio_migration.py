@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from migration_twins import alone
 from test_c_guests import elf  # noqa: F401 - a fixture
-from test_virtio_guest import UART, VIRTIO_CONSOLE  # what QEMU prints for the C driver (its test checks)
+from test_virtio_guest import IRQ_DRIVEN_TEXT, UART, VIRTIO_CONSOLE  # what QEMU prints (its tests check)
 from virtio_driver import ACK, DRIVER, DRIVER_OK, F_EVENT_IDX, F_VERSION_1, FEATURES_OK, RAM_BASE, Driver, guest_ram
 
+from vlab.arch.hcr import HCR
 from vlab.errors import MigrationError
 from vlab.guests.para_or_full import Build
 from vlab.hyp import Host, snapshot, stream
@@ -59,13 +60,13 @@ def migration_points(draw, instants: list[int], total: int):
     return max(0, draw(st.sampled_from(instants)) - draw(st.integers(0, 30)))
 
 
-def migrated(image, data, polls: bool = False):
+def migrated(image, data, polls: bool = False, traps: HCR = HCR(0)):
     """`image` migrated at a drawn point, by a drawn mode over a drawn link; and its run left alone."""
-    left, expected = alone(image, MAX_INSNS, virtio_polls=polls)
+    left, expected = alone(image, MAX_INSNS, virtio_polls=polls, traps=traps)
     at = data.draw(migration_points(driver_instants(left), expected.instructions), label="at")
     post_copy = data.draw(st.booleans(), label="post_copy")
     link = data.draw(st.sampled_from(POST_COPY_LINKS if post_copy else PRE_COPY_LINKS), label="link")
-    return migrate_guest(image, at, link, post_copy=post_copy, virtio_polls=polls), left, expected
+    return migrate_guest(image, at, link, post_copy=post_copy, virtio_polls=polls, traps=traps), left, expected
 
 
 def assert_same_run(run, left, expected) -> None:
@@ -91,6 +92,17 @@ def test_the_c_driver_migrated_anywhere_prints_what_qemu_prints(elf, data):  # n
     run, left, expected = migrated(image_from_file(elf("virtio_console")), data)
     assert_same_run(run, left, expected)
     assert (run.result.uart, run.result.virtio_console) == (UART, VIRTIO_CONSOLE)
+
+
+@MIGRATIONS
+@given(st.sampled_from([HCR(0), HCR.TWI]), st.data())
+def test_the_interrupt_driven_c_driver_migrated_anywhere_prints_what_qemu_prints(elf, traps, data):  # noqa: F811
+    """virtio_irq.c sleeps until its used-buffer interrupt: migrated between a notify and the
+    acknowledgement, the line is high on the destination -- and falls when the guest acknowledges."""
+    run, left, expected = migrated(image_from_file(elf("virtio_irq")), data, traps=traps)
+    assert_same_run(run, left, expected)
+    assert run.result.virtio_console == IRQ_DRIVEN_TEXT and run.result.uart.endswith("0 spurious, 0 other\n"
+                                                                                       "all checks passed\n")
 
 
 def test_post_copy_pulls_the_pages_a_device_reads_before_the_guest_touches_them_again(elf):  # noqa: F811
