@@ -385,3 +385,28 @@ def test_pages_c_migrated_prints_what_qemu_prints(pages_elf):
     run = migrate_guest(image_from_file(pages_elf), 300_000, Link(10_000, 0.01))
     assert run.migration.completed and run.migration.rounds >= 1
     assert run.uart == qemu.run_on_qemu(pages_elf).uart
+
+
+@pytest.mark.parametrize("name", ["uart", "gicd"])
+@pytest.mark.parametrize("corrupt", [lambda s: "nonsense", lambda s: {}, lambda s: {**s, **{k: None for k in s}}],
+                         ids=["not a record", "empty", "every field null"])
+def test_a_malformed_device_record_in_a_stream_is_refused_naming_the_device(name, corrupt):
+    vm = started(image_from_program(workloads.sleeper(TICKS_PER_MS)), 30_000, traps=HCR.TWI)
+    data, out = snapshot.capture(vm), []
+    for kind, body in stream.records(data):
+        if kind is stream.Record.DEVICE and json.loads(body)["name"] == name:
+            record = json.loads(body)
+            body = json.dumps({"name": name, "state": corrupt(record["state"])}).encode()
+        out.append(stream.record(kind, body))
+    shell = snapshot.empty_vm(data, Host())
+    with pytest.raises(MigrationError, match=f"the migrated state of the VM's '{name}' is malformed"):
+        snapshot.restore(shell, b"".join(out))
+
+
+def test_a_device_record_that_is_not_a_name_and_a_state_is_refused():
+    vm = started(image_from_program(workloads.sleeper(TICKS_PER_MS)), 30_000, traps=HCR.TWI)
+    data = snapshot.capture(vm)
+    out = [stream.record(kind, b"[1, 2]" if kind is stream.Record.DEVICE else body)
+           for kind, body in stream.records(data)]
+    with pytest.raises(MigrationError, match="a DEVICE record is \\[1, 2\\], not a device's name and state"):
+        snapshot.restore(snapshot.empty_vm(data, Host()), b"".join(out))

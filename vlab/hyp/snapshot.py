@@ -105,13 +105,28 @@ def restore(vm, data: bytes) -> list[int]:
             (vcpu.timer.physical.ctl, vcpu.timer.physical.cval) = state["physical"]
             counters[vcpu.index] = state["counter"]
         elif kind is Record.DEVICE:
-            device = json.loads(body)
-            if device["name"] not in devices:
-                raise MigrationError(f"the VM arrived with a device {device['name']!r} this host's VM does not have")
-            devices[device["name"]].restore(device["state"])
+            _restore_device(devices, json.loads(body))
     if sorted(counters) != list(range(len(vm.vcpus))):
         raise MigrationError(f"the state carries vCPUs {sorted(counters)}, not all {len(vm.vcpus)}")
     return [counters[i] for i in range(len(vm.vcpus))]
+
+
+def _restore_device(devices: dict, record: object) -> None:
+    """One DEVICE record into the device of its name. A device that checks its state field by field
+    (the virtio bus) says what is wrong itself; for one that does not, a record its restore() cannot
+    read is refused here, naming the device, instead of failing deep inside it."""
+    if not isinstance(record, dict) or not isinstance(record.get("name"), str) or "state" not in record:
+        raise MigrationError(f"a DEVICE record is {record!r:.80}, not a device's name and state")
+    name = record["name"]
+    if name not in devices:
+        raise MigrationError(f"the VM arrived with a device {name!r} this host's VM does not have")
+    try:
+        devices[name].restore(record["state"])
+    except MigrationError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        raise MigrationError(f"the migrated state of the VM's {name!r} is malformed ({type(e).__name__}: {e}): "
+                             "it is not what that device's state() gives") from None
 
 
 def _json(kind: Record, value: dict) -> bytes:
