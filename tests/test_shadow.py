@@ -98,6 +98,18 @@ def test_the_hardware_walk_reads_n_descriptors_under_shadows_and_up_to_15_under_
 
 L3 = 0x4001_2000
 DATA = 0x4020_0000
+# The guest's tables: level 1 at 0x4001_0000 (its RAM as a block, and a level-2 table), level 2 at
+# 0x4001_1000 (a level-3 table at L3, in x4).
+TABLES = f"""    ldr x1, =0x40010000
+    ldr x2, =0x40000701
+    str x2, [x1, #8]
+    ldr x3, =0x40011000
+    orr x2, x3, #3
+    str x2, [x1, #16]
+    ldr x4, ={L3:#x}
+    orr x2, x4, #3
+    str x2, [x3]
+"""
 TARGETS = [DATA + i * 0x1000 for i in range(8)] + [0x4001_0000, 0x4001_1000, L3]  # data pages, and the tables
 descriptor = st.one_of(
     st.builds(lambda target, ap, uxn, pxn, af, ng: target | 0x703 & ~0x400 | af << 10 | ap << 6 | ng << 11
@@ -130,16 +142,7 @@ def _guest(l3: list[int], steps: list[tuple]) -> str:
     return f"""    adr x0, vectors
     msr vbar_el1, x0
     ldr x27, =0x40030000
-    ldr x1, =0x40010000
-    ldr x2, =0x40000701
-    str x2, [x1, #8]
-    ldr x3, =0x40011000
-    orr x2, x3, #3
-    str x2, [x1, #16]
-    ldr x4, ={L3:#x}
-    orr x2, x4, #3
-    str x2, [x3]
-{MMU_ON}{body}{OFF}
+{TABLES}{MMU_ON}{body}{OFF}
     .balign 0x800
 vectors:
     b .
@@ -313,16 +316,7 @@ def test_vlab_run_takes_paging_shadow_and_reports_its_exits():
 
 def test_every_store_form_to_a_guest_table_completes_and_is_one_exit():
     """An exclusive pair, STP and a plain STR to the guest's live level-3 table, under shadows."""
-    source = f"""    ldr x1, =0x40010000
-    ldr x2, =0x40000701
-    str x2, [x1, #8]
-    ldr x3, =0x40011000
-    orr x2, x3, #3
-    str x2, [x1, #16]
-    ldr x4, ={L3:#x}
-    orr x2, x4, #3
-    str x2, [x3]
-    ldr x2, ={DATA | 0x703:#x}
+    source = f"""{TABLES}    ldr x2, ={DATA | 0x703:#x}
     str x2, [x4]
 {MMU_ON}    ldr x9, =0x80000000
     ldr x5, [x9]

@@ -624,12 +624,13 @@ class CPU:
             access, min_el = known
             if min_el and (min_el > 1 or self.el == 0):
                 return False  # UNDEFINED at this level: the hardware raises it, not us
-            if key[:5] == _VBAR_EL1 and not is_read and self.irq.asserted:
-                self.request_stop()  # the IRQ vectors move: watch the new ones before the guest can unmask
-            elif key[:5] == _SPSR_EL1 and not is_read and \
-                    _eret_needs_vlab(self.x(access.rt)) != (self._eret_watch is not None):
-                self._eret_watch_stale = True  # the hook that watches ERETs goes on (or off) before the next one
-                self.request_stop()
+            if not is_read:
+                if access.encoding == _VBAR_EL1 and self.irq.asserted:
+                    self.request_stop()  # the IRQ vectors move: watch the new ones before the guest can unmask
+                elif access.encoding == _SPSR_EL1 and \
+                        _eret_needs_vlab(self.x(access.rt)) != (self._eret_watch is not None):
+                    self._eret_watch_stale = True  # the hook that watches ERETs goes on (or off) before the next one
+                    self.request_stop()
             return self.sysreg_handler(self, access, cp.val)
         except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
             self._hook_error = f"system-register trap handler failed: {type(e).__name__}: {e}"
