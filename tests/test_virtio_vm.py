@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import time
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from vlab.asm import assemble
 from vlab.hyp import VM, Host
 from vlab.machine.board import RAM_BASE, StopReason
 
@@ -217,12 +218,13 @@ def test_a_receive_buffer_outside_ram_gets_nothing_written_anywhere():
 
 
 @settings(max_examples=20)
+@example(RAM_BASE, 275, 0, 0)  # the guest's image up to its used ring (found by the property)
 @given(st.one_of(st.integers(0, (1 << 64) - 1), st.integers(RAM_BASE - 16, RAM_BASE + RAM + 16)),
        st.integers(0, 0x2_0000), st.integers(0, 7), st.integers(0, 7))
 def test_any_descriptor_is_served_exactly_or_refused_and_nothing_outside_the_vm_changes(address, length, flags,
                                                                                       following):
-    vm, regs, neighbour, before = run(driver(addr=f"={address:#x}", length=length % 0x1_0000, flags=flags,
-                                             following=following))
+    source = driver(addr=f"={address:#x}", length=length % 0x1_0000, flags=flags, following=following)
+    vm, regs, neighbour, before = run(source)
     assert digest(neighbour) == before
     transport = vm.virtio.transports[31]
     if regs["x20"] & NEEDS_RESET:
@@ -230,7 +232,13 @@ def test_any_descriptor_is_served_exactly_or_refused_and_nothing_outside_the_vm_
     else:  # served: the device printed exactly the bytes the descriptor named (the second one is empty)
         assert regs["x21"] == 1 and transport.error is None
         length %= 0x1_0000
-        assert bytes(vm.virtio_console.output) == (vm.read_memory(address, length) if length else b"")
+        named = bytearray(vm.read_memory(address, length) if length else b"")
+        # The used ring (driver()'s 4 entries) was all zeros when the device read the buffer; it wrote
+        # the ring afterwards -- a descriptor over the guest's own image covers it.
+        used = assemble(source).address_of("used")
+        for at in range(max(used, address), min(used + 6 + 8 * 4, address + length)):
+            named[at - address] = 0
+        assert bytes(vm.virtio_console.output) == bytes(named)
 
 
 def test_a_device_writing_into_a_page_shared_copy_on_write_does_not_change_the_other_vm():
