@@ -48,6 +48,10 @@ class FaultStatus(IntEnum):
     ALIGNMENT = 0x21
 
 
+# Each class's name, looked up without the enum's descriptor: the trap log names the class of every exit.
+EC_NAMES: dict[ExceptionClass, str] = {ec: ec.name for ec in ExceptionClass}
+
+
 @dataclass(frozen=True)
 class Syndrome:
     """An ESR_ELx value, with its fields named.

@@ -501,8 +501,11 @@ class PhysicalCpu:
 
     def _on_exception(self, cpu: CPU, intno: int) -> bool:
         """HVC and SMC from the guest kernel: served in place unless the handler needs the loop."""
-        if intno != EXCP_HVC and intno != EXCP_SMC or cpu.el != 1:
-            return False  # the guest kernel's own exception (or an undefined one at EL0): the loop delivers it
+        if intno != EXCP_HVC and intno != EXCP_SMC:
+            return False  # the guest kernel's own exception: the loop delivers it
+        pc, el = cpu.pc_and_el()  # PC is after the instruction
+        if el != 1:
+            return False  # HVC and SMC are undefined at EL0: the loop delivers that
         vcpu = self.current
         trapped = intno == EXCP_SMC
         if trapped and not vcpu.vm.traps & HCR.TSC:
@@ -510,7 +513,6 @@ class PhysicalCpu:
             if halt is not None:
                 self._pending = halt
             return halt is None
-        pc = cpu.pc  # after the instruction
         key = (pc, cpu.read_word(pc - 4), vcpu.index)
         exit = self._exits.get(key)
         if exit is None:  # the same instruction always makes the same exit: build it once

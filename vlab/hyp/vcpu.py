@@ -127,6 +127,10 @@ class VCpu:
         return (cpu if cpu is not None else self._engine()).x(n)
 
     def set_x(self, n: int, value: int) -> None:
+        cpu = self._cpu
+        if cpu is not None:  # loaded: the core holds it (the path of every exit served in place)
+            cpu.set_x(n, value)
+            return
         cpu = self._engine()
         cpu.set_x(n, value)
         self._store(cpu)
@@ -155,7 +159,8 @@ class VCpu:
 
     def read_sysreg(self, name: str) -> int:
         """A guest-visible system register of this vCPU."""
-        return self._engine().read_sysreg(name)
+        cpu = self._cpu
+        return (cpu if cpu is not None else self._engine()).read_sysreg(name)
 
     def write_sysreg(self, name: str, value: int) -> None:
         cpu = self._engine()

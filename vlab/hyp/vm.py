@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from vlab.arch.esr import EC_NAMES
 from vlab.arch.hcr import HCR
 from vlab.hyp.exits import IN_PLACE, RUN_LOOP, Exit, TrapRecord
 from vlab.hyp.handlers import DEFAULT_HANDLERS, Handler, serve_mmio
@@ -55,6 +56,9 @@ MAX_VCPUS = 8
 GIC_CPU_INTERFACES = ("virtual", "emulated")
 _PERMANENT = (StopReason.POWERED_OFF, StopReason.RESET)
 _U64 = (1 << 64) - 1
+# As plain ints: an enum member's lookup costs more than the comparison, on every hypercall.
+_CPU_ON, _CPU_OFF, _AFFINITY_INFO = (int(f) for f in (psci.PsciFunction.CPU_ON, psci.PsciFunction.CPU_OFF,
+                                                       psci.PsciFunction.AFFINITY_INFO))
 
 
 @dataclass(frozen=True)
@@ -320,9 +324,10 @@ class VM:
             except Exception as e:  # noqa: BLE001 - a broken handler stops the VM with a report
                 action = f"handler {getattr(handler, '__name__', handler)} failed: {type(e).__name__}: {e}"
                 vcpu.halt(StopReason.ERROR, f"{action} (on {exit.describe()})")
-        kind = exit.syndrome.ec.name
+        kind = EC_NAMES[exit.syndrome.ec]
         self.exits[kind] += 1
-        self.trap_log.append(TrapRecord(tick, vcpu.index, kind, exit, str(action), served))
+        self.trap_log.append(TrapRecord(tick, vcpu.index, kind, exit, action if type(action) is str else str(action),
+                                        served))
         return vcpu._take_outcome()
 
     def served_by_loop(self) -> None:
@@ -333,7 +338,7 @@ class VM:
 
     def record_in_place(self, vcpu: VCpu, exit: Exit, action: str) -> None:
         """Count and log an exit vlab served in place without calling a handler (a device access)."""
-        self.record(vcpu, exit.syndrome.ec.name, exit, action, IN_PLACE)
+        self.record(vcpu, EC_NAMES[exit.syndrome.ec], exit, action, IN_PLACE)
 
     def record(self, vcpu: VCpu, kind: str, exit: Exit | None, action: str, served: str) -> None:
         """Count one exit (or injected interrupt) and log it."""
@@ -342,15 +347,15 @@ class VM:
 
     def psci(self, vcpu: VCpu, fid: int) -> str:
         """The firmware interface, played by the hypervisor: power, and starting secondary vCPUs."""
-        if fid == psci.PsciFunction.CPU_ON:
+        if fid == _CPU_ON:
             return self._cpu_on(vcpu, vcpu.x(1), vcpu.x(2), vcpu.x(3))
-        # Every other function takes at most one argument, x1 (registers are read one call each);
-        # only AFFINITY_INFO asks which vCPUs are on.
+        # Every other function takes at most one argument, x1, read only for those that take it
+        # (registers are read one call each); only AFFINITY_INFO asks which vCPUs are on.
         ids = tuple(v.vmpidr & 0xFF_00FF_FFFF for v in self.vcpus if v.state is not VCpuState.OFF) \
-            if fid == psci.PsciFunction.AFFINITY_INFO else ()
-        outcome = psci.call(fid, (vcpu.x(1), 0, 0), ids)
+            if fid == _AFFINITY_INFO else ()
+        outcome = psci.call(fid, (vcpu.x(1) if fid in psci.TAKES_ARGUMENT else 0, 0, 0), ids)
         vcpu.set_x(0, outcome.x0)
-        if fid == psci.PsciFunction.CPU_OFF:
+        if fid == _CPU_OFF:
             vcpu.halt(StopReason.STOPPED, f"vCPU{vcpu.index} turned itself off (PSCI CPU_OFF)")
         elif outcome.power_off or outcome.reset:
             reason = StopReason.RESET if outcome.reset else StopReason.POWERED_OFF

@@ -38,6 +38,19 @@ from vlab.machine.abort_info import AbortInfo
 from vlab.machine.icount import InstructionCounter
 from vlab.machine.irq_line import IrqLine
 
+# The C library once more, its functions without ctypes' declared argument types: converting the
+# arguments costs as much as the call itself (measured: a register read 0.7 us against 1.2 us), and
+# an exit makes several. Arguments then go as they are given: the handle (a c_void_p), a register id
+# (a C int), pointers made by byref, and every 64-bit integer wrapped in its ctypes type.
+_raw = ctypes.CDLL(uclib._name)
+_reg_read, _reg_write, _reg_read_batch, _mem_read, _vmem_translate = \
+    _raw.uc_reg_read, _raw.uc_reg_write, _raw.uc_reg_read_batch, _raw.uc_mem_read, _raw.uc_vmem_translate
+_FOUR = ctypes.c_size_t(4)
+_ENCODINGS: dict[str, tuple[int, int, int, int, int]] = {}  # register name -> encoding, as names are used
+# uc_cb_insn_sys_t: (engine, register of Rt, the access's CP register struct, user data) -> 1 when handled
+_SYS_HOOK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(UcRegCP64),
+                             ctypes.c_void_p)  # the size of an instruction word, as uc_mem_read's size_t
+
 _UC_CTL_TLB_FLUSH = 11  # unicorn_const.UC_CTL_TLB_FLUSH
 
 # Unicorn's (QEMU's) exception numbers, as the UC_HOOK_INTR callback reports them
@@ -179,6 +192,9 @@ class CPU:
         self._word_ref = ctypes.cast(ctypes.pointer(self._word), ctypes.POINTER(ctypes.c_char))
         self._cp = UcRegCP64()
         self._cp_ref = ctypes.byref(self._cp)
+        self._pc_el = (ctypes.c_uint64 * 2)()  # see pc_and_el
+        self._pc_el_ids = (ctypes.c_int * 2)(A.UC_ARM64_REG_PC, A.UC_ARM64_REG_PSTATE)
+        self._pc_el_refs = (ctypes.c_void_p * 2)(ctypes.addressof(self._pc_el), ctypes.addressof(self._pc_el) + 8)
         self.instructions = 0  # retired since power-on: the guest's clock
         self.sysreg_handler: SysRegHandler | None = None
         self.exception_handler: ExceptionHandler | None = None
@@ -220,7 +236,21 @@ class CPU:
         # instruction: MRS and SYSL read into Rt, MSR and SYS write from it.
         for insn, is_read in ((A.UC_ARM64_INS_MRS, True), (A.UC_ARM64_INS_MSR, False),
                               (A.UC_ARM64_INS_SYS, False), (A.UC_ARM64_INS_SYSL, True)):
-            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, is_read, 1, 0, insn)
+            self._hook_sysreg(insn, is_read)
+
+    def _hook_sysreg(self, insn: int, is_read: bool) -> None:
+        """Hook one kind of system instruction straight from the C library: the binding's wrapper (two
+        Python frames, a cast and a named tuple per call) costs about a fifth of an exit served in place."""
+        uc = self.uc
+
+        def hook(_handle, reg: int, cp, _key) -> int:
+            try:
+                return self._on_sysreg(uc, reg, cp.contents, is_read)
+            except BaseException as e:  # noqa: BLE001 - e.g. KeyboardInterrupt: emu_start raises it, as the binding does
+                uc._hook_exception = uc._hook_exception or e
+                uc.emu_stop()
+                return 1
+        getattr(uc, "_Uc__do_hook_add")(UC_HOOK_INSN, _SYS_HOOK(hook), 1, 0, ctypes.c_int(insn))
 
     # --- registers -------------------------------------------------------------
 
@@ -229,12 +259,12 @@ class CPU:
         # on every call, and a trap round trip reads half a dozen registers (measured: a third
         # of the cost of an exit). Zeroed first: Unicorn writes only 32 bits of PSTATE.
         self._scratch.value = 0
-        uclib.uc_reg_read(self._uch, reg, self._scratch_ref)
+        _reg_read(self._uch, reg, self._scratch_ref)
         return self._scratch.value
 
     def _write64(self, reg: int, value: int) -> None:
         self._scratch.value = value & (2**64 - 1)
-        uclib.uc_reg_write(self._uch, reg, self._scratch_ref)
+        _reg_write(self._uch, reg, self._scratch_ref)
 
     def x(self, n: int) -> int:
         """General-purpose register Xn (n = 31 reads as the zero register, as XZR)."""
@@ -270,6 +300,13 @@ class CPU:
         """The current exception level, PSTATE.EL."""
         return (self._read64(A.UC_ARM64_REG_PSTATE) >> 2) & 3
 
+    def pc_and_el(self) -> tuple[int, int]:
+        """(PC, PSTATE.EL) in one call to the engine: what every hypercall's exit reads first."""
+        values = self._pc_el
+        values[1] = 0  # Unicorn writes only 32 bits of PSTATE
+        _reg_read_batch(self._uch, self._pc_el_ids, self._pc_el_refs, 2)
+        return values[0], values[1] >> 2 & 3
+
     def registers(self) -> dict[str, int]:
         """x0..x30, sp, pc, pstate: the state a test or a widget shows."""
         regs = {f"x{i}": self.x(i) for i in range(31)}
@@ -284,13 +321,13 @@ class CPU:
 
     def read_sysreg(self, name: str) -> int:
         self._select_sysreg(name)
-        uclib.uc_reg_read(self._uch, A.UC_ARM64_REG_CP_REG, self._cp_ref)
+        _reg_read(self._uch, A.UC_ARM64_REG_CP_REG, self._cp_ref)
         return self._cp.val
 
     def write_sysreg(self, name: str, value: int) -> None:
         self._select_sysreg(name)
         self._cp.val = value & (2**64 - 1)
-        uclib.uc_reg_write(self._uch, A.UC_ARM64_REG_CP_REG, self._cp_ref)
+        _reg_write(self._uch, A.UC_ARM64_REG_CP_REG, self._cp_ref)
         if name == "SPSR_EL1" and _eret_needs_vlab(value) != (self._eret_watch is not None):
             self._eret_watch_stale = True
 
@@ -303,7 +340,10 @@ class CPU:
         # One struct reused, straight to the C library, as in _read64: every exit reads or writes
         # a few system registers, and the binding's generic path costs several times more.
         cp = self._cp
-        cp.op0, cp.op1, cp.crn, cp.crm, cp.op2 = sysregs.lookup(name).encoding
+        encoding = _ENCODINGS.get(name)
+        if encoding is None:
+            encoding = _ENCODINGS[name] = sysregs.lookup(name).encoding
+        cp.op0, cp.op1, cp.crn, cp.crm, cp.op2 = encoding
 
     def flush_tlb(self) -> None:
         """Forget every translation Unicorn's own TLB holds (its TLB is not tagged by VMID or ASID)."""
@@ -334,7 +374,7 @@ class CPU:
         if address is None:
             return None
         # Into a reused buffer, straight to the C library: an exit reads its instruction word.
-        if uclib.uc_mem_read(self._uch, address, self._word_ref, 4) != 0:
+        if _mem_read(self._uch, ctypes.c_uint64(address), self._word_ref, _FOUR) != 0:
             return None
         return self._word.value
 
@@ -344,7 +384,7 @@ class CPU:
         With the MMU off that is `va` itself. Executable first: code at EL1 may be unreadable there.
         """
         for prot in (UC_PROT_EXEC, UC_PROT_READ):
-            if uclib.uc_vmem_translate(self._uch, va, prot, self._scratch_ref) == 0:
+            if _vmem_translate(self._uch, ctypes.c_uint64(va), prot, self._scratch_ref) == 0:
                 return self._scratch.value
         return None
 
