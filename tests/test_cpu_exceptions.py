@@ -336,3 +336,29 @@ def test_a_return_to_aarch32_stops_saying_that_vlab_cannot_run_it(machine):
                                                                  + HANDLER + VECTORS)))
     assert result.reason is StopReason.ERROR and result.exception is None
     assert "AArch32" in result.message and "Unicorn" in result.message and "not an error of the guest" in result.message
+
+
+# vlab's MRS/MSR and TLB-fill hooks are registered straight with Unicorn's C library, not through its
+# Python binding: what the binding did for an exception escaping a hook (stop, and raise it from
+# emu_start) must still happen -- Ctrl-C in a notebook stops the guest instead of being lost in C.
+def _interrupt(*_args):
+    raise KeyboardInterrupt
+
+
+def test_an_interrupt_inside_the_system_register_hook_stops_the_run_and_is_raised():
+    board = Board()
+    load(board, image_from_program(assemble("    mrs x0, sctlr_el1\n    b .\n")))
+    board.cpu.sysreg_handler = _interrupt
+    with pytest.raises(KeyboardInterrupt):
+        board.run(max_insns=1_000_000, timeout_s=30)
+
+
+def test_an_interrupt_inside_the_tlb_fill_hook_stops_the_run_and_is_raised():
+    from vlab.mmu import tlb_fill
+
+    board = Board()
+    load(board, image_from_program(assemble("    b .\n")))
+    # vlab's own reads (the report of the stop) translate without the hook, and without interrupting.
+    tlb_fill.install(board.cpu, _interrupt, reads=lambda va, _access: (va, 7))
+    with pytest.raises(KeyboardInterrupt):
+        board.run(max_insns=1_000_000, timeout_s=30)

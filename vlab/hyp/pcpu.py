@@ -649,14 +649,14 @@ class PhysicalCpu:
         try:
             if self._pending is not None:
                 return 0  # the rest of an access already refused (a pair): nothing reaches the device
-            pc = cpu.pc  # exact inside a device callback (measured)
+            pc, el = cpu.pc_and_el()  # PC is exact inside a device callback (measured)
             split = self._split
             if split is not None and split[0] == pc and split[1] == offset:
                 self._split = None  # the second half of an 8-byte access Unicorn makes as two 4-byte ones
                 if is_write:
                     vcpu.vm.serve_mmio(vcpu, split[3], split[4], split[2] | value << 32)
                 return 0 if is_write else split[2]
-            word, ipa, el = cpu.read_word(pc) or 0, base + offset, cpu.el
+            word, ipa = cpu.read_word(pc) or 0, base + offset
             # FAR is the virtual address (the guest's MMU may map the device elsewhere): the instruction's.
             far = ldst.effective_address(word, lambda n: cpu.sp if n == 31 else cpu.x(n), pc)
             key = (vcpu, pc, word, ipa, far, is_write, size, el)

@@ -24,13 +24,13 @@ from typing import Callable
 
 from unicorn import (
     UC_ARCH_ARM64, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED,
-    UC_HOOK_INSN, UC_HOOK_INTR,
+    UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_TLB_FILL,
     UC_HOOK_MEM_INVALID, UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT,
     UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UC_QUERY_TIMEOUT, Uc, UcError,
 )
 from unicorn import arm64_const as A
 from unicorn.unicorn_py3.arch.arm64 import UcRegCP64  # the C struct of a system-register access
-from unicorn.unicorn_py3.unicorn import UcContext, uclib  # the C library: see CPU._read64
+from unicorn.unicorn_py3.unicorn import HOOK_TLB_FILL_CFUNC, UcContext, uc_hook_h, uclib  # the C library: see _raw
 
 from vlab.arch import ldst, sysregs
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess, imm16_syndrome
@@ -192,6 +192,8 @@ class CPU:
         self._word_ref = ctypes.cast(ctypes.pointer(self._word), ctypes.POINTER(ctypes.c_char))
         self._cp = UcRegCP64()
         self._cp_ref = ctypes.byref(self._cp)
+        self._direct_hooks: list = []  # see _hook_direct
+        self._escaped: BaseException | None = None  # what a hook of _hook_direct let out, for run() to raise
         self._pc_el = (ctypes.c_uint64 * 2)()  # see pc_and_el
         self._pc_el_ids = (ctypes.c_int * 2)(A.UC_ARM64_REG_PC, A.UC_ARM64_REG_PSTATE)
         self._pc_el_refs = (ctypes.c_void_p * 2)(ctypes.addressof(self._pc_el), ctypes.addressof(self._pc_el) + 8)
@@ -234,23 +236,36 @@ class CPU:
         self.uc.hook_add(UC_HOOK_EDGE_GENERATED, self._on_new_block)
         # One hook per kind of instruction, so the direction is known without reading the
         # instruction: MRS and SYSL read into Rt, MSR and SYS write from it.
-        for insn, is_read in ((A.UC_ARM64_INS_MRS, True), (A.UC_ARM64_INS_MSR, False),
-                              (A.UC_ARM64_INS_SYS, False), (A.UC_ARM64_INS_SYSL, True)):
-            self._hook_sysreg(insn, is_read)
+        # The user data says the direction: MRS and SYSL read into Rt (1), MSR and SYS write from it (None).
+        for insn, is_read in ((A.UC_ARM64_INS_MRS, 1), (A.UC_ARM64_INS_MSR, 0),
+                              (A.UC_ARM64_INS_SYS, 0), (A.UC_ARM64_INS_SYSL, 1)):
+            self._hook_direct(UC_HOOK_INSN, _SYS_HOOK, self._on_sysreg, is_read, ctypes.c_int(insn))
 
-    def _hook_sysreg(self, insn: int, is_read: bool) -> None:
-        """Hook one kind of system instruction straight from the C library: the binding's wrapper (two
-        Python frames, a cast and a named tuple per call) costs about a fifth of an exit served in place."""
+    def hook_tlb_fill(self, fill: Callable[[int, int, object, object], bool]) -> None:
+        """Answer every miss of Unicorn's TLB (in its virtual-TLB mode) with `fill(vaddr, access,
+        entry, _)`: set `entry.contents.paddr` and `.perms` and return True, or return False for a fault."""
+        self._hook_direct(UC_HOOK_TLB_FILL, HOOK_TLB_FILL_CFUNC, fill)
+
+    def _hook_direct(self, kind: int, functype, callback: Callable, user_data: int = 0, *extra) -> None:
+        """Hook `callback(*the C arguments after the engine)` -- the last one `user_data` (0 arrives as
+        None) -- straight from the C library. The binding's wrapper (two Python frames and a conversion
+        per call) costs about a fifth of an exit served in place. An exception the callback lets out
+        (vlab's callbacks catch their errors: a KeyboardInterrupt) stops the run, and `run` raises it."""
         uc = self.uc
 
-        def hook(_handle, reg: int, cp, _key) -> int:
+        def hook(_engine, *args):
             try:
-                return self._on_sysreg(uc, reg, cp.contents, is_read)
-            except BaseException as e:  # noqa: BLE001 - e.g. KeyboardInterrupt: emu_start raises it, as the binding does
-                uc._hook_exception = uc._hook_exception or e
+                return callback(*args)
+            except BaseException as e:  # noqa: BLE001 - raised by run(), once Unicorn has stopped
+                self._escaped = self._escaped or e
                 uc.emu_stop()
-                return 1
-        getattr(uc, "_Uc__do_hook_add")(UC_HOOK_INSN, _SYS_HOOK(hook), 1, 0, ctypes.c_int(insn))
+                return 0
+        pointer, handle = functype(hook), uc_hook_h()
+        status = uclib.uc_hook_add(self._uch, ctypes.byref(handle), kind, pointer, ctypes.c_void_p(user_data),
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0), *extra)
+        if status != 0:
+            raise UcError(status)
+        self._direct_hooks.append(pointer)  # C holds only the pointer: the function must stay alive
 
     # --- registers -------------------------------------------------------------
 
@@ -483,6 +498,9 @@ class CPU:
         if self._rollback is not None:
             self.uc.context_restore(self._rollback)
             self._rollback = None
+        if self._escaped is not None:
+            escaped, self._escaped = self._escaped, None
+            raise escaped
         started = self._counter.started()
         stop = self._classify(started, self._counter.limit(), error)
         self.instructions += stop.retired
@@ -649,8 +667,9 @@ class CPU:
         va = start & ~0xFFF | physical & 0xFFF  # 4 KB pages or larger: the offset in the page is the same
         return va if va >= start else va + 0x1000  # the access crossed into the next page, which faulted
 
-    def _on_sysreg(self, uc: Uc, reg: int, cp, is_read: bool) -> bool:
+    def _on_sysreg(self, reg: int, cp_pointer, is_read: int | None) -> bool:
         try:
+            cp = cp_pointer.contents
             if self.sysreg_handler is None:
                 return False
             # The access, decoded once per register, Rt and direction: this hook runs for every
@@ -659,7 +678,7 @@ class CPU:
             known = self._accesses.get(key)
             if known is None:
                 reg_info = sysregs.BY_ENCODING.get(key[:5])
-                known = self._accesses[key] = (SysRegAccess(*key[:5], rt=_RT[reg], is_read=is_read),
+                known = self._accesses[key] = (SysRegAccess(*key[:5], rt=_RT[reg], is_read=bool(is_read)),
                                                0 if reg_info is None else reg_info.min_el)
             access, min_el = known
             if min_el and (min_el > 1 or self.el == 0):
@@ -674,7 +693,7 @@ class CPU:
             return self.sysreg_handler(self, access, cp.val)
         except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
             self._hook_error = f"system-register trap handler failed: {type(e).__name__}: {e}"
-            uc.emu_stop()
+            self.uc.emu_stop()
             return True
 
     # --- exception entry: what the hardware does, done by vlab -----------------

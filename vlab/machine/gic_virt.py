@@ -73,6 +73,11 @@ class LrState(enum.IntEnum):
     PENDING_ACTIVE = 3
 
 
+# The states as plain names: an enum member's lookup costs ten times a global's, and the hardware's
+# scans of the list registers run several times per interrupt.
+_INVALID, _PENDING, _ACTIVE = LrState.INVALID, LrState.PENDING, LrState.ACTIVE
+
+
 @dataclass(frozen=True)
 class ListRegister:
     """One GICH_LR, decoded. `physical` is the pINTID when `hw`; else `eoi` and `cpuid` are used."""
@@ -103,7 +108,7 @@ class ListRegister:
 
     @property
     def valid(self) -> bool:
-        return self.state is not LrState.INVALID
+        return self.state is not _INVALID
 
     @property
     def empty(self) -> bool:
@@ -172,14 +177,14 @@ class _ListRegisterPort:
             return None
         best = None
         for lr in self.interface._decoded:
-            if lr.state is LrState.PENDING and groups >> lr.group & 1:
+            if lr.state is _PENDING and groups >> lr.group & 1:
                 if best is None or lr.priority < best.priority:
                     best = Candidate(lr.vintid, lr.priority, lr.group, 0 if lr.hw else lr.cpuid)
         return best
 
     def acknowledge(self, chosen: Candidate) -> None:
-        n = self._find(chosen.intid, chosen.source, LrState.PENDING)
-        self.interface.set_list_register(n, replace(self.interface.list_register(n), state=LrState.ACTIVE))
+        n = self._find(chosen.intid, chosen.source, _PENDING)
+        self.interface.set_state(n, _ACTIVE)
 
     def deactivate(self, intid: int, source: int) -> bool:
         """Active -> invalid (pending and active -> pending); a HW interrupt is deactivated in the
@@ -190,7 +195,7 @@ class _ListRegisterPort:
             self.interface.hcr = self.interface.hcr & ~(0x1F << HCR_EOICOUNT_SHIFT) | count << HCR_EOICOUNT_SHIFT
             return False
         lr = self.interface.list_register(n)
-        self.interface.set_list_register(n, replace(lr, state=LrState(lr.state & ~LrState.ACTIVE)))
+        self.interface.set_state(n, lr.state & ~_ACTIVE)
         if lr.hw and self.interface.distributor is not None:
             self.interface.distributor.deactivate(self.interface.cpu, lr.physical)
         return True
@@ -254,9 +259,9 @@ class VirtualCpuInterface(CpuInterface):
     def list_register(self, n: int) -> ListRegister:
         return self._decoded[n]
 
-    def set_list_register(self, n: int, lr: ListRegister) -> None:
-        """The hardware updating a list register (the guest acknowledged or completed its interrupt)."""
-        self.lrs[n], self._decoded[n] = lr.encode(), lr
+    def set_state(self, n: int, state: int) -> None:
+        """The hardware moving list register `n` to `state` (the guest acknowledged or completed its interrupt)."""
+        self._write_list_register(n, self.lrs[n] & ~(3 << 28) | state << 28)
 
     def _write_list_register(self, n: int, value: int) -> None:
         value &= 0xFFFF_FFFF & ~(7 << 20)  # bits [22:20] are reserved
@@ -265,17 +270,23 @@ class VirtualCpuInterface(CpuInterface):
     def misr(self) -> int:
         """GICH_MISR: which maintenance conditions hold now."""
         lrs, hcr, ctlr = self._decoded, self.hcr, self.state.ctlr
-        conditions = (
-            (MISR_EOI, any(lr.eoi_signalled for lr in lrs)),
-            (MISR_U, hcr & HCR_UIE and sum(lr.valid for lr in lrs) <= 1),
-            (MISR_LRENP, hcr & HCR_LRENPIE and hcr >> HCR_EOICOUNT_SHIFT),
-            (MISR_NP, hcr & HCR_NPIE and not any(lr.state is LrState.PENDING for lr in lrs)),
-            (MISR_VGRP0E, hcr & HCR_VGRP0EIE and ctlr & 1),
-            (MISR_VGRP0D, hcr & HCR_VGRP0DIE and not ctlr & 1),
-            (MISR_VGRP1E, hcr & HCR_VGRP1EIE and ctlr & 2),
-            (MISR_VGRP1D, hcr & HCR_VGRP1DIE and not ctlr & 2),
-        )
-        return sum(bit for bit, holds in conditions if holds)
+        # Each condition is looked at only when enabled: this runs at every change of the interface.
+        misr = MISR_EOI if any(lr.eoi_signalled for lr in lrs) else 0
+        if hcr & HCR_UIE and sum(lr.valid for lr in lrs) <= 1:
+            misr |= MISR_U
+        if hcr & HCR_LRENPIE and hcr >> HCR_EOICOUNT_SHIFT:
+            misr |= MISR_LRENP
+        if hcr & HCR_NPIE and not any(lr.state is _PENDING for lr in lrs):
+            misr |= MISR_NP
+        if hcr & HCR_VGRP0EIE and ctlr & 1:
+            misr |= MISR_VGRP0E
+        if hcr & HCR_VGRP0DIE and not ctlr & 1:
+            misr |= MISR_VGRP0D
+        if hcr & HCR_VGRP1EIE and ctlr & 2:
+            misr |= MISR_VGRP1E
+        if hcr & HCR_VGRP1DIE and not ctlr & 2:
+            misr |= MISR_VGRP1D
+        return misr
 
     def maintenance(self) -> bool:
         """The maintenance interrupt's line (PPI 25 of this CPU)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Iterable
 
-from unicorn import UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE, UC_TLB_VIRTUAL
+from unicorn import UC_MEM_FETCH, UC_MEM_WRITE, UC_TLB_VIRTUAL
 
 from vlab.arch import ldst
 from vlab.arch.esr import DataAbort, ExceptionClass, Syndrome
@@ -37,6 +37,10 @@ from vlab.mmu.walk import SIZE_ENCODING, Regime, nested_walk, permission_problem
 # function building the abort from the faulting instruction's PC (known only once Unicorn stops)
 Translate = Callable[[int, Access], "tuple[int, int] | Callable[[int], GuestException]"]
 _PROT = {Access.READ: 1, Access.WRITE: 2, Access.FETCH: 4}  # UC_PROT_READ, _WRITE, _EXEC
+# Unicorn's access kinds as vlab's, and the members as plain names: an enum member's lookup costs
+# ten times a global's, and every TLB fill needs a few.
+_READ, _WRITE, _FETCH = Access.READ, Access.WRITE, Access.FETCH
+_KINDS = {UC_MEM_FETCH: _FETCH, UC_MEM_WRITE: _WRITE}
 
 
 def install(cpu: CPU, translate: Translate, reads: Translate | None = None) -> None:
@@ -50,13 +54,13 @@ def install(cpu: CPU, translate: Translate, reads: Translate | None = None) -> N
     # Unicorn's pages are 1 KB on Arm (QEMU's smallest Arm page), not the guest's 4 KB.
     offset_mask = uc.ctl_get_page_size() - 1
 
-    def fill(uc, vaddr: int, access: int, entry, _user) -> bool:
+    def fill(vaddr: int, access: int, entry, _user) -> bool:
         try:
-            kind = Access.FETCH if access == UC_MEM_FETCH else Access.WRITE if access == UC_MEM_WRITE else Access.READ
-            answer = translate(vaddr, kind)
+            answer = translate(vaddr, _KINDS.get(access, _READ))
             if callable(answer):
                 cpu.fault(answer)
                 return False
+            entry = entry.contents
             address, entry.perms = answer
             entry.paddr = address & ~offset_mask
             return True
@@ -64,7 +68,7 @@ def install(cpu: CPU, translate: Translate, reads: Translate | None = None) -> N
             cpu.report_hook_error(f"address translation of {vaddr:#x} failed: {type(e).__name__}: {e}")
             return False
 
-    uc.hook_add(UC_HOOK_TLB_FILL, fill)
+    cpu.hook_tlb_fill(fill)
     reads = reads or translate
 
     def address_for_reads(va: int) -> int | None:
@@ -248,7 +252,7 @@ class GuestTranslation:
         stage1, ttbr, asid = state
         if stage1 is None and va >> self.pa_bits:
             return abort(cpu, self.beyond_pa_range(va), access, va)
-        bit = 4 if access is Access.FETCH else 2 if access is Access.WRITE else 1  # UC_PROT; enums hash slowly
+        bit = 4 if access is _FETCH else 2 if access is _WRITE else 1  # UC_PROT; enums hash slowly
         if tlb is not None:
             hit = self.tlb_hit(asid, va, bit, el0)
             if hit is not None:
