@@ -338,7 +338,7 @@ def test_a_return_to_aarch32_stops_saying_that_vlab_cannot_run_it(machine):
     assert "AArch32" in result.message and "Unicorn" in result.message and "not an error of the guest" in result.message
 
 
-# vlab's MRS/MSR and TLB-fill hooks are registered straight with Unicorn's C library, not through its
+# vlab's MRS/MSR, exception and TLB-fill hooks are registered straight with Unicorn's C library, not through its
 # Python binding: what the binding did for an exception escaping a hook (stop, and raise it from
 # emu_start) must still happen -- Ctrl-C in a notebook stops the guest instead of being lost in C.
 def _interrupt(*_args):
@@ -360,5 +360,13 @@ def test_an_interrupt_inside_the_tlb_fill_hook_stops_the_run_and_is_raised():
     load(board, image_from_program(assemble("    b .\n")))
     # vlab's own reads (the report of the stop) translate without the hook, and without interrupting.
     tlb_fill.install(board.cpu, _interrupt, reads=lambda va, _access: (va, 7))
+    with pytest.raises(KeyboardInterrupt):
+        board.run(max_insns=1_000_000, timeout_s=30)
+
+
+def test_an_interrupt_inside_the_exception_hook_stops_the_run_and_is_raised():
+    board = Board()
+    load(board, image_from_program(assemble("    svc #0\n    b .\n")))
+    board.cpu.exception_handler = _interrupt
     with pytest.raises(KeyboardInterrupt):
         board.run(max_insns=1_000_000, timeout_s=30)

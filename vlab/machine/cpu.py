@@ -30,7 +30,8 @@ from unicorn import (
 )
 from unicorn import arm64_const as A
 from unicorn.unicorn_py3.arch.arm64 import UcRegCP64  # the C struct of a system-register access
-from unicorn.unicorn_py3.unicorn import HOOK_TLB_FILL_CFUNC, UcContext, uc_hook_h, uclib  # the C library: see _raw
+from unicorn.unicorn_py3.unicorn import (HOOK_INTR_CFUNC, HOOK_TLB_FILL_CFUNC, UcContext,  # the C library: see _raw
+                                         uc_hook_h, uclib)
 
 from vlab.arch import ldst, sysregs
 from vlab.arch.esr import DataAbort, ExceptionClass, FaultStatus, Syndrome, SysRegAccess, imm16_syndrome
@@ -231,7 +232,7 @@ class CPU:
         # We stop on budgets and events only: an empty set of exits.
         self.uc.ctl_exits_enabled(True)
         self.uc.ctl_set_exits([])
-        self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        self._hook_direct(UC_HOOK_INTR, HOOK_INTR_CFUNC, self._on_interrupt)  # every HVC: see _hook_direct
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_memory_fault)
         self.uc.hook_add(UC_HOOK_EDGE_GENERATED, self._on_new_block)
         # One hook per kind of instruction, so the direction is known without reading the
@@ -540,14 +541,14 @@ class CPU:
 
     # --- hooks: keep them small, never let a Python exception escape into Unicorn ---
 
-    def _on_interrupt(self, uc: Uc, intno: int, _user) -> None:
+    def _on_interrupt(self, intno: int, _user) -> None:
         try:
             if self.exception_handler is not None and self.exception_handler(self, intno):
                 return  # served in place: the guest goes on without leaving the emulator
             self._exception = self._decode_interrupt(intno)
         except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
             self._hook_error = f"exception {intno}: {type(e).__name__}: {e}"
-        uc.emu_stop()
+        self.uc.emu_stop()
 
     def decode_exception(self, intno: int) -> GuestException:
         """What Unicorn's exception number `intno`, just raised, is in the architecture's terms."""
