@@ -36,15 +36,19 @@ class TLB:
 
     def lookup(self, vmid: int, asid: int, va: int) -> Entry | None:
         """The entry translating `va` for this VM and process, counting a hit or a miss."""
-        page = va >> PAGE_SHIFT
-        for key in ((vmid, asid, page), (vmid, None, page)):
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return entry
-        self.misses += 1
-        return None
+        # This process's entry, then a global one (every TLB fill asks: no loop, no tuple of keys)
+        page, entries = va >> PAGE_SHIFT, self._entries
+        key = (vmid, asid, page)
+        entry = entries.get(key)
+        if entry is None:
+            key = (vmid, None, page)
+            entry = entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+        entries.move_to_end(key)
+        self.hits += 1
+        return entry
 
     def insert(self, vmid: int, asid: int, va: int, entry: Entry) -> None:
         key = (vmid, None if entry.global_ else asid, va >> PAGE_SHIFT)
