@@ -345,10 +345,12 @@ def _interrupt(*_args):
     raise KeyboardInterrupt
 
 
-def test_an_interrupt_inside_the_system_register_hook_stops_the_run_and_is_raised():
+@pytest.mark.parametrize("handler, instruction", [("sysreg_handler", "mrs x0, sctlr_el1"),
+                                                  ("exception_handler", "svc #0")])
+def test_an_interrupt_inside_a_trap_hook_stops_the_run_and_is_raised(handler, instruction):
     board = Board()
-    load(board, image_from_program(assemble("    mrs x0, sctlr_el1\n    b .\n")))
-    board.cpu.sysreg_handler = _interrupt
+    load(board, image_from_program(assemble(f"    {instruction}\n    b .\n")))
+    setattr(board.cpu, handler, _interrupt)
     with pytest.raises(KeyboardInterrupt):
         board.run(max_insns=1_000_000, timeout_s=30)
 
@@ -360,13 +362,5 @@ def test_an_interrupt_inside_the_tlb_fill_hook_stops_the_run_and_is_raised():
     load(board, image_from_program(assemble("    b .\n")))
     # vlab's own reads (the report of the stop) translate without the hook, and without interrupting.
     tlb_fill.install(board.cpu, _interrupt, reads=lambda va, _access: (va, 7))
-    with pytest.raises(KeyboardInterrupt):
-        board.run(max_insns=1_000_000, timeout_s=30)
-
-
-def test_an_interrupt_inside_the_exception_hook_stops_the_run_and_is_raised():
-    board = Board()
-    load(board, image_from_program(assemble("    svc #0\n    b .\n")))
-    board.cpu.exception_handler = _interrupt
     with pytest.raises(KeyboardInterrupt):
         board.run(max_insns=1_000_000, timeout_s=30)

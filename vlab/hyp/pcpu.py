@@ -560,8 +560,7 @@ class PhysicalCpu:
 
     def _fault_exit(self, vcpu: VCpu, fault: Fault, access: Access, va: int) -> Exit:
         exc = tlb_fill.abort(self.cpu, fault, access, va)(self.cpu.pc)  # PC is exact inside the fill hook
-        return Exit(exc.syndrome, exc.address, exc.address, self.cpu.read_word(exc.address), vcpu.index, exc.el,
-                    exc.far, exc.ipa)
+        return Exit(exc.syndrome, exc.address, exc.address, exc.word, vcpu.index, exc.el, exc.far, exc.ipa)
 
     # --- exits served in place: shadow paging ---------------------------------------------------------
 

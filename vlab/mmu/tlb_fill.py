@@ -113,14 +113,15 @@ def abort(cpu: CPU, fault: Fault, access: Access, va: int) -> Callable[[int], Gu
     el, fetch = cpu.el, access is Access.FETCH
 
     def make(pc: int) -> GuestException:
-        word = cpu.read_word(pc) or 0
+        read = cpu.read_word(pc)  # None: no memory there
+        word = read or 0
         exact = pc if fetch else ldst.effective_address(word, lambda n: cpu.sp if n == 31 else cpu.x(n), pc)
         # On another page, the access started on one that translated and crossed into `va`'s.
         far = va if exact is None or exact >> 10 != va >> 10 else exact
         exact_fault = fault if fault.s1ptw else replace(fault, address=fault.address + far - va,
                                                         ipa=None if fault.ipa is None else fault.ipa + far - va)
         return GuestException(syndrome(fault, access, el, word), pc, pc, el, far=far, detail=str(exact_fault),
-                              target_el=fault.stage, ipa=exact_fault.ipa)
+                              target_el=fault.stage, ipa=exact_fault.ipa, word=read)
     return make
 
 
