@@ -136,9 +136,9 @@ def test_a_nested_walk_is_stage2_of_stage1_or_the_first_stage_that_misses(s1, ba
 # --- the guest's own faults, on the board (QEMU's walk) and in VMs (vlab's) ---------------------------
 
 # The kernel's tables (T0SZ 25, from level 1): L1[1] maps RAM (1 GiB block), L1[2] -> an L2 table whose
-# [0] -> an L3 table: [0] the kernel's page (valid), [1] invalid, [2] a page with AF = 0, [3] read-only.
+# [0] -> an L3 table: [0] the kernel's page (valid, AP[2:1] = 0b00: EL1 only), [1] invalid, [2] a page with AF = 0, [3] read-only.
 # L1[3] and L2[1] are invalid. Each case touches one address and the vector records ESR and FAR.
-GUEST_TABLES = """    adr     x0, vectors
+KERNEL_TABLES = """    adr     x0, vectors
     msr     vbar_el1, x0
     ldr     x1, =0x40010000
     ldr     x2, =0x40000701
@@ -155,7 +155,8 @@ GUEST_TABLES = """    adr     x0, vectors
     str     x2, [x3, #16]
     ldr     x2, =0x40023783              // AP[2:1] = 0b10: read-only at EL1
     str     x2, [x3, #24]
-""" + MMU_ON + """    ldr     x9, ={address:#x}
+""" + MMU_ON
+GUEST_TABLES = KERNEL_TABLES + """    ldr     x9, ={address:#x}
     {access}
     b       .
 """ + RECORDING_VECTORS
@@ -182,3 +183,40 @@ def test_a_guests_own_fault_has_the_architectural_syndrome_and_far_on_the_board_
     far = address - 8 if "#-8" in access else address
     assert result.registers["x20"] == (EC_DABT_CURRENT << 26) | (1 << 25) | dfsc, hex(result.registers["x20"])
     assert result.registers["x21"] == far
+
+
+# The kernel reads its own page (vlab's TLB model now holds it, with EL1's permissions and EL0's),
+# then drops to EL0, which reads it too: a permission fault at level 3, taken from the lower level --
+# whatever the TLB model remembered from EL1's access.
+EL0_AFTER_EL1 = KERNEL_TABLES + """    ldr     x9, =0x80000000
+    ldr     x4, [x9]
+    adr     x5, user
+    msr     elr_el1, x5
+    msr     spsr_el1, xzr                // EL0, SP_EL0
+    eret
+user:
+    ldr     x6, [x9]
+    b       .
+    .balign 0x800
+vectors:
+    .balign 0x400
+    b       .                            // current EL: not expected
+    .balign 0x400
+    mrs     x20, esr_el1                 // lower EL, synchronous
+    mrs     x21, far_el1
+    ldr     x0, =0x84000008
+    hvc     #0
+"""
+EC_DABT_LOWER = 0x24
+
+
+@pytest.mark.parametrize("machine", ["board", None, "contiguous", "scattered", "demand"])
+def test_el0_reading_a_page_el1_just_read_faults_on_the_board_and_in_every_vm(machine):
+    from vlab.asm import assemble
+    from vlab.machine.board import StopReason
+    from vlab.machine.loader import image_from_program
+
+    result = run_on(machine, image_from_program(assemble(EL0_AFTER_EL1)))
+    assert result.reason is StopReason.POWERED_OFF, result.message
+    assert result.registers["x20"] == (EC_DABT_LOWER << 26) | (1 << 25) | 0x0F, hex(result.registers["x20"])
+    assert result.registers["x21"] == 0x8000_0000

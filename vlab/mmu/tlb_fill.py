@@ -232,13 +232,16 @@ class GuestTranslation:
         return Fault(FaultKind.ADDRESS_SIZE, 1, 0, va,
                      f"with the MMU off, the address is beyond the {self.pa_bits}-bit physical address range")
 
-    def tlb_hit(self, asid: int, va: int, bit: int, el0: bool):
-        """vlab's TLB model's answer for an access (`bit`, UC_PROT) to `va`, or None after counting the
-        walk it could not spare. An entry that does not allow the access is walked again, so that the
-        fault is reported exactly as the tables say."""
+    def tlb_hit(self, asid: int, va: int, bit: int, el0: bool | None = None):
+        """vlab's TLB model's answer for an access (`bit`, UC_PROT) to `va` from EL0 or not (None: the
+        core's level, read only when the entry's permissions differ between the two), or None after
+        counting the walk it could not spare. An entry that does not allow the access is walked
+        again, so that the fault is reported exactly as the tables say."""
         entry = self.tlb.lookup(self.vmid, asid, va)
         if entry is not None:
-            perms = entry.perms_el0 if el0 else entry.perms_el1
+            perms = entry.perms_el1
+            if perms != entry.perms_el0 and (self.cpu.el == 0 if el0 is None else el0):
+                perms = entry.perms_el0
             if perms & bit:
                 return self.base + (entry.pa_page << 12 | va & 0xFFF), perms
         self.walks += 1
@@ -246,7 +249,6 @@ class GuestTranslation:
 
     def _translate(self, va: int, access: Access, tlb: TLB | None):
         cpu = self.cpu
-        el0 = cpu.el == 0
         state = self._stage1_state(va)
         if isinstance(state, Fault):
             return abort(cpu, state, access, va)
@@ -255,9 +257,10 @@ class GuestTranslation:
             return abort(cpu, self.beyond_pa_range(va), access, va)
         bit = 4 if access is _FETCH else 2 if access is _WRITE else 1  # UC_PROT; enums hash slowly
         if tlb is not None:
-            hit = self.tlb_hit(asid, va, bit, el0)
+            hit = self.tlb_hit(asid, va, bit)  # most fills end here, most without reading the core's level
             if hit is not None:
                 return hit
+        el0 = cpu.el == 0
         cache = self._stage2_caches.setdefault(self.vmid, {}) if self.stage2 is not None else None
         while True:
             if self._fast:  # the walk in integers, for translations that succeed
