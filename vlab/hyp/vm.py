@@ -326,8 +326,7 @@ class VM:
                 vcpu.halt(StopReason.ERROR, f"{action} (on {exit.describe()})")
         kind = EC_NAMES[exit.syndrome.ec]
         self.exits[kind] += 1
-        self.trap_log.append(TrapRecord(tick, vcpu.index, kind, exit, action if type(action) is str else str(action),
-                                        served))
+        self.trap_log.append(TrapRecord(tick, vcpu.index, kind, exit, str(action), served))
         return vcpu._take_outcome()
 
     def served_by_loop(self) -> None:

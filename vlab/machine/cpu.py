@@ -46,11 +46,11 @@ from vlab.machine.irq_line import IrqLine
 _raw = ctypes.CDLL(uclib._name)
 _reg_read, _reg_write, _reg_read_batch, _mem_read, _vmem_translate = \
     _raw.uc_reg_read, _raw.uc_reg_write, _raw.uc_reg_read_batch, _raw.uc_mem_read, _raw.uc_vmem_translate
-_FOUR = ctypes.c_size_t(4)
+_FOUR = ctypes.c_size_t(4)  # the size of an instruction word, as uc_mem_read's size_t
 _ENCODINGS: dict[str, tuple[int, int, int, int, int]] = {}  # register name -> encoding, as names are used
 # uc_cb_insn_sys_t: (engine, register of Rt, the access's CP register struct, user data) -> 1 when handled
 _SYS_HOOK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(UcRegCP64),
-                             ctypes.c_void_p)  # the size of an instruction word, as uc_mem_read's size_t
+                             ctypes.c_void_p)
 
 _UC_CTL_TLB_FLUSH = 11  # unicorn_const.UC_CTL_TLB_FLUSH
 
@@ -235,9 +235,8 @@ class CPU:
         self._hook_direct(UC_HOOK_INTR, HOOK_INTR_CFUNC, self._on_interrupt)  # every HVC: see _hook_direct
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_memory_fault)
         self.uc.hook_add(UC_HOOK_EDGE_GENERATED, self._on_new_block)
-        # One hook per kind of instruction, so the direction is known without reading the
-        # instruction: MRS and SYSL read into Rt, MSR and SYS write from it.
-        # The user data says the direction: MRS and SYSL read into Rt (1), MSR and SYS write from it (None).
+        # One hook per kind of instruction, so the direction is known without reading the instruction;
+        # the user data says it: MRS and SYSL read into Rt (1), MSR and SYS write from it (0, arriving as None).
         for insn, is_read in ((A.UC_ARM64_INS_MRS, 1), (A.UC_ARM64_INS_MSR, 0),
                               (A.UC_ARM64_INS_SYS, 0), (A.UC_ARM64_INS_SYSL, 1)):
             self._hook_direct(UC_HOOK_INSN, _SYS_HOOK, self._on_sysreg, is_read, ctypes.c_int(insn))
