@@ -4,7 +4,8 @@ Tables are generated: the first entries of a few pages of memory get random desc
 towards ones that point back into those pages (so walks go deep), with every attribute bit
 random, and addresses index those entries at every level. For any address,
 access and level, either both walks succeed with the same output address, IPA, permissions and
-global bit, or the teaching walk faults and the fast one declines (returns None).
+global bit, or the teaching walk faults and the fast one declines (returns None) -- saying where
+it stopped exactly when that fault is an invalid stage-2 descriptor for the final IPA.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from vlab.mmu import fast_walk
 from vlab.mmu.faults import Access
 from vlab.mmu.memory import BufferMemory
 from vlab.mmu.tlb_fill import permissions
-from vlab.mmu.walk import Regime, nested_walk
+from vlab.mmu.walk import Regime, invalid_descriptor, nested_walk
 
 PAGES = 12
 SIZE = PAGES * 0x1000
@@ -66,14 +67,23 @@ STAGE2 = st.sampled_from([None, Regime.stage2(24, 1), Regime.stage2(25, 1), Regi
 def test_the_fast_walk_answers_exactly_what_the_teaching_walk_answers(memory, stage1, stage2, ttbr, vttbr, va,
                                                                        access, el0):
     slow = nested_walk(memory, stage1, ttbr, stage2, vttbr, va, access, el0)
-    fast = fast_walk.translate(memory, stage1, ttbr, stage2, vttbr, va, ACCESSES[access], el0)
+    stopped: list = []
+    fast = fast_walk.translate(memory, stage1, ttbr, stage2, vttbr, va, ACCESSES[access], el0, stopped=stopped)
     cache: dict = {}  # and again through a stage-2 walk cache, filled by a first walk
     cached = [fast_walk.translate(memory, stage1, ttbr, stage2, vttbr, va, ACCESSES[access], el0, cache)
               for _ in range(2)]
     assert cached == [fast, fast]
     if slow.fault is not None:
         assert fast is None, f"the teaching walk faults ({slow.fault}) but the fast walk answered {fast}"
+        fault, last = slow.fault, slow.references[-1].address if slow.references else None
+        final_ipa_unmapped = fault.stage == 2 and not fault.s1ptw and last is not None \
+            and fault == invalid_descriptor(2, fault.level, last, fault.address)
+        assert bool(stopped) == final_ipa_unmapped, (fault, stopped)
+        if stopped:
+            ipa, level, slot, references = stopped[0]
+            assert (invalid_descriptor(2, level, slot, ipa), references) == (fault, len(slow.references))
         return
+    assert stopped == []
     ipa = slow.leaves[0].output | va & (slow.leaves[0].size - 1) if stage1 is not None else va
     expected = (slow.output, permissions(slow.leaves, False), permissions(slow.leaves, True), ipa,
                 stage1 is None or not slow.leaves[0].ng, len(slow.references))

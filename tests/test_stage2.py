@@ -187,10 +187,10 @@ vectors:
 
 
 def test_a_python_error_in_translation_stops_the_run_with_a_report(monkeypatch):
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise RuntimeError("simulated walker bug")
 
-    monkeypatch.setattr(tlb_fill, "nested_walk", broken)
+    monkeypatch.setattr(tlb_fill.fast_walk, "translate", broken)  # the walk every TLB miss makes first
     vm = VM.from_file(GUESTS["hello"].path, stage2="contiguous", ram_size=RAM)
     result = vm.run(max_insns=1000)
     assert result.reason is StopReason.ERROR and "simulated walker bug" in result.message

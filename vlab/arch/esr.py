@@ -154,8 +154,7 @@ def _decode_sys64(iss: int) -> dict[str, int]:
 #  24  23 22  21  20  16  15  14  13  12 11 10  9   8   7    6   5      0
 # [ISV][ SAS ][SSE][ SRT ][SF][AR][VNCR][SET][FnV][EA][CM][S1PTW][WnR][ DFSC ]
 
-@dataclass(frozen=True)
-class DataAbort:
+class DataAbort(NamedTuple):  # a tuple, not a frozen dataclass: built three times faster, twice per device exit
     """The ISS of a data abort, decoded. `isv` says whether SAS..AR are valid."""
 
     dfsc: int

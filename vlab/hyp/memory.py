@@ -31,6 +31,10 @@ VTCR_T0SZ, VTCR_SL0 = 24, 1
 S2_READ, S2_WRITE = 1, 2
 BLOCK = 0x20_0000  # the IPA span of one level-3 table (512 pages)
 LAYOUTS = ("contiguous", "scattered", "demand")
+# A page of RAM at stage 2 (Normal write-back memory, readable, writable or not), its frame left out:
+# encoded once, as every demand-paging fault maps one.
+_RAM_PAGE = {writable: Leaf(0, 3, 2, attr=0b1111, ap=S2_READ | (S2_WRITE if writable else 0)).encode()
+             for writable in (False, True)}
 
 
 def zeroed_host_buffer(size: int) -> tuple[mmap.mmap, int]:
@@ -152,11 +156,10 @@ class VmMemory:
         """Write the stage-2 entry of one page; if it replaces a valid one, tell `on_change` (unless
         the caller will, for many at once)."""
         before = len(self.tables.tables)
-        replaced = notify and self.on_change is not None and self.tables.page(ipa) is not None
-        self.tables.set_page(ipa, Leaf(frame, 3, 2, attr=0b1111, ap=S2_READ | (S2_WRITE if writable else 0)))
+        replaced = self.tables.set_descriptor(ipa, frame | _RAM_PAGE[writable])
         self._claim([frame], "RAM")
         self._claim(self.tables.tables[before:], "stage-2 table")
-        if replaced:
+        if notify and self.on_change is not None and replaced & 0b11 == 0b11:  # it replaced a page descriptor
             self.on_change(ipa)
 
     def map_device(self, ipa: int, pa: int, size: int) -> None:
@@ -174,8 +177,10 @@ class VmMemory:
         return walk(self.host.memory, self.regime, self.tables.root, ipa, access)
 
     def frame_of(self, ipa: int) -> int | None:
-        leaf = self.tables.page(ipa)
-        return None if leaf is None else leaf.output
+        """The host frame stage 2 maps `ipa`'s page to, or None."""
+        slot = self.tables.slot(ipa)
+        value = 0 if slot is None else self.host.memory.read64(slot)
+        return value & OA_MASK if value & 0b11 == 0b11 else None  # a page descriptor (bit 0: valid)
 
     def mapping(self) -> list[tuple[int, int]]:
         """(IPA page, host frame) for every RAM page mapped, in IPA order.

@@ -559,8 +559,9 @@ class PhysicalCpu:
         return None
 
     def _fault_exit(self, vcpu: VCpu, fault: Fault, access: Access, va: int) -> Exit:
-        exc = tlb_fill.abort(self.cpu, fault, access, va)(self.cpu.pc)  # PC is exact inside the fill hook
-        return Exit(exc.syndrome, exc.address, exc.address, exc.word, vcpu.index, exc.el, exc.far, exc.ipa)
+        pc, el = self.cpu.pc_and_el()  # PC is exact inside the fill hook
+        exact, far, word = tlb_fill.exact_abort(self.cpu, fault, access, va, pc)
+        return Exit(tlb_fill.syndrome(exact, access, el, word or 0), pc, pc, word, vcpu.index, el, far, exact.ipa)
 
     # --- exits served in place: shadow paging ---------------------------------------------------------
 

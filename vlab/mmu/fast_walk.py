@@ -6,8 +6,10 @@ an object for every descriptor and records every reference, for people to read a
 walk makes the same reads and the same checks with integers, and records nothing. It answers
 only a walk that succeeds: anything else -- an invalid or reserved descriptor, an address out of
 range, a clear access flag, an access the permissions forbid -- returns None, and the caller walks
-again with `nested_walk` to report the fault exactly as the architecture says. The two walks are
-checked against each other on generated tables (tests/test_mmu_fast_walk.py).
+again with `nested_walk` to report the fault exactly as the architecture says -- except the one
+fault a hypervisor serves all the time, an invalid stage-2 descriptor for the final IPA (demand
+paging), which it reports where it stopped (`stopped`), so that the fault need not be walked twice.
+The two walks are checked against each other on generated tables (tests/test_mmu_fast_walk.py).
 
 Permissions come back as UC_PROT bits (1 read, 2 write, 4 execute) for all of a page's accesses
 at once, at EL1 and at EL0 (Arm ARM, AArch64.CheckPermission; see walk.permission_problem):
@@ -36,14 +38,17 @@ Answer = tuple[int, int, int, int, bool, int]
 
 def translate(memory: BufferMemory, stage1: Regime | None, ttbr: int, stage2: Regime | None, vttbr: int,
               va: int, access: int, el0: bool, stage2_cache: dict | None = None,
-              trail: list | None = None) -> Answer | None:
+              trail: list | None = None, stopped: list | None = None) -> Answer | None:
     """Translate `va` for `access` (a UC_PROT bit) at EL0 or EL1: VA -> IPA through `stage1` (None:
     the guest's MMU is off), IPA -> PA through `stage2`. None when `nested_walk` would fault.
 
     `stage2_cache` (IPA page -> (PA page, stage-2 leaf descriptor)) keeps the stage-2 walks made, as
     a core's walk cache does; whoever edits the stage-2 tables must empty it. The references counted
     are those of a walk without any cache, as the teaching walk records them. `trail`, if given,
-    gets (level, physical address) of each stage-1 descriptor read, the leaf's last."""
+    gets (level, physical address) of each stage-1 descriptor read, the leaf's last. `stopped`, if
+    given, gets (IPA, level, descriptor address, descriptors read) when the walk fails only because
+    the final IPA's stage-2 walk read an invalid descriptor: `nested_walk`'s fault is then
+    walk.invalid_descriptor(2, level, descriptor address, IPA), with that many references."""
     data, base, size = memory.data, memory.base, memory.size
     ipa, el1_perms, el0_perms, global_ = va, 7, 7, True
     through = _Stage2(data, base, size, stage2, vttbr, stage2_cache)
@@ -63,8 +68,11 @@ def translate(memory: BufferMemory, stage1: Regime | None, ttbr: int, stage2: Re
         references = 0
     pa = ipa
     if stage2 is not None:
-        leaf = through(ipa)
+        walked = [] if stopped is not None else None
+        leaf = through(ipa, walked)
         if leaf is None:
+            if walked and not _WORD.unpack_from(data, walked[-1][1] - base)[0] & 1:
+                stopped.append((ipa, *walked[-1], references + len(walked)))
             return None
         pa, value, walked = leaf
         references += walked
@@ -82,13 +90,14 @@ class _Stage2:
     def __init__(self, data, base: int, size: int, regime: Regime | None, vttbr: int, cache: dict | None):
         self.data, self.base, self.size, self.regime, self.vttbr, self.cache = data, base, size, regime, vttbr, cache
 
-    def __call__(self, ipa: int):
+    def __call__(self, ipa: int, trail: list | None = None):
+        """`trail`, if given, gets (level, physical address) of each descriptor read (none on a cache hit)."""
         cache = self.cache
         if cache is not None:
             hit = cache.get(ipa >> 12)
             if hit is not None:
                 return hit[0] | ipa & 0xFFF, hit[1], hit[2]
-        leaf = _walk(self.data, self.base, self.size, self.regime, self.vttbr, ipa, None)
+        leaf = _walk(self.data, self.base, self.size, self.regime, self.vttbr, ipa, None, trail)
         if leaf is None:
             return None
         if cache is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from vlab.mmu.descriptors import LEVEL_SHIFT, Invalid, Leaf, Table, decode
+from vlab.mmu.descriptors import LEVEL_SHIFT, OA_MASK, Leaf, Table, decode
 from vlab.mmu.memory import PhysicalMemory
 from vlab.mmu.walk import Regime
 
@@ -84,6 +84,10 @@ class TableBuilder:
         self.memory, self.regime, self.frames = memory, regime, frames
         self.root = frames.allocate(regime.concatenated)
         self.tables = [self.root + i * PAGE for i in range(regime.concatenated)]
+        # (shift, index mask) of the levels above 3, and of level 3: where an address's descriptors are
+        self._indices = [(LEVEL_SHIFT[level], (1 << regime.index_bits(level)) - 1)
+                         for level in range(regime.start_level, 3)]
+        self._page_index = (LEVEL_SHIFT[3], (1 << regime.index_bits(3)) - 1)
         for table in self.tables:
             zero_frame(memory, table)
 
@@ -95,11 +99,18 @@ class TableBuilder:
             self.set_page(address + offset, Leaf(output + offset, 3, self.regime.stage, **attributes))
 
     def set_page(self, address: int, leaf: Leaf | None) -> int:
-        """Write the level-3 descriptor for `address` (None: invalid); returns the descriptor's address."""
-        slot = self._slot(address, create=leaf is not None)
-        if slot is not None:
-            self.memory.write64(slot, leaf.encode() if leaf is not None else 0)
-        return slot
+        """Write the level-3 descriptor for `address` (None: invalid); returns the descriptor it replaced
+        (0 where there was no table to hold one)."""
+        return self.set_descriptor(address, leaf.encode() if leaf is not None else 0)
+
+    def set_descriptor(self, address: int, value: int) -> int:
+        """`set_page` with the descriptor already encoded (0: invalid)."""
+        slot = self._slot(address, create=value != 0)
+        if slot is None:
+            return 0
+        replaced = self.memory.read64(slot)
+        self.memory.write64(slot, value)
+        return replaced
 
     def slot(self, address: int) -> int | None:
         """The address of the level-3 descriptor for `address`, or None where no table reaches it."""
@@ -113,20 +124,23 @@ class TableBuilder:
         return descriptor if isinstance(descriptor, Leaf) else None
 
     def _slot(self, address: int, create: bool) -> int | None:
-        regime, table = self.regime, self.root
-        for level in range(regime.start_level, 3):
-            slot = table + 8 * ((address >> LEVEL_SHIFT[level]) & ((1 << regime.index_bits(level)) - 1))
-            descriptor = decode(self.memory.read64(slot), level, regime.stage)
-            if isinstance(descriptor, Invalid):
+        # The descriptors' bits[1:0] as `decode` reads them above level 3 -- x0 invalid, 11 a table,
+        # 01 a block -- in integers: a demand-paging fault looks here twice.
+        table, memory = self.root, self.memory
+        for level, (shift, mask) in enumerate(self._indices, self.regime.start_level):
+            slot = table + 8 * (address >> shift & mask)
+            value = memory.read64(slot)
+            if not value & 1:
                 if not create:
                     return None
                 new = self.frames.allocate()
-                zero_frame(self.memory, new)
+                zero_frame(memory, new)
                 self.tables.append(new)
-                self.memory.write64(slot, Table(new).encode())
+                memory.write64(slot, Table(new).encode())
                 table = new
-            elif isinstance(descriptor, Table):
-                table = descriptor.address
+            elif value & 2:
+                table = value & OA_MASK
             else:
                 raise ValueError(f"{address:#x} is inside a block mapped at level {level}: not a page table")
-        return table + 8 * ((address >> LEVEL_SHIFT[3]) & ((1 << regime.index_bits(3)) - 1))
+        shift, mask = self._page_index
+        return table + 8 * (address >> shift & mask)

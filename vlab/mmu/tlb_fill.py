@@ -30,7 +30,7 @@ from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu import fast_walk
 from vlab.mmu.memory import BufferMemory, PhysicalMemory
 from vlab.mmu.tlb import TLB, Entry
-from vlab.mmu.walk import SIZE_ENCODING, Regime, nested_walk, permission_problem
+from vlab.mmu.walk import SIZE_ENCODING, Regime, invalid_descriptor, nested_walk, permission_problem
 
 # translate(virtual address, access) -> (the physical address of that byte in the core's map,
 # UC_PROT_* bits), or a
@@ -41,6 +41,9 @@ _PROT = {Access.READ: 1, Access.WRITE: 2, Access.FETCH: 4}  # UC_PROT_READ, _WRI
 # ten times a global's, and every TLB fill needs a few.
 _READ, _WRITE, _FETCH = Access.READ, Access.WRITE, Access.FETCH
 _KINDS = {UC_MEM_FETCH: _FETCH, UC_MEM_WRITE: _WRITE}
+# (an instruction fetch, taken from a lower EL) -> the abort's exception class
+_ABORT_CLASSES = {(True, True): ExceptionClass.IABT_LOWER, (True, False): ExceptionClass.IABT_CURRENT,
+                  (False, True): ExceptionClass.DABT_LOWER, (False, False): ExceptionClass.DABT_CURRENT}
 
 
 def install(cpu: CPU, translate: Translate, reads: Translate | None = None) -> None:
@@ -106,23 +109,33 @@ def abort(cpu: CPU, fault: Fault, access: Access, va: int) -> Callable[[int], Gu
     """The abort a failed translation raises, built once the faulting instruction's PC is known.
 
     Stage 1: a data/instruction abort to the guest kernel (EL1); stage 2: to the hypervisor
-    (EL2), with the IPA. The syndrome is `syndrome`'s. FAR (and the IPA) is the exact address:
+    (EL2), with the IPA. The syndrome is `syndrome`'s, FAR and the IPA `exact_abort`'s.
+    """
+    el = cpu.el
+
+    def make(pc: int) -> GuestException:
+        exact, far, word = exact_abort(cpu, fault, access, va, pc)
+        return GuestException(syndrome(exact, access, el, word or 0), pc, pc, el, far=far, detail=str(exact),
+                              target_el=fault.stage, ipa=exact.ipa, word=word)
+    return make
+
+
+def exact_abort(cpu: CPU, fault: Fault, access: Access, va: int, pc: int) -> tuple[Fault, int, int | None]:
+    """`fault` (met translating `va`) at the access's exact address, that address (FAR), and the
+    word of the instruction at `pc` (None: no memory there).
+
     Unicorn may ask for a whole 1 KB page, so the access's own address is recomputed from the
     instruction's encoding and registers, for every form of load and store.
     """
-    el, fetch = cpu.el, access is Access.FETCH
-
-    def make(pc: int) -> GuestException:
-        read = cpu.read_word(pc)  # None: no memory there
-        word = read or 0
-        exact = pc if fetch else ldst.effective_address(word, lambda n: cpu.sp if n == 31 else cpu.x(n), pc)
-        # On another page, the access started on one that translated and crossed into `va`'s.
-        far = va if exact is None or exact >> 10 != va >> 10 else exact
-        exact_fault = fault if fault.s1ptw else replace(fault, address=fault.address + far - va,
-                                                        ipa=None if fault.ipa is None else fault.ipa + far - va)
-        return GuestException(syndrome(fault, access, el, word), pc, pc, el, far=far, detail=str(exact_fault),
-                              target_el=fault.stage, ipa=exact_fault.ipa, word=read)
-    return make
+    word = cpu.read_word(pc)
+    exact = pc if access is _FETCH else ldst.effective_address(word or 0, lambda n: cpu.sp if n == 31 else cpu.x(n),
+                                                               pc)
+    # On another page, the access started on one that translated and crossed into `va`'s.
+    far = va if exact is None or exact >> 10 != va >> 10 else exact
+    if fault.s1ptw or far == va:
+        return fault, far, word
+    return replace(fault, address=fault.address + far - va,
+                   ipa=None if fault.ipa is None else fault.ipa + far - va), far, word
 
 
 def syndrome(fault: Fault, access: Access, el: int, word: int) -> Syndrome:
@@ -135,8 +148,7 @@ def syndrome(fault: Fault, access: Access, el: int, word: int) -> Syndrome:
     emulate a device. Stage-1 aborts go to the guest kernel, which decodes the instruction itself.
     """
     fetch, lower = access is Access.FETCH, el == 0 or fault.stage == 2
-    ec = {(True, True): ExceptionClass.IABT_LOWER, (True, False): ExceptionClass.IABT_CURRENT,
-          (False, True): ExceptionClass.DABT_LOWER, (False, False): ExceptionClass.DABT_CURRENT}[fetch, lower]
+    ec = _ABORT_CLASSES[fetch, lower]
     decoded = None if fetch or fault.stage == 1 or fault.s1ptw else ldst.decode(word)
     if decoded is None:
         return Syndrome(ec, fault.iss(access))
@@ -263,26 +275,36 @@ class GuestTranslation:
         el0 = cpu.el == 0
         cache = self._stage2_caches.setdefault(self.vmid, {}) if self.stage2 is not None else None
         while True:
+            fault = None
             if self._fast:  # the walk in integers, for translations that succeed
-                found = fast_walk.translate(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, bit, el0, cache)
+                stopped: list = []
+                found = fast_walk.translate(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, bit, el0, cache,
+                                            stopped=stopped)
                 if found is not None:
                     pa, perms_el1, perms_el0, ipa, global_, references = found
                     if tlb is not None:
                         self.references += references
                         tlb.insert(self.vmid, asid, va, Entry(pa >> 12, ipa >> 12, perms_el1, perms_el0, global_))
                     return self.base + pa, perms_el0 if el0 else perms_el1
-            t = nested_walk(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, access, el0)
-            if tlb is not None:
-                self.references += len(t.references)  # a walk that faults reads descriptors too
-            if t.fault is None or t.fault.stage != 2 or tlb is None or self.on_stage2_fault is None:
+                if stopped:  # an unmapped IPA page, as demand paging leaves them: no second walk
+                    ipa, level, slot, references = stopped[0]
+                    fault = invalid_descriptor(2, level, slot, ipa)
+                    if tlb is not None:
+                        self.references += references
+            if fault is None:
+                t = nested_walk(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, access, el0)
+                fault = t.fault
+                if tlb is not None:
+                    self.references += len(t.references)  # a walk that faults reads descriptors too
+            if fault is None or fault.stage != 2 or tlb is None or self.on_stage2_fault is None:
                 break
-            answer = self.on_stage2_fault(t.fault, access, va)
+            answer = self.on_stage2_fault(fault, access, va)
             if answer is not True:
                 if answer is not None:
                     return answer
                 break
-        if t.fault is not None:
-            return abort(cpu, t.fault, access, va)
+        if fault is not None:
+            return abort(cpu, fault, access, va)
         if tlb is None:
             return self.base + t.output, permissions(t.leaves, el0)
         perms_el1, perms_el0 = permissions(t.leaves, False), permissions(t.leaves, True)

@@ -167,8 +167,7 @@ def walk(memory: PhysicalMemory, regime: Regime, root: int, address: int, access
         refs += more
         descriptor = decode(value, level, stage)
         if isinstance(descriptor, Invalid):
-            return fail(FaultKind.TRANSLATION, level, f"the level-{level} descriptor at {slot:#x} "
-                                                      "is invalid (bit 0 clear)")
+            return Translation(address, None, tuple(refs), invalid_descriptor(stage, level, slot, address))
         if isinstance(descriptor, Reserved):
             return fail(FaultKind.TRANSLATION, level, f"the level-{level} descriptor at {slot:#x} "
                                                       f"({value:#x}) is reserved: {descriptor.why}")
@@ -186,6 +185,13 @@ def walk(memory: PhysicalMemory, regime: Regime, root: int, address: int, access
                                  xn=descriptor.xn or xn_table, pxn=descriptor.pxn or pxn_table)
         return _leaf(descriptor, regime, address, access, el0, refs, fail)
     raise AssertionError("unreachable: level 3 never holds a table descriptor")
+
+
+def invalid_descriptor(stage: int, level: int, slot: int, address: int) -> Fault:
+    """The translation fault of a walk of `address` that read an invalid descriptor at `slot` (bit 0 clear)."""
+    return Fault(FaultKind.TRANSLATION, stage, level, address, f"the level-{level} descriptor at {slot:#x} "
+                                                               "is invalid (bit 0 clear)",
+                 ipa=address if stage == 2 else None)
 
 
 def _leaf(leaf: Leaf, regime: Regime, address: int, access: Access, el0: bool, refs, fail) -> Translation:
