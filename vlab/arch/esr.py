@@ -177,6 +177,7 @@ class DataAbort(NamedTuple):  # a tuple, not a frozen dataclass: built three tim
         return value
 
     @classmethod
+    @functools.lru_cache(maxsize=4096)  # every stage-2 abort's handler decodes its syndrome: a few recur
     def from_iss(cls, iss: int) -> DataAbort:
         isv = bool(iss >> 24 & 1)
         return cls(

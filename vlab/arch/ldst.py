@@ -22,7 +22,10 @@ one of those must fetch and decode the instruction itself (KVM refuses to).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
+
+from vlab.arch.esr import DataAbort
 
 
 class Access(NamedTuple):  # a tuple, not a frozen dataclass: built three times faster, on every device exit
@@ -61,6 +64,17 @@ def decode(word: int) -> Access | None:
     if op in (0b01, 0b11):
         return None  # post- and pre-index: writeback, so no syndrome
     return _register_access(size, opc, word & 0x1F)  # unscaled (LDUR/STUR) and unprivileged (LDTR/STTR)
+
+
+@functools.lru_cache(maxsize=4096)  # every stage-2 data abort builds one, and the same instructions recur
+def abort_iss(fsc: int, word: int) -> int | None:
+    """The ISS of a data abort with status `fsc` taken by the instruction `word`, its instruction
+    syndrome (ISV = 1: WnR, SAS, SSE, SRT, SF, AR) filled in; None when `word` has none (ISV = 0)."""
+    access = decode(word)
+    if access is None:
+        return None
+    return DataAbort(fsc, wnr=access.is_write, isv=True, sas=access.sas, sse=access.sign_extend, srt=access.rt,
+                     sf=access.sixty_four, ar=access.acquire_release).iss
 
 
 def _register_access(size: int, opc: int, rt: int) -> Access | None:

@@ -170,15 +170,13 @@ def serve_mmio(vcpu: VCpu, exit: Exit, abort: DataAbort, stored: int, device: De
     return value
 
 
-def mmio_syndrome(vm: VM, decoded: ldst.Access | None, ipa: int, el: int, is_write: bool) -> Syndrome:
-    """The ESR_EL2 of a guest access to an emulated device at `ipa`: a stage-2 translation fault at
-    the level the VM's tables miss, with the instruction syndrome when the access has one."""
+def mmio_syndrome(vm: VM, word: int, ipa: int, el: int, is_write: bool) -> Syndrome:
+    """The ESR_EL2 of a guest access to an emulated device at `ipa` by the instruction `word`: a
+    stage-2 translation fault at the level the VM's tables miss, with the instruction syndrome when
+    the access has one."""
     fsc = FaultStatus.TRANSLATION_L0 + vm.stage2_miss_level(ipa)
-    if decoded is None:
-        return Syndrome(ExceptionClass.DABT_LOWER, DataAbort(fsc, wnr=is_write).iss)
-    return Syndrome(ExceptionClass.DABT_LOWER, DataAbort(
-        fsc, wnr=decoded.is_write, isv=True, sas=decoded.sas, sse=decoded.sign_extend, srt=decoded.rt,
-        sf=decoded.sixty_four, ar=decoded.acquire_release).iss)
+    iss = ldst.abort_iss(fsc, word)
+    return Syndrome(ExceptionClass.DABT_LOWER, DataAbort(fsc, wnr=is_write).iss if iss is None else iss)
 
 
 def handle_instruction_abort(vcpu: VCpu, exit: Exit) -> str:

@@ -634,7 +634,7 @@ class PhysicalCpu:
         if len(self._sites) >= EXITS_KEPT:
             self._sites.clear()
         decoded = ldst.decode(word)
-        exit = Exit(handlers.mmio_syndrome(vcpu.vm, decoded, ipa, el, is_write), pc, pc, word, vcpu.index, el,
+        exit = Exit(handlers.mmio_syndrome(vcpu.vm, word, ipa, el, is_write), pc, pc, word, vcpu.index, el,
                     ipa if far is None else far, ipa)
         abort = DataAbort.from_iss(exit.syndrome.iss)
         if decoded is None or not (1 << decoded.sas == size or 1 << decoded.sas == 8 and size == 4):

@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 from unicorn import UC_MEM_FETCH, UC_MEM_WRITE, UC_TLB_VIRTUAL
 
 from vlab.arch import ldst
-from vlab.arch.esr import DataAbort, ExceptionClass, Syndrome
+from vlab.arch.esr import ExceptionClass, Syndrome
 from vlab.machine.cpu import CPU, GuestException
 from vlab.mmu.descriptors import Leaf
 from vlab.mmu.faults import Access, Fault, FaultKind
@@ -149,12 +149,8 @@ def syndrome(fault: Fault, access: Access, el: int, word: int) -> Syndrome:
     """
     fetch, lower = access is Access.FETCH, el == 0 or fault.stage == 2
     ec = _ABORT_CLASSES[fetch, lower]
-    decoded = None if fetch or fault.stage == 1 or fault.s1ptw else ldst.decode(word)
-    if decoded is None:
-        return Syndrome(ec, fault.iss(access))
-    return Syndrome(ec, DataAbort(fault.fsc, wnr=decoded.is_write, isv=True, sas=decoded.sas,
-                                  sse=decoded.sign_extend, srt=decoded.rt, sf=decoded.sixty_four,
-                                  ar=decoded.acquire_release).iss)
+    iss = None if fetch or fault.stage == 1 or fault.s1ptw else ldst.abort_iss(fault.fsc, word)
+    return Syndrome(ec, fault.iss(access) if iss is None else iss)
 
 
 class GuestTranslation:
