@@ -12,8 +12,9 @@
     its floor is Unicorn stopping at the WFI and starting again after it (the GIC accesses device
     callbacks). In vlab the wake-up goes through the GIC, with IRQs masked: the WFI's exit (unless
     the timer's interrupt is already pending, when the WFI does not wait), the timer's physical
-    interrupt (an exit), the list register, the guest's GICV_IAR and EOIR -- more than one exit's
-    work. Targets: MRS and HVC <= 2x their floor, MMIO and the WFI wake-up <= 3x.
+    interrupt (an exit), the list register, the guest's GICV_IAR, its timer quieted (as a timer
+    driver does before completing: else the level-sensitive PPI fires again at once) and EOIR --
+    more than one exit's work. Targets: MRS and HVC <= 2x their floor, MMIO and the WFI wake-up <= 3x.
     Beside MMIO, the least an exit that is reported can cost: the floor's callback reading the PC
     and the instruction word and keeping one record, nothing more.
 (3) A stage-2 fault served by demand paging, in microseconds (target <= 60 us).

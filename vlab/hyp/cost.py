@@ -21,10 +21,13 @@ OFF = "    ldr x0, =0x84000008\n    hvc #0\n"
 OPERATIONS = {
     "MRS SCTLR_EL1 (TRVM)": ("    mrs x5, sctlr_el1\n", HCR.TRVM),
     "HVC PSCI_VERSION": ("    ldr x0, =0x84000000\n    hvc #0\n", HCR(0)),
-    # The timer's interrupt wakes the WFI through the (virtual) GIC; the guest acknowledges and
-    # completes it (GICV_IAR, GICV_EOIR: no exits), so that the next tick can wake it again.
+    # The timer's interrupt wakes the WFI through the (virtual) GIC; the guest acknowledges it
+    # (GICV_IAR), quiets its timer and completes it (GICV_EOIR), as a timer driver does (Linux
+    # masks the timer in its handler), so that the next tick can wake it again. Completed with
+    # the timer still firing, the level-sensitive PPI would at once come back: a second interrupt.
     "WFI + timer wake-up (TWI)": ("    mov x6, #1\n    msr cntv_tval_el0, x6\n    msr cntv_ctl_el0, x6\n    wfi\n"
-                                  "    ldr w5, [x10, #0xc]\n    str w5, [x10, #0x10]\n", HCR.TWI),
+                                  "    ldr w5, [x10, #0xc]\n    msr cntv_ctl_el0, xzr\n    str w5, [x10, #0x10]\n",
+                                  HCR.TWI),
     "MMIO read of UARTFR": ("    ldr w5, [x9, #0x18]\n", HCR(0)),
 }
 
