@@ -6,10 +6,11 @@ import pytest
 
 from vlab.arch.hcr import HCR
 from vlab.asm import assemble
-from vlab.hyp import VM
+from vlab.hyp import VM, Host
 from vlab.machine.board import Board, StopReason
 from vlab.machine.irq_line import IrqLine
 from vlab.machine.loader import image_from_program, load
+from vlab.sched.registry import make_policy
 
 # The GIC on, and SGI 3 sent to this CPU with IRQs masked: pending, signalled, not taken.
 PEND_SGI_3_MASKED = """    msr daifset, #2
@@ -165,3 +166,54 @@ def test_the_interrupt_is_taken_at_the_vectors_vbar_names_when_it_is_taken(where
     assert x(machine, 5) == 2
     [entry] = irqs_taken(machine)
     assert entry.vector_address == program.address_of("second") + 0x280
+
+
+# Watching the vectors is vlab's bookkeeping: it looks up the guest's code at VBAR_EL1 (to make
+# Unicorn translate it again with the watch), a lookup no guest instruction made. Where that code
+# is not mapped yet (a demand-paged page) or nowhere (no memory), the lookup must not become a
+# translation fault the guest would see: an exit in its log, a page paged in, an abort injected.
+UNTOUCHED_PAGE, NO_MEMORY = 0x4008_0000, 0x7000_0000
+
+
+@pytest.mark.parametrize("vbar", [UNTOUCHED_PAGE, NO_MEMORY])
+@pytest.mark.parametrize("where", ["board", "vm", "demand-paged vm"])
+def test_watching_the_vectors_makes_no_fault_the_guest_would_see(where, vbar):
+    program = assemble(f"""    ldr x0, ={vbar:#x}
+    msr vbar_el1, x0
+{PEND_SGI_3_MASKED}    mov x6, #1
+{OFF}""")
+    image = image_from_program(program)
+    if where == "board":
+        machine = Board()
+        load(machine, image)
+    else:
+        machine = VM.from_image(image, traps=HCR.TWI, ram_size=0x10_0000,
+                                stage2="demand" if where.startswith("demand") else "contiguous")
+    result = run(machine)
+    assert result.reason is StopReason.POWERED_OFF, result.message  # no abort injected on the way
+    assert x(machine, 6) == 1 and irqs_taken(machine) == []
+    if where != "board":
+        touched = [r for r in machine.trap_log if r.exit is not None and r.exit.ipa is not None
+                   and r.exit.ipa >> 12 == vbar >> 12]
+        assert touched == [], touched[0].action
+        if vbar == UNTOUCHED_PAGE and where.startswith("demand"):
+            assert machine.memory.frame_of(vbar) is None  # not paged in
+
+
+def test_a_vcpu_loaded_with_its_interrupt_pending_looks_up_its_vectors_in_its_own_tables():
+    # B, its interrupt pending, moves between two physical CPUs that also run A1 and A2, whose
+    # demand-paged tables have nothing where B's vectors are. The IRQ line of a core B comes to
+    # is asserted as B is loaded, and its watch looks up B's vectors then: in A's tables, that was a
+    # stage-2 fault retried for ever (found by the neighbour fuzzer).
+    host = Host(pcpus=2, scheduler=make_policy("rr", 2, slice_ticks=1_000))
+    spinners = [VM.from_source("    b .\n", host=host, stage2="demand", ram_size=0x10_0000) for _ in range(2)]
+    b = VM.from_source(f"""    ldr x0, =0x40004000
+    msr vbar_el1, x0
+{PEND_SGI_3_MASKED}    mov x6, #1
+spin:
+    b spin
+""", host=host, stage2="contiguous", ram_size=0x10_0000)
+    host.run(max_insns=20_000, timeout_s=30)
+    assert b.vcpus[0].x(6) == 1 and irqs_taken(b) == []
+    assert all(a.memory.frame_of(0x4000_4000) is None for a in spinners)
+    assert {s.pcpu for s in host.scheduler.trace.segments if s.entity == b.vcpus[0].entity} == {0, 1}  # B moved

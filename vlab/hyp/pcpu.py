@@ -152,8 +152,8 @@ class PhysicalCpu:
         uc.context_restore(vcpu.context)
         self.cpu.note_context_restored()
         vcpu._cpu, vcpu._now = self.cpu, self.now
-        vcpu.vm.vgic.load(vcpu.index, self.gicv)
-        self.timer_lines(vcpu)
+        # Stage 2 and the TLBs first: loading the interrupt state can assert the IRQ line, whose
+        # vector watch looks up the guest's code -- through the incoming VM's tables, never the last one's.
         vm = vcpu.vm
         if self._translation is not None:
             memory = vm.memory
@@ -167,6 +167,8 @@ class PhysicalCpu:
             self.tlb.vmalle1(vm.memory.vmid)
         self._last_ran[vm.index] = vcpu.index
         self.flush_engine_tlb()  # Unicorn's own TLB is not tagged: nothing in it survives a switch
+        vm.vgic.load(vcpu.index, self.gicv)
+        self.timer_lines(vcpu)
         self.switches += 1
         self.switch_ticks += self.host.switch_cost
 

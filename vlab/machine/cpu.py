@@ -202,8 +202,9 @@ class CPU:
         self.sysreg_handler: SysRegHandler | None = None
         self.exception_handler: ExceptionHandler | None = None
         self._accesses: dict[tuple, tuple[SysRegAccess, int]] = {}  # see _on_sysreg
-        # Set when vlab translates addresses itself (a VM with stage 2): guest VA -> the core's physical address.
-        self.translate_for_reads: Callable[[int], int | None] | None = None
+        # Set when vlab translates addresses itself (a VM with stage 2): (guest VA, fetch only) -> the
+        # core's physical address, or None (see _physical).
+        self.translate_for_reads: Callable[[int, bool], int | None] | None = None
         self._counter = InstructionCounter(self.uc)
         self._exception: GuestException | None = None
         self._memory_fault: tuple[int, int, int] | None = None  # (access, address, size)
@@ -382,10 +383,7 @@ class CPU:
 
     def read_word(self, address: int) -> int | None:
         """The 32-bit word at (guest virtual) address, or None where no memory is mapped."""
-        if self.translate_for_reads is not None:
-            address = self.translate_for_reads(address)
-        else:
-            address = self._physical(address)
+        address = self._physical(address)
         if address is None:
             return None
         # Into a reused buffer, straight to the C library: an exit reads its instruction word.
@@ -393,15 +391,29 @@ class CPU:
             return None
         return self._word.value
 
-    def _physical(self, va: int) -> int | None:
-        """Where the guest's own MMU (walked by Unicorn) puts the instruction at `va`; None if nowhere.
+    def _physical(self, va: int, fetch_only: bool = False) -> int | None:
+        """Where the guest's own MMU puts the instruction at `va`, fetched or else (unless `fetch_only`)
+        read; None if nowhere. vlab's own lookup: it makes no fault and no exit.
 
         With the MMU off that is `va` itself. Executable first: code at EL1 may be unreadable there.
         """
-        for prot in (UC_PROT_EXEC, UC_PROT_READ):
+        if self.translate_for_reads is not None:
+            return self.translate_for_reads(va, fetch_only)
+        for prot in (UC_PROT_EXEC,) if fetch_only else (UC_PROT_EXEC, UC_PROT_READ):
             if _vmem_translate(self._uch, ctypes.c_uint64(va), prot, self._scratch_ref) == 0:
                 return self._scratch.value
         return None
+
+    def invalidate_code(self, address: int) -> None:
+        """Drop what Unicorn translated of the instruction at (virtual) `address`, so that a hook
+        added since is called there. Unicorn finds that code through the guest's translation -- in
+        virtual-TLB mode, a call of the fill hook --, so where a fetch from `address` would fault,
+        all translated code is dropped instead: vlab's own bookkeeping must not make a translation
+        fault the guest would see (an exit, a page paged in, an abort injected)."""
+        if self._physical(address, fetch_only=True) is None:
+            self.uc.ctl_flush_tb()
+        else:
+            self.uc.ctl_remove_cache(address, address + 4)
 
     # --- running ---------------------------------------------------------------
 
@@ -475,7 +487,7 @@ class CPU:
     def _run(self, max_insns: int, timeout_us: int) -> CpuStop:
         """One emu_start: until an event or max_insns."""
         if self._misaligned_block is not None:  # translated, never run: Unicorn would run it next time
-            self.uc.ctl_remove_cache(self._misaligned_block, self._misaligned_block + 4)
+            self.invalidate_code(self._misaligned_block)
             self._misaligned_block = None
         if self._eret_watch_stale:
             self._watch_erets()

@@ -81,7 +81,7 @@ class IrqLine:
             if address == pc and self.cpu.read_word(address) == _BRANCH_TO_SELF:
                 continue  # the core sits in a vector it cannot leave: it will not be entered again
             self._hooks[address] = uc.hook_add(UC_HOOK_CODE, self._on_vector, None, address, address + 3)
-            uc.ctl_remove_cache(address, address + 4)  # code translated before the hook would not call it
+            self.cpu.invalidate_code(address)  # code translated before the hook would not call it
 
     def _on_vector(self, uc, address: int, _size: int, _user) -> None:
         cpu = self.cpu

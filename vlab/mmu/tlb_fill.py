@@ -74,11 +74,11 @@ def install(cpu: CPU, translate: Translate, reads: Translate | None = None) -> N
     cpu.hook_tlb_fill(fill)
     reads = reads or translate
 
-    def address_for_reads(va: int) -> int | None:
+    def address_for_reads(va: int, fetch_only: bool = False) -> int | None:
         # vlab's own reads of the guest's instructions (to decode an exit, or disassemble one for a
         # report) must see what the guest sees: fetched as it fetched them (EL0 code may be
         # unreadable to EL0), else read. A report must not fail, so a failure is "no memory".
-        for access in (Access.FETCH, Access.READ):
+        for access in (Access.FETCH,) if fetch_only else (Access.FETCH, Access.READ):
             try:
                 answer = reads(va, access)
             except Exception:  # noqa: BLE001
