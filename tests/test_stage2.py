@@ -196,6 +196,18 @@ def test_a_python_error_in_translation_stops_the_run_with_a_report(monkeypatch):
     assert result.reason is StopReason.ERROR and "simulated walker bug" in result.message
 
 
+def test_a_stage2_fault_said_fixed_but_not_fixed_stops_the_run_with_a_report_not_a_hang(monkeypatch):
+    # Served in place, a fault the hypervisor says it fixed is walked again at once, with no guest
+    # instruction in between (no budget can end it): the same fault twice is a bug of vlab's.
+    from vlab.hyp.memory import VmMemory
+    monkeypatch.setattr(VmMemory, "resolve", lambda self, ipa, write: f"IPA {ipa:#x}: pretended mapped")
+    program = assemble("    ldr x1, =0x40080000\n    str x0, [x1]\n    ldr x0, =0x84000008\n    hvc #0\n")
+    vm = VM.from_image(image_from_program(program), stage2="demand", ram_size=RAM)
+    result = vm.run(max_insns=1000, timeout_s=30)
+    assert result.reason is StopReason.ERROR
+    assert "said it fixed the stage-2 fault at IPA 0x40080000" in result.message, result.message
+
+
 def test_identical_pages_are_shared_copy_on_write_between_vms():
     from vlab.hyp.vm import share_identical_pages
 

@@ -270,6 +270,7 @@ class GuestTranslation:
                 return hit
         el0 = cpu.el == 0
         cache = self._stage2_caches.setdefault(self.vmid, {}) if self.stage2 is not None else None
+        fixed = None  # the stage-2 fault the hypervisor last said it fixed
         while True:
             fault = None
             if self._fast:  # the walk in integers, for translations that succeed
@@ -294,11 +295,15 @@ class GuestTranslation:
                     self.references += len(t.references)  # a walk that faults reads descriptors too
             if fault is None or fault.stage != 2 or tlb is None or self.on_stage2_fault is None:
                 break
+            if fault == fixed:  # no guest instruction runs between the retries: it would never end
+                raise RuntimeError(f"the hypervisor said it fixed the stage-2 fault at IPA {fault.ipa:#x}, "
+                                   f"yet the walk meets it again ({fault.why})")
             answer = self.on_stage2_fault(fault, access, va)
             if answer is not True:
                 if answer is not None:
                     return answer
                 break
+            fixed = fault
         if fault is not None:
             return abort(cpu, fault, access, va)
         if tlb is None:
