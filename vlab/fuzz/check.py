@@ -2,7 +2,8 @@
 
     robustness, on every machine: the run ends in a guest-level outcome (powered off, an
         exception the guest cannot handle, the budget spent, idle) -- never a vlab error, the
-        wall-clock guard (a hang) or a Python exception escaping;
+        wall-clock guard (a hang), a loop inside vlab that outlives it (hang_guard) or a Python
+        exception escaping;
     equivalence, a VM against the bare board (Popek and Goldberg): the same stop reason,
         console output, instructions retired, registers, EL1 system registers and RAM --
         unless the program uses a kind of snippet in DIVERGENCES, where the VM differs from the
@@ -15,8 +16,10 @@ contiguous, scattered, demand-paged), each with a trap-control combination drawn
 from __future__ import annotations
 
 import random
+import signal
 import traceback
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from vlab.arch.hcr import HCR
@@ -40,6 +43,7 @@ DIVERGENCES = {
 LAYOUTS = (None, "contiguous", "scattered", "demand")
 MAX_INSNS = 200_000
 TIMEOUT_S = 10.0
+HANG_S = 60.0  # far past any run's own wall-clock guard: only a loop inside vlab lasts so long
 _TRAP_BITS = [bit for bit in HCR if bit & SUPPORTED_TRAPS]
 _ENDINGS = {StopReason.POWERED_OFF, StopReason.RESET, StopReason.EXCEPTION, StopReason.BUDGET, StopReason.IDLE}
 
@@ -114,23 +118,52 @@ class Tally:
         return "\n".join(lines)
 
 
+class Hang(BaseException):
+    """vlab still running far past a run's wall-clock guard, which is checked between runs of the
+    engine and cannot end a loop inside vlab (in a hook, say). A BaseException: vlab's hooks turn an
+    Exception into the guest's stop and carry on; this one must end the run."""
+
+
+@contextmanager
+def hang_guard(seconds: float):
+    """Raise Hang in the block once it has run `seconds`, and again every `seconds` until it ends: a
+    hook that catches it stops the engine, and the run raises it when the engine returns. (SIGALRM:
+    only in a process's main thread, where the fuzzer and its workers run.)"""
+    def alarm(_signum, _frame):
+        raise Hang(f"vlab still running after {seconds:g} s, far past the run's own guard: a loop inside vlab")
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run(image: Image, machine: Machine):
     """Run a program's image on `machine`: (its result, the board or boot vCPU to compare), or
-    (None, the traceback of a Python exception that escaped)."""
+    (None, the traceback of a Python exception that escaped, or of a Hang)."""
     try:
-        if not machine.virtual:
-            board = Board(ram_size=RAM_SIZE)
-            load(board, image)
-            return board.run(max_insns=MAX_INSNS, timeout_s=TIMEOUT_S), board
-        vm = VM.from_image(image, traps=machine.traps, stage2=machine.stage2, ram_size=RAM_SIZE)
-        return vm.run(max_insns=MAX_INSNS, timeout_s=TIMEOUT_S), vm.vcpus[0]
-    except Exception:  # noqa: BLE001 - a Python exception escaping vlab is exactly what we look for
+        with hang_guard(HANG_S):
+            if not machine.virtual:
+                board = Board(ram_size=RAM_SIZE)
+                load(board, image)
+                return board.run(max_insns=MAX_INSNS, timeout_s=TIMEOUT_S), board
+            vm = VM.from_image(image, traps=machine.traps, stage2=machine.stage2, ram_size=RAM_SIZE)
+            return vm.run(max_insns=MAX_INSNS, timeout_s=TIMEOUT_S), vm.vcpus[0]
+    except (Exception, Hang):  # noqa: BLE001 - a Python exception escaping vlab is exactly what we look for
         return None, traceback.format_exc(limit=4)
+
+
+def escaped(seed: int, machine: str, trace: str) -> Finding:
+    """The finding for a run that raised, from its traceback: a Hang, or a Python exception escaping vlab."""
+    last = trace.strip().splitlines()[-1]  # "vlab.fuzz.check.Hang: ..." or "KeyError: ..."
+    return Finding(seed, machine, "hang" if last.split(":")[0].endswith(Hang.__name__) else "python exception", last)
 
 
 def _robustness(seed: int, machine: Machine, result: RunResult | None, trace) -> list[Finding]:
     if result is None:
-        return [Finding(seed, machine.name, "python exception", trace.strip().splitlines()[-1])]
+        return [escaped(seed, machine.name, trace)]
     if result.reason is StopReason.TIMEOUT:
         return [Finding(seed, machine.name, "hang", result.message)]
     if result.reason not in _ENDINGS or not result.message:

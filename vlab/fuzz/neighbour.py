@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from vlab.arch.hcr import HCR
 from vlab.asm import assemble
 from vlab.fuzz.attacks import ATTACKS, Attack
-from vlab.fuzz.check import Finding, Machine, _robustness
+from vlab.fuzz.check import Finding, Hang, Machine, _robustness, escaped, hang_guard
 from vlab.fuzz.programs import DATA, RAM_SIZE, program
 from vlab.guests.mmu import MMU_ON
 from vlab.hyp import SUPPORTED_TRAPS
@@ -52,6 +52,7 @@ READ_CHECK_EVERY = 8  # hosts: one in so many runs again with the other secret
 HOSTILE_SNIPPETS = 8  # at most, per program: assembling them is a third of the cost
 BUDGET = 20_000  # instructions per VM; the victim needs about 6,000
 TIMEOUT_S = 30.0
+HANG_S = 120.0  # far past the host run's own wall-clock guard: only a loop inside vlab lasts so long
 SPARE_FRAMES = 256  # free host frames beside a hand-written attack, for its stray writes to hit
 SLICES = (300, 1_000, 5_000)  # host ticks: the victim is preempted many times
 LAYOUTS = ("contiguous", "scattered", "demand", "demand", "demand")  # demand paging most often: cheapest to make
@@ -233,8 +234,9 @@ def build(setup: Setup, images: list[Image], secret: int = SECRETS[0], spare: in
 def run(run_: Run, budget: int = BUDGET) -> Run:
     """Run the host until every VM has stopped; a Python exception escaping is kept, not raised."""
     try:
-        run_.host.run(max_insns=budget, timeout_s=TIMEOUT_S)
-    except Exception:  # noqa: BLE001 - a Python exception escaping vlab is exactly what we look for
+        with hang_guard(HANG_S):
+            run_.host.run(max_insns=budget, timeout_s=TIMEOUT_S)
+    except (Exception, Hang):  # noqa: BLE001 - a Python exception escaping vlab is exactly what we look for
         run_.error = traceback.format_exc(limit=4)
     return run_
 
@@ -408,7 +410,7 @@ def check(seed: int, count: int = GROUP, read_check: bool | None = None) -> Neig
                            kinds=Counter(kind for p in programs for kind in p.kinds))
     first = run(build(setup, images, SECRETS[0]))
     if first.error:
-        tally.findings.append(Finding(seed, name, "python exception", first.error.strip().splitlines()[-1]))
+        tally.findings.append(escaped(seed, name, first.error))
         return tally
     for vm in [first.victim, *first.hostile]:
         result = vm.result()
