@@ -16,7 +16,6 @@ from vlab.hyp.dom0 import INFO, RINGS
 from vlab.hyp.ioring import (HEADER, RING_SIZE, RSP_PROD, SLOT, STATE_IORESP_READY, IoRequest, Ring,
                              RingError)
 from vlab.hyp.type1 import DOM0_POLL, Xen
-from vlab.hyp.vcpu import VCpuState
 from vlab.machine.board import StopReason
 
 RAM = 0x40_0000

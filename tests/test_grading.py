@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 from submissions import (EXERCISES_DIR, FULL, MODULES, ROOT, SOLUTIONS, appended, processes_running,

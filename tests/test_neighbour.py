@@ -25,10 +25,8 @@ from vlab.fuzz.neighbour import SECRETS, NeighbourTally, Setup, Stage2Tree, atta
 from vlab.fuzz.programs import EL2_EL3_REGISTERS, HOSTILE, RAM_SIZE
 from vlab.hyp import handlers
 from vlab.hyp.host import Host
-from vlab.asm import assemble
 from vlab.hyp.memory import HOST_BASE, HostMemory, VmMemory
-from vlab.hyp.vm import VM, share_identical_pages
-from vlab.machine.loader import image_from_program, load
+from vlab.hyp.vm import VM
 from vlab.machine.board import RAM_BASE, StopReason
 from vlab.machine.cpu import CPU
 from vlab.mmu.tables import PAGE

@@ -3,7 +3,7 @@
 import pytest
 
 from vlab.sched import Entity, SchedError
-from vlab.sched.credit import DEFAULT_RATELIMIT, DEFAULT_SLICE, Credit
+from vlab.sched.credit import DEFAULT_SLICE, Credit
 from vlab.sched.fair import Fair
 from vlab.sched.invariants import cap_overruns, idle_while_runnable
 from vlab.sched.metrics import shares, wake_latencies

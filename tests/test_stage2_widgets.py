@@ -85,7 +85,7 @@ def test_a_walk_faulting_at_stage_2_stops_in_the_row_and_column_where_it_stopped
     assert [cell.number for _, _, cell in _numbered(grid)] == list(range(1, 5 * row + 5))
     assert all(cell.number is None for r in grid.rows[row + 1:] for cell in r.cells.values())
     assert grid.rows[row].cells.get(GUEST, Cell()).number is None
-    assert f"translation fault<BR/>stage 2, level 3" in walk_diagram(grid).source
+    assert "translation fault<BR/>stage 2, level 3" in walk_diagram(grid).source
 
 
 def test_the_drawn_walks_stage2_pages_are_normal_memory_as_a_real_vms_are():

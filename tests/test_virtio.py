@@ -12,7 +12,7 @@ import struct
 import pytest
 
 from virtio_driver import (ACK, DRIVER, DRIVER_OK, F_EVENT_IDX, F_VERSION_1, FEATURES_OK, INDIRECT,
-                                 NEEDS_RESET, NEXT, RAM_BASE, RAM_SIZE, WRITE, Driver, guest_ram)
+                                 NEEDS_RESET, NEXT, RAM_BASE, RAM_SIZE, Driver, guest_ram)
 from vlab.machine.guest_memory import GuestMemory, GuestMemoryError
 from vlab.machine.virtio_console import VirtioConsole
 from vlab.machine.virtio_mmio import VirtioMmioBus

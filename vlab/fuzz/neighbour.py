@@ -39,7 +39,7 @@ from vlab.hyp.equivalence import guest_state, ram_of
 from vlab.hyp.host import Host
 from vlab.hyp.memory import HostMemory, VmMemory
 from vlab.hyp.vm import VM, VmRunResult, share_identical_pages
-from vlab.machine.board import RAM_BASE, StopReason
+from vlab.machine.board import RAM_BASE
 from vlab.machine.gic import GICC_BASE, GICD_BASE
 from vlab.machine.loader import Image, Segment, image_from_program, load
 from vlab.machine.uart import UART_BASE

@@ -23,7 +23,7 @@ from pathlib import Path
 from vlab.data import published
 from vlab.x86 import paravirt
 from vlab.x86.code import assemble
-from vlab.x86.machine import IF, KERNEL_CS, KERNEL_DS, Stop, X86Machine, segment
+from vlab.x86.machine import IF, Stop, X86Machine, segment
 from vlab.x86.monitor import Monitor
 from vlab.x86.translate import Translation, translate
 

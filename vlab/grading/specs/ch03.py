@@ -87,7 +87,7 @@ def _not_a_dict(case: Case, got) -> str | None:
 
 
 def _kind_wrong(case: Case, got) -> str | None:
-    kind, level = case.expected["kind"], case.args[1]
+    kind = case.expected["kind"]
     if got.get("kind") == kind:
         return None
     if kind == "reserved":
