@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 import traceback
 from collections import Counter
 from contextlib import contextmanager
@@ -127,8 +128,12 @@ class Hang(BaseException):
 @contextmanager
 def hang_guard(seconds: float):
     """Raise Hang in the block once it has run `seconds`, and again every `seconds` until it ends: a
-    hook that catches it stops the engine, and the run raises it when the engine returns. (SIGALRM:
-    only in a process's main thread, where the fuzzer and its workers run.)"""
+    hook that catches it stops the engine, and the run raises it when the engine returns. (SIGALRM
+    reaches a process's main thread only: elsewhere -- a widget's worker thread -- no guard.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
     def alarm(_signum, _frame):
         raise Hang(f"vlab still running after {seconds:g} s, far past the run's own guard: a loop inside vlab")
     previous = signal.signal(signal.SIGALRM, alarm)
