@@ -6,6 +6,7 @@ import pytest
 
 from vlab.arch.hcr import HCR
 from vlab.asm import assemble
+from vlab.guests.mmu import MMU_ON
 from vlab.hyp import VM, Host
 from vlab.machine.board import Board, StopReason
 from vlab.machine.irq_line import IrqLine
@@ -172,16 +173,19 @@ def test_the_interrupt_is_taken_at_the_vectors_vbar_names_when_it_is_taken(where
 # Unicorn translate it again with the watch), a lookup no guest instruction made. Where that code
 # is not mapped yet (a demand-paged page) or nowhere (no memory), the lookup must not become a
 # translation fault the guest would see: an exit in its log, a page paged in, an abort injected.
-UNTOUCHED_PAGE, NO_MEMORY = 0x4008_0000, 0x7000_0000
+UNTOUCHED_PAGE, NO_MEMORY, NOT_MAPPED_AT_STAGE_1 = 0x4008_0000, 0x7000_0000, 0x8000_0000
+# With the MMU on: 1 GiB blocks, devices below RAM, RAM and what follows it; nothing from 2 GiB up.
+MMU_TABLE = "    .balign 4096\ntable:\n    .quad 0x405\n    .quad 0x40000701\n    .quad 0\n    .quad 0\n"
 
 
-@pytest.mark.parametrize("vbar", [UNTOUCHED_PAGE, NO_MEMORY])
+@pytest.mark.parametrize("vbar, mmu", [(UNTOUCHED_PAGE, False), (NO_MEMORY, False), (UNTOUCHED_PAGE, True),
+                                       (NO_MEMORY, True), (NOT_MAPPED_AT_STAGE_1, True)])
 @pytest.mark.parametrize("where", ["board", "vm", "demand-paged vm"])
-def test_watching_the_vectors_makes_no_fault_the_guest_would_see(where, vbar):
-    program = assemble(f"""    ldr x0, ={vbar:#x}
+def test_watching_the_vectors_makes_no_fault_the_guest_would_see(where, vbar, mmu):
+    program = assemble(f"""{"    adr x1, table" + chr(10) + MMU_ON if mmu else ""}    ldr x0, ={vbar:#x}
     msr vbar_el1, x0
 {PEND_SGI_3_MASKED}    mov x6, #1
-{OFF}""")
+{OFF}{MMU_TABLE if mmu else ""}""")
     image = image_from_program(program)
     if where == "board":
         machine = Board()
