@@ -742,9 +742,6 @@ class CPU:
         self.pc = vector
         return vector
 
-    def irqs_masked(self) -> bool:
-        return bool(self.pstate & PSTATE_I)
-
 
 def _physically(va: int | None, pa: int) -> str:
     """', physical address PA' where the guest's MMU put the access elsewhere, else nothing."""

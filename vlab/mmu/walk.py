@@ -89,14 +89,6 @@ class Regime:
             raise ValueError(f"TCR_EL1.TG0 = {tg0:#04b}: vlab walks 4 KB granules only (TG0 = 0b00)")
         return cls.stage1(tcr & 0x3F, _output_size("TCR_EL1.IPS", ips), enabled=not tcr >> 7 & 1)
 
-    @classmethod
-    def from_vtcr(cls, vtcr: int) -> Regime:
-        """Stage 2 as VTCR_EL2 configures it: T0SZ[5:0], SL0[7:6], TG0[15:14], PS[18:16]."""
-        tg0, ps = (vtcr >> 14) & 3, (vtcr >> 16) & 7
-        if tg0 != 0:
-            raise ValueError(f"VTCR_EL2.TG0 = {tg0:#04b}: vlab walks 4 KB granules only (TG0 = 0b00)")
-        return cls.stage2(vtcr & 0x3F, (vtcr >> 6) & 3, _output_size("VTCR_EL2.PS", ps))
-
 
 def _output_size(field_name: str, value: int) -> int:
     if value not in SIZE_ENCODING:
