@@ -77,6 +77,40 @@ def test_stage1_walk_agrees_with_a_dictionary(mapping, t0sz, probe):
 
 
 @settings(max_examples=40, deadline=None)
+@given(pages, st.integers(16, 39), st.integers(0, 2**64 - 1))
+def test_an_upper_half_walk_agrees_with_a_dictionary_of_addresses_whose_top_bits_are_ones(mapping, t1sz, probe):
+    memory, frames = fresh()
+    regime = Regime.stage1(t1sz, upper=True)
+    top = (2**64 - 1) ^ ((1 << regime.input_bits) - 1)
+    mapping = {top | va: pa for va, pa in mapping.items() if va < 1 << regime.input_bits}
+    tables = TableBuilder(memory, regime, frames)
+    for va, pa in mapping.items():
+        tables.map(va, pa, PAGE)
+    for va in [*mapping, top | probe & ~0xFFF]:
+        t = walk(memory, regime, tables.root, va + (probe & 0xFFF))
+        assert t.output == (mapping[va] + (probe & 0xFFF) if va in mapping else None)
+        if va not in mapping:
+            assert t.fault.kind is FaultKind.TRANSLATION and t.fault.stage == 1
+    # The same low bits without the ones above are outside the upper half: a level-0 fault, no lookup
+    for va in mapping:
+        t = walk(memory, regime, tables.root, va & ~top)
+        assert (t.fault.kind, t.fault.level, t.references) == (FaultKind.TRANSLATION, 0, ())
+
+
+def test_tcr_el1_configures_the_upper_half_from_its_own_fields():
+    tcr = 25 | 1 << 7 | 30 << 16 | 0b10 << 30 | 2 << 32  # T0SZ 25, EPD0; T1SZ 30, TG1 4 KB; IPS 40 bits
+    lower, upper = Regime.from_tcr(tcr), Regime.from_tcr(tcr, upper=True)
+    assert (lower.input_bits, lower.enabled, lower.upper) == (39, False, False)
+    assert (upper.input_bits, upper.enabled, upper.upper, upper.output_bits) == (34, True, True, 40)
+    assert not Regime.from_tcr(tcr | 1 << 23, upper=True).enabled  # EPD1
+    memory, _ = fresh()
+    assert "EPD1" in walk(memory, Regime.from_tcr(tcr | 1 << 23, upper=True), 0x1000, 2**64 - 4096).fault.why
+    for tg1 in (0b01, 0b11):  # 16 KB, 64 KB: refused, as TG0's are
+        with pytest.raises(ValueError, match="TG1"):
+            Regime.from_tcr(tcr & ~(3 << 30) | tg1 << 30, upper=True)
+
+
+@settings(max_examples=40, deadline=None)
 @given(pages, st.sampled_from([(24, 1), (25, 1), (21, 1), (30, 0), (28, 1), (16, 2), (40, 3)]))
 def test_stage2_walk_with_concatenated_tables_agrees_with_a_dictionary(mapping, vtcr):
     memory, frames = fresh()

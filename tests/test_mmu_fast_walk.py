@@ -52,10 +52,13 @@ def addresses(draw):
     """Mostly an address whose index at every level is one of the generated entries; sometimes any."""
     if draw(st.integers(0, 4)) == 0:
         return draw(st.integers(0, 2**64 - 1))
-    return sum(draw(st.integers(0, ENTRIES - 1)) << shift for shift in (39, 30, 21, 12)) | draw(st.integers(0, 0xFFF))
+    va = sum(draw(st.integers(0, ENTRIES - 1)) << shift for shift in (39, 30, 21, 12)) | draw(st.integers(0, 0xFFF))
+    if draw(st.booleans()):  # an upper-half address: ones above some input size (the right one, or not)
+        va |= (2**64 - 1) ^ ((1 << draw(st.sampled_from([48, 39, 31, 25]))) - 1)
+    return va
 
 
-STAGE1 = st.sampled_from([Regime.stage1(t0sz) for t0sz in (16, 25, 33, 39)])
+STAGE1 = st.sampled_from([Regime.stage1(t0sz, upper=upper) for t0sz in (16, 25, 33, 39) for upper in (False, True)])
 STAGE2 = st.sampled_from([None, Regime.stage2(24, 1), Regime.stage2(25, 1), Regime.stage2(32, 0),
                           Regime.stage2(30, 0, output_bits=32)])
 

@@ -36,7 +36,7 @@ from vlab.machine.timer import TRAPPED_BY_CNTHCTL, el0_may_access, serve_timer, 
 from vlab.mmu import tlb_fill
 from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu.tlb import TLB
-from vlab.mmu.walk import Regime, stage1_walk
+from vlab.mmu.walk import stage1_walk
 
 if TYPE_CHECKING:
     from vlab.hyp.host import Host
@@ -461,7 +461,9 @@ class PhysicalCpu:
     def _tlbi(self, vcpu: VCpu, access: SysRegAccess) -> None:
         """The guest's TLBI instruction, applied to vlab's TLB model (Unicorn flushes its own)."""
         vmid, operand = vcpu.vm.memory.vmid, self.cpu.x(access.rt)
-        va, asid = (operand & ((1 << 44) - 1)) << 12, operand >> 48
+        va, asid = (operand & ((1 << 44) - 1)) << 12, operand >> 48  # VA[55:12]
+        if va >> 55:  # an upper-half address (TTBR1_EL1's): its top bits are copies of bit 55
+            va |= 0xFF << 56
         if access.op2 in (1, 5):  # VAE1, VALE1
             self.tlb.vae1(vmid, asid, va)
         elif access.op2 == 2:  # ASIDE1
@@ -482,12 +484,11 @@ class PhysicalCpu:
             # MMU off: the VA is the address; bit 11 is RES1, NS (bit 9) set as for every non-secure guest.
             cpu.write_sysreg("PAR_EL1", va & ((1 << 48) - 1) & ~0xFFF | 1 << 11 | 1 << 9)
             return
-        try:
-            stage1 = Regime.from_tcr(cpu.read_sysreg("TCR_EL1"))
-        except ValueError:
-            cpu.write_sysreg("PAR_EL1", 1 | FaultKind.TRANSLATION << 1 | 1 << 11)
+        state = self._translation.stage1_of(va)  # the half of the address space va is in
+        if isinstance(state, Fault):  # TCR_EL1 configures what vlab cannot walk, or no walk at all
+            cpu.write_sysreg("PAR_EL1", 1 | state.fsc << 1 | 1 << 11)
             return
-        ttbr = cpu.read_sysreg("TTBR0_EL1") & ((1 << 48) - 2)
+        stage1, ttbr, _ = state
         t = stage1_walk(memory.host.memory, stage1, ttbr, memory.regime, memory.tables.root, va, kind,
                         access.op2 >= 2)
         if t.fault is not None:

@@ -18,7 +18,7 @@ because the shadow must follow every change the guest makes:
 * a **table write**: the hypervisor write-protects every frame that holds a guest table (the
   shadow maps it read-only), so each store to one is a permission fault, an exit: the hypervisor
   performs the store and drops the shadow entries the changed descriptor produced.
-* **TTBR0_EL1, TCR_EL1, SCTLR_EL1**: HCR_EL2.TVM traps the guest's writes (EC 0x18) so the
+* **TTBR0_EL1, TTBR1_EL1, TCR_EL1, SCTLR_EL1**: HCR_EL2.TVM traps the guest's writes (EC 0x18) so the
   hypervisor can switch shadows; TRVM its reads, which must see the guest's values, not the
   shadow's. TLBI needs no trap (TTLB): write protection has already seen every change.
 
@@ -67,7 +67,7 @@ MMU_OFF = Regime.stage1(25)
 MMU_OFF_KEY = ("MMU off",)
 _R, _W, _X = 1, 2, 4  # UC_PROT bits
 
-Key = tuple  # an address space: MMU_OFF_KEY, or (TCR_EL1, TTBR0_EL1's table)
+Key = tuple  # an address space: MMU_OFF_KEY, or (TCR_EL1, its TTBR's table, whether the upper half)
 
 
 class ShadowPaging:
@@ -298,15 +298,17 @@ class ShadowTranslation(GuestTranslation):
         super().__init__(*args, **options)
         self.shadow: ShadowPaging | None = None
         self.on_exit: Callable[[Syndrome, int, str], None] | None = None
-        self._space: tuple | None = None  # (generation, key, regime, builder, ASID) of the guest's registers
+        # Per half of the address space (VA bit 55): (generation, key, regime, builder, ASID) of the
+        # guest's registers, or None until the next fill reads them
+        self._spaces: list[tuple | None] = [None, None]
 
     def switch(self, stage2: Regime, vttbr: int, vmid: int, shadow: ShadowPaging | None = None) -> None:
         super().switch(stage2, vttbr, vmid)
-        self.shadow, self._space = shadow, None
+        self.shadow, self._spaces = shadow, [None, None]
 
     def forget_stage1(self) -> None:
         super().forget_stage1()
-        self._space = None
+        self._spaces = [None, None]
 
     def __call__(self, va: int, access: Access):
         if self.shadow is None:
@@ -316,7 +318,7 @@ class ShadowTranslation(GuestTranslation):
     def uncached(self, va: int, access: Access):
         """vlab's own reads (an exit's instruction): through the shadow where it maps `va`, else as
         stage 2 would translate them -- the TLB model and the counters left alone either way."""
-        space = self._space
+        space = self._spaces[va >> 55 & 1]
         if self.shadow is not None and space is not None and space[0] == self.shadow.generation \
                 and space[3] is not None:
             bit = 4 if access is Access.FETCH else 2 if access is Access.WRITE else 1
@@ -326,23 +328,26 @@ class ShadowTranslation(GuestTranslation):
                 return self.base + found[0], found[2] if el0 else found[1]
         return super().uncached(va, access)
 
-    def _current_space(self) -> tuple:
-        """The guest's address space, from its SCTLR_EL1, TCR_EL1 and TTBR0_EL1 (trapped: TVM)."""
+    def _current_space(self, va: int) -> tuple:
+        """The guest's address space for `va`'s half, from its SCTLR_EL1, TCR_EL1 and TTBR0_EL1 or
+        TTBR1_EL1 (trapped: TVM); it is cached in `_spaces` by the callers."""
         shadow, cpu = self.shadow, self.cpu
         if not cpu.read_sysreg("SCTLR_EL1") & 1:
-            key, regime, asid = MMU_OFF_KEY, MMU_OFF, 0
+            key, regime, asid = MMU_OFF_KEY, MMU_OFF, 0  # an upper-half VA is beyond the PA range: never shadowed
         else:
-            stage1 = self._stage1_state(0)
+            stage1 = self.stage1_of(va)
             if isinstance(stage1, Fault):
                 return shadow.generation, None, None, None, 0  # every access faults: nothing to shadow
             guest, ttbr, asid = stage1
-            key, regime = (cpu.read_sysreg("TCR_EL1"), ttbr), Regime.stage1(guest.t0sz)
-        return shadow.generation, key, regime, shadow.space(key, regime), asid
+            key = (cpu.read_sysreg("TCR_EL1"), ttbr, guest.upper)
+            regime = Regime.stage1(guest.t0sz, upper=guest.upper)
+        space = self._spaces[va >> 55 & 1] = (shadow.generation, key, regime, shadow.space(key, regime), asid)
+        return space
 
     def _shadowed(self, va: int, access: Access):
-        space = self._space
+        space = self._spaces[va >> 55 & 1]
         if space is None or space[0] != self.shadow.generation:
-            space = self._space = self._current_space()
+            space = self._current_space(va)
         _, key, regime, builder, asid = space
         el0 = self.cpu.el == 0
         bit = 4 if access is Access.FETCH else 2 if access is Access.WRITE else 1
@@ -366,7 +371,7 @@ class ShadowTranslation(GuestTranslation):
         shadow, cpu = self.shadow, self.cpu
         fetch = access is Access.FETCH
         ec = ExceptionClass.IABT_LOWER if fetch else ExceptionClass.DABT_LOWER
-        state = self._stage1_state(va)
+        state = self.stage1_of(va)
         if not isinstance(state, Fault) and state[0] is None and va >> self.pa_bits:
             state = self.beyond_pa_range(va)
         if isinstance(state, Fault):
@@ -379,7 +384,7 @@ class ShadowTranslation(GuestTranslation):
             return abort(cpu, walked, access, va)
         if not isinstance(walked, Walked):
             return walked  # an emulated device: not shadowed, each access is its exit
-        space = self._space = self._current_space()  # a stage-2 fix may have dropped every shadow
+        space = self._current_space(va)  # a stage-2 fix may have dropped every shadow
         _, key, regime, _, asid = space
         el1_perms, el0_perms = shadow.install(key, regime, va, walked, stage1)
         frame = walked.pa & ~(PAGE - 1)

@@ -111,7 +111,7 @@ def _walk(data, base: int, size: int, regime: Regime, root: int, address: int, s
     gathered on the way, the descriptors read -- with `stage2`, its walks' too), or None where `walk`
     would fault. With `stage2`, each table address is an IPA, translated (for a read) through it first."""
     bits, out_bits, start = regime.input_bits, regime.output_bits, regime.start_level
-    if not regime.enabled or address >> bits or root >> out_bits:
+    if not regime.enabled or address >> bits != regime.top or root >> out_bits:
         return None
     table = root & ~(regime.start_table_bytes - 1)
     ap_table, xn_table, pxn_table, level, references = 0, False, False, start, 0

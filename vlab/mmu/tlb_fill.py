@@ -41,6 +41,7 @@ _PROT = {Access.READ: 1, Access.WRITE: 2, Access.FETCH: 4}  # UC_PROT_READ, _WRI
 # ten times a global's, and every TLB fill needs a few.
 _READ, _WRITE, _FETCH = Access.READ, Access.WRITE, Access.FETCH
 _KINDS = {UC_MEM_FETCH: _FETCH, UC_MEM_WRITE: _WRITE}
+_NO_STAGE1 = (None, 0, 0)  # the guest's MMU is off: a VA is an IPA
 # (an instruction fetch, taken from a lower EL) -> the abort's exception class
 _ABORT_CLASSES = {(True, True): ExceptionClass.IABT_LOWER, (True, False): ExceptionClass.IABT_CURRENT,
                   (False, True): ExceptionClass.DABT_LOWER, (False, False): ExceptionClass.DABT_CURRENT}
@@ -155,7 +156,7 @@ def syndrome(fault: Fault, access: Access, el: int, word: int) -> Syndrome:
 
 class GuestTranslation:
     """A `translate` for `install`: the guest's own stage 1 (from its SCTLR_EL1, TCR_EL1 and
-    TTBR0_EL1, read at each miss) nested in the stage 2 rooted at `vttbr`.
+    TTBR0_EL1 or TTBR1_EL1, read at each miss) nested in the stage 2 rooted at `vttbr`.
 
     `memory` holds both stages' tables and the frames they map, which the core sees from
     physical address `base` on. With stage2 None the IPA is the physical address (a bare
@@ -168,8 +169,8 @@ class GuestTranslation:
 
     def __init__(self, cpu: CPU, memory: PhysicalMemory, stage2: Regime | None, vttbr: int,
                  base: int = 0, tlb: TLB | None = None, vmid: int = 0, sees_every_write: bool = False):
-        """`sees_every_write`: the owner tells `forget_stage1()` whenever SCTLR_EL1, TCR_EL1 or
-        TTBR0_EL1 change (a hypervisor that traps their writes), so they need not be read at each miss."""
+        """`sees_every_write`: the owner tells `forget_stage1()` whenever SCTLR_EL1, TCR_EL1 or a
+        TTBR changes (a hypervisor that traps their writes), so they need not be read at each miss."""
         self.cpu, self.memory, self.stage2, self.vttbr = cpu, memory, stage2, vttbr
         self.base, self.tlb, self.vmid = base, tlb, vmid
         self.walks = 0
@@ -180,10 +181,10 @@ class GuestTranslation:
         # on_stage2_fault(fault, access, va) -> True (fixed: walk again), (address, UC_PROT bits)
         # (the answer, e.g. an emulated device's window), or None (abort).
         self.on_stage2_fault: Callable[[Fault, Access, int], object] | None = None
-        self._regimes: dict[int, Regime] = {}  # TCR_EL1 value -> the stage 1 it configures
+        self._regimes: dict[int, Regime | Fault] = {}  # TCR_EL1 value << 1 | half -> the stage 1 it configures
         self._fast = isinstance(memory, BufferMemory)
         self._keep_stage1 = sees_every_write
-        self._stage1: tuple | Fault | None = None  # (stage 1, TTBR, ASID), or the fault every access gets
+        self._stage1: tuple | None = None  # per half: (stage 1, TTBR, ASID), or the fault every access gets
         self._stage2_caches: dict[int, dict] = {}  # VMID -> IPA page -> (PA page, leaf): the walk cache
 
     def switch(self, stage2: Regime, vttbr: int, vmid: int) -> None:
@@ -211,29 +212,35 @@ class GuestTranslation:
         """The same translation, the TLB model neither asked, filled nor counted: for vlab's own reads."""
         return self._translate(va, access, None)
 
-    def _stage1_state(self, va: int):
-        """(stage 1 or None, TTBR0_EL1's table, its ASID), or the Fault an unusable configuration gives."""
-        state = self._stage1 if self._keep_stage1 else None
-        if state is None:
-            cpu = self.cpu
-            state = (None, 0, 0)
-            if cpu.read_sysreg("SCTLR_EL1") & 1:
-                tcr = cpu.read_sysreg("TCR_EL1")
-                stage1 = self._regimes.get(tcr)
-                if stage1 is None:
-                    try:
-                        stage1 = self._regimes[tcr] = Regime.from_tcr(tcr)
-                    except ValueError as e:  # a translation fault at level 0 for every address
-                        stage1 = Fault(FaultKind.TRANSLATION, 1, 0, 0, f"TCR_EL1 cannot be walked: {e}")
-                ttbr_el1 = cpu.read_sysreg("TTBR0_EL1")
-                state = (stage1, ttbr_el1 & ((1 << 48) - 2), ttbr_el1 >> 48)  # BADDR (CnP dropped), ASID
-            self._stage1 = state
-        if isinstance(state[0], Fault):
-            return replace(state[0], address=va)
-        if state[0] is not None and va >> 63:
-            return Fault(FaultKind.TRANSLATION, 1, 0, va, "vlab walks only the lower half of the address space "
-                                                          "(TTBR0_EL1)")
-        return state
+    def stage1_of(self, va: int):
+        """(stage 1 or None, the table of `va`'s half of the address space -- TTBR0_EL1's, or TTBR1_EL1's
+        where VA bit 55 is set --, the ASID), or the Fault an unusable configuration gives that half."""
+        halves = self._stage1 if self._keep_stage1 else None
+        if halves is None:
+            halves = self._stage1 = self._read_stage1()
+        half = halves[va >> 55 & 1]
+        return replace(half, address=va) if isinstance(half, Fault) else half
+
+    def _read_stage1(self) -> tuple:
+        """Both halves' stage 1, from SCTLR_EL1, TCR_EL1 and the two TTBRs (MMU off: no stage 1)."""
+        cpu = self.cpu
+        if not cpu.read_sysreg("SCTLR_EL1") & 1:
+            return _NO_STAGE1, _NO_STAGE1
+        tcr = cpu.read_sysreg("TCR_EL1")
+        ttbrs = cpu.read_sysreg("TTBR0_EL1"), cpu.read_sysreg("TTBR1_EL1")
+        asid = ttbrs[tcr >> 22 & 1] >> 48  # TCR_EL1.A1 says which TTBR holds the ASID, for both halves
+        return tuple(self._half(tcr, upper, ttbrs[upper] & ((1 << 48) - 2), asid) for upper in (0, 1))  # CnP dropped
+
+    def _half(self, tcr: int, upper: int, table: int, asid: int):
+        key = tcr << 1 | upper
+        stage1 = self._regimes.get(key)
+        if stage1 is None:
+            try:
+                stage1 = Regime.from_tcr(tcr, bool(upper))
+            except ValueError as e:  # a translation fault at level 0 for every address of the half
+                stage1 = Fault(FaultKind.TRANSLATION, 1, 0, 0, f"TCR_EL1 cannot be walked: {e}")
+            self._regimes[key] = stage1
+        return stage1 if isinstance(stage1, Fault) else (stage1, table, asid)
 
     def beyond_pa_range(self, va: int) -> Fault:
         """With the MMU off, an address past the core's PARange: a stage-1 address size fault at level 0 (Arm ARM)."""
@@ -257,7 +264,7 @@ class GuestTranslation:
 
     def _translate(self, va: int, access: Access, tlb: TLB | None):
         cpu = self.cpu
-        state = self._stage1_state(va)
+        state = self.stage1_of(va)
         if isinstance(state, Fault):
             return abort(cpu, state, access, va)
         stage1, ttbr, asid = state

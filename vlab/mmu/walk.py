@@ -5,9 +5,9 @@
      | L0 index| L1 index| L2 index| L3 index| page offset |
          9 bits    9 bits    9 bits    9 bits    12 bits
 
-A walk starts at the table the base register points to (TTBR0_EL1 for stage 1, VTTBR_EL2 for
-stage 2), reads one descriptor per level and stops at a block or page. In a *nested* walk every
-stage-1 table address is an IPA, so each stage-1 descriptor read needs a stage-2 walk first:
+A walk starts at the table the base register points to (for stage 1 TTBR0_EL1, or TTBR1_EL1 for
+the upper half of the VAs; VTTBR_EL2 for stage 2), reads one descriptor per level and stops at a
+block or page. In a *nested* walk every stage-1 table address is an IPA, so each stage-1 descriptor read needs a stage-2 walk first:
 with n guest levels and m stage-2 levels, (n + 1)(m + 1) - 1 memory references per translation.
 Every walk returns each reference it made, in order, so they can be counted and drawn.
 """
@@ -32,6 +32,9 @@ class Regime:
     """One stage's configuration: input size (T0SZ), starting level, concatenated start tables.
 
     `enabled` is False when TCR_EL1.EPD0 forbids walks from TTBR0: every address then faults.
+    `upper`: stage 1's upper half of the address space, walked from TTBR1_EL1 (`t0sz` then holds
+    TCR_EL1.T1SZ): its addresses' bits above the input size are all ones, not all zeros. The walk
+    indexes the same bits in either half.
     """
 
     stage: int
@@ -40,10 +43,16 @@ class Regime:
     concatenated: int = 1
     output_bits: int = DEFAULT_OUTPUT_BITS
     enabled: bool = True
+    upper: bool = False
 
     @property
     def input_bits(self) -> int:
         return 64 - self.t0sz
+
+    @property
+    def top(self) -> int:
+        """What an address's bits above the input size must hold: all zeros, or all ones (upper)."""
+        return (1 << self.t0sz) - 1 if self.upper else 0
 
     @property
     def levels(self) -> int:
@@ -59,12 +68,14 @@ class Regime:
         return 8 << self.index_bits(self.start_level)
 
     @classmethod
-    def stage1(cls, t0sz: int, output_bits: int = DEFAULT_OUTPUT_BITS, enabled: bool = True) -> Regime:
-        """From TCR_EL1.T0SZ: as many levels as the input size needs (16..39; up to 48 with FEAT_TTST)."""
+    def stage1(cls, t0sz: int, output_bits: int = DEFAULT_OUTPUT_BITS, enabled: bool = True,
+               upper: bool = False) -> Regime:
+        """From TCR_EL1.T0SZ (T1SZ, `upper`): as many levels as the input size needs (16..39; up to 48
+        with FEAT_TTST)."""
         if not 16 <= t0sz <= 48:
-            raise ValueError(f"T0SZ = {t0sz}: with 4 KB granules it must be 16..39 (48 with small tables)")
+            raise ValueError(f"T{int(upper)}SZ = {t0sz}: with 4 KB granules it must be 16..39 (48 with small tables)")
         bits = 64 - t0sz
-        return cls(1, t0sz, 4 - -(-(bits - 12) // 9), 1, output_bits, enabled)
+        return cls(1, t0sz, 4 - -(-(bits - 12) // 9), 1, output_bits, enabled, upper)
 
     @classmethod
     def stage2(cls, t0sz: int, sl0: int, output_bits: int = DEFAULT_OUTPUT_BITS) -> Regime:
@@ -82,12 +93,19 @@ class Regime:
         return cls(2, t0sz, start, 2 ** max(bits - 9, 0), output_bits)
 
     @classmethod
-    def from_tcr(cls, tcr: int) -> Regime:
-        """Stage 1 as TCR_EL1 configures it for TTBR0: T0SZ[5:0], EPD0[7], TG0[15:14], IPS[34:32]."""
-        tg0, ips = (tcr >> 14) & 3, (tcr >> 32) & 7
+    def from_tcr(cls, tcr: int, upper: bool = False) -> Regime:
+        """Stage 1 as TCR_EL1 configures it for TTBR0: T0SZ[5:0], EPD0[7], TG0[15:14], IPS[34:32];
+        or, `upper`, for TTBR1: T1SZ[21:16], EPD1[23], TG1[31:30] (whose 4 KB encoding is 0b10)."""
+        ips = _output_size("TCR_EL1.IPS", (tcr >> 32) & 7)
+        if upper:
+            tg1 = (tcr >> 30) & 3
+            if tg1 != 0b10:
+                raise ValueError(f"TCR_EL1.TG1 = {tg1:#04b}: vlab walks 4 KB granules only (TG1 = 0b10)")
+            return cls.stage1((tcr >> 16) & 0x3F, ips, enabled=not tcr >> 23 & 1, upper=True)
+        tg0 = (tcr >> 14) & 3
         if tg0 != 0:
             raise ValueError(f"TCR_EL1.TG0 = {tg0:#04b}: vlab walks 4 KB granules only (TG0 = 0b00)")
-        return cls.stage1(tcr & 0x3F, _output_size("TCR_EL1.IPS", ips), enabled=not tcr >> 7 & 1)
+        return cls.stage1(tcr & 0x3F, ips, enabled=not tcr >> 7 & 1)
 
 
 def _output_size(field_name: str, value: int) -> int:
@@ -141,8 +159,12 @@ def walk(memory: PhysicalMemory, regime: Regime, root: int, address: int, access
 
     # Faults found before any lookup are reported at level 0, whatever the starting level.
     if not regime.enabled:
-        return fail(FaultKind.TRANSLATION, 0, "TCR_EL1.EPD0 = 1: walks from TTBR0_EL1 are disabled")
-    if address >> regime.input_bits:
+        n = int(regime.upper)
+        return fail(FaultKind.TRANSLATION, 0, f"TCR_EL1.EPD{n} = 1: walks from TTBR{n}_EL1 are disabled")
+    if address >> regime.input_bits != regime.top:
+        if regime.upper:
+            return fail(FaultKind.TRANSLATION, 0, f"outside the upper {regime.input_bits}-bit range "
+                                                  f"(T1SZ = {regime.t0sz}: the bits above must all be ones)")
         return fail(FaultKind.TRANSLATION, 0, f"beyond the {regime.input_bits}-bit input range (T0SZ = {regime.t0sz})")
     if root >> regime.output_bits:
         return fail(FaultKind.ADDRESS_SIZE, 0, f"the table base {root:#x} is beyond the {regime.output_bits}-bit "
