@@ -143,6 +143,25 @@ def test_privileged_instruction_at_el0_is_undefined_and_goes_to_the_lower_el_vec
     assert regs["x21"] == sym["here"]
 
 
+EC_SYS64 = 0x18
+
+
+# ISS for EC 0x18 (Arm ARM): Op0 [21:20], Op2 [19:17], Op1 [16:14], CRn [13:10], Rt [9:5], CRm [4:1], read [0]
+@pytest.mark.parametrize("machine", MACHINES)
+@pytest.mark.parametrize("instruction, iss", [
+    ("mrs x3, ctr_el0", 3 << 20 | 1 << 17 | 3 << 14 | 0 << 10 | 3 << 5 | 0 << 1 | 1),   # SCTLR_EL1.UCT = 0
+    ("dc zva, x4", 1 << 20 | 1 << 17 | 3 << 14 | 7 << 10 | 4 << 5 | 4 << 1 | 0),        # SCTLR_EL1.DZE = 0
+    ("mrs x5, daif", 3 << 20 | 1 << 17 | 3 << 14 | 4 << 10 | 5 << 5 | 2 << 1 | 1),      # SCTLR_EL1.UMA = 0
+    ("msr daifset, #2", 0 << 20 | 6 << 17 | 3 << 14 | 4 << 10 | 31 << 5 | 2 << 1 | 0),  # UMA = 0 (no Rt: 31)
+])
+def test_a_system_instruction_el0_may_not_use_traps_with_ec_0x18_and_its_operands(machine, instruction, iss):
+    # The reset value of SCTLR_EL1 leaves UCT, DZE and UMA clear: each of these traps to EL1.
+    regs, sym, _ = run_kernel(TO_EL0 + f"here:\n    {instruction}\n    b       .\n", machine)
+    assert regs["x25"] == 0x400
+    assert regs["x20"] == (EC_SYS64 << 26) | IL | iss, hex(regs["x20"])
+    assert regs["x21"] == sym["here"]
+
+
 @pytest.mark.parametrize("store, wnr", [("ldr x2, [x1, #8]", 0), ("str x2, [x1, #8]", 1)])
 def test_access_to_nothing_is_a_synchronous_external_abort_with_far_and_wnr(store, wnr):
     regs, sym, _ = run_kernel(f"    ldr     x1, =0x20000000\nhere:\n    {store}\n    b       .\n")

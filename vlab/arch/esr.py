@@ -139,6 +139,13 @@ class SysRegAccess(NamedTuple):
             crm=(iss >> 1) & 0xF, op2=(iss >> 17) & 7, rt=(iss >> 5) & 0x1F, is_read=bool(iss & 1),
         )
 
+    @classmethod
+    def of_instruction(cls, word: int) -> SysRegAccess:
+        """The fields of a system instruction (MRS, MSR, SYS, MSR immediate): 1101010100 L op0 op1 CRn
+        CRm op2 Rt. A trap's ISS holds exactly these (Arm ARM, ISS encoding for EC 0x18)."""
+        return cls(op0=(word >> 19) & 3, op1=(word >> 16) & 7, crn=(word >> 12) & 0xF, crm=(word >> 8) & 0xF,
+                   op2=(word >> 5) & 7, rt=word & 0x1F, is_read=bool(word >> 21 & 1))
+
     @property
     def encoding(self) -> tuple[int, int, int, int, int]:
         """(op0, op1, CRn, CRm, op2): the key of the system-register table."""

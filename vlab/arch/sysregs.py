@@ -48,6 +48,8 @@ SYSREGS: tuple[SysReg, ...] = (
     _id_reg("MIDR_EL1", (3, 0, 0, 0, 0)),
     _id_reg("MPIDR_EL1", (3, 0, 0, 0, 5)),
     _id_reg("REVIDR_EL1", (3, 0, 0, 0, 6)),
+    _id_reg("ID_PFR1_EL1", (3, 0, 0, 1, 1), HCR.TID3),
+    _id_reg("ID_DFR0_EL1", (3, 0, 0, 1, 2), HCR.TID3),
     _id_reg("ID_AA64PFR0_EL1", (3, 0, 0, 4, 0), HCR.TID3),
     _id_reg("ID_AA64PFR1_EL1", (3, 0, 0, 4, 1), HCR.TID3),
     _id_reg("ID_AA64DFR0_EL1", (3, 0, 0, 5, 0), HCR.TID3),

@@ -55,6 +55,13 @@ _SYS_HOOK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, 
 _UC_CTL_TLB_FLUSH = 11  # unicorn_const.UC_CTL_TLB_FLUSH
 
 # Unicorn's (QEMU's) exception numbers, as the UC_HOOK_INTR callback reports them
+# QEMU's virt board (without virtualization=on or secure=on) gives its Cortex-A72 no EL2 and no EL3,
+# and its ID registers say so; Unicorn's Cortex-A72 has both. The fields vlab's core clears (Arm ARM):
+# ID_AA64PFR0_EL1.EL2 [11:8] and EL3 [15:12], ID_PFR1_EL1.Virtualization [15:12] and Security [7:4],
+# ID_DFR0_EL1.CopSDbg [7:4] (secure debug).
+ABSENT_ON_VIRT = {"ID_AA64PFR0_EL1": 0xFF00, "ID_PFR1_EL1": 0xF0F0, "ID_DFR0_EL1": 0xF0}
+_SYSTEM_INSTRUCTION = 0b1101010100  # bits [31:22] of MRS, MSR, SYS and MSR (immediate)
+_MSR_DAIF_MASK, _MSR_DAIF = 0xFFFFF0DF, 0xD50340DF  # MSR DAIFSet/DAIFClr, #imm: op1 = 3, CRn = 4, op2 = 6 or 7
 _EXCP_UDEF, _EXCP_SWI, _EXCP_PREFETCH_ABORT, _EXCP_DATA_ABORT, _EXCP_BKPT, _EXCP_HVC, _EXCP_SMC = 1, 2, 3, 4, 7, 11, 13
 EXCP_HVC, EXCP_SMC = _EXCP_HVC, _EXCP_SMC
 
@@ -214,7 +221,7 @@ class CPU:
         self._make_fault: Callable[[int], GuestException] | None = None  # set by fault()
         self._rollback = None  # set by abort_current(): the state to restore once the run stops
         self._running = False  # inside emu_start: the live counter is part of the clock
-        self._abort_info: AbortInfo | None = None  # made at the first abort Unicorn's own MMU raises
+        self._abort_info: AbortInfo | None = None  # made at the first exception whose syndrome QEMU computes
         self._unsupported: str | None = None  # why the guest cannot go on, when the emulator cannot run it
         self._misaligned_block: int | None = None  # a block translated at a misaligned PC, to drop before running
         self._eret_watch: int | None = None  # the hook of _on_watched_instruction, while SPSR_EL1 needs it
@@ -338,7 +345,8 @@ class CPU:
     def read_sysreg(self, name: str) -> int:
         self._select_sysreg(name)
         _reg_read(self._uch, A.UC_ARM64_REG_CP_REG, self._cp_ref)
-        return self._cp.val
+        absent = ABSENT_ON_VIRT.get(name)
+        return self._cp.val if absent is None else self._cp.val & ~absent
 
     def write_sysreg(self, name: str, value: int) -> None:
         self._select_sysreg(name)
@@ -575,19 +583,35 @@ class CPU:
             word = self.read_word(pc) or 0
             return GuestException(imm16_syndrome(ExceptionClass.BRK64, (word >> 5) & 0xFFFF), pc, pc, el, word=word)
         if intno == _EXCP_UDEF:
-            return GuestException(Syndrome(ExceptionClass.UNKNOWN), pc, pc, el, detail="undefined instruction")
+            return self._undefined(pc, el)
         if intno in (_EXCP_DATA_ABORT, _EXCP_PREFETCH_ABORT):
             # Raised by Unicorn's own address translation: the guest's tables refused the access, or,
             # with the MMU off, the address is beyond the physical address range (e.g. a push with
             # SP = 0). QEMU computed the syndrome and the faulting address: read them.
-            if self._abort_info is None:
-                self._abort_info = AbortInfo(self.uc)
-            esr, far = self._abort_info.read()
+            esr, far = self._computed_by_qemu()
             syndrome = Syndrome.from_esr(esr)
             return GuestException(syndrome, pc, pc, el, far=far, detail=_stage1_fault(syndrome.iss & 0x3F,
                                                                                        self.read_sysreg("SCTLR_EL1") & 1))
         return GuestException(Syndrome(ExceptionClass.UNKNOWN), pc, pc, el,
                               detail=f"emulator exception number {intno} has no AArch64 meaning here")
+
+    def _undefined(self, pc: int, el: int) -> GuestException:
+        """An instruction Unicorn refused. A system instruction that a control traps -- CTR_EL0 read at
+        EL0 with SCTLR_EL1.UCT = 0, DC ZVA with DZE = 0, DAIF with UMA = 0 -- is EC 0x18, its operands in
+        the ISS: QEMU says which it trapped (its syndrome's EC), except MSR DAIFSet/DAIFClr at EL0, which
+        Unicorn raises with no syndrome at all. Anything else is EC 0x00, unknown reason."""
+        word = self.read_word(pc) or 0
+        if word >> 22 == _SYSTEM_INSTRUCTION and (word & _MSR_DAIF_MASK == _MSR_DAIF and el == 0
+                                                   or self._computed_by_qemu()[0] >> 26 == ExceptionClass.SYS64):
+            return GuestException(Syndrome(ExceptionClass.SYS64, SysRegAccess.of_instruction(word).iss), pc, pc, el,
+                                  detail="a system instruction that this EL's controls trap", word=word)
+        return GuestException(Syndrome(ExceptionClass.UNKNOWN), pc, pc, el, detail="undefined instruction", word=word)
+
+    def _computed_by_qemu(self) -> tuple[int, int]:
+        """(ESR, FAR) of the exception Unicorn is raising, as QEMU worked them out (`AbortInfo`)."""
+        if self._abort_info is None:
+            self._abort_info = AbortInfo(self.uc)
+        return self._abort_info.read()
 
     def _on_new_block(self, uc: Uc, block, _previous, _user) -> None:
         """Unicorn translated a new block of guest code, about to run it: not at a misaligned PC.
@@ -682,17 +706,17 @@ class CPU:
     def _on_sysreg(self, reg: int, cp_pointer, is_read: int | None) -> bool:
         try:
             cp = cp_pointer.contents
-            if self.sysreg_handler is None:
-                return False
             # The access, decoded once per register, Rt and direction: this hook runs for every
             # MRS/MSR the guest executes, and an exit served in place must stay cheap.
             key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2, reg, is_read)
             known = self._accesses.get(key)
             if known is None:
                 reg_info = sysregs.BY_ENCODING.get(key[:5])
+                id_register = reg_info.name if is_read and reg_info is not None and reg_info.name in ABSENT_ON_VIRT \
+                    else None
                 known = self._accesses[key] = (SysRegAccess(*key[:5], rt=_RT[reg], is_read=bool(is_read)),
-                                               0 if reg_info is None else reg_info.min_el)
-            access, min_el = known
+                                               0 if reg_info is None else reg_info.min_el, id_register)
+            access, min_el, id_register = known
             if min_el and (min_el > 1 or self.el == 0):
                 return False  # UNDEFINED at this level: the hardware raises it, not us
             if not is_read:
@@ -702,7 +726,13 @@ class CPU:
                         _eret_needs_vlab(self.x(access.rt)) != (self._eret_watch is not None):
                     self._eret_watch_stale = True  # the hook that watches ERETs goes on (or off) before the next one
                     self.request_stop()
-            return self.sysreg_handler(self, access, cp.val)
+            handler = self.sysreg_handler
+            if handler is not None and handler(self, access, cp.val):
+                return True
+            if id_register is None:
+                return False
+            self.set_x(access.rt, self.read_sysreg(id_register))  # the ID register of QEMU virt's core
+            return True
         except Exception as e:  # noqa: BLE001 - reported as a stop, never raised into Unicorn
             self._hook_error = f"system-register trap handler failed: {type(e).__name__}: {e}"
             self.uc.emu_stop()
