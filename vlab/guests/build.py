@@ -27,7 +27,8 @@ COMPILER_PACKAGE = "gcc-aarch64-linux-gnu"  # the Debian package that provides C
 RUNTIME = ("start.S", "lib.c")
 LINKER_SCRIPT = "link.ld"
 # -mgeneral-regs-only: no FP/SIMD registers, so no guest depends on the FPU state at boot.
-# -mstrict-align: with the MMU off, memory is Device memory and unaligned accesses fault.
+# -mstrict-align: with the MMU off, memory is Device memory, where an unaligned access faults on
+# hardware (neither QEMU 7.2 nor Unicorn checks it: docs/equivalence.md).
 CFLAGS = (
     "-nostdlib", "-ffreestanding", "-mgeneral-regs-only", "-mstrict-align", "-O2", "-g",
     "-fno-pie", "-no-pie", "-static", "-fno-stack-protector", "-fno-asynchronous-unwind-tables",
