@@ -93,9 +93,10 @@ def handle_smc(vcpu: VCpu, exit: Exit) -> str:
 
 def hypercall(vcpu: VCpu, exit: Exit) -> str:
     """Serve the call whose function id is in x0; the result goes back in x0."""
-    fid = vcpu.x(0) & 0xFFFF_FFFF
-    if psci.is_psci(fid):
+    fid = vcpu.x(0)
+    if psci.is_psci(fid):  # all 64 bits of x0, as QEMU's firmware compares them
         return vcpu.platform.psci(fid)
+    fid &= 0xFFFF_FFFF  # vlab's own read W0, as the SMC Calling Convention has it
     if fid == VLAB_PUTC:
         byte = vcpu.x(1) & 0xFF
         vcpu.platform.console(bytes([byte]))

@@ -57,8 +57,10 @@ GIC_CPU_INTERFACES = ("virtual", "emulated")
 _PERMANENT = (StopReason.POWERED_OFF, StopReason.RESET)
 _U64 = (1 << 64) - 1
 # As plain ints: an enum member's lookup costs more than the comparison, on every hypercall.
-_CPU_ON, _CPU_OFF, _AFFINITY_INFO = (int(f) for f in (psci.PsciFunction.CPU_ON, psci.PsciFunction.CPU_OFF,
-                                                       psci.PsciFunction.AFFINITY_INFO))
+_CPU_OFF = int(psci.PsciFunction.CPU_OFF)
+_CPU_ON = frozenset(int(f) for f in (psci.PsciFunction.CPU_ON, psci.PsciFunction.CPU_ON_32))
+_AFFINITY_INFO = frozenset(int(f) for f in (psci.PsciFunction.AFFINITY_INFO, psci.PsciFunction.AFFINITY_INFO_32))
+_AFFINITY = 0xFF_00FF_FFFF  # MPIDR's Aff3..Aff0
 
 
 @dataclass(frozen=True)
@@ -345,15 +347,21 @@ class VM:
         self.trap_log.append(TrapRecord(vcpu.ticks(), vcpu.index, kind, exit, action, served))
 
     def psci(self, vcpu: VCpu, fid: int) -> str:
-        """The firmware interface, played by the hypervisor: power, and starting secondary vCPUs."""
-        if fid == _CPU_ON:
+        """The firmware interface, played by the hypervisor: power, and starting secondary vCPUs.
+        CPU_SUSPEND blocks the vCPU as a trapped WFI does (handle_wfx), and returns SUCCESS."""
+        if fid in _CPU_ON:
             return self._cpu_on(vcpu, vcpu.x(1), vcpu.x(2), vcpu.x(3))
-        # Every other function takes at most one argument, x1, read only for those that take it
-        # (registers are read one call each); only AFFINITY_INFO asks which vCPUs are on.
-        ids = tuple(v.vmpidr & 0xFF_00FF_FFFF for v in self.vcpus if v.state is not VCpuState.OFF) \
-            if fid == _AFFINITY_INFO else ()
-        outcome = psci.call(fid, (vcpu.x(1) if fid in psci.TAKES_ARGUMENT else 0, 0, 0), ids)
+        # Every other function takes at most two arguments, x1 and x2, read only for those that take
+        # them (registers are read one call each); only AFFINITY_INFO asks which vCPUs are on.
+        if fid in _AFFINITY_INFO:
+            cpus = {v.vmpidr & _AFFINITY: psci.AffinityState.OFF if v.state is VCpuState.OFF
+                    else psci.AffinityState.ON for v in self.vcpus}
+            outcome = psci.call(fid, (vcpu.x(1), vcpu.x(2), 0), cpus)
+        else:
+            outcome = psci.call(fid, (vcpu.x(1) if fid in psci.TAKES_ARGUMENT else 0, 0, 0), psci.ONLY_CPU_ON)
         vcpu.set_x(0, outcome.x0)
+        if outcome.suspend:
+            return f"PSCI {outcome.function} (a WFI): x0 = 0; {vcpu.wait_for_interrupt()}"
         if fid == _CPU_OFF:
             vcpu.halt(StopReason.STOPPED, f"vCPU{vcpu.index} turned itself off (PSCI CPU_OFF)")
         elif outcome.power_off or outcome.reset:

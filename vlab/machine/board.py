@@ -107,11 +107,11 @@ class MmioAccess(NamedTuple):
 
 
 class StopReason(enum.Enum):
-    POWERED_OFF = "powered_off"  # PSCI SYSTEM_OFF / CPU_OFF
+    POWERED_OFF = "powered_off"  # PSCI SYSTEM_OFF
     RESET = "reset"  # PSCI SYSTEM_RESET
     BUDGET = "budget"  # the instruction budget is spent
     TIMEOUT = "timeout"  # the wall-clock guard fired
-    IDLE = "idle"  # WFI with nothing that could ever wake the core
+    IDLE = "idle"  # WFI (or PSCI CPU_SUSPEND) with nothing that could ever wake the core; every CPU off (CPU_OFF)
     EXCEPTION = "exception"  # an exception no one can handle
     STOPPED = "stopped"  # a step finished, or someone asked the run to stop
     ERROR = "error"  # vlab failed (a bug in vlab, reported, never raised)
@@ -277,7 +277,8 @@ class Board:
     def _run(self, max_insns: int, timeout_s: float, progress: Callable[[int], None] | None,
              stepping: bool) -> RunResult:
         if self.powered_off:
-            return self._result(self._off_reason or StopReason.POWERED_OFF, "the machine is already off")
+            return self._result(self._off_reason or StopReason.POWERED_OFF, "every CPU is off (PSCI CPU_OFF)"
+                                if self._off_reason is StopReason.IDLE else "the machine is already off")
         end = self.cpu.instructions + max_insns
         with Watchdog(self.cpu.uc.emu_stop, timeout_s) as watchdog:
             while True:
@@ -336,13 +337,21 @@ class Board:
         return self._deliver(exc)
 
     def _firmware_call(self, exc: GuestException) -> RunResult | None:
+        """PSCI, as QEMU's firmware serves it (vlab.machine.psci): the function id is all of x0."""
         cpu = self.cpu
-        fid = cpu.x(0) & 0xFFFF_FFFF
+        fid = cpu.x(0)
         if not psci.is_psci(fid):
             cpu.set_x(0, psci.PsciReturn.NOT_SUPPORTED & 0xFFFF_FFFF_FFFF_FFFF)
             return None
         outcome = psci.call(fid, (cpu.x(1), cpu.x(2), cpu.x(3)))
         cpu.set_x(0, outcome.x0)
+        if outcome.suspend:  # CPU_SUSPEND: a WFI, returning SUCCESS once the core wakes
+            return self._on_wfi(f"PSCI {outcome.function} (a WFI) called at {exc.address:#x}")
+        if outcome.cpu_off:  # the board's one CPU is off; the machine stays on, with nothing to run
+            self.powered_off = True
+            self._off_reason = StopReason.IDLE
+            return self._result(StopReason.IDLE, f"every CPU has turned itself off (PSCI CPU_OFF called at "
+                                f"{exc.address:#x})")
         if outcome.power_off or outcome.reset:
             self.powered_off = True
             self._off_reason = StopReason.RESET if outcome.reset else StopReason.POWERED_OFF
@@ -366,14 +375,15 @@ class Board:
         retired = self.cpu.clock()  # inside the run: those before the vector's first instruction
         self.entry.interrupt_taken(vector_address, return_address, from_el, retired, retired + self.idle_ticks)
 
-    def _on_wfi(self) -> RunResult | None:
+    def _on_wfi(self, what: str | None = None) -> RunResult | None:
         """WFI: sleep until the GIC signals an interrupt -- taken if PSTATE.I allows, and WFI wakes
-        either way. While the core sleeps only a timer can raise one: with none ahead, it is idle."""
+        either way. While the core sleeps only a timer can raise one: with none ahead, it is idle.
+        `what` names the wait when it is not a WFI instruction (PSCI CPU_SUSPEND)."""
         while self.gic.signal(0) is None:
             deadline = self.timer.next_deadline(after=self.ticks())
             if deadline is None:
-                return self._result(StopReason.IDLE, f"WFI at {self.cpu.pc - 4:#x} with no timer or interrupt "
-                                    "that could wake the core" + self._silent_timers())
+                return self._result(StopReason.IDLE, f"{what or f'WFI at {self.cpu.pc - 4:#x}'} with no timer or "
+                                    "interrupt that could wake the core" + self._silent_timers())
             self.idle_ticks += deadline - self.ticks()
             self._timer_lines()
         return None
