@@ -218,6 +218,8 @@ WILD_POINTERS = [0, RAM_BASE - 8, RAM_BASE, RAM_END - 8, RAM_END - 1, RAM_END, U
                  HOST_BASE + RAM_BASE, 1 << IPA_BITS, (1 << 64) - 8, (1 << 64) - 1]
 WILD_LENGTHS = [0, 1, 8, 4095, 4096, 4097, RAM_SIZE, 0xFFFF_FFFF, 1 << 32, (1 << 64) - 1]
 _ENDS_THE_RUN = {0x8400_0002, 0x8400_0008, 0x8400_0009}  # CPU_OFF, SYSTEM_OFF, SYSTEM_RESET: left to the end
+# CPU_SUSPEND waits for an interrupt that never comes, unless power_state has a reserved bit (bits [31:17]).
+_SUSPENDS = {0x8400_0001, 0xC400_0001}
 
 
 def wild_hypercalls(host_bytes: int) -> str:
@@ -226,7 +228,9 @@ def wild_hypercalls(host_bytes: int) -> str:
     vlab = [(fid, p, n, 0, 0) for fid in (0x8600_0001, 0x8600_0002, 0x8600_0003) for p in WILD_POINTERS
             for n in WILD_LENGTHS if fid == 0x8600_0002 or n == 0]
     psci = [(fid, p, n, p, 0) for fid in [*range(0x8400_0000, 0x8400_0020), *range(0xC400_0000, 0xC400_0020)]
-            if fid not in _ENDS_THE_RUN for p, n in ((1, RAM_BASE + 2), (2, (1 << 64) - 4), (0x100, HOST_BASE))]
+            if fid not in _ENDS_THE_RUN for p, n in ((1, RAM_BASE + 2), (2, (1 << 64) - 4), (0x100, HOST_BASE),
+                                                     ((1 << 64) - 1, RAM_END))
+            if fid not in _SUSPENDS or p & 0xFFFE_0000]
     xen = [(cmd, a, b, 0, number) for number in (17, 18, 48, 63, (1 << 64) - 1) for cmd in (0, 1, 6, 7, 0xFFFF_FFFF)
            for a, b in ((0, RAM_END - 4), (0xFFFF_FFFF, RAM_BASE), (0x7FF0, (1 << 64) - 8), (3, HOST_BASE))]
     xen += [(cmd, a, 0, 0, 29) for cmd in (0, 3, 0xFFFF_FFFF) for a in WILD_POINTERS]  # sched_op, not block or shutdown
