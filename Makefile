@@ -40,8 +40,10 @@ slides: install
 book: install dot
 	$(BIN)/vlab site _build/html
 
+# One pytest worker per core (pytest-xdist), each given whole test files, so that a file's fixtures
+# (a built guest, a QEMU run, a JupyterLab server) are made once: most tests wait on one core.
 test: install system-tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 install: $(STAMP)
 
