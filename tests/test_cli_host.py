@@ -88,6 +88,24 @@ def test_bad_host_options_are_refused_before_anything_runs(args, says):
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize("args, says", [(["--timeout", "-1"], "--timeout must be a positive number of seconds, not -1"),
+                                        (["--timeout", "0"], "--timeout must be a positive number of seconds, not 0"),
+                                        (["--slice", "-3"], "--slice must be a positive number of milliseconds, not -3"),
+                                        (["--slice", "0"], "--slice must be a positive number of milliseconds, not 0")])
+def test_a_guard_or_a_slice_that_is_not_positive_is_refused_by_its_option(args, says):
+    done = vlab("run", HELLO, "--virt", *args)
+    assert done.returncode == 2 and says in done.stderr, done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("vcpus", ["0", "9", "-1"])
+def test_a_vm_alone_with_too_few_or_too_many_vcpus_is_told_of_its_vcpus(vcpus):
+    # alone, a VM's host gets a physical CPU per vCPU: the error must still be about the vCPUs
+    done = vlab("run", HELLO, "--virt", "--vcpus", vcpus)
+    assert done.returncode == 2 and f"a VM has 1 to 8 vCPUs, not {vcpus}" in done.stderr, done.stderr
+    assert done.stdout == ""
+
+
 def test_several_files_or_host_options_need_a_hypervisor():
     for args in ([HELLO, PAGING], [HELLO, "--pcpus", "2"], [HELLO, "--sched", "credit"]):
         done = vlab("run", *args)

@@ -105,6 +105,10 @@ def _refused(args: argparse.Namespace) -> str:
     """Why these options cannot run, before anything does ('' when they can)."""
     if args.max_insns <= 0:
         return "--max-insns must be a positive number of instructions"
+    if not args.timeout > 0:  # (not <= 0: NaN is no timeout either)
+        return f"--timeout must be a positive number of seconds, not {args.timeout:g}"
+    if args.slice is not None and not args.slice > 0:
+        return f"--slice must be a positive number of milliseconds, not {args.slice:g}"
     host_options = [name for name, value in (("--trap", args.trap), ("--trap-log", args.trap_log),
                                               ("--vcpus", args.vcpus != 1), ("--pcpus", args.pcpus),
                                               ("--sched", args.sched != "rr"), ("--slice", args.slice),
@@ -134,11 +138,14 @@ def _host(args: argparse.Namespace):
     describe them; ValueError for anything they cannot be."""
     from vlab.hyp import VM, Host  # only a VM run needs the hypervisor
     from vlab.hyp.hypervisors import make_structure
+    from vlab.hyp.vm import MAX_VCPUS
     from vlab.sched.registry import make_policy
     from vlab.sched.units import ms
 
     files = args.files
-    pcpus = args.pcpus if args.pcpus is not None else (args.vcpus if len(files) == 1 else 1)
+    # A VM alone gets a physical CPU per vCPU; a --vcpus out of range is left for the VM to refuse by name.
+    own_cores = len(files) == 1 and 1 <= args.vcpus <= MAX_VCPUS
+    pcpus = args.pcpus if args.pcpus is not None else (args.vcpus if own_cores else 1)
     names = [Path(f).stem for f in files]
     if len(set(names)) != len(names):
         names = []  # windows name the VMs by their place only
