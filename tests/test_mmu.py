@@ -343,3 +343,25 @@ def test_each_tlbi_removes_exactly_the_entries_it_names(inserted, operation, vmi
     for v, a, p, ipa, global_ in kept.values():
         if (v, a, p, ipa, global_) not in doomed:  # still there (a global one: found from an unused ASID)
             assert tlb.lookup(v, 99 if global_ else a, p << 12).ipa_page == ipa
+
+
+blocks = st.lists(st.tuples(st.integers(1, 2), st.integers(0, 3), st.integers(0, 1 << 12), st.sampled_from([12, 21, 30]),
+                            st.booleans()), max_size=30)  # (vmid, asid, va page, log2 of its leaf's size, global)
+
+
+@given(blocks, st.sampled_from(["vae1", "vaae1"]), st.integers(0, 3), st.integers(0, 1 << 12))
+def test_a_tlbi_by_va_in_a_block_removes_every_page_of_that_block(inserted, operation, asid, page):
+    # An entry is one 4 KB page, even of a 2 MiB or 1 GiB block; the TLBI must remove the block's entry
+    # whole, as hardware keeps one: every page of that block, whichever page the TLBI names.
+    tlb = TLB(capacity=64)
+    for v, a, p, shift, global_ in inserted:
+        tlb.insert(v, a, p << 12, Entry(p, p, 7, 7, global_), shift)
+    va = page << 12
+    getattr(tlb, operation)(*((1, asid, va) if operation == "vae1" else (1, va)))
+    for v, a, p, shift, global_ in inserted:
+        same_block = (p << 12) >> shift == va >> shift
+        seen = tlb.lookup(v, a, p << 12)
+        if v == 1 and same_block and (operation == "vaae1" or global_ or a == asid):
+            assert seen is None, f"page {p:#x} of the {1 << shift:#x}-byte block of VA {va:#x} is still cached"
+        if v == 2:  # another VM's entries are never touched
+            assert seen is not None

@@ -464,6 +464,8 @@ class PhysicalCpu:
         va, asid = (operand & ((1 << 44) - 1)) << 12, operand >> 48  # VA[55:12]
         if va >> 55:  # an upper-half address (TTBR1_EL1's): its top bits are copies of bit 55
             va |= 0xFF << 56
+        if access.op2 in (1, 3, 5, 7) and self.tlb.in_a_block(vmid, va):
+            self.flush_engine_tlb()  # Unicorn's TLB holds a block's pages one by one, and drops only this one
         if access.op2 in (1, 5):  # VAE1, VALE1
             self.tlb.vae1(vmid, asid, va)
         elif access.op2 == 2:  # ASIDE1

@@ -254,12 +254,14 @@ class Walked(NamedTuple):
     sh: int
     ng: bool
     trail: list  # (level, host physical address) of each guest descriptor read
+    leaf_shift: int  # log2 of the guest leaf's size (12 with the guest's MMU off): for the TLB model
 
     @classmethod
     def from_fast(cls, found: tuple, trail: list, memory) -> Walked:
         """From vlab.mmu.fast_walk's answer and trail."""
         value = memory.read64(trail[-1][1]) if trail else 0
-        return cls(found[0], found[1], found[2], value >> 2 & 7, value >> 8 & 3, bool(value >> 11 & 1), trail)
+        return cls(found[0], found[1], found[2], value >> 2 & 7, value >> 8 & 3, bool(value >> 11 & 1), trail,
+                   found[6])
 
     @classmethod
     def from_translation(cls, t, stage1: Regime | None) -> Walked:
@@ -267,7 +269,7 @@ class Walked(NamedTuple):
         guest = t.leaves[0] if stage1 is not None else Leaf(0, 3, sh=0)
         trail = [(r.level, r.address) for r in t.references if r.stage == 1]
         return cls(t.output, permissions(t.leaves, False), permissions(t.leaves, True), guest.attr, guest.sh,
-                   guest.ng, trail)
+                   guest.ng, trail, LEVEL_SHIFT[guest.level])
 
 
 def _encode(el1: int, el0: int):
@@ -358,7 +360,7 @@ class ShadowTranslation(GuestTranslation):
             trail: list = []  # the descriptors read, when the walk fails
             found = fast_walk.translate(self.memory, regime, builder.root, None, 0, va, bit, el0, None, trail)
             if found is not None:  # the one-dimensional walk: the shadow's n descriptors
-                pa, perms_el1, perms_el0, _, global_, references = found
+                pa, perms_el1, perms_el0, _, global_, references, _ = found  # the shadow's 4 KB page
                 self.references += references
                 # (The TLB model's IPA field holds the PA: this hardware never sees an IPA.)
                 self.tlb.insert(self.vmid, asid, va, Entry(pa >> 12, pa >> 12, perms_el1, perms_el0, global_))
@@ -399,7 +401,8 @@ class ShadowTranslation(GuestTranslation):
         perms = el0_perms if el0 else el1_perms
         pa = walked.pa
         if perms & (4 if access is Access.FETCH else 2 if access is Access.WRITE else 1):
-            self.tlb.insert(self.vmid, asid, va, Entry(pa >> 12, pa >> 12, el1_perms, el0_perms, not walked.ng))
+            self.tlb.insert(self.vmid, asid, va, Entry(pa >> 12, pa >> 12, el1_perms, el0_perms, not walked.ng),
+                            walked.leaf_shift)
             return self.base + pa, perms
         # One descriptor cannot say what this access may do (EL0 with the MMU off): answered, not kept.
         return self.base + pa, walked.el0 if el0 else walked.el1

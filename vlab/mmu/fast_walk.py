@@ -32,8 +32,9 @@ _READ, _WRITE, _EXEC = 1, 2, 4
 _WORD = struct.Struct("<Q")
 
 # (pa, UC_PROT bits at EL1, at EL0, ipa, global: nG clear or no stage 1, the descriptors a walker
-# without walk caches reads: n + (n + 1) m for n stage-1 and m stage-2 levels walked)
-Answer = tuple[int, int, int, int, bool, int]
+# without walk caches reads: n + (n + 1) m for n stage-1 and m stage-2 levels walked, log2 of the
+# stage-1 leaf's size: 12 for a page, 21 or 30 for a block, 12 with no stage 1)
+Answer = tuple[int, int, int, int, bool, int, int]
 
 
 def translate(memory: BufferMemory, stage1: Regime | None, ttbr: int, stage2: Regime | None, vttbr: int,
@@ -50,13 +51,13 @@ def translate(memory: BufferMemory, stage1: Regime | None, ttbr: int, stage2: Re
     the final IPA's stage-2 walk read an invalid descriptor: `nested_walk`'s fault is then
     walk.invalid_descriptor(2, level, descriptor address, IPA), with that many references."""
     data, base, size = memory.data, memory.base, memory.size
-    ipa, el1_perms, el0_perms, global_ = va, 7, 7, True
+    ipa, el1_perms, el0_perms, global_, leaf_shift = va, 7, 7, True, 12
     through = _Stage2(data, base, size, stage2, vttbr, stage2_cache)
     if stage1 is not None:
         leaf = _walk(data, base, size, stage1, ttbr, va, through, trail)
         if leaf is None:
             return None
-        ipa, value, ap_table, xn_table, pxn_table, references = leaf
+        ipa, value, ap_table, xn_table, pxn_table, references, leaf_shift = leaf
         ap = ((value >> 6 & 3) | ap_table & 2) & ~(ap_table & 1)
         uxn, pxn = bool(value >> 54 & 1) or xn_table, bool(value >> 53 & 1) or pxn_table
         el1_perms = _READ | (0 if ap & 2 else _WRITE) | (0 if pxn or ap == 0b01 else _EXEC)
@@ -80,7 +81,7 @@ def translate(memory: BufferMemory, stage1: Regime | None, ttbr: int, stage2: Re
         if not s2 & access:
             return None
         el1_perms, el0_perms = el1_perms & s2, el0_perms & s2
-    return pa, el1_perms, el0_perms, ipa, global_, references
+    return pa, el1_perms, el0_perms, ipa, global_, references, leaf_shift
 
 
 class _Stage2:
@@ -108,7 +109,8 @@ class _Stage2:
 def _walk(data, base: int, size: int, regime: Regime, root: int, address: int, stage2: _Stage2 | None,
           trail: list | None = None):
     """One stage's walk of `address`: (output address, leaf descriptor, APTable, XNTable, PXNTable
-    gathered on the way, the descriptors read -- with `stage2`, its walks' too), or None where `walk`
+    gathered on the way, the descriptors read -- with `stage2`, its walks' too -- and log2 of the leaf's
+    size), or None where `walk`
     would fault. With `stage2`, each table address is an IPA, translated (for a read) through it first."""
     bits, out_bits, start = regime.input_bits, regime.output_bits, regime.start_level
     if not regime.enabled or address >> bits != regime.top or root >> out_bits:
@@ -149,4 +151,4 @@ def _walk(data, base: int, size: int, regime: Regime, root: int, address: int, s
         if output >> out_bits or not value >> 10 & 1:  # beyond the output range; access flag clear
             return None
         return (output | (address & ((1 << shift) - 1)), value, ap_table, xn_table, pxn_table,
-                references + level - start + 1)
+                references + level - start + 1, shift)

@@ -25,11 +25,11 @@ from unicorn import UC_MEM_FETCH, UC_MEM_WRITE, UC_TLB_VIRTUAL
 from vlab.arch import ldst
 from vlab.arch.esr import ExceptionClass, Syndrome
 from vlab.machine.cpu import CPU, GuestException
-from vlab.mmu.descriptors import Leaf
+from vlab.mmu.descriptors import LEVEL_SHIFT, Leaf
 from vlab.mmu.faults import Access, Fault, FaultKind
 from vlab.mmu import fast_walk
 from vlab.mmu.memory import BufferMemory, PhysicalMemory
-from vlab.mmu.tlb import TLB, Entry
+from vlab.mmu.tlb import PAGE_SHIFT, TLB, Entry
 from vlab.mmu.walk import SIZE_ENCODING, Regime, invalid_descriptor, nested_walk, permission_problem
 
 # translate(virtual address, access) -> (the physical address of that byte in the core's map,
@@ -285,10 +285,11 @@ class GuestTranslation:
                 found = fast_walk.translate(self.memory, stage1, ttbr, self.stage2, self.vttbr, va, bit, el0, cache,
                                             stopped=stopped)
                 if found is not None:
-                    pa, perms_el1, perms_el0, ipa, global_, references = found
+                    pa, perms_el1, perms_el0, ipa, global_, references, leaf_shift = found
                     if tlb is not None:
                         self.references += references
-                        tlb.insert(self.vmid, asid, va, Entry(pa >> 12, ipa >> 12, perms_el1, perms_el0, global_))
+                        tlb.insert(self.vmid, asid, va, Entry(pa >> 12, ipa >> 12, perms_el1, perms_el0, global_),
+                                   leaf_shift)
                     return self.base + pa, perms_el0 if el0 else perms_el1
                 if stopped:  # an unmapped IPA page, as demand paging leaves them: no second walk
                     ipa, level, slot, references = stopped[0]
@@ -318,5 +319,6 @@ class GuestTranslation:
         perms_el1, perms_el0 = permissions(t.leaves, False), permissions(t.leaves, True)
         ipa = t.leaves[0].output | va & (t.leaves[0].size - 1) if stage1 is not None else va
         tlb.insert(self.vmid, asid, va, Entry(t.output >> 12, ipa >> 12, perms_el1, perms_el0,
-                                              global_=stage1 is None or not t.leaves[0].ng))
+                                              global_=stage1 is None or not t.leaves[0].ng),
+                   LEVEL_SHIFT[t.leaves[0].level] if stage1 is not None else PAGE_SHIFT)
         return self.base + t.output, perms_el0 if el0 else perms_el1

@@ -10,7 +10,10 @@
  * It writes through the reversed window, reads the buffer directly and checks that
  * every word landed where the tables say; then it writes through the upper-half page,
  * asks AT S1E1R where that page is, points it at another buffer page and invalidates
- * the TLB entry for that VA alone (TLBI VAE1). Same output on QEMU and vlab, bare or in a VM.
+ * the TLB entry for that VA alone (TLBI VAE1). Last, it maps a 2 MiB block (level 2) at
+ * VA 0x8020_0000, reads two of its pages, points the block elsewhere and invalidates one VA
+ * of it: the block's entry is gone, so the other page reads the new block too.
+ * Same output on QEMU and vlab, bare or in a VM.
  */
 #include "virt.h"
 
@@ -23,6 +26,10 @@
 #define ATTR_DEVICE (1UL << 2)         /* AttrIndx 1: MAIR attr1 = device-nGnRnE */
 #define WINDOW 0x80000000UL
 #define UPPER 0xffffffffc0000000UL     /* the top GiB of the 39-bit upper half: level-1 index 511 */
+#define BLOCK_VA (WINDOW + 0x200000UL)  /* level2[1]: a 2 MiB block */
+#define OLD_BLOCK 0x40000000UL          /* the first two 2 MiB of RAM (this kernel is in the first) */
+#define NEW_BLOCK 0x40200000UL
+#define IN_BLOCK 0x100000UL             /* the two pages read, 1 MiB into a block: past this kernel */
 
 static u64 level1[512] __attribute__((aligned(4096)));
 static u64 level2[512] __attribute__((aligned(4096)));
@@ -79,5 +86,22 @@ int main(void)
     u32 moved = upper[5];
     printf("mmu: after TLBI VAE1, %lx holds %x (buffer page 1)\n", UPPER + 20, moved);
     good += (moved == 0x6262) + (buffer[0][5] == 0x5151) + !(par & 1);
-    return good == PAGES + 3 ? SELF_CHECK_OK : 0xbad;
+
+    volatile u32 *old_block = (volatile u32 *)(OLD_BLOCK + IN_BLOCK);
+    volatile u32 *new_block = (volatile u32 *)(NEW_BLOCK + IN_BLOCK);
+    for (int page = 0; page < 2; page++) {                 /* through the 1 GiB identity block */
+        old_block[page * 1024] = 0xa0 + page;
+        new_block[page * 1024] = 0xb0 + page;
+    }
+    level2[1] = OLD_BLOCK | BLOCK | AF | INNER_SHAREABLE;
+    __asm__ volatile("dsb ishst\n isb" ::: "memory");
+    volatile u32 *block = (volatile u32 *)(BLOCK_VA + IN_BLOCK);
+    u32 before0 = block[0], before1 = block[1024];
+    level2[1] = NEW_BLOCK | BLOCK | AF | INNER_SHAREABLE;
+    __asm__ volatile("dsb ishst\n tlbi vae1, %0\n dsb ish\n isb" :: "r"((BLOCK_VA + IN_BLOCK) >> 12) : "memory");
+    u32 after1 = block[1024];                              /* not the VA invalidated: its block's */
+    printf("mmu: a 2 MiB block read %x %x; after TLBI VAE1 of its first page, its second reads %x\n",
+           before0, before1, after1);
+    good += (before0 == 0xa0) + (before1 == 0xa1) + (after1 == 0xb1);
+    return good == PAGES + 6 ? SELF_CHECK_OK : 0xbad;
 }
