@@ -60,7 +60,6 @@ _U64 = (1 << 64) - 1
 _CPU_OFF = int(psci.PsciFunction.CPU_OFF)
 _CPU_ON = frozenset(int(f) for f in (psci.PsciFunction.CPU_ON, psci.PsciFunction.CPU_ON_32))
 _AFFINITY_INFO = frozenset(int(f) for f in (psci.PsciFunction.AFFINITY_INFO, psci.PsciFunction.AFFINITY_INFO_32))
-_AFFINITY = 0xFF_00FF_FFFF  # MPIDR's Aff3..Aff0
 
 
 @dataclass(frozen=True)
@@ -354,7 +353,7 @@ class VM:
         # Every other function takes at most two arguments, x1 and x2, read only for those that take
         # them (registers are read one call each); only AFFINITY_INFO asks which vCPUs are on.
         if fid in _AFFINITY_INFO:
-            cpus = {v.vmpidr & _AFFINITY: psci.AffinityState.OFF if v.state is VCpuState.OFF
+            cpus = {v.vmpidr & psci.MPIDR_AFFINITY: psci.AffinityState.OFF if v.state is VCpuState.OFF
                     else psci.AffinityState.ON for v in self.vcpus}
             outcome = psci.call(fid, (vcpu.x(1), vcpu.x(2), 0), cpus)
         else:
@@ -370,7 +369,7 @@ class VM:
         return f"PSCI {outcome.function}: x0 = {outcome.x0:#x}"
 
     def _cpu_on(self, caller: VCpu, target: int, entry: int, context: int) -> str:
-        index = target & 0xFF_00FF_FFFF
+        index = target & psci.MPIDR_AFFINITY
         if index >= len(self.vcpus):
             caller.set_x(0, psci.PsciReturn.INVALID_PARAMETERS & _U64)
             return f"PSCI CPU_ON {target:#x}: no such vCPU: INVALID_PARAMETERS"

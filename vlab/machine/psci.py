@@ -72,7 +72,7 @@ _SUSPENDS = frozenset({PsciFunction.CPU_SUSPEND, PsciFunction.CPU_SUSPEND_32})
 # CPU_ON x2 and x3.
 TAKES_ARGUMENT = frozenset({PsciFunction.PSCI_FEATURES, *_CPU_ONS, *_AFFINITY_INFOS, *_SUSPENDS})
 ONLY_CPU_ON = {0: AffinityState.ON}  # a machine with one CPU, MPIDR affinity 0, running: vlab's board
-_MPIDR_AFFINITY = 0xFF_00FF_FFFF  # Aff3 [39:32], Aff2..Aff0 [23:0]
+MPIDR_AFFINITY = 0xFF_00FF_FFFF  # Aff3 [39:32], Aff2..Aff0 [23:0]
 
 
 class PsciOutcome(NamedTuple):
@@ -102,7 +102,7 @@ def is_psci(function_id: int) -> bool:
 def call(function_id: int, args: tuple[int, int, int],
          cpus: Mapping[int, int] = ONLY_CPU_ON) -> PsciOutcome:
     """Serve one PSCI call: `function_id` is all of x0, `args` x1..x3, and `cpus` every CPU the
-    machine has -- its MPIDR affinity (Aff3..Aff0, as `_MPIDR_AFFINITY` keeps it) mapped to its
+    machine has -- its MPIDR affinity (Aff3..Aff0, as `MPIDR_AFFINITY` keeps it) mapped to its
     AffinityState; only AFFINITY_INFO and CPU_ON read it. Here, CPU_ON starts nothing: it is
     ALREADY_ON for a CPU that is on and INVALID_PARAMETERS for every other (a machine that can
     start a CPU, a VM, serves CPU_ON itself). CPU_OFF, SYSTEM_OFF, SYSTEM_RESET and CPU_SUSPEND

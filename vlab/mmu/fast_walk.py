@@ -109,9 +109,9 @@ class _Stage2:
 def _walk(data, base: int, size: int, regime: Regime, root: int, address: int, stage2: _Stage2 | None,
           trail: list | None = None):
     """One stage's walk of `address`: (output address, leaf descriptor, APTable, XNTable, PXNTable
-    gathered on the way, the descriptors read -- with `stage2`, its walks' too -- and log2 of the leaf's
-    size), or None where `walk`
-    would fault. With `stage2`, each table address is an IPA, translated (for a read) through it first."""
+    gathered on the way, the descriptors read -- with `stage2`, its walks' too -- and log2 of the
+    leaf's size), or None where `walk` would fault. With `stage2`, each table address is an IPA,
+    translated (for a read) through it first."""
     bits, out_bits, start = regime.input_bits, regime.output_bits, regime.start_level
     if not regime.enabled or address >> bits != regime.top or root >> out_bits:
         return None
